@@ -1,0 +1,83 @@
+/**
+ * Domain errors. Adapters translate the failures they understand into these; the HTTP
+ * layer maps each to one problem+json answer (see functions/http/problem.ts).
+ */
+
+export class DomainError extends Error {
+  override name = "DomainError";
+}
+
+export class InvalidRequestError extends DomainError {
+  override name = "InvalidRequestError";
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+export class NotFoundError extends DomainError {
+  override name = "NotFoundError";
+  constructor(
+    readonly what: "request" | "queue",
+    readonly key: string,
+  ) {
+    super(`${what} ${JSON.stringify(key)} not found`);
+  }
+}
+
+export class ConflictError extends DomainError {
+  override name = "ConflictError";
+  constructor(
+    message: string,
+    readonly status?: string,
+  ) {
+    super(message);
+  }
+}
+
+export class IdempotencyConflictError extends DomainError {
+  override name = "IdempotencyConflictError";
+  constructor(
+    readonly key: string,
+    readonly requestId: string,
+  ) {
+    super(
+      `Idempotency-Key ${JSON.stringify(key)} was already used with a different body (request ${requestId})`,
+    );
+  }
+}
+
+export class QueueFullError extends DomainError {
+  override name = "QueueFullError";
+  constructor(
+    readonly queue: string,
+    readonly maxQueued: number,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(`queue ${JSON.stringify(queue)} already holds ${maxQueued} queued requests`);
+  }
+}
+
+export class NotReadyError extends DomainError {
+  override name = "NotReadyError";
+  constructor(readonly status: string) {
+    super(`request is ${status}; the result exists once it has SUCCEEDED`);
+  }
+}
+
+export class NoResultError extends DomainError {
+  override name = "NoResultError";
+  constructor(
+    readonly status: string,
+    readonly error: { code: string; message: string } | null,
+  ) {
+    super(`request ended ${status}; it has no result`);
+  }
+}
+
+/** A concurrent writer changed the item between our read and our conditional write. */
+export class ConcurrentUpdateError extends DomainError {
+  override name = "ConcurrentUpdateError";
+}

@@ -1,0 +1,179 @@
+/**
+ * Ports: what the use cases need from the outside world, named for the domain.
+ * Adapters (functions/adapters/*) implement them for SQLite + local processes and for AWS.
+ */
+import type { QueueConfig } from "../config/schema.ts";
+import type { Progress, RequestPatch, RequestRecord, RequestStatus } from "./request.ts";
+
+export interface Clock {
+  /** epoch milliseconds */
+  now(): number;
+}
+
+export interface Ids {
+  /** A new, sortable, unique request id (`req_<ULID>`). */
+  requestId(): string;
+}
+
+export interface IdempotencyClaim {
+  key: string;
+  /** sha256 of the canonical JSON of the submitted body. */
+  bodyHash: string;
+}
+
+export type SubmitOutcome =
+  | { kind: "created"; request: RequestRecord }
+  | { kind: "replayed"; request: RequestRecord };
+
+/**
+ * One conditional write. It applies only when the stored request is in one of `from`
+ * (all of one status class, so that counter changes are known) and, when given, is at
+ * `attempt`. Counters move by the classes of `from` and `to`.
+ */
+export interface TransitionCommand {
+  id: string;
+  from: readonly RequestStatus[];
+  /** New status; omitted: unchanged (a field update). */
+  to?: RequestStatus;
+  /** Condition: the stored attempt equals this. */
+  attempt?: number;
+  set?: RequestPatch;
+}
+
+export type ClaimResult =
+  /** The next request moved QUEUED → STARTING with attempt + 1; it holds a slot. */
+  | { kind: "started"; request: RequestRecord }
+  /** The next request had outlived its queue TTL and moved QUEUED → EXPIRED. */
+  | { kind: "expired"; request: RequestRecord }
+  /** Every slot is taken. */
+  | { kind: "full" }
+  /** Nothing is waiting. */
+  | { kind: "empty" };
+
+export interface ListQuery {
+  tenant: string;
+  queue: string;
+  statuses?: readonly RequestStatus[];
+  limit: number;
+  cursor?: string;
+}
+
+export interface ListPage {
+  items: RequestRecord[];
+  nextCursor: string | null;
+}
+
+export interface QueueCounts {
+  queued: number;
+  running: number;
+}
+
+/**
+ * Durable request state. Every method that changes state is one atomic conditional write
+ * (a SQLite transaction, a DynamoDB TransactWriteItems) that keeps the per-queue counters
+ * exact. Implementations must be safe under concurrent callers in any number of processes.
+ */
+export interface RequestStore {
+  /**
+   * Inserts a QUEUED request, claiming its idempotency key (if any) and counting it against
+   * `maxQueued`, all or nothing. A key already held with the same body hash replays the
+   * earlier request.
+   * @throws IdempotencyConflictError the key is held with another body hash.
+   * @throws QueueFullError the queue already holds `maxQueued` QUEUED requests.
+   */
+  submit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: { maxQueued: number; retryAfterSeconds: number },
+  ): Promise<SubmitOutcome>;
+
+  get(id: string): Promise<RequestRecord | null>;
+
+  /**
+   * Takes the next QUEUED request of `queue` in priority-then-FIFO order and moves it to
+   * STARTING (attempt + 1) while fewer than `maxRunning` are active. A head request whose
+   * `expiresAt` has passed is expired instead.
+   */
+  claimNext(queue: string, limits: { maxRunning: number }, now: number): Promise<ClaimResult>;
+
+  /** Applies one conditional transition; null when the condition did not hold. */
+  transition(cmd: TransitionCommand): Promise<RequestRecord | null>;
+
+  /** Newest first, only `tenant`'s requests; cost bounded by `limit`. */
+  list(query: ListQuery): Promise<ListPage>;
+
+  /** How many QUEUED requests of the same queue start before this QUEUED one. */
+  position(request: RequestRecord): Promise<number>;
+
+  queueCounts(queue: string): Promise<QueueCounts>;
+
+  /** STARTING and RUNNING requests of every queue (restart recovery, reconciliation). */
+  findActive(limit: number): Promise<RequestRecord[]>;
+
+  /** QUEUED requests whose `expiresAt` is at or before `now`. */
+  findExpired(now: number, limit: number): Promise<RequestRecord[]>;
+}
+
+/** Wakes the dispatcher of a queue; wake-ups may be coalesced but never lost. */
+export interface DispatchTrigger {
+  wake(queue: string): Promise<void>;
+}
+
+export type StopReason = "cancel" | "timeout" | "shutdown";
+
+/** Runs attempts of requests as jobs (local processes, AWS Batch). */
+export interface Compute {
+  /**
+   * Launches attempt `request.attempt` of `request` under the job contract. Resolves once
+   * the job is handed over, with the backend's handle; everything after that arrives as
+   * JobEvents.
+   */
+  start(request: RequestRecord, queue: QueueConfig): Promise<{ jobRef: string }>;
+  /** Asks the current attempt to stop: SIGTERM, then SIGKILL after the queue's grace. */
+  stop(request: RequestRecord, reason: StopReason): Promise<void>;
+  /** Makes sure nothing of an attempt launched by an earlier server process still runs. */
+  reap(request: RequestRecord): Promise<void>;
+}
+
+export type JobEvent =
+  | { type: "running"; requestId: string; attempt: number; at: number; jobRef?: string }
+  | {
+      type: "progress";
+      requestId: string;
+      attempt: number;
+      at: number;
+      progress: Omit<Progress, "updatedAt">;
+    }
+  | {
+      type: "exited";
+      requestId: string;
+      attempt: number;
+      at: number;
+      outcome: "succeeded" | "failed" | "timeout";
+      message?: string;
+    };
+
+export interface Artifact {
+  name: string;
+  size: number;
+  url: string;
+}
+
+/** Where a finished attempt's outputs live. */
+export interface ResultStore {
+  /** `output` is result.json parsed (null if absent); artifacts are every other file. */
+  getResult(requestId: string): Promise<{ output: unknown; artifacts: Artifact[] }>;
+}
+
+export interface LogPage {
+  lines: string[];
+  nextCursor: string;
+}
+
+/** The jobs' stdout and stderr, all attempts, oldest first. */
+export interface LogStore {
+  read(requestId: string, cursor: string | undefined, limit: number): Promise<LogPage>;
+}
+
+/** Checks a webhook target at submit; throws InvalidRequestError when it is refused. */
+export type WebhookGuard = (url: string) => Promise<void>;

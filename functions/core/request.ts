@@ -1,0 +1,147 @@
+/**
+ * The request lifecycle as data: statuses, their classes and the allowed transitions.
+ * Every store applies a transition as one conditional write keyed on these tables.
+ */
+
+export const RequestStatus = {
+  QUEUED: "QUEUED",
+  STARTING: "STARTING",
+  RUNNING: "RUNNING",
+  SUCCEEDED: "SUCCEEDED",
+  FAILED: "FAILED",
+  CANCELLED: "CANCELLED",
+  EXPIRED: "EXPIRED",
+} as const;
+export type RequestStatus = (typeof RequestStatus)[keyof typeof RequestStatus];
+
+export const ALL_STATUSES: readonly RequestStatus[] = Object.values(RequestStatus);
+export const TERMINAL_STATUSES: readonly RequestStatus[] = [
+  RequestStatus.SUCCEEDED,
+  RequestStatus.FAILED,
+  RequestStatus.CANCELLED,
+  RequestStatus.EXPIRED,
+];
+/** Statuses that hold one of the queue's `maxRunning` slots. */
+export const ACTIVE_STATUSES: readonly RequestStatus[] = [
+  RequestStatus.STARTING,
+  RequestStatus.RUNNING,
+];
+
+/** Which queue counter a status is counted in; a transition moves counters by class. */
+export type StatusClass = "queued" | "active" | "terminal";
+
+export function statusClass(status: RequestStatus): StatusClass {
+  if (status === RequestStatus.QUEUED) return "queued";
+  if (status === RequestStatus.STARTING || status === RequestStatus.RUNNING) return "active";
+  return "terminal";
+}
+
+export function isTerminal(status: RequestStatus): boolean {
+  return statusClass(status) === "terminal";
+}
+
+/**
+ * Allowed transitions. A status may also "transition" to itself to update fields
+ * (progress, cancelRequested, job reference) without changing counters.
+ * RUNNING/STARTING → STARTING is a retry: the request keeps its slot and starts a new attempt.
+ */
+export const TRANSITIONS: Readonly<Record<RequestStatus, readonly RequestStatus[]>> = {
+  QUEUED: ["QUEUED", "STARTING", "CANCELLED", "EXPIRED"],
+  STARTING: ["STARTING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"],
+  RUNNING: ["RUNNING", "STARTING", "SUCCEEDED", "FAILED", "CANCELLED"],
+  SUCCEEDED: [],
+  FAILED: [],
+  CANCELLED: [],
+  EXPIRED: [],
+};
+
+export function canTransition(from: RequestStatus, to: RequestStatus): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+/** Counter deltas a transition implies, derived from the status classes. */
+export function counterDelta(
+  from: RequestStatus,
+  to: RequestStatus,
+): { queued: number; running: number } {
+  const a = statusClass(from);
+  const b = statusClass(to);
+  return {
+    queued: (b === "queued" ? 1 : 0) - (a === "queued" ? 1 : 0),
+    running: (b === "active" ? 1 : 0) - (a === "active" ? 1 : 0),
+  };
+}
+
+export const ErrorCode = {
+  job_failed: "job_failed",
+  timeout: "timeout",
+  cancelled: "cancelled",
+  expired: "expired",
+  lost: "lost",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface RequestError {
+  code: ErrorCode;
+  message: string;
+}
+
+export interface Progress {
+  current: number;
+  total: number | null;
+  message: string | null;
+  /** epoch ms */
+  updatedAt: number;
+}
+
+export const WEBHOOK_EVENTS = ["started", "progress", "completed"] as const;
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
+
+export interface WebhookSpec {
+  url: string;
+  events: WebhookEvent[];
+}
+
+/**
+ * A stored request. Times are epoch milliseconds; the HTTP layer renders them as ISO strings.
+ */
+export interface RequestRecord {
+  id: string;
+  tenant: string;
+  queue: string;
+  status: RequestStatus;
+  priority: number;
+  input: unknown;
+  metadata: Record<string, string>;
+  webhook: WebhookSpec | null;
+  idempotencyKey: string | null;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  /** 0 before the first start; the current or last attempt after. */
+  attempt: number;
+  maxAttempts: number;
+  cancelRequested: boolean;
+  /** Per-attempt limit. */
+  timeoutSeconds: number;
+  queueTtlSeconds: number;
+  /** createdAt + queueTtlSeconds: the request expires if still QUEUED at this instant. */
+  expiresAt: number;
+  progress: Progress | null;
+  error: RequestError | null;
+  /** The compute backend's handle for the current attempt (a process id, a Batch job id). */
+  jobRef: string | null;
+}
+
+/** Fields a transition may change besides `status`. */
+export type RequestPatch = Partial<
+  Pick<
+    RequestRecord,
+    "startedAt" | "finishedAt" | "attempt" | "progress" | "error" | "jobRef" | "cancelRequested"
+  >
+>;
+
+/** Priority-then-FIFO order: the key that sorts QUEUED requests in start order. */
+export function readyOrderKey(r: Pick<RequestRecord, "priority" | "createdAt" | "id">): string {
+  return `${9 - r.priority}#${String(r.createdAt).padStart(15, "0")}#${r.id}`;
+}
