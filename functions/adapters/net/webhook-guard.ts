@@ -1,0 +1,81 @@
+import { lookup } from "node:dns/promises";
+import ipaddr from "ipaddr.js";
+import { InvalidRequestError } from "../../core/errors.ts";
+import type { WebhookGuard } from "../../core/ports.ts";
+
+/** ipaddr.js range names that are reachable on the public internet. */
+const PUBLIC_RANGES = new Set(["unicast"]);
+
+/**
+ * True when `address` (IPv4 or IPv6, IPv4-mapped forms included) is a public unicast
+ * address: not private, loopback, link-local (cloud metadata lives there), CGNAT,
+ * multicast, unspecified, reserved or documentation space.
+ */
+export function isPublicAddress(address: string): boolean {
+  if (!ipaddr.isValid(address)) return false;
+  let ip = ipaddr.parse(address);
+  if (ip.kind() === "ipv6" && (ip as ipaddr.IPv6).isIPv4MappedAddress()) {
+    ip = (ip as ipaddr.IPv6).toIPv4Address();
+  }
+  return PUBLIC_RANGES.has(ip.range());
+}
+
+export interface WebhookGuardOptions {
+  /** LONGRUN_WEBHOOK_ALLOW_PRIVATE=1: any scheme-valid URL, any address (local development). */
+  allowPrivate: boolean;
+  /** Resolves a host name to its addresses; injectable for tests. */
+  resolve?: (host: string) => Promise<string[]>;
+}
+
+async function resolveAll(host: string): Promise<string[]> {
+  const found = await lookup(host, { all: true, verbatim: true });
+  return found.map((a) => a.address);
+}
+
+/**
+ * Builds the submit-time check of a webhook target: `https` only, and every address the host
+ * resolves to must be public. Delivery checks the address again (DNS may change).
+ */
+export function createWebhookGuard(options: WebhookGuardOptions): WebhookGuard {
+  const resolve = options.resolve ?? resolveAll;
+  return async (raw: string) => {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new InvalidRequestError("webhook.url is not a valid URL", "webhook.url");
+    }
+    if (options.allowPrivate) {
+      if (url.protocol !== "https:" && url.protocol !== "http:") {
+        throw new InvalidRequestError("webhook.url must be an http(s) URL", "webhook.url");
+      }
+      return;
+    }
+    if (url.protocol !== "https:") {
+      throw new InvalidRequestError("webhook.url must use https", "webhook.url");
+    }
+    if (url.username || url.password) {
+      throw new InvalidRequestError("webhook.url must not carry credentials", "webhook.url");
+    }
+    const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+    let addresses: string[];
+    if (ipaddr.isValid(host)) {
+      addresses = [host];
+    } else {
+      try {
+        addresses = await resolve(host);
+      } catch {
+        throw new InvalidRequestError(
+          `webhook.url host ${JSON.stringify(host)} does not resolve`,
+          "webhook.url",
+        );
+      }
+    }
+    if (addresses.length === 0 || !addresses.every(isPublicAddress)) {
+      throw new InvalidRequestError(
+        "webhook.url must resolve to public addresses only (private, loopback, link-local and metadata addresses are refused)",
+        "webhook.url",
+      );
+    }
+  };
+}

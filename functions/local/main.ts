@@ -1,0 +1,96 @@
+/**
+ * `npm start`: the embedded longrun server (SPEC §5). One process serves the HTTP API,
+ * keeps state in SQLite under the data directory and runs jobs as local processes.
+ */
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { ENV } from "../config/env.ts";
+import { ConfigError, loadConfigFile } from "../config/load.ts";
+import { createApi } from "../http/app.ts";
+import { createRequestListener } from "./node-server.ts";
+import { EmbeddedRuntime } from "./runtime.ts";
+import { readLocalSettings, StartupError } from "./env.ts";
+
+const MAX_BODY_BYTES = 256 * 1024;
+
+function log(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  const settings = readLocalSettings(process.env, process.cwd());
+  if (settings.backend !== "embedded") {
+    throw new StartupError(
+      `${ENV.backend}=${settings.backend} is not available in this build yet; use the embedded backend`,
+    );
+  }
+  const config = loadConfigFile(settings.configPath);
+  let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
+  const runtime = new EmbeddedRuntime({
+    config,
+    dataDir: settings.dataDir,
+    allowPrivateWebhooks: settings.allowPrivateWebhooks,
+    sweepIntervalMs: settings.sweepIntervalMs,
+    baseUrl: () => baseUrl,
+    log,
+  });
+  const recovered = await runtime.start();
+  if (recovered > 0) log(`recovered ${recovered} request(s) left in flight by the previous run`);
+
+  const api = createApi({
+    deps: runtime.deps,
+    authenticate: async (headers) => {
+      const m = /^Bearer ([^\s]+)$/.exec(headers.authorization ?? "");
+      return m?.[1] ? (settings.tokens.get(m[1]) ?? null) : null;
+    },
+    maxBodyBytes: MAX_BODY_BYTES,
+    allowInsecureWebhooks: settings.allowPrivateWebhooks,
+  });
+  const server = createServer(
+    createRequestListener({
+      handle: (req) => api.handle(req),
+      maxBodyBytes: MAX_BODY_BYTES,
+      signer: runtime.signer,
+      outputsDir: runtime.outputsDir,
+      log,
+    }),
+  );
+  server.requestTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(settings.port, settings.host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  if (!settings.publicUrl) baseUrl = `http://${settings.host}:${port}`;
+
+  if (settings.defaultTokens) {
+    log(`${ENV.tokens} is not set: accepting the development token "dev" for tenant "dev"`);
+  }
+  log(`queues: ${Object.keys(config.queues).join(", ")} (config ${config.source})`);
+  log(`data directory: ${settings.dataDir}`);
+  process.stdout.write(`longrun listening on http://${settings.host}:${port}\n`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping (running jobs get SIGTERM and are resumed on the next start)`);
+    server.close();
+    server.closeAllConnections();
+    const graceMs =
+      1000 * Math.max(...Object.values(config.queues).map((q) => q.cancelGraceSeconds), 1);
+    await runtime.stop(Math.min(graceMs, 30_000));
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError || error instanceof StartupError) {
+    process.stderr.write(`longrun: ${error.message}\n`);
+  } else {
+    process.stderr.write(`longrun: failed to start: ${(error as Error).stack ?? String(error)}\n`);
+  }
+  process.exit(1);
+});

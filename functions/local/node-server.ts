@@ -1,0 +1,137 @@
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { join, normalize, sep } from "node:path";
+import type { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
+import type { HttpRequest, HttpResponse } from "../http/types.ts";
+
+export interface NodeAdapterOptions {
+  handle: (req: HttpRequest) => Promise<HttpResponse>;
+  /** Bodies are read up to this many bytes plus one; the API answers 413 beyond it. */
+  maxBodyBytes: number;
+  signer: ArtifactUrlSigner;
+  outputsDir: string;
+  log: (line: string) => void;
+}
+
+const ARTIFACT_ROUTE = /^\/v1\/artifacts\/(req_[0-9A-Za-z]{26})\/(.+)$/;
+
+/** Reads at most `limit` bytes of the body; the rest is discarded, not buffered. */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    if (size >= limit) continue; // drain without keeping it
+    const take = chunk.subarray(0, limit - size);
+    chunks.push(take);
+    size += take.length;
+  }
+  return Buffer.concat(chunks, size);
+}
+
+function send(res: ServerResponse, out: HttpResponse): void {
+  res.writeHead(out.status, out.headers);
+  res.end(out.body);
+}
+
+/**
+ * Serves a signed artifact URL (the embedded counterpart of an S3 presigned GET): no
+ * Authorization header, the signature and expiry in the query are the credential.
+ */
+async function serveArtifact(
+  match: RegExpMatchArray,
+  url: URL,
+  res: ServerResponse,
+  opts: NodeAdapterOptions,
+): Promise<void> {
+  const id = match[1] ?? "";
+  let name: string;
+  try {
+    name = (match[2] ?? "").split("/").map(decodeURIComponent).join("/");
+  } catch {
+    name = "";
+  }
+  const ok =
+    name !== "" &&
+    opts.signer.verify(id, name, url.searchParams.get("expires") ?? "", url.searchParams.get("sig") ?? "");
+  const base = join(opts.outputsDir, id);
+  const file = normalize(join(base, name));
+  if (!ok || !file.startsWith(base + sep) || name === "result.json") {
+    res.writeHead(403, { "content-type": "application/problem+json" });
+    res.end(
+      JSON.stringify({
+        type: "https://longrun.dev/problems/forbidden",
+        title: "Forbidden",
+        status: 403,
+        detail: "the artifact URL is invalid or has expired",
+        code: "forbidden",
+      }),
+    );
+    return;
+  }
+  const info = await stat(file).catch(() => null);
+  if (!info?.isFile()) {
+    res.writeHead(404, { "content-type": "application/problem+json" });
+    res.end(
+      JSON.stringify({
+        type: "https://longrun.dev/problems/not_found",
+        title: "Not Found",
+        status: 404,
+        detail: "artifact not found",
+        code: "not_found",
+      }),
+    );
+    return;
+  }
+  res.writeHead(200, {
+    "content-type": "application/octet-stream",
+    "content-length": String(info.size),
+    "content-disposition": `attachment; filename="${encodeURIComponent(name.split("/").pop() ?? name)}"`,
+  });
+  createReadStream(file).pipe(res);
+}
+
+/** The node:http request listener mounting the runtime-agnostic API. */
+export function createRequestListener(opts: NodeAdapterOptions) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    void (async () => {
+      const url = new URL(req.url ?? "/", "http://localhost");
+      const artifact = req.method === "GET" ? url.pathname.match(ARTIFACT_ROUTE) : null;
+      if (artifact) {
+        await serveArtifact(artifact, url, res, opts);
+        return;
+      }
+      const body = await readBody(req, opts.maxBodyBytes + 1);
+      const headers: Record<string, string | undefined> = {};
+      for (const [k, v] of Object.entries(req.headers)) {
+        headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
+      }
+      const query: Record<string, string | undefined> = {};
+      for (const [k, v] of url.searchParams) query[k] ??= v;
+      const out = await opts.handle({
+        method: (req.method ?? "GET").toUpperCase(),
+        path: url.pathname,
+        query,
+        headers,
+        body: body.length > 0 ? body : undefined,
+      });
+      send(res, out);
+    })().catch((error: unknown) => {
+      opts.log(`unhandled error serving ${req.method} ${req.url}: ${String(error)}`);
+      if (!res.headersSent) {
+        res.writeHead(500, { "content-type": "application/problem+json" });
+        res.end(
+          JSON.stringify({
+            type: "https://longrun.dev/problems/internal",
+            title: "Internal Server Error",
+            status: 500,
+            detail: "an unexpected error occurred",
+            code: "internal",
+          }),
+        );
+      } else {
+        res.destroy();
+      }
+    });
+  };
+}

@@ -1,0 +1,172 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const DEMO_JOB = join(ROOT, "jobs/examples/demo/job.mjs");
+
+export interface ServerOptions {
+  /** Queue config (`queues` object of longrun.config.json); relative paths resolve to ROOT. */
+  queues: Record<string, Record<string, unknown>>;
+  tokens?: string;
+  env?: Record<string, string>;
+  dataDir?: string;
+}
+
+/**
+ * A real embedded server (`npm start` equivalent) in a child process on a free loopback
+ * port with its own temporary data directory. `kill` and `start` again reuse that directory,
+ * which is how tests restart it.
+ */
+export class TestServer {
+  readonly dataDir: string;
+  readonly configPath: string;
+  url = "";
+  output = "";
+  #child: ChildProcess | undefined;
+  readonly #env: Record<string, string>;
+
+  constructor(private readonly options: ServerOptions) {
+    this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "longrun-e2e-"));
+    this.configPath = join(this.dataDir, "..", `${this.dataDir.split("/").pop()}.config.json`);
+    writeFileSync(this.configPath, JSON.stringify({ queues: options.queues }, null, 2));
+    this.#env = {
+      LONGRUN_CONFIG: this.configPath,
+      LONGRUN_DATA_DIR: this.dataDir,
+      LONGRUN_PORT: "0",
+      LONGRUN_TOKENS: options.tokens ?? "t-alice:alice,t-bob:bob",
+      LONGRUN_SWEEP_INTERVAL_MS: "200",
+      ...options.env,
+    };
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** Starts the server and resolves once it printed its ready line. */
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
+      cwd: ROOT,
+      env: { ...process.env, ...this.#env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.#child = child;
+    await new Promise<void>((resolvePromise, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`server did not start:\n${this.output}`)),
+        20_000,
+      );
+      const onData = (chunk: Buffer) => {
+        this.output += chunk.toString();
+        const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(this.output);
+        if (m?.[1]) {
+          this.url = m[1];
+          clearTimeout(timer);
+          resolvePromise();
+        }
+      };
+      child.stdout?.on("data", onData);
+      child.stderr?.on("data", (c: Buffer) => {
+        this.output += c.toString();
+      });
+      child.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited with ${code} before it was ready:\n${this.output}`));
+      });
+    });
+  }
+
+  /** Sends `signal` and waits for the process to be gone. */
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const gone = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill(signal);
+    await gone;
+  }
+
+  async stop(): Promise<void> {
+    await this.kill("SIGTERM");
+  }
+
+  /** Stops the server and removes its data directory. */
+  async dispose(): Promise<void> {
+    await this.kill("SIGKILL");
+    rmSync(this.dataDir, { recursive: true, force: true });
+    rmSync(this.configPath, { force: true });
+  }
+
+  async fetch(
+    path: string,
+    init: { method?: string; token?: string | null; body?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<{ status: number; headers: Headers; body: any }> {
+    const headers: Record<string, string> = { ...init.headers };
+    const token = init.token === undefined ? "t-alice" : init.token;
+    if (token) headers.authorization = `Bearer ${token}`;
+    let body: string | undefined;
+    if (init.body !== undefined) {
+      body = typeof init.body === "string" ? init.body : JSON.stringify(init.body);
+      headers["content-type"] ??= "application/json";
+    }
+    const res = await fetch(this.url + path, {
+      method: init.method ?? (body === undefined ? "GET" : "POST"),
+      headers,
+      ...(body !== undefined ? { body } : {}),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON: keep the text
+    }
+    return { status: res.status, headers: res.headers, body: parsed };
+  }
+
+  submit(queue: string, body: unknown, headers?: Record<string, string>, token?: string) {
+    return this.fetch(`/v1/queues/${queue}/requests`, {
+      method: "POST",
+      body,
+      ...(headers ? { headers } : {}),
+      ...(token ? { token } : {}),
+    });
+  }
+
+  /** Polls the request until `done(request)` holds; returns the last request seen. */
+  async waitFor(
+    id: string,
+    done: (r: any) => boolean,
+    { timeoutMs = 30_000, token }: { timeoutMs?: number; token?: string } = {},
+  ): Promise<any> {
+    const deadline = Date.now() + timeoutMs;
+    let last: any;
+    while (Date.now() < deadline) {
+      const res = await this.fetch(`/v1/requests/${id}`, token ? { token } : {});
+      last = res.body;
+      if (res.status === 200 && done(last)) return last;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting for ${id}; last: ${JSON.stringify(last)}`);
+  }
+
+  waitForStatus(id: string, status: string | string[], timeoutMs?: number) {
+    const want = Array.isArray(status) ? status : [status];
+    return this.waitFor(id, (r) => want.includes(r.status), timeoutMs ? { timeoutMs } : {});
+  }
+}
+
+/** The demo job queue config used by most end-to-end tests. */
+export function demoQueue(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    command: [process.execPath, DEMO_JOB],
+    maxQueued: 100,
+    maxRunning: 2,
+    timeoutSeconds: 60,
+    maxAttempts: 3,
+    queueTtlSeconds: 600,
+    cancelGraceSeconds: 2,
+    ...overrides,
+  };
+}
