@@ -37,6 +37,11 @@ export interface TransitionCommand {
   to?: RequestStatus;
   /** Condition: the stored attempt equals this. */
   attempt?: number;
+  /**
+   * Condition: the stored cancelRequested equals this. Lets a decision taken on what was read
+   * (retry, fail) be refused when a cancel landed in between.
+   */
+  cancelRequested?: boolean;
   set?: RequestPatch;
 }
 

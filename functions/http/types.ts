@@ -23,6 +23,7 @@ export interface HttpRequest {
 /** The answer to one {@link HttpRequest}. */
 export interface HttpResponse {
   status: number;
+  /** Header names lower-cased. */
   headers: Record<string, string>;
   body: string | Uint8Array;
 }

@@ -7,9 +7,9 @@ import type { AddressInfo } from "node:net";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import { createApi } from "../http/app.ts";
+import { readLocalSettings, StartupError } from "./env.ts";
 import { createRequestListener } from "./node-server.ts";
 import { EmbeddedRuntime } from "./runtime.ts";
-import { readLocalSettings, StartupError } from "./env.ts";
 
 const MAX_BODY_BYTES = 256 * 1024;
 

@@ -53,7 +53,12 @@ async function serveArtifact(
   }
   const ok =
     name !== "" &&
-    opts.signer.verify(id, name, url.searchParams.get("expires") ?? "", url.searchParams.get("sig") ?? "");
+    opts.signer.verify(
+      id,
+      name,
+      url.searchParams.get("expires") ?? "",
+      url.searchParams.get("sig") ?? "",
+    );
   const base = join(opts.outputsDir, id);
   const file = normalize(join(base, name));
   if (!ok || !file.startsWith(base + sep) || name === "result.json") {
@@ -95,7 +100,10 @@ async function serveArtifact(
 export function createRequestListener(opts: NodeAdapterOptions) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     void (async () => {
-      const url = new URL(req.url ?? "/", "http://localhost");
+      // Prefixing (rather than resolving against a base) keeps "//x" a path, not a host.
+      const url = URL.canParse(`http://localhost${req.url ?? "/"}`)
+        ? new URL(`http://localhost${req.url ?? "/"}`)
+        : new URL("http://localhost/");
       const artifact = req.method === "GET" ? url.pathname.match(ARTIFACT_ROUTE) : null;
       if (artifact) {
         await serveArtifact(artifact, url, res, opts);

@@ -1,8 +1,13 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { ulid } from "ulidx";
+import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
+import { FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
+import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
+import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
+import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
+import { createWebhookGuard } from "../adapters/net/webhook-guard.ts";
 import type { LongrunConfig } from "../config/schema.ts";
-import type { JobEvent } from "../core/ports.ts";
 import {
   type CoreDeps,
   dispatchQueue,
@@ -10,12 +15,7 @@ import {
   recordJobEvent,
   recoverInFlight,
 } from "../core/index.ts";
-import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
-import { FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
-import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
-import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
-import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
-import { createWebhookGuard } from "../adapters/net/webhook-guard.ts";
+import type { JobEvent } from "../core/ports.ts";
 
 export interface EmbeddedOptions {
   config: LongrunConfig;

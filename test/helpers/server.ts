@@ -27,7 +27,7 @@ export class TestServer {
   #child: ChildProcess | undefined;
   readonly #env: Record<string, string>;
 
-  constructor(private readonly options: ServerOptions) {
+  constructor(options: ServerOptions) {
     this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "longrun-e2e-"));
     this.configPath = join(this.dataDir, "..", `${this.dataDir.split("/").pop()}.config.json`);
     writeFileSync(this.configPath, JSON.stringify({ queues: options.queues }, null, 2));
@@ -47,6 +47,7 @@ export class TestServer {
 
   /** Starts the server and resolves once it printed its ready line. */
   async start(): Promise<void> {
+    this.output = "";
     const child = spawn(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
       cwd: ROOT,
       env: { ...process.env, ...this.#env },
@@ -100,7 +101,12 @@ export class TestServer {
 
   async fetch(
     path: string,
-    init: { method?: string; token?: string | null; body?: unknown; headers?: Record<string, string> } = {},
+    init: {
+      method?: string;
+      token?: string | null;
+      body?: unknown;
+      headers?: Record<string, string>;
+    } = {},
   ): Promise<{ status: number; headers: Headers; body: any }> {
     const headers: Record<string, string> = { ...init.headers };
     const token = init.token === undefined ? "t-alice" : init.token;

@@ -1,7 +1,13 @@
 import type { QueueConfig } from "../../config/schema.ts";
 import { ConflictError } from "../errors.ts";
 import type { JobEvent } from "../ports.ts";
-import { ACTIVE_STATUSES, type ErrorCode, type RequestRecord, RequestStatus } from "../request.ts";
+import {
+  ACTIVE_STATUSES,
+  type ErrorCode,
+  isTerminal,
+  type RequestRecord,
+  RequestStatus,
+} from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
 
 type LifecycleDeps = Pick<
@@ -121,24 +127,47 @@ interface AttemptEnd {
  * a new attempt that keeps the slot. Only a request still active at that attempt moves.
  */
 async function finishAttempt(
-  request: RequestRecord,
+  seen: RequestRecord,
   end: AttemptEnd,
   deps: LifecycleDeps,
 ): Promise<void> {
+  let request: RequestRecord | null = seen;
+  // The decision (retry, cancel, fail) is taken on what was read and written on condition
+  // that status, attempt and cancelRequested are still as read; if a cancel or another event
+  // got in between, read again and decide again.
+  for (let tries = 0; request && tries < 5; tries++) {
+    const outcome = await tryFinishAttempt(request, end, deps);
+    if (outcome !== "raced") return;
+    const latest: RequestRecord | null = await deps.store.get(request.id);
+    request =
+      latest && latest.attempt === seen.attempt && !isTerminal(latest.status) ? latest : null;
+  }
+}
+
+async function tryFinishAttempt(
+  request: RequestRecord,
+  end: AttemptEnd,
+  deps: LifecycleDeps,
+): Promise<"done" | "raced"> {
   const at = end.at ?? deps.clock.now();
   // A queue removed from the config since the request started cannot run it again.
   const queue = Object.hasOwn(deps.queues, request.queue) ? deps.queues[request.queue] : undefined;
   const retryable = end.outcome === "failed" || end.outcome === "lost";
+  const condition = {
+    id: request.id,
+    from: ACTIVE_STATUSES,
+    attempt: request.attempt,
+    cancelRequested: request.cancelRequested,
+  };
   if (queue && !request.cancelRequested && retryable && request.attempt < request.maxAttempts) {
     const retried = await deps.store.transition({
-      id: request.id,
-      from: ACTIVE_STATUSES,
+      ...condition,
       to: RequestStatus.STARTING,
-      attempt: request.attempt,
       set: { attempt: request.attempt + 1, jobRef: null },
     });
-    if (retried) await launchAttempt(retried, queue, deps);
-    return;
+    if (!retried) return "raced";
+    await launchAttempt(retried, queue, deps);
+    return "done";
   }
   let to: RequestStatus;
   let error: { code: ErrorCode; message: string } | null;
@@ -169,16 +198,14 @@ async function finishAttempt(
     };
   }
   const finished = await deps.store.transition({
-    id: request.id,
-    from: ACTIVE_STATUSES,
+    ...condition,
     to,
-    attempt: request.attempt,
     set: { finishedAt: at, error },
   });
-  if (finished) {
-    deps.onChange?.(finished, "completed");
-    if (queue) await deps.trigger.wake(request.queue);
-  }
+  if (!finished) return "raced";
+  deps.onChange?.(finished, "completed");
+  if (queue) await deps.trigger.wake(request.queue);
+  return "done";
 }
 
 /**

@@ -1,0 +1,368 @@
+/**
+ * The embedded server's files under its data directory:
+ *
+ * ```
+ * <dataDir>/checkpoints/<id>/current -> v-<rand>   the saved checkpoint (a symlink swapped atomically)
+ * <dataDir>/checkpoints/<id>/v-<rand>/             checkpoint versions (only `current`'s is kept)
+ * <dataDir>/outputs/<id>/                          outputs of the successful attempt (result.json + artifacts)
+ * <dataDir>/logs/<id>.log                          stdout/stderr of every attempt, appended
+ * <dataDir>/work/<id>/<attempt>/                   an attempt's work dir while it runs
+ * ```
+ */
+import { randomBytes } from "node:crypto";
+import {
+  appendFile,
+  cp,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  stat,
+  symlink,
+} from "node:fs/promises";
+import { join, relative, sep } from "node:path";
+import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
+import { InvalidRequestError } from "../../core/errors.ts";
+import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
+
+/** Request ids become path segments: accept only what cannot escape its folder. */
+function safeId(requestId: string): string {
+  if (!/^[A-Za-z0-9_-]{1,128}$/.test(requestId)) {
+    throw new Error(`refusing request id ${JSON.stringify(requestId)} as a path segment`);
+  }
+  return requestId;
+}
+
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
+/** Paths of the data directory's layout (see the module comment). */
+export class FsLayout {
+  constructor(readonly dataDir: string) {}
+
+  checkpointRoot(requestId: string): string {
+    return join(this.dataDir, "checkpoints", safeId(requestId));
+  }
+  outputDir(requestId: string): string {
+    return join(this.dataDir, "outputs", safeId(requestId));
+  }
+  logFile(requestId: string): string {
+    return join(this.dataDir, "logs", `${safeId(requestId)}.log`);
+  }
+  workDir(requestId: string, attempt: number): string {
+    return join(this.dataDir, "work", safeId(requestId), String(attempt));
+  }
+  workRoot(requestId: string): string {
+    return join(this.dataDir, "work", safeId(requestId));
+  }
+
+  /** Deletes everything kept for a request (retention). */
+  async deleteRequest(requestId: string): Promise<void> {
+    await Promise.all([
+      rm(this.checkpointRoot(requestId), { recursive: true, force: true }),
+      rm(this.outputDir(requestId), { recursive: true, force: true }),
+      rm(this.logFile(requestId), { force: true }),
+      rm(this.workRoot(requestId), { recursive: true, force: true }),
+    ]);
+  }
+}
+
+function toLayout(data: FsLayout | string): FsLayout {
+  return typeof data === "string" ? new FsLayout(data) : data;
+}
+
+const CURRENT = "current";
+/** Age after which a version or link that `current` does not name is a crash's leftover. */
+const LEFTOVER_AGE_MS = 10 * 60 * 1000;
+
+/**
+ * Checkpoints and outputs of one request on the local filesystem.
+ *
+ * A checkpoint is saved as a new version folder, and then the `current` symlink is
+ * replaced by rename, which is atomic: a crash at any step leaves `current` pointing at a
+ * complete version (or absent before the first save), never at a half-copied one. A
+ * directory cannot be renamed over a non-empty one, hence the symlink. The version a save
+ * replaces is removed right after the swap; leftovers of a crash are removed by a later
+ * save once they are old enough not to be another save in flight.
+ */
+export class FsAttemptStorage implements AttemptStorage {
+  readonly #layout: FsLayout;
+  readonly #requestId: string;
+  /** Saves of one request run one after another, so versions never race for `current`. */
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(layout: FsLayout, requestId: string) {
+    this.#layout = layout;
+    this.#requestId = safeId(requestId);
+  }
+
+  /** The folder the current checkpoint lives in, or null before the first save. */
+  async currentCheckpoint(): Promise<string | null> {
+    try {
+      return await realpath(join(this.#layout.checkpointRoot(this.#requestId), CURRENT));
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  async restoreCheckpoint(dir: string): Promise<void> {
+    const current = await this.currentCheckpoint();
+    if (current === null) return;
+    await cp(current, dir, { recursive: true, force: true });
+  }
+
+  saveCheckpoint(dir: string): Promise<void> {
+    const run = this.#queue.then(() => this.#save(dir));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #save(dir: string): Promise<void> {
+    const root = this.#layout.checkpointRoot(this.#requestId);
+    await mkdir(root, { recursive: true });
+    const previous = await readlink(join(root, CURRENT)).catch(() => null);
+    const tag = randomBytes(6).toString("hex");
+    const version = `v-${tag}`;
+    await cp(dir, join(root, version), { recursive: true });
+    const link = join(root, `link-${tag}`);
+    await symlink(version, link);
+    await rename(link, join(root, CURRENT));
+    if (previous !== null && previous !== version && /^v-[0-9a-f]+$/.test(previous)) {
+      await rm(join(root, previous), { recursive: true, force: true });
+    }
+    await this.#collectLeftovers(root, version);
+  }
+
+  /**
+   * Removes versions and links a crash left mid-save. Only old ones: a fresh one may belong
+   * to a save still in flight elsewhere (a dying server's runner racing the reaper).
+   */
+  async #collectLeftovers(root: string, keep: string): Promise<void> {
+    const cutoff = Date.now() - LEFTOVER_AGE_MS;
+    for (const name of await readdir(root)) {
+      if (name === CURRENT || name === keep) continue;
+      const info = await lstat(join(root, name)).catch(() => null);
+      if (info && info.mtimeMs < cutoff) {
+        await rm(join(root, name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  /**
+   * Replaces the request's outputs with a copy of `dir`. The copy is made aside and renamed
+   * into place; the request is marked SUCCEEDED only after this resolves, so a crash midway
+   * leaves a request that is retried, never one whose result is half there.
+   */
+  async saveOutputs(dir: string): Promise<void> {
+    const target = this.#layout.outputDir(this.#requestId);
+    await mkdir(join(target, ".."), { recursive: true });
+    const tmp = `${target}.tmp-${randomBytes(6).toString("hex")}`;
+    await cp(dir, tmp, { recursive: true });
+    await rm(target, { recursive: true, force: true });
+    await rename(tmp, target);
+  }
+}
+
+/** Every regular file below `dir`, as paths relative to it joined with "/". */
+async function listFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    for (const entry of await readdir(d, { withFileTypes: true })) {
+      const full = join(d, entry.name);
+      if (entry.isDirectory()) await walk(full);
+      else if (entry.isFile()) out.push(relative(dir, full).split(sep).join("/"));
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+/**
+ * Results of succeeded requests from `<dataDir>/outputs/<id>/`. Artifact URLs come from
+ * `urlFor`, so the server decides how they are signed and served.
+ */
+export class FsResultStore implements ResultStore {
+  private readonly layout: FsLayout;
+
+  /** @param data the data directory, or its {@link FsLayout} */
+  constructor(
+    data: FsLayout | string,
+    private readonly urlFor: (requestId: string, name: string) => string,
+  ) {
+    this.layout = toLayout(data);
+  }
+
+  async getResult(requestId: string): Promise<{ output: unknown; artifacts: Artifact[] }> {
+    const dir = this.layout.outputDir(requestId);
+    let names: string[];
+    try {
+      names = await listFiles(dir);
+    } catch (error) {
+      if (isMissing(error)) return { output: null, artifacts: [] };
+      throw error;
+    }
+    let output: unknown = null;
+    const artifacts: Artifact[] = [];
+    for (const name of names) {
+      if (name === "result.json") {
+        // The runner checked it before saving; a file damaged since reads as no output.
+        try {
+          output = JSON.parse(await readFile(join(dir, name), "utf8"));
+        } catch {
+          output = null;
+        }
+        continue;
+      }
+      const { size } = await stat(join(dir, name));
+      artifacts.push({ name, size, url: this.urlFor(requestId, name) });
+    }
+    return { output, artifacts };
+  }
+
+  /**
+   * The file behind artifact `name` of a request, for the server's download route; null
+   * when there is none or the name tries to leave the outputs folder.
+   */
+  async artifactPath(requestId: string, name: string): Promise<string | null> {
+    const parts = name.split("/");
+    if (
+      name === "result.json" ||
+      parts.some((p) => p === "" || p === "." || p === ".." || p.includes("\\") || p.includes("\0"))
+    ) {
+      return null;
+    }
+    const file = join(this.layout.outputDir(requestId), ...parts);
+    try {
+      return (await stat(file)).isFile() ? file : null;
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+}
+
+/** Upper bound of bytes one `read` scans, so a page costs the same however big the log is. */
+const MAX_PAGE_BYTES = 1024 * 1024;
+
+/**
+ * Job logs, one file per request at `<dataDir>/logs/<id>.log`, every attempt appended.
+ * Each line of the file is one log line; LocalProcessCompute starts every attempt with
+ * `--- attempt <n> ---` and writes the runner's own notes as `[longrun] ...` lines.
+ *
+ * Cursors are byte offsets into the file, as decimal strings: stable while the file only
+ * grows, and a read costs what it returns. Only complete lines are returned; a line still
+ * being written is returned by a later call.
+ */
+export class FsLogStore implements LogStore {
+  /** The last write per request; writes of one request run one after another. */
+  readonly #writes = new Map<string, Promise<void>>();
+  /**
+   * Lines waiting for the write in flight to end. They go out together in one write, so a
+   * job printing thousands of lines a second costs a few writes, not one per line.
+   */
+  readonly #waiting = new Map<string, { parts: string[]; written: Promise<void> }>();
+
+  private readonly layout: FsLayout;
+
+  /** @param data the data directory, or its {@link FsLayout} */
+  constructor(data: FsLayout | string) {
+    this.layout = toLayout(data);
+  }
+
+  /** Appends lines to a request's log, in call order; resolves once they are written. */
+  append(requestId: string, lines: readonly string[]): Promise<void> {
+    const text = lines.map((l) => `${l.replaceAll("\n", " ")}\n`).join("");
+    const waiting = this.#waiting.get(requestId);
+    if (waiting) {
+      waiting.parts.push(text);
+      return waiting.written;
+    }
+    const file = this.layout.logFile(requestId);
+    const parts = [text];
+    const previous = this.#writes.get(requestId) ?? Promise.resolve();
+    const written = previous.then(async () => {
+      // From here on, new lines wait for the next write.
+      this.#waiting.delete(requestId);
+      const batch = parts.join("");
+      try {
+        await appendFile(file, batch);
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+        await mkdir(join(file, ".."), { recursive: true });
+        await appendFile(file, batch);
+      }
+    });
+    this.#waiting.set(requestId, { parts, written });
+    const settled = written.catch(() => {});
+    this.#writes.set(requestId, settled);
+    void settled.then(() => {
+      if (this.#writes.get(requestId) === settled) this.#writes.delete(requestId);
+    });
+    return written;
+  }
+
+  /** Resolves once every append issued so far has been written. */
+  async flush(requestId?: string): Promise<void> {
+    if (requestId !== undefined) await this.#writes.get(requestId);
+    else await Promise.all(this.#writes.values());
+  }
+
+  async read(requestId: string, cursor: string | undefined, limit: number): Promise<LogPage> {
+    const offset = parseCursor(cursor);
+    const max = Math.max(1, Math.floor(limit));
+    let handle: Awaited<ReturnType<typeof open>>;
+    try {
+      handle = await open(this.layout.logFile(requestId), "r");
+    } catch (error) {
+      if (isMissing(error)) return { lines: [], nextCursor: String(offset) };
+      throw error;
+    }
+    try {
+      const lines: string[] = [];
+      let position = offset;
+      let pending = Buffer.alloc(0);
+      let scanned = 0;
+      const chunk = Buffer.alloc(64 * 1024);
+      while (lines.length < max && scanned < MAX_PAGE_BYTES) {
+        const { bytesRead } = await handle.read(chunk, 0, chunk.length, offset + scanned);
+        if (bytesRead === 0) break;
+        scanned += bytesRead;
+        pending = Buffer.concat([pending, chunk.subarray(0, bytesRead)]);
+        let start = 0;
+        let nl = pending.indexOf(0x0a, start);
+        while (nl >= 0 && lines.length < max) {
+          lines.push(pending.toString("utf8", start, nl));
+          position += nl + 1 - start;
+          start = nl + 1;
+          nl = pending.indexOf(0x0a, start);
+        }
+        pending = pending.subarray(start);
+      }
+      // A page that found no newline in all it may scan returns that text as one line, so
+      // a reader is never stuck behind an enormous line.
+      if (lines.length === 0 && scanned >= MAX_PAGE_BYTES && pending.length > 0) {
+        lines.push(pending.toString("utf8"));
+        position += pending.length;
+      }
+      return { lines, nextCursor: String(position) };
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+function parseCursor(cursor: string | undefined): number {
+  if (cursor === undefined || cursor === "") return 0;
+  if (!/^[0-9]{1,15}$/.test(cursor)) {
+    throw new InvalidRequestError("cursor is not one this API returned", "cursor");
+  }
+  return Number(cursor);
+}

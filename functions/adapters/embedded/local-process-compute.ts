@@ -1,0 +1,239 @@
+import { rm } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  type AttemptHandle,
+  type AttemptResult,
+  attemptPaths,
+  decodeJobRef,
+  reapProcessGroup,
+  startAttempt,
+} from "../../../jobs/runner/index.ts";
+import type { QueueConfig } from "../../config/schema.ts";
+import type { Clock, Compute, JobEvent, StopReason } from "../../core/ports.ts";
+import type { RequestRecord } from "../../core/request.ts";
+import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
+
+export interface LocalProcessComputeOptions {
+  /** The server's data directory (see {@link FsLayout}). */
+  dataDir: string;
+  /** Receives the job events of every attempt, in order per attempt; awaited one by one. */
+  onEvent: (event: JobEvent) => Promise<void>;
+  clock?: Clock;
+  /** Where job logs go; one is made on `dataDir` when omitted. */
+  logs?: FsLogStore;
+  /** Environment jobs inherit before the queue's env (default: the runner's allow-list). */
+  baseEnv?: Readonly<Record<string, string>>;
+  /** Progress-file poll period (default 250 ms). */
+  pollIntervalMs?: number;
+  /** SIGTERM-to-SIGKILL wait when reaping a dead server's job (default 5 s). */
+  reapGraceMs?: number;
+  /** Told about failures that have no caller to go to (an event handler that threw). */
+  onError?: (error: unknown, context: string) => void;
+}
+
+interface Running {
+  requestId: string;
+  attempt: number;
+  handle: AttemptHandle;
+  /** Why `stop` was called, null while nobody asked it to stop. */
+  stopReason: StopReason | null;
+  /** Resolves when the attempt is over and its last event has been delivered. */
+  finished: Promise<void>;
+}
+
+/**
+ * Runs attempts as local process groups through the job runner (jobs/runner) and reports
+ * what the AWS Batch state-change rule reports on AWS: `running` once spawned, `progress`
+ * after each checkpointed progress change, `exited` at the end.
+ *
+ * Stops map onto events as the lifecycle expects: a stop for `cancel` ends as `failed`
+ * (the core sees cancelRequested and records CANCELLED); a stop for `timeout` as `timeout`;
+ * a stop for `shutdown` reports nothing, so that restart recovery finds the attempt still
+ * active and retries it as lost, from the checkpoint saved when it exited.
+ */
+export class LocalProcessCompute implements Compute {
+  readonly #layout: FsLayout;
+  readonly #logs: FsLogStore;
+  readonly #clock: Clock;
+  readonly #opts: LocalProcessComputeOptions;
+  readonly #running = new Map<string, Running>();
+
+  constructor(options: LocalProcessComputeOptions) {
+    this.#opts = options;
+    this.#layout = new FsLayout(options.dataDir);
+    this.#logs = options.logs ?? new FsLogStore(this.#layout);
+    this.#clock = options.clock ?? { now: () => Date.now() };
+  }
+
+  /** How many attempts this process is running. */
+  runningCount(): number {
+    return this.#running.size;
+  }
+
+  async start(request: RequestRecord, queue: QueueConfig): Promise<{ jobRef: string }> {
+    const existing = this.#running.get(request.id);
+    if (existing) {
+      // A second start of the same attempt (a duplicate dispatch) must not run it twice.
+      if (existing.attempt === request.attempt)
+        return { jobRef: await existing.handle.started.then((s) => s.jobRef) };
+      throw new Error(
+        `request ${request.id} still runs attempt ${existing.attempt}; attempt ${request.attempt} cannot start`,
+      );
+    }
+    const { id, attempt } = request;
+    const workDir = this.#layout.workDir(id, attempt);
+    const logLine = (line: string) => {
+      this.#logs.append(id, [line]).catch((error) => this.#report(error, `log of ${id}`));
+    };
+    logLine(`--- attempt ${attempt} ---`);
+
+    // Events of one attempt are delivered one after another, in the order they happened.
+    let events: Promise<void> = Promise.resolve();
+    let spawned = false;
+    const emit = (event: JobEvent) => {
+      events = events.then(() =>
+        this.#opts
+          .onEvent(event)
+          .catch((error) => this.#report(error, `${event.type} event of ${id}`)),
+      );
+    };
+
+    const handle = startAttempt({
+      command: queue.command,
+      env: queue.env,
+      job: { requestId: id, queue: request.queue, attempt },
+      workDir,
+      input: request.input,
+      storage: new FsAttemptStorage(this.#layout, id),
+      timeoutSeconds: request.timeoutSeconds,
+      cancelGraceSeconds: queue.cancelGraceSeconds,
+      ...(this.#opts.baseEnv ? { baseEnv: this.#opts.baseEnv } : {}),
+      ...(this.#opts.pollIntervalMs ? { pollIntervalMs: this.#opts.pollIntervalMs } : {}),
+      logSink: (line) => logLine(line),
+      onStarted: ({ jobRef }) => {
+        spawned = true;
+        emit({ type: "running", requestId: id, attempt, at: this.#clock.now(), jobRef });
+      },
+      onProgress: (progress) =>
+        emit({ type: "progress", requestId: id, attempt, at: this.#clock.now(), progress }),
+    });
+    const entry: Running = {
+      requestId: id,
+      attempt,
+      handle,
+      stopReason: null,
+      finished: Promise.resolve(),
+    };
+    this.#running.set(id, entry);
+    entry.finished = handle.done.then(async (result) => {
+      try {
+        await rm(workDir, { recursive: true, force: true });
+      } catch (error) {
+        this.#report(error, `cleaning ${workDir}`);
+      }
+      await this.#logs.flush(id);
+      // Off the map before `exited` goes out: the lifecycle may start the next attempt from it.
+      this.#running.delete(id);
+      // An attempt that never spawned is reported by start()'s rejection instead.
+      const exited = spawned ? this.#exitedEvent(result, entry) : null;
+      if (exited) emit(exited);
+      await events;
+    });
+
+    try {
+      const { jobRef } = await handle.started;
+      return { jobRef };
+    } catch (error) {
+      // Nothing ran: the lifecycle records the failed launch from this rejection, not an event.
+      await entry.finished;
+      throw error;
+    }
+  }
+
+  #exitedEvent(result: AttemptResult, entry: Running): JobEvent | null {
+    const base = {
+      type: "exited" as const,
+      requestId: entry.requestId,
+      attempt: entry.attempt,
+      at: this.#clock.now(),
+      message: result.message,
+    };
+    switch (result.outcome) {
+      case "succeeded":
+      case "failed":
+      case "timeout":
+        return { ...base, outcome: result.outcome };
+      case "stopped":
+        // A cancel becomes CANCELLED in the core because cancelRequested is set.
+        return entry.stopReason === "shutdown" ? null : { ...base, outcome: "failed" };
+    }
+  }
+
+  async stop(request: RequestRecord, reason: StopReason): Promise<void> {
+    const entry = this.#running.get(request.id);
+    if (!entry || entry.attempt !== request.attempt) return;
+    entry.stopReason ??= reason;
+    // The runner reports reason "timeout" as a `timeout` outcome, anything else as `stopped`.
+    entry.handle.stop(reason);
+  }
+
+  async reap(request: RequestRecord): Promise<void> {
+    const own = this.#running.get(request.id);
+    if (own) {
+      // Still ours (not a leftover): stop it without reporting, as a shutdown would.
+      await this.stop(request, "shutdown");
+      await own.finished;
+      return;
+    }
+    if (request.jobRef && decodeJobRef(request.jobRef)) {
+      await reapProcessGroup(request.jobRef, { graceMs: this.#opts.reapGraceMs ?? 5000 });
+    }
+    // Without a jobRef the job may never have spawned, and its work dir may hold a
+    // checkpoint restore that the crash cut short: only a spawned job's folder is trusted.
+    if (request.jobRef && request.attempt > 0) {
+      await this.#salvageCheckpoint(request.id, request.attempt);
+    } else {
+      await rm(this.#layout.workRoot(request.id), { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * A dead server never saved what its job checkpointed after the last progress change
+   * (nor at the SIGTERM just sent by the reaper). The job writes checkpoint files
+   * atomically, so its work dir's checkpoint folder is as good as one saved at exit.
+   */
+  async #salvageCheckpoint(requestId: string, attempt: number): Promise<void> {
+    const workDir = this.#layout.workDir(requestId, attempt);
+    const { checkpointDir } = attemptPaths(workDir);
+    try {
+      await new FsAttemptStorage(this.#layout, requestId).saveCheckpoint(checkpointDir);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT") this.#report(error, `salvaging the checkpoint of ${requestId}`);
+    }
+    await rm(this.#layout.workRoot(requestId), { recursive: true, force: true });
+  }
+
+  /**
+   * Stops every running attempt for a server shutdown (no events: the next start retries
+   * them) and waits for them; whatever still runs after `graceMs` is killed.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    const entries = [...this.#running.values()];
+    for (const entry of entries) {
+      entry.stopReason ??= "shutdown";
+      entry.handle.stop("shutdown");
+    }
+    const all = Promise.all(entries.map((e) => e.finished));
+    const inTime = await Promise.race([all.then(() => true), sleep(graceMs).then(() => false)]);
+    if (!inTime) {
+      for (const entry of entries) entry.handle.kill("shutdown");
+      await all;
+    }
+  }
+
+  #report(error: unknown, context: string): void {
+    if (this.#opts.onError) this.#opts.onError(error, context);
+    else console.error(`[longrun] ${context}:`, error);
+  }
+}

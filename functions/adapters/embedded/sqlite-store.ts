@@ -1,0 +1,671 @@
+import Database from "better-sqlite3";
+import {
+  IdempotencyConflictError,
+  InvalidRequestError,
+  QueueFullError,
+} from "../../core/errors.ts";
+import type {
+  ClaimResult,
+  IdempotencyClaim,
+  ListPage,
+  ListQuery,
+  QueueCounts,
+  RequestStore,
+  SubmitOutcome,
+  TransitionCommand,
+} from "../../core/ports.ts";
+import {
+  canTransition,
+  counterDelta,
+  type RequestPatch,
+  type RequestRecord,
+  RequestStatus,
+  statusClass,
+} from "../../core/request.ts";
+
+/**
+ * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
+ * `#migrate` whenever the tables or indexes change.
+ */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+/** How long a writer waits for another connection's write lock before SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5000;
+
+// The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
+// uses a partial index when the query's WHERE clause literally implies the index's WHERE.
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS requests (
+  id                TEXT PRIMARY KEY,
+  tenant            TEXT NOT NULL,
+  queue             TEXT NOT NULL,
+  status            TEXT NOT NULL CHECK (status IN
+                      ('QUEUED','STARTING','RUNNING','SUCCEEDED','FAILED','CANCELLED','EXPIRED')),
+  priority          INTEGER NOT NULL,
+  input             TEXT NOT NULL,
+  metadata          TEXT NOT NULL,
+  webhook           TEXT,
+  idempotency_key   TEXT,
+  created_at        INTEGER NOT NULL,
+  started_at        INTEGER,
+  finished_at       INTEGER,
+  attempt           INTEGER NOT NULL,
+  max_attempts      INTEGER NOT NULL,
+  cancel_requested  INTEGER NOT NULL CHECK (cancel_requested IN (0, 1)),
+  timeout_seconds   INTEGER NOT NULL,
+  queue_ttl_seconds INTEGER NOT NULL,
+  expires_at        INTEGER NOT NULL,
+  progress          TEXT,
+  error             TEXT,
+  job_ref           TEXT
+);
+
+-- Start order of waiting requests; holds only QUEUED rows, so dispatch never scans.
+CREATE INDEX IF NOT EXISTS requests_ready
+  ON requests (queue, priority DESC, created_at, id) WHERE status = 'QUEUED';
+
+-- Listing, newest first, without and with a status filter.
+CREATE INDEX IF NOT EXISTS requests_list
+  ON requests (tenant, queue, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS requests_list_status
+  ON requests (tenant, queue, status, created_at DESC, id DESC);
+
+-- Queue-TTL sweep and restart recovery.
+CREATE INDEX IF NOT EXISTS requests_expiry
+  ON requests (expires_at) WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS requests_active
+  ON requests (queue, created_at, id) WHERE status IN ('STARTING', 'RUNNING');
+
+-- A key lives exactly as long as its request: deleting the request (retention) frees it.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  tenant     TEXT NOT NULL,
+  key        TEXT NOT NULL,
+  request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+  body_hash  TEXT NOT NULL,
+  PRIMARY KEY (tenant, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_request ON idempotency_keys (request_id);
+
+-- Exact per-queue counts, kept in step with the rows by every state-changing transaction.
+CREATE TABLE IF NOT EXISTS queue_counters (
+  queue   TEXT PRIMARY KEY,
+  queued  INTEGER NOT NULL DEFAULT 0,
+  running INTEGER NOT NULL DEFAULT 0
+);
+`;
+
+/** Every statement the store runs, by name, so tests can check their query plans. */
+const SQL = {
+  getById: "SELECT * FROM requests WHERE id = @id",
+  insertRequest: `
+    INSERT INTO requests (
+      id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
+      created_at, started_at, finished_at, attempt, max_attempts, cancel_requested,
+      timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
+    ) VALUES (
+      @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
+      @created_at, @started_at, @finished_at, @attempt, @max_attempts, @cancel_requested,
+      @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
+    ) RETURNING *`,
+  getKey:
+    "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
+  insertKey: `
+    INSERT INTO idempotency_keys (tenant, key, request_id, body_hash)
+    VALUES (@tenant, @key, @request_id, @body_hash)`,
+  getCounts: "SELECT queued, running FROM queue_counters WHERE queue = @queue",
+  bumpCounts: `
+    INSERT INTO queue_counters (queue, queued, running) VALUES (@queue, @dq, @dr)
+    ON CONFLICT (queue) DO UPDATE SET
+      queued = queued + excluded.queued,
+      running = running + excluded.running`,
+  readyHead: `
+    SELECT * FROM requests
+    WHERE queue = @queue AND status = 'QUEUED'
+    ORDER BY priority DESC, created_at ASC, id ASC
+    LIMIT 1`,
+  expireHead: `
+    UPDATE requests SET status = 'EXPIRED', finished_at = @now, error = @error
+    WHERE id = @id AND status = 'QUEUED'
+    RETURNING *`,
+  startHead: `
+    UPDATE requests SET status = 'STARTING', attempt = attempt + 1, job_ref = NULL
+    WHERE id = @id AND status = 'QUEUED'
+    RETURNING *`,
+  listAll: `
+    SELECT * FROM requests
+    WHERE tenant = @tenant AND queue = @queue
+    ORDER BY created_at DESC, id DESC
+    LIMIT @limit`,
+  listAllAfter: `
+    SELECT * FROM requests
+    WHERE tenant = @tenant AND queue = @queue AND (created_at, id) < (@created_at, @id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT @limit`,
+  listStatus: `
+    SELECT * FROM requests
+    WHERE tenant = @tenant AND queue = @queue AND status = @status
+    ORDER BY created_at DESC, id DESC
+    LIMIT @limit`,
+  listStatusAfter: `
+    SELECT * FROM requests
+    WHERE tenant = @tenant AND queue = @queue AND status = @status
+      AND (created_at, id) < (@created_at, @id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT @limit`,
+  // Two range counts over the ready index: strictly higher priority, then same priority
+  // and earlier (created_at, id). An OR of both would defeat the index range.
+  position: `
+    SELECT
+      (SELECT count(*) FROM requests
+        WHERE queue = @queue AND status = 'QUEUED' AND priority > @priority)
+    + (SELECT count(*) FROM requests
+        WHERE queue = @queue AND status = 'QUEUED' AND priority = @priority
+          AND (created_at, id) < (@created_at, @id)) AS n`,
+  findActive: `
+    SELECT * FROM requests
+    WHERE status IN ('STARTING', 'RUNNING')
+    ORDER BY queue, created_at, id
+    LIMIT @limit`,
+  findExpired: `
+    SELECT * FROM requests
+    WHERE status = 'QUEUED' AND expires_at <= @now
+    ORDER BY expires_at
+    LIMIT @limit`,
+  recount: `
+    SELECT queue,
+      sum(status = 'QUEUED') AS queued,
+      sum(status IN ('STARTING', 'RUNNING')) AS running
+    FROM requests GROUP BY queue`,
+  allCounters: "SELECT queue, queued, running FROM queue_counters",
+  setCounts: `
+    INSERT INTO queue_counters (queue, queued, running) VALUES (@queue, @queued, @running)
+    ON CONFLICT (queue) DO UPDATE SET queued = excluded.queued, running = excluded.running`,
+} as const;
+
+type StatementName = keyof typeof SQL;
+
+/** The read statements whose plans {@link SqliteRequestStore.explain} reports. */
+export const EXPLAINABLE_QUERIES = [
+  "readyHead",
+  "listAll",
+  "listAllAfter",
+  "listStatus",
+  "listStatusAfter",
+  "position",
+  "findActive",
+  "findExpired",
+] as const satisfies readonly StatementName[];
+/** One of {@link EXPLAINABLE_QUERIES}. */
+export type SqliteQueryName = (typeof EXPLAINABLE_QUERIES)[number];
+
+/** Sample values for every named parameter of the {@link EXPLAINABLE_QUERIES}. */
+const EXPLAIN_PARAMS: Record<string, unknown> = {
+  id: "req_x",
+  tenant: "t",
+  queue: "q",
+  status: "QUEUED",
+  priority: 0,
+  created_at: 0,
+  limit: 10,
+  now: 0,
+};
+
+/** A `requests` row as SQLite returns it. */
+interface RequestRow {
+  id: string;
+  tenant: string;
+  queue: string;
+  status: RequestStatus;
+  priority: number;
+  input: string;
+  metadata: string;
+  webhook: string | null;
+  idempotency_key: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  attempt: number;
+  max_attempts: number;
+  cancel_requested: 0 | 1;
+  timeout_seconds: number;
+  queue_ttl_seconds: number;
+  expires_at: number;
+  progress: string | null;
+  error: string | null;
+  job_ref: string | null;
+}
+
+function jsonOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : JSON.stringify(value);
+}
+
+function parseOrNull<T>(text: string | null): T | null {
+  return text === null ? null : (JSON.parse(text) as T);
+}
+
+function toRow(r: RequestRecord): RequestRow {
+  return {
+    id: r.id,
+    tenant: r.tenant,
+    queue: r.queue,
+    status: r.status,
+    priority: r.priority,
+    // `input` is any JSON value, null included; undefined has no JSON form and reads back as null.
+    input: JSON.stringify(r.input) ?? "null",
+    metadata: JSON.stringify(r.metadata ?? {}),
+    webhook: jsonOrNull(r.webhook),
+    idempotency_key: r.idempotencyKey,
+    created_at: r.createdAt,
+    started_at: r.startedAt,
+    finished_at: r.finishedAt,
+    attempt: r.attempt,
+    max_attempts: r.maxAttempts,
+    cancel_requested: r.cancelRequested ? 1 : 0,
+    timeout_seconds: r.timeoutSeconds,
+    queue_ttl_seconds: r.queueTtlSeconds,
+    expires_at: r.expiresAt,
+    progress: jsonOrNull(r.progress),
+    error: jsonOrNull(r.error),
+    job_ref: r.jobRef,
+  };
+}
+
+function fromRow(row: RequestRow): RequestRecord {
+  return {
+    id: row.id,
+    tenant: row.tenant,
+    queue: row.queue,
+    status: row.status,
+    priority: row.priority,
+    input: JSON.parse(row.input) as unknown,
+    metadata: JSON.parse(row.metadata) as Record<string, string>,
+    webhook: parseOrNull(row.webhook),
+    idempotencyKey: row.idempotency_key,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    attempt: row.attempt,
+    maxAttempts: row.max_attempts,
+    cancelRequested: row.cancel_requested === 1,
+    timeoutSeconds: row.timeout_seconds,
+    queueTtlSeconds: row.queue_ttl_seconds,
+    expiresAt: row.expires_at,
+    progress: parseOrNull(row.progress),
+    error: parseOrNull(row.error),
+    jobRef: row.job_ref,
+  };
+}
+
+/** How each patchable field is stored: its column and its SQLite value. */
+const PATCH_COLUMNS: {
+  readonly [K in keyof Required<RequestPatch>]: {
+    column: string;
+    encode: (value: RequestPatch[K]) => string | number | null;
+  };
+} = {
+  startedAt: { column: "started_at", encode: (v) => v ?? null },
+  finishedAt: { column: "finished_at", encode: (v) => v ?? null },
+  attempt: { column: "attempt", encode: (v) => v ?? 0 },
+  progress: { column: "progress", encode: jsonOrNull },
+  error: { column: "error", encode: jsonOrNull },
+  jobRef: { column: "job_ref", encode: (v) => v ?? null },
+  cancelRequested: { column: "cancel_requested", encode: (v) => (v ? 1 : 0) },
+};
+
+const PATCH_FIELDS = Object.keys(PATCH_COLUMNS) as (keyof RequestPatch)[];
+
+/** List cursors: the base64url JSON of the last item's `[createdAt, id]`. */
+function encodeCursor(r: Pick<RequestRecord, "createdAt" | "id">): string {
+  return Buffer.from(JSON.stringify([r.createdAt, r.id])).toString("base64url");
+}
+
+function decodeCursor(cursor: string): { createdAt: number; id: string } {
+  const invalid = () => new InvalidRequestError("cursor is not one this API returned", "cursor");
+  // Buffer.from(…, "base64url") silently skips foreign characters; refuse them first.
+  if (!/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) throw invalid();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+  } catch {
+    throw invalid();
+  }
+  if (
+    !Array.isArray(parsed) ||
+    parsed.length !== 2 ||
+    !Number.isSafeInteger(parsed[0]) ||
+    typeof parsed[1] !== "string"
+  ) {
+    throw invalid();
+  }
+  return { createdAt: parsed[0] as number, id: parsed[1] };
+}
+
+/** Newest first: created_at DESC, then id DESC. */
+function newestFirst(a: RequestRow, b: RequestRow): number {
+  if (a.created_at !== b.created_at) return b.created_at - a.created_at;
+  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+/**
+ * Checks a transition command against the lifecycle table before any write, so that a
+ * programming error fails loudly instead of corrupting counters.
+ */
+function validateTransition(cmd: TransitionCommand): void {
+  if (cmd.from.length === 0) throw new Error(`transition of ${cmd.id}: empty "from" list`);
+  const classes = new Set(cmd.from.map(statusClass));
+  if (classes.size !== 1) {
+    throw new Error(
+      `transition of ${cmd.id}: "from" [${cmd.from.join(", ")}] mixes status classes, so the counter change is unknown`,
+    );
+  }
+  for (const from of cmd.from) {
+    const to = cmd.to ?? from;
+    if (!canTransition(from, to)) {
+      throw new Error(`transition of ${cmd.id}: ${from} → ${to} is not allowed`);
+    }
+  }
+}
+
+/** Options for {@link SqliteRequestStore.recount}. */
+export interface RecountOptions {
+  /** Also overwrite the stored counters with the recomputed ones (repair). */
+  fix?: boolean;
+}
+
+/**
+ * {@link RequestStore} on one SQLite file (better-sqlite3). Every state change is a single
+ * `BEGIN IMMEDIATE` transaction, so any number of store instances, threads or processes
+ * sharing the file serialize their writes; readers never block thanks to WAL.
+ */
+export class SqliteRequestStore implements RequestStore {
+  readonly #db: Database.Database;
+  readonly #stmts = new Map<string, Database.Statement>();
+  /** UPDATE statements for transitions, one per shape (statuses, attempt, fields set). */
+  readonly #transitionStmts = new Map<string, Database.Statement>();
+
+  /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
+  constructor(path: string) {
+    this.#db = new Database(path);
+    try {
+      // busy_timeout first: the pragmas and the schema below may need another writer's lock.
+      this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      this.#db.pragma("journal_mode = WAL");
+      // NORMAL under WAL stays consistent after a crash; only the last commits may be lost
+      // on power failure, which a process kill (the case SPEC §5 names) never causes.
+      this.#db.pragma("synchronous = NORMAL");
+      this.#db.pragma("foreign_keys = ON");
+      this.#migrate();
+    } catch (cause) {
+      // A store that cannot open must not keep the file handle (and its locks) alive.
+      this.#db.close();
+      throw cause;
+    }
+  }
+
+  #migrate(): void {
+    this.#db
+      .transaction(() => {
+        const version = this.#db.pragma("user_version", { simple: true }) as number;
+        if (version > SQLITE_SCHEMA_VERSION) {
+          throw new Error(
+            `database schema version ${version} is newer than this build supports (${SQLITE_SCHEMA_VERSION})`,
+          );
+        }
+        this.#db.exec(SCHEMA);
+        if (version < SQLITE_SCHEMA_VERSION) {
+          this.#db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
+        }
+      })
+      .immediate();
+  }
+
+  #stmt(name: StatementName): Database.Statement {
+    let s = this.#stmts.get(name);
+    if (!s) {
+      s = this.#db.prepare(SQL[name]);
+      this.#stmts.set(name, s);
+    }
+    return s;
+  }
+
+  #bump(queue: string, dq: number, dr: number): void {
+    if (dq === 0 && dr === 0) return;
+    this.#stmt("bumpCounts").run({ queue, dq, dr });
+  }
+
+  #counts(queue: string): QueueCounts {
+    const row = this.#stmt("getCounts").get({ queue }) as QueueCounts | undefined;
+    return { queued: row?.queued ?? 0, running: row?.running ?? 0 };
+  }
+
+  async submit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: { maxQueued: number; retryAfterSeconds: number },
+  ): Promise<SubmitOutcome> {
+    if (request.status !== RequestStatus.QUEUED) {
+      throw new Error(
+        `submit of ${request.id}: a new request must be QUEUED, not ${request.status}`,
+      );
+    }
+    return this.#db
+      .transaction((): SubmitOutcome => {
+        if (idempotency) {
+          const held = this.#stmt("getKey").get({
+            tenant: request.tenant,
+            key: idempotency.key,
+          }) as { request_id: string; body_hash: string } | undefined;
+          if (held) {
+            if (held.body_hash !== idempotency.bodyHash) {
+              throw new IdempotencyConflictError(idempotency.key, held.request_id);
+            }
+            const row = this.#stmt("getById").get({ id: held.request_id }) as
+              | RequestRow
+              | undefined;
+            // The foreign key deletes a key with its request, so this means a damaged file.
+            if (!row)
+              throw new Error(`idempotency key points at missing request ${held.request_id}`);
+            return { kind: "replayed", request: fromRow(row) };
+          }
+        }
+        if (this.#counts(request.queue).queued >= limits.maxQueued) {
+          throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+        }
+        const row = this.#stmt("insertRequest").get(toRow(request)) as RequestRow;
+        if (idempotency) {
+          this.#stmt("insertKey").run({
+            tenant: request.tenant,
+            key: idempotency.key,
+            request_id: request.id,
+            body_hash: idempotency.bodyHash,
+          });
+        }
+        this.#bump(request.queue, 1, 0);
+        return { kind: "created", request: fromRow(row) };
+      })
+      .immediate();
+  }
+
+  async get(id: string): Promise<RequestRecord | null> {
+    const row = this.#stmt("getById").get({ id }) as RequestRow | undefined;
+    return row ? fromRow(row) : null;
+  }
+
+  async claimNext(
+    queue: string,
+    limits: { maxRunning: number },
+    now: number,
+  ): Promise<ClaimResult> {
+    return this.#db
+      .transaction((): ClaimResult => {
+        if (this.#counts(queue).running >= limits.maxRunning) return { kind: "full" };
+        const head = this.#stmt("readyHead").get({ queue }) as RequestRow | undefined;
+        if (!head) return { kind: "empty" };
+        if (head.expires_at <= now) {
+          const error = {
+            code: "expired",
+            message: `waited longer than its queue TTL of ${head.queue_ttl_seconds}s`,
+          };
+          const row = this.#stmt("expireHead").get({
+            id: head.id,
+            now,
+            error: JSON.stringify(error),
+          }) as RequestRow;
+          this.#bump(queue, -1, 0);
+          return { kind: "expired", request: fromRow(row) };
+        }
+        const row = this.#stmt("startHead").get({ id: head.id }) as RequestRow;
+        this.#bump(queue, -1, 1);
+        return { kind: "started", request: fromRow(row) };
+      })
+      .immediate();
+  }
+
+  async transition(cmd: TransitionCommand): Promise<RequestRecord | null> {
+    validateTransition(cmd);
+    const fields = PATCH_FIELDS.filter((f) => cmd.set?.[f] !== undefined);
+    const stmt = this.#transitionStmt(cmd, fields);
+    const params: Record<string, unknown> = { id: cmd.id };
+    cmd.from.forEach((s, i) => {
+      params[`from${i}`] = s;
+    });
+    if (cmd.to !== undefined) params.to = cmd.to;
+    if (cmd.attempt !== undefined) params.where_attempt = cmd.attempt;
+    if (cmd.cancelRequested !== undefined) params.where_cancel = cmd.cancelRequested ? 1 : 0;
+    for (const f of fields) {
+      const { encode } = PATCH_COLUMNS[f] as { encode: (v: unknown) => string | number | null };
+      params[`set_${f}`] = encode(cmd.set?.[f]);
+    }
+    // All of `from` share one class (validated), so the first one gives the counter change.
+    const first = cmd.from[0] as RequestStatus;
+    const delta = cmd.to === undefined ? { queued: 0, running: 0 } : counterDelta(first, cmd.to);
+    return this.#db
+      .transaction((): RequestRecord | null => {
+        const row = stmt.get(params) as RequestRow | undefined;
+        if (!row) return null;
+        this.#bump(row.queue, delta.queued, delta.running);
+        return fromRow(row);
+      })
+      .immediate();
+  }
+
+  #transitionStmt(cmd: TransitionCommand, fields: readonly (keyof RequestPatch)[]) {
+    const key = `${cmd.from.length}|${cmd.to !== undefined}|${cmd.attempt !== undefined}|${cmd.cancelRequested !== undefined}|${fields.join(",")}`;
+    let s = this.#transitionStmts.get(key);
+    if (!s) {
+      const sets = [cmd.to !== undefined ? "status = @to" : "status = status"];
+      for (const f of fields) sets.push(`${PATCH_COLUMNS[f].column} = @set_${f}`);
+      const inList = cmd.from.map((_, i) => `@from${i}`).join(", ");
+      const sql =
+        `UPDATE requests SET ${sets.join(", ")} WHERE id = @id AND status IN (${inList})` +
+        `${cmd.attempt !== undefined ? " AND attempt = @where_attempt" : ""}` +
+        `${cmd.cancelRequested !== undefined ? " AND cancel_requested = @where_cancel" : ""} RETURNING *`;
+      s = this.#db.prepare(sql);
+      this.#transitionStmts.set(key, s);
+    }
+    return s;
+  }
+
+  async list(query: ListQuery): Promise<ListPage> {
+    const { limit } = query;
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new InvalidRequestError("limit must be a positive integer", "limit");
+    }
+    const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+    const base = {
+      tenant: query.tenant,
+      queue: query.queue,
+      // One more than asked tells whether another page exists.
+      limit: limit + 1,
+      ...(after ? { created_at: after.createdAt, id: after.id } : {}),
+    };
+    const statuses = [...new Set(query.statuses ?? [])];
+    // A deferred transaction gives the several per-status reads one consistent snapshot.
+    const rows = this.#db
+      .transaction((): RequestRow[] => {
+        if (statuses.length === 0) {
+          return this.#stmt(after ? "listAllAfter" : "listAll").all(base) as RequestRow[];
+        }
+        // One index range per status, merged here: `status IN (...)` would make SQLite walk
+        // the tenant's whole queue (or sort every match), so cost would follow table size.
+        const merged: RequestRow[] = [];
+        for (const status of statuses) {
+          const stmt = this.#stmt(after ? "listStatusAfter" : "listStatus");
+          merged.push(...(stmt.all({ ...base, status }) as RequestRow[]));
+        }
+        return merged.sort(newestFirst).slice(0, limit + 1);
+      })
+      .deferred();
+    const more = rows.length > limit;
+    const items = rows.slice(0, limit).map(fromRow);
+    const last = items.at(-1);
+    return { items, nextCursor: more && last ? encodeCursor(last) : null };
+  }
+
+  async position(request: RequestRecord): Promise<number> {
+    const row = this.#stmt("position").get({
+      queue: request.queue,
+      priority: request.priority,
+      created_at: request.createdAt,
+      id: request.id,
+    }) as { n: number };
+    return row.n;
+  }
+
+  async queueCounts(queue: string): Promise<QueueCounts> {
+    return this.#counts(queue);
+  }
+
+  async findActive(limit: number): Promise<RequestRecord[]> {
+    return (this.#stmt("findActive").all({ limit }) as RequestRow[]).map(fromRow);
+  }
+
+  async findExpired(now: number, limit: number): Promise<RequestRecord[]> {
+    return (this.#stmt("findExpired").all({ now, limit }) as RequestRow[]).map(fromRow);
+  }
+
+  /**
+   * Counters recomputed from the rows, for every queue that has rows or a counter. With
+   * `fix`, the stored counters are overwritten in the same transaction (repair after a bug
+   * or a hand-edited file). Not part of the port: a full-table aggregate, for repair and
+   * checks only.
+   */
+  async recount(options: RecountOptions = {}): Promise<Record<string, QueueCounts>> {
+    const compute = (): Record<string, QueueCounts> => {
+      const out: Record<string, QueueCounts> = {};
+      for (const c of this.#stmt("allCounters").all() as { queue: string }[]) {
+        out[c.queue] = { queued: 0, running: 0 };
+      }
+      const rows = this.#stmt("recount").all() as (QueueCounts & { queue: string })[];
+      for (const r of rows) out[r.queue] = { queued: r.queued, running: r.running };
+      if (options.fix) {
+        for (const [queue, c] of Object.entries(out)) {
+          this.#stmt("setCounts").run({ queue, queued: c.queued, running: c.running });
+        }
+      }
+      return out;
+    };
+    const txn = this.#db.transaction(compute);
+    return options.fix ? txn.immediate() : txn.deferred();
+  }
+
+  /**
+   * The `EXPLAIN QUERY PLAN` lines of one of the store's statements, bound with sample
+   * values; tests use it to prove that dispatch, list and position read through indexes.
+   */
+  explain(name: SqliteQueryName): string[] {
+    const sql = SQL[name];
+    const params = Object.fromEntries(
+      Object.entries(EXPLAIN_PARAMS).filter(([k]) => new RegExp(`@${k}\\b`).test(sql)),
+    );
+    const rows = this.#db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(params) as {
+      detail: string;
+    }[];
+    return rows.map((r) => r.detail);
+  }
+
+  /** Closes the connection; the store must not be used afterwards. */
+  close(): void {
+    this.#db.close();
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * Domain records → the JSON the API shows. Only the fields SPEC §2 names leave the
+ * service: tenant, job handles, idempotency keys and webhook targets stay inside.
+ */
+import type { ListPage } from "../core/ports.ts";
+import type { RequestRecord } from "../core/request.ts";
+import type { QueueView } from "../core/usecases/queries.ts";
+import type { RequestJson, RequestSummaryJson } from "./schemas.ts";
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function isoOrNull(ms: number | null): string | null {
+  return ms === null ? null : iso(ms);
+}
+
+/** The SPEC Request of `record`, without `input` (as list items show it). */
+export function requestSummaryView(
+  record: RequestRecord,
+  position: number | null = null,
+): RequestSummaryJson {
+  return {
+    id: record.id,
+    queue: record.queue,
+    status: record.status,
+    priority: record.priority,
+    metadata: { ...record.metadata },
+    createdAt: iso(record.createdAt),
+    startedAt: isoOrNull(record.startedAt),
+    finishedAt: isoOrNull(record.finishedAt),
+    attempt: record.attempt,
+    maxAttempts: record.maxAttempts,
+    cancelRequested: record.cancelRequested,
+    // SPEC: a position exists only while QUEUED, whatever the caller passed.
+    position: record.status === "QUEUED" ? position : null,
+    progress: record.progress
+      ? {
+          current: record.progress.current,
+          total: record.progress.total,
+          message: record.progress.message,
+          updatedAt: iso(record.progress.updatedAt),
+        }
+      : null,
+    error: record.error ? { code: record.error.code, message: record.error.message } : null,
+  };
+}
+
+/**
+ * The SPEC Request of `record`. `position` is the queue position while QUEUED; the
+ * caller computes it (getRequest does), since it needs the store.
+ */
+export function requestView(record: RequestRecord, position: number | null = null): RequestJson {
+  const { id, queue, status, priority, ...rest } = requestSummaryView(record, position);
+  // Key order as in SPEC's example, so that humans reading raw JSON find what they expect.
+  return { id, queue, status, priority, input: record.input ?? null, ...rest };
+}
+
+/**
+ * A list page: items without `input`, newest first as the store returned them.
+ * `positions` holds the queue position of each QUEUED item, by id.
+ */
+export function listView(
+  page: ListPage,
+  positions: ReadonlyMap<string, number> = new Map(),
+): {
+  items: RequestSummaryJson[];
+  nextCursor: string | null;
+} {
+  return {
+    items: page.items.map((r) => requestSummaryView(r, positions.get(r.id) ?? null)),
+    nextCursor: page.nextCursor,
+  };
+}
+
+/** A queue's limits and counts; built field by field so store internals never leak. */
+export function queueView(q: QueueView): {
+  name: string;
+  maxQueued: number;
+  maxRunning: number;
+  queued: number;
+  running: number;
+} {
+  return {
+    name: q.name,
+    maxQueued: q.maxQueued,
+    maxRunning: q.maxRunning,
+    queued: q.queued,
+    running: q.running,
+  };
+}

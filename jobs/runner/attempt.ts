@@ -1,0 +1,509 @@
+/**
+ * The job contract (SPEC §4), implemented once: runs ONE attempt of a job as a process
+ * group, feeds it input, watches its progress file, saves its checkpoint folder after every
+ * progress change and at exit, enforces the per-attempt timeout, stops it with SIGTERM then
+ * SIGKILL, and saves its outputs after exit 0. Storage is behind {@link AttemptStorage} so
+ * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { StringDecoder } from "node:string_decoder";
+import { JOB_ENV } from "../../functions/config/env.ts";
+import { encodeJobRef, processStartTime, signalGroup } from "./process-group.ts";
+
+/** Where an attempt's checkpoint and outputs live between attempts. */
+export interface AttemptStorage {
+  /** Fills `dir` (empty, existing) with the last saved checkpoint; nothing on a first attempt. */
+  restoreCheckpoint(dir: string): Promise<void>;
+  /** Saves `dir` as the new checkpoint atomically: a reader never sees a half-saved one. */
+  saveCheckpoint(dir: string): Promise<void>;
+  /** After exit 0: persists every file of the output dir, result.json included. */
+  saveOutputs(dir: string): Promise<void>;
+}
+
+/** A progress report as the job wrote it, normalised. */
+export interface AttemptProgress {
+  current: number;
+  total: number | null;
+  message: string | null;
+}
+
+/** Which stream a log line came from; `runner` lines are the runner's own notes. */
+export type LogStream = "stdout" | "stderr" | "runner";
+
+export interface AttemptOptions {
+  /** argv: the program and its arguments (no shell). */
+  command: readonly string[];
+  /** The queue's `env`, added to the base environment. */
+  env?: Readonly<Record<string, string>>;
+  /** Identity of the attempt, exported to the job as LONGRUN_* variables. */
+  job: { requestId: string; queue: string; attempt: number };
+  /**
+   * A folder owned by this attempt; it is emptied first and holds input.json, output/,
+   * checkpoint/ and progress.json. The caller removes it when the attempt has ended.
+   */
+  workDir: string;
+  /** The request's input, written as JSON to LONGRUN_INPUT_FILE. */
+  input: unknown;
+  storage: AttemptStorage;
+  /** Per-attempt limit; the attempt is stopped and ends `timeout` once it is exceeded. */
+  timeoutSeconds: number;
+  /** Time between SIGTERM and SIGKILL when the attempt is stopped. */
+  cancelGraceSeconds: number;
+  /** Called once the process is spawned, before any progress. */
+  onStarted?: (started: AttemptStarted) => void;
+  /** Called after the checkpoint saved for this progress change (SPEC §4 order). */
+  onProgress?: (progress: AttemptProgress) => void | Promise<void>;
+  /** Receives stdout and stderr line by line, and the runner's own notes. */
+  logSink?: (line: string, stream: LogStream) => void;
+  /**
+   * Environment the job inherits before the queue's env and the LONGRUN_* variables;
+   * defaults to {@link baseJobEnv} of this process's environment.
+   */
+  baseEnv?: Readonly<Record<string, string>>;
+  /** Progress-file poll period; 250 ms keeps status "within a few seconds" cheaply. */
+  pollIntervalMs?: number;
+  /** Stops the attempt when aborted (same as {@link AttemptHandle.stop} with its reason). */
+  signal?: AbortSignal;
+}
+
+export interface AttemptStarted {
+  pid: number;
+  /** `local:<pid>:<starttime>`, for {@link reapProcessGroup} after a server crash. */
+  jobRef: string;
+}
+
+export type AttemptOutcome = "succeeded" | "failed" | "timeout" | "stopped";
+
+export interface AttemptResult {
+  outcome: AttemptOutcome;
+  /** The process's exit code, null when it ended by a signal or never started. */
+  exitCode: number | null;
+  /** The signal that ended it (e.g. "SIGKILL"), else null. */
+  signal: NodeJS.Signals | null;
+  /** One line for a person: why the attempt ended so. */
+  message: string;
+  /** The reason given to `stop` when outcome is `stopped` or `timeout`, else null. */
+  stopReason: string | null;
+}
+
+export interface AttemptHandle {
+  /** Resolves once the process runs; rejects when it could not be prepared or spawned. */
+  readonly started: Promise<AttemptStarted>;
+  /** Resolves when the attempt has ended and its checkpoint and outputs are saved. Never rejects. */
+  readonly done: Promise<AttemptResult>;
+  /**
+   * Asks the job to stop: SIGTERM to its process group, SIGKILL after the grace. The
+   * outcome is `timeout` for reason "timeout", else `stopped`. Later calls are ignored.
+   */
+  stop(reason?: string): void;
+  /** SIGKILL the group now (a stop whose grace the caller cannot wait for). */
+  kill(reason?: string): void;
+}
+
+/** Paths of the job contract inside a work dir. */
+export interface AttemptPaths {
+  inputFile: string;
+  outputDir: string;
+  checkpointDir: string;
+  progressFile: string;
+}
+
+/** The contract's files and folders inside `workDir`. */
+export function attemptPaths(workDir: string): AttemptPaths {
+  return {
+    inputFile: join(workDir, "input.json"),
+    outputDir: join(workDir, "output"),
+    checkpointDir: join(workDir, "checkpoint"),
+    progressFile: join(workDir, "progress.json"),
+  };
+}
+
+/** Variables a job may reasonably need from the server's environment (nothing secret). */
+const PASS_THROUGH = [
+  "PATH",
+  "HOME",
+  "USER",
+  "LOGNAME",
+  "SHELL",
+  "LANG",
+  "LANGUAGE",
+  "LC_ALL",
+  "LC_CTYPE",
+  "TZ",
+  "TMPDIR",
+  "CUDA_VISIBLE_DEVICES",
+  "NVIDIA_VISIBLE_DEVICES",
+  "LD_LIBRARY_PATH",
+  "VIRTUAL_ENV",
+  "CONDA_PREFIX",
+];
+
+/**
+ * The base environment of a job: a short allow-list of `from` (so the server's secrets,
+ * tokens and AWS credentials do not leak into jobs), plus PYTHONUNBUFFERED=1 so Python
+ * jobs' logs arrive as they are printed rather than when a pipe buffer fills.
+ */
+export function baseJobEnv(from: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = { PYTHONUNBUFFERED: "1" };
+  for (const name of PASS_THROUGH) {
+    const value = from[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
+/** Lines longer than this are cut so a job printing without newlines cannot exhaust memory. */
+const MAX_LINE_CHARS = 64 * 1024;
+
+/** Splits a byte stream into lines, keeping a partial line until its newline or the end. */
+class LineSplitter {
+  readonly #decoder = new StringDecoder("utf8");
+  #partial = "";
+
+  constructor(private readonly emit: (line: string) => void) {}
+
+  push(chunk: Buffer): void {
+    let text = this.#partial + this.#decoder.write(chunk);
+    let nl = text.indexOf("\n");
+    while (nl >= 0) {
+      this.#emitLine(text.slice(0, nl));
+      text = text.slice(nl + 1);
+      nl = text.indexOf("\n");
+    }
+    while (text.length > MAX_LINE_CHARS) {
+      this.#emitLine(text.slice(0, MAX_LINE_CHARS));
+      text = text.slice(MAX_LINE_CHARS);
+    }
+    this.#partial = text;
+  }
+
+  end(): void {
+    const rest = this.#partial + this.#decoder.end();
+    this.#partial = "";
+    if (rest.length > 0) this.#emitLine(rest);
+  }
+
+  #emitLine(line: string): void {
+    this.emit(line.endsWith("\r") ? line.slice(0, -1) : line);
+  }
+}
+
+/** Parses a progress file's content; null when it is not (yet) a valid report. */
+export function parseProgress(text: string): AttemptProgress | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return null;
+  const v = value as Record<string, unknown>;
+  if (typeof v.current !== "number" || !Number.isFinite(v.current)) return null;
+  const total = typeof v.total === "number" && Number.isFinite(v.total) ? v.total : null;
+  const message = typeof v.message === "string" ? v.message.slice(0, 1000) : null;
+  return { current: v.current, total, message };
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Starts one attempt and returns at once; see {@link AttemptHandle}. The job runs in its
+ * own process group (`detached`) so a stop reaches every process it forked.
+ */
+export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
+  // The job runs with cwd = workDir: a relative data dir would make every path it gets wrong.
+  const options = { ...attemptOptions, workDir: resolve(attemptOptions.workDir) };
+  const paths = attemptPaths(options.workDir);
+  const pollMs = options.pollIntervalMs ?? 250;
+  const graceMs = Math.max(0, options.cancelGraceSeconds * 1000);
+  const log = (line: string, stream: LogStream) => {
+    try {
+      options.logSink?.(line, stream);
+    } catch {
+      // A failing log sink must not take the attempt down with it.
+    }
+  };
+
+  let child: ChildProcess | undefined;
+  let stopReason: string | null = null;
+  let exited = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  let resolveStarted!: (s: AttemptStarted) => void;
+  let rejectStarted!: (e: Error) => void;
+  const started = new Promise<AttemptStarted>((res, rej) => {
+    resolveStarted = res;
+    rejectStarted = rej;
+  });
+  // Callers that only await `done` must not see an unhandled rejection.
+  started.catch(() => {});
+
+  const sendSignal = (signal: NodeJS.Signals) => {
+    const pid = child?.pid;
+    if (pid === undefined || exited) return;
+    if (!signalGroup(pid, signal)) child?.kill(signal);
+  };
+
+  const stop = (reason = "stop") => {
+    if (stopReason !== null) return;
+    stopReason = reason;
+    if (!child || exited) return; // not spawned yet: the run notices stopReason
+    log(`[longrun] stopping (${reason}): SIGTERM, SIGKILL after ${graceMs / 1000}s`, "runner");
+    sendSignal("SIGTERM");
+    killTimer = setTimeout(() => {
+      if (exited) return;
+      log("[longrun] grace period over: SIGKILL", "runner");
+      sendSignal("SIGKILL");
+    }, graceMs);
+  };
+
+  const kill = (reason = "stop") => {
+    if (stopReason === null) stopReason = reason;
+    if (!child || exited) return;
+    log(`[longrun] killing (${reason}): SIGKILL`, "runner");
+    sendSignal("SIGKILL");
+  };
+
+  const onAbort = () => {
+    const r: unknown = options.signal?.reason;
+    stop(typeof r === "string" ? r : "stop");
+  };
+
+  const run = async (): Promise<AttemptResult> => {
+    const notStarted = (message: string): AttemptResult => ({
+      outcome: stopReason === null ? "failed" : "stopped",
+      exitCode: null,
+      signal: null,
+      message,
+      stopReason,
+    });
+
+    // Prepare the work dir: a leftover from a crashed server must not leak into this attempt.
+    try {
+      await rm(options.workDir, { recursive: true, force: true });
+      await mkdir(paths.outputDir, { recursive: true });
+      await mkdir(paths.checkpointDir, { recursive: true });
+      await writeFile(paths.inputFile, JSON.stringify(options.input ?? null));
+      await options.storage.restoreCheckpoint(paths.checkpointDir);
+    } catch (error) {
+      const message = `could not prepare the attempt: ${describeError(error)}`;
+      rejectStarted(new Error(message, { cause: error }));
+      return notStarted(message);
+    }
+    if (stopReason !== null) {
+      rejectStarted(new Error(`stopped (${stopReason}) before it started`));
+      return notStarted(`stopped (${stopReason}) before it started`);
+    }
+
+    const [program, ...args] = options.command;
+    if (program === undefined) {
+      rejectStarted(new Error("the queue's command is empty"));
+      return notStarted("the queue's command is empty");
+    }
+    const env: Record<string, string> = {
+      ...(options.baseEnv ?? baseJobEnv()),
+      ...options.env,
+      [JOB_ENV.requestId]: options.job.requestId,
+      [JOB_ENV.queue]: options.job.queue,
+      [JOB_ENV.attempt]: String(options.job.attempt),
+      [JOB_ENV.inputFile]: paths.inputFile,
+      [JOB_ENV.outputDir]: paths.outputDir,
+      [JOB_ENV.checkpointDir]: paths.checkpointDir,
+      [JOB_ENV.progressFile]: paths.progressFile,
+    };
+
+    const proc = spawn(program, args, {
+      cwd: options.workDir,
+      env,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = proc;
+    const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
+      proc.once("close", (code, signal) => res({ code, signal }));
+    });
+    const spawnError = await new Promise<Error | null>((res) => {
+      proc.once("spawn", () => res(null));
+      // Kept for the process's lifetime: an 'error' without a listener would crash the server.
+      proc.on("error", (error) => {
+        res(error);
+        log(`[longrun] process error: ${describeError(error)}`, "runner");
+      });
+    });
+    if (spawnError || proc.pid === undefined) {
+      exited = true;
+      const message = `could not start ${JSON.stringify(program)}: ${describeError(spawnError)}`;
+      rejectStarted(new Error(message, { cause: spawnError }));
+      return notStarted(message);
+    }
+    const pid = proc.pid;
+
+    let lastStderr = "";
+    const outLines = new LineSplitter((line) => log(line, "stdout"));
+    const errLines = new LineSplitter((line) => {
+      if (line.trim()) lastStderr = line.trim();
+      log(line, "stderr");
+    });
+    proc.stdout?.on("data", (chunk: Buffer) => outLines.push(chunk));
+    proc.stderr?.on("data", (chunk: Buffer) => errLines.push(chunk));
+    proc.once("exit", () => {
+      exited = true;
+      // Whatever the job forked and left behind dies with it; this also lets `close` fire
+      // when a grandchild still holds the pipes.
+      signalGroup(pid, "SIGKILL");
+    });
+
+    const startTime = await processStartTime(pid);
+    resolveStarted({ pid, jobRef: encodeJobRef({ pid, startTime }) });
+    try {
+      options.onStarted?.({ pid, jobRef: encodeJobRef({ pid, startTime }) });
+    } catch {
+      // The caller's bookkeeping failing does not change what the job does.
+    }
+    // A stop that arrived between spawn and now had no process to signal yet.
+    if (stopReason !== null) {
+      const reason: string = stopReason;
+      stopReason = null;
+      stop(reason);
+    }
+
+    const timeoutMs = options.timeoutSeconds * 1000;
+    const timeoutTimer = setTimeout(() => stop("timeout"), Math.min(timeoutMs, 2 ** 31 - 1));
+
+    // Progress: polled, because jobs replace the file by rename, which fs.watch loses track of.
+    let lastProgressText: string | null = null;
+    let saves: Promise<void> = Promise.resolve();
+    const checkProgress = async () => {
+      let text: string;
+      try {
+        text = await readFile(paths.progressFile, "utf8");
+      } catch {
+        return;
+      }
+      if (text === lastProgressText) return;
+      const progress = parseProgress(text);
+      // Invalid JSON may be a write in flight by a job that does not rename: look again later.
+      if (!progress) return;
+      lastProgressText = text;
+      saves = saves.then(async () => {
+        try {
+          await options.storage.saveCheckpoint(paths.checkpointDir);
+        } catch (error) {
+          log(`[longrun] could not save the checkpoint: ${describeError(error)}`, "runner");
+        }
+        try {
+          await options.onProgress?.(progress);
+        } catch {
+          // A progress consumer failing must not stop the job.
+        }
+      });
+      await saves;
+    };
+    let polling = false;
+    const poller = setInterval(() => {
+      if (polling) return;
+      polling = true;
+      checkProgress().finally(() => {
+        polling = false;
+      });
+    }, pollMs);
+
+    const { code, signal } = await closed;
+    clearInterval(poller);
+    clearTimeout(timeoutTimer);
+    clearTimeout(killTimer);
+    outLines.end();
+    errLines.end();
+    // Let an in-flight poll finish, then look once more: the last report may be newer.
+    while (polling) await new Promise((r) => setTimeout(r, 5));
+    await checkProgress();
+    await saves;
+
+    const exitNote = signal ? `killed by signal ${signal}` : `exited with code ${code}`;
+    log(`[longrun] job ${exitNote}`, "runner");
+
+    // SPEC §4: the checkpoint is saved at exit whatever the exit, SIGTERM included.
+    let checkpointError: string | null = null;
+    try {
+      await options.storage.saveCheckpoint(paths.checkpointDir);
+    } catch (error) {
+      checkpointError = describeError(error);
+      log(`[longrun] could not save the checkpoint at exit: ${checkpointError}`, "runner");
+    }
+
+    const base = { exitCode: code, signal, stopReason };
+    if (stopReason === "timeout") {
+      return {
+        ...base,
+        outcome: "timeout",
+        message: `attempt ${options.job.attempt} ran longer than ${options.timeoutSeconds}s and was stopped (job ${exitNote})`,
+      };
+    }
+    if (stopReason !== null) {
+      return { ...base, outcome: "stopped", message: `stopped (${stopReason}); job ${exitNote}` };
+    }
+    if (code !== 0) {
+      const tail = lastStderr ? `: ${lastStderr.slice(0, 300)}` : "";
+      return { ...base, outcome: "failed", message: `job ${exitNote}${tail}` };
+    }
+    const resultFile = join(paths.outputDir, "result.json");
+    let resultText: string | null = null;
+    try {
+      resultText = await readFile(resultFile, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
+        return {
+          ...base,
+          outcome: "failed",
+          message: `could not read result.json: ${describeError(error)}`,
+        };
+      }
+    }
+    if (resultText !== null) {
+      try {
+        JSON.parse(resultText);
+      } catch (error) {
+        return {
+          ...base,
+          outcome: "failed",
+          message: `the job exited 0 but its result.json is not valid JSON: ${describeError(error)}`,
+        };
+      }
+    }
+    try {
+      await options.storage.saveOutputs(paths.outputDir);
+    } catch (error) {
+      return {
+        ...base,
+        outcome: "failed",
+        message: `the job succeeded but its outputs could not be saved: ${describeError(error)}`,
+      };
+    }
+    const note = checkpointError ? ` (checkpoint not saved: ${checkpointError})` : "";
+    return { ...base, outcome: "succeeded", message: `job exited with code 0${note}` };
+  };
+
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+  const done = run()
+    .catch(
+      (error): AttemptResult => ({
+        outcome: "failed",
+        exitCode: null,
+        signal: null,
+        message: `the runner failed: ${describeError(error)}`,
+        stopReason,
+      }),
+    )
+    .finally(() => options.signal?.removeEventListener("abort", onAbort));
+
+  return { started, done, stop, kill };
+}
+
+/** Runs one attempt to its end; {@link startAttempt} for callers that need the handle. */
+export function runAttempt(options: AttemptOptions): Promise<AttemptResult> {
+  return startAttempt(options).done;
+}

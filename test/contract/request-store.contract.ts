@@ -1,0 +1,1168 @@
+/**
+ * The RequestStore contract: one suite every adapter runs (SQLite here, DynamoDB on moto
+ * later). It speaks only the port, so the same expectations hold for every backend.
+ *
+ * Every test works in its own tenant and queue, so a backing store shared between tests (a
+ * DynamoDB table) cannot leak one test's rows into another's assertions.
+ */
+import { monotonicFactory, ulid } from "ulidx";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  IdempotencyConflictError,
+  InvalidRequestError,
+  QueueFullError,
+} from "../../functions/core/errors.ts";
+import type { RequestStore } from "../../functions/core/ports.ts";
+import {
+  ACTIVE_STATUSES,
+  type RequestRecord,
+  RequestStatus,
+} from "../../functions/core/request.ts";
+
+/** What an adapter's test file hands to {@link describeRequestStoreContract}. */
+export interface RequestStoreFixture {
+  store: RequestStore;
+  /** Opens another independent connection/instance on the same backing store. */
+  another(): Promise<RequestStore>;
+  /** Releases every instance the fixture opened and whatever backs them. */
+  cleanup(): Promise<void>;
+}
+
+/** A fixed instant, so that times in assertions are exact and TTLs never race the clock. */
+const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
+
+// Monotonic within this process, so ids made later in a test sort later.
+const nextUlid = monotonicFactory();
+
+function newId(): string {
+  return `req_${nextUlid()}`;
+}
+
+/** A name no other test (or earlier run against a persistent backend) has used. */
+function unique(prefix: string): string {
+  return `${prefix}-${ulid().toLowerCase()}`;
+}
+
+/** Test scope: one tenant and one queue of its own, and a request factory for them. */
+interface Scope {
+  tenant: string;
+  queue: string;
+  request(overrides?: Partial<RequestRecord>): RequestRecord;
+}
+
+function newScope(): Scope {
+  const tenant = unique("tenant");
+  const queue = unique("queue");
+  return {
+    tenant,
+    queue,
+    request(overrides = {}) {
+      const createdAt = overrides.createdAt ?? T0;
+      const queueTtlSeconds = overrides.queueTtlSeconds ?? 3600;
+      return {
+        id: newId(),
+        tenant,
+        queue,
+        status: RequestStatus.QUEUED,
+        priority: 0,
+        input: { n: 1 },
+        metadata: {},
+        webhook: null,
+        idempotencyKey: null,
+        createdAt,
+        startedAt: null,
+        finishedAt: null,
+        attempt: 0,
+        maxAttempts: 3,
+        cancelRequested: false,
+        timeoutSeconds: 600,
+        queueTtlSeconds,
+        expiresAt: createdAt + queueTtlSeconds * 1000,
+        progress: null,
+        error: null,
+        jobRef: null,
+        ...overrides,
+      };
+    },
+  };
+}
+
+const ROOMY = { maxQueued: 1_000_000, retryAfterSeconds: 10 };
+const MANY_SLOTS = { maxRunning: 1_000_000 };
+
+/**
+ * Registers the RequestStore contract suite for one adapter. `factory` runs before every
+ * test and must give a working store; its `cleanup` runs after the test.
+ */
+export function describeRequestStoreContract(
+  name: string,
+  factory: () => Promise<RequestStoreFixture>,
+): void {
+  describe(`RequestStore contract: ${name}`, () => {
+    let fx: RequestStoreFixture;
+    let store: RequestStore;
+    let s: Scope;
+
+    beforeEach(async () => {
+      fx = await factory();
+      store = fx.store;
+      s = newScope();
+    });
+
+    afterEach(async () => {
+      await fx.cleanup();
+    });
+
+    /** Submits without an idempotency key and returns the stored request. */
+    async function put(overrides: Partial<RequestRecord> = {}): Promise<RequestRecord> {
+      const outcome = await store.submit(s.request(overrides), null, ROOMY);
+      return outcome.request;
+    }
+
+    /** Ids of every request of the scope's queue in the given statuses, via list. */
+    async function idsIn(statuses?: RequestStatus[], tenant = s.tenant): Promise<string[]> {
+      const ids: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await store.list({
+          tenant,
+          queue: s.queue,
+          limit: 50,
+          ...(statuses ? { statuses } : {}),
+          ...(cursor ? { cursor } : {}),
+        });
+        ids.push(...page.items.map((r) => r.id));
+        cursor = page.nextCursor ?? undefined;
+      } while (cursor);
+      return ids;
+    }
+
+    describe("submit and get", () => {
+      it("returns every field of a submitted request exactly as given", async () => {
+        // Prepare
+        const request = s.request({
+          priority: 7,
+          input: { prompt: "héllo ✓", nested: { list: [1, 2.5, null, true, "x"] } },
+          metadata: { team: "search", run: "42" },
+          webhook: { url: "https://example.com/hook", events: ["started", "completed"] },
+          idempotencyKey: "key-1",
+          timeoutSeconds: 1234,
+          queueTtlSeconds: 99,
+          expiresAt: T0 + 99_000,
+          maxAttempts: 5,
+        });
+
+        // Act
+        const outcome = await store.submit(request, { key: "key-1", bodyHash: "h1" }, ROOMY);
+        const fetched = await store.get(request.id);
+
+        // Assess
+        expect(outcome).toEqual({ kind: "created", request });
+        expect(fetched).toEqual(request);
+      });
+
+      it("keeps inputs that are not objects, null included", async () => {
+        // Prepare
+        const inputs: unknown[] = [null, "text", 0, false, [1, "two"]];
+
+        // Act
+        const stored: RequestRecord[] = [];
+        for (const input of inputs) stored.push(await put({ input }));
+
+        // Assess
+        for (const [i, r] of stored.entries()) {
+          expect((await store.get(r.id))?.input).toEqual(inputs[i]);
+        }
+      });
+
+      it("returns every field set by later transitions", async () => {
+        // Prepare
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        await store.transition({
+          id: r.id,
+          from: [RequestStatus.STARTING],
+          to: RequestStatus.RUNNING,
+          attempt: 1,
+          set: {
+            startedAt: T0 + 5,
+            jobRef: "job-7",
+            cancelRequested: true,
+            progress: { current: 2, total: null, message: "epoch 2", updatedAt: T0 + 6 },
+          },
+        });
+        await store.transition({
+          id: r.id,
+          from: [RequestStatus.RUNNING],
+          to: RequestStatus.CANCELLED,
+          attempt: 1,
+          set: { finishedAt: T0 + 9, error: { code: "cancelled", message: "by caller" } },
+        });
+        const fetched = await store.get(r.id);
+
+        // Assess
+        expect(fetched).toEqual({
+          ...r,
+          status: RequestStatus.CANCELLED,
+          attempt: 1,
+          startedAt: T0 + 5,
+          finishedAt: T0 + 9,
+          jobRef: "job-7",
+          cancelRequested: true,
+          progress: { current: 2, total: null, message: "epoch 2", updatedAt: T0 + 6 },
+          error: { code: "cancelled", message: "by caller" },
+        });
+      });
+
+      it("returns null for an id it never stored", async () => {
+        // Act
+        const fetched = await store.get(newId());
+
+        // Assess
+        expect(fetched).toBeNull();
+      });
+
+      it("counts a submitted request as queued", async () => {
+        // Act
+        await put();
+        await put();
+
+        // Assess
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 2, running: 0 });
+      });
+
+      it("reports zero counts for a queue it has never seen", async () => {
+        // Act
+        const counts = await store.queueCounts(unique("never"));
+
+        // Assess
+        expect(counts).toEqual({ queued: 0, running: 0 });
+      });
+    });
+
+    describe("idempotency", () => {
+      it("replays the earlier request when the same key comes with the same body", async () => {
+        // Prepare
+        const first = s.request({ idempotencyKey: "k" });
+        await store.submit(first, { key: "k", bodyHash: "same" }, ROOMY);
+        const second = s.request({ idempotencyKey: "k", priority: 3 });
+
+        // Act
+        const outcome = await store.submit(second, { key: "k", bodyHash: "same" }, ROOMY);
+
+        // Assess
+        expect(outcome).toEqual({ kind: "replayed", request: first });
+        expect(await store.get(second.id)).toBeNull();
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 0 });
+      });
+
+      it("replays the request in its current state, not as it was submitted", async () => {
+        // Prepare
+        const first = s.request({ idempotencyKey: "k" });
+        await store.submit(first, { key: "k", bodyHash: "same" }, ROOMY);
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        const outcome = await store.submit(
+          s.request({ idempotencyKey: "k" }),
+          { key: "k", bodyHash: "same" },
+          ROOMY,
+        );
+
+        // Assess
+        expect(outcome.kind).toBe("replayed");
+        expect(outcome.request).toMatchObject({
+          id: first.id,
+          status: RequestStatus.STARTING,
+          attempt: 1,
+        });
+      });
+
+      it("refuses the same key with another body and changes nothing", async () => {
+        // Prepare
+        const first = s.request({ idempotencyKey: "k" });
+        await store.submit(first, { key: "k", bodyHash: "body-a" }, ROOMY);
+        const second = s.request({ idempotencyKey: "k" });
+
+        // Act
+        const attempt = store.submit(second, { key: "k", bodyHash: "body-b" }, ROOMY);
+
+        // Assess
+        await expect(attempt).rejects.toBeInstanceOf(IdempotencyConflictError);
+        await expect(attempt).rejects.toMatchObject({ key: "k", requestId: first.id });
+        expect(await store.get(second.id)).toBeNull();
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 0 });
+        const replay = await store.submit(
+          s.request({ idempotencyKey: "k" }),
+          { key: "k", bodyHash: "body-a" },
+          ROOMY,
+        );
+        expect(replay).toEqual({ kind: "replayed", request: first });
+      });
+
+      it("scopes keys to the tenant: another tenant's same key creates its own request", async () => {
+        // Prepare
+        const mine = s.request({ idempotencyKey: "shared" });
+        await store.submit(mine, { key: "shared", bodyHash: "h" }, ROOMY);
+        const theirs = s.request({ tenant: unique("other"), idempotencyKey: "shared" });
+
+        // Act
+        const outcome = await store.submit(theirs, { key: "shared", bodyHash: "h" }, ROOMY);
+
+        // Assess
+        expect(outcome).toEqual({ kind: "created", request: theirs });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 2, running: 0 });
+      });
+
+      it("replays a known key even when the queue is full", async () => {
+        // Prepare
+        const limits = { maxQueued: 1, retryAfterSeconds: 5 };
+        const first = s.request({ idempotencyKey: "k" });
+        await store.submit(first, { key: "k", bodyHash: "h" }, limits);
+
+        // Act
+        const outcome = await store.submit(
+          s.request({ idempotencyKey: "k" }),
+          { key: "k", bodyHash: "h" },
+          limits,
+        );
+
+        // Assess
+        expect(outcome).toEqual({ kind: "replayed", request: first });
+      });
+    });
+
+    describe("queue capacity", () => {
+      it("rejects a submit once maxQueued requests wait, and the rejection changes nothing", async () => {
+        // Prepare
+        const limits = { maxQueued: 2, retryAfterSeconds: 7 };
+        await store.submit(s.request(), null, limits);
+        await store.submit(s.request(), null, limits);
+        const third = s.request({ idempotencyKey: "k3" });
+
+        // Act
+        const attempt = store.submit(third, { key: "k3", bodyHash: "a" }, limits);
+
+        // Assess
+        await expect(attempt).rejects.toBeInstanceOf(QueueFullError);
+        await expect(attempt).rejects.toMatchObject({
+          queue: s.queue,
+          maxQueued: 2,
+          retryAfterSeconds: 7,
+        });
+        expect(await store.get(third.id)).toBeNull();
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 2, running: 0 });
+        // The key was not kept: once there is room, the same key with another body is new.
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const retry = s.request({ idempotencyKey: "k3" });
+        const outcome = await store.submit(retry, { key: "k3", bodyHash: "b" }, limits);
+        expect(outcome).toEqual({ kind: "created", request: retry });
+      });
+
+      it("counts only QUEUED requests against maxQueued", async () => {
+        // Prepare
+        const limits = { maxQueued: 1, retryAfterSeconds: 1 };
+        await store.submit(s.request(), null, limits);
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        const outcome = await store.submit(s.request(), null, limits);
+
+        // Assess
+        expect(outcome.kind).toBe("created");
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 1 });
+      });
+
+      it("keeps each queue's capacity separate", async () => {
+        // Prepare
+        const limits = { maxQueued: 1, retryAfterSeconds: 1 };
+        await store.submit(s.request(), null, limits);
+
+        // Act
+        const outcome = await store.submit(s.request({ queue: unique("other") }), null, limits);
+
+        // Assess
+        expect(outcome.kind).toBe("created");
+      });
+    });
+
+    describe("claimNext", () => {
+      it("starts the highest priority first, then the oldest, then the smallest id", async () => {
+        // Prepare: submitted in an order that matches none of the expected start order.
+        const lowOld = await put({ priority: 1, createdAt: T0 });
+        const highNew = await put({ priority: 9, createdAt: T0 + 50 });
+        const midNew = await put({ priority: 5, createdAt: T0 + 20 });
+        const midOld = await put({ priority: 5, createdAt: T0 + 10 });
+        const tieA = newId();
+        const tieB = newId();
+        await put({ id: tieB, priority: 5, createdAt: T0 + 30 });
+        await put({ id: tieA, priority: 5, createdAt: T0 + 30 });
+
+        // Act
+        const order: string[] = [];
+        for (let i = 0; i < 6; i++) {
+          const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+          if (claim.kind === "started") order.push(claim.request.id);
+        }
+
+        // Assess
+        expect(order).toEqual([highNew.id, midOld.id, midNew.id, tieA, tieB, lowOld.id]);
+      });
+
+      it("moves the claimed request to STARTING with the next attempt and no job reference", async () => {
+        // Prepare
+        const r = await put({ attempt: 0, jobRef: null });
+
+        // Act
+        const claim = await store.claimNext(s.queue, { maxRunning: 1 }, T0);
+
+        // Assess
+        expect(claim).toEqual({
+          kind: "started",
+          request: { ...r, status: RequestStatus.STARTING, attempt: 1, jobRef: null },
+        });
+        expect(await store.get(r.id)).toMatchObject({ status: "STARTING", attempt: 1 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("reports full and claims nothing once maxRunning requests hold slots", async () => {
+        // Prepare
+        await put();
+        await put();
+        const waiting = await put();
+        await store.claimNext(s.queue, { maxRunning: 2 }, T0);
+        await store.claimNext(s.queue, { maxRunning: 2 }, T0);
+
+        // Act
+        const claim = await store.claimNext(s.queue, { maxRunning: 2 }, T0);
+
+        // Assess
+        expect(claim).toEqual({ kind: "full" });
+        expect(await store.get(waiting.id)).toMatchObject({ status: "QUEUED", attempt: 0 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 2 });
+      });
+
+      it("reports empty when nothing waits in the queue", async () => {
+        // Prepare: work in another queue must not be taken.
+        await store.submit(s.request({ queue: unique("other") }), null, ROOMY);
+
+        // Act
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Assess
+        expect(claim).toEqual({ kind: "empty" });
+      });
+
+      it("expires a head request whose queue TTL has passed instead of starting it", async () => {
+        // Prepare
+        const stale = await put({ priority: 9, queueTtlSeconds: 60, expiresAt: T0 + 60_000 });
+        const fresh = await put({ priority: 1, queueTtlSeconds: 3600 });
+        const now = T0 + 60_000; // exactly at expiresAt: expired
+
+        // Act
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, now);
+
+        // Assess
+        expect(claim).toEqual({
+          kind: "expired",
+          request: {
+            ...stale,
+            status: RequestStatus.EXPIRED,
+            finishedAt: now,
+            error: { code: "expired", message: "waited longer than its queue TTL of 60s" },
+          },
+        });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 0 });
+        const next = await store.claimNext(s.queue, MANY_SLOTS, now);
+        expect(next.kind === "started" && next.request.id).toBe(fresh.id);
+      });
+
+      it("starts a head request one millisecond before it would expire", async () => {
+        // Prepare
+        const r = await put({ expiresAt: T0 + 1000 });
+
+        // Act
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0 + 999);
+
+        // Assess
+        expect(claim.kind).toBe("started");
+        expect(claim.kind === "started" && claim.request.id).toBe(r.id);
+      });
+
+      it("reports full before looking at an expired head", async () => {
+        // Prepare
+        await put();
+        const stale = await put({ expiresAt: T0 + 1 });
+        await store.claimNext(s.queue, { maxRunning: 1 }, T0);
+
+        // Act
+        const claim = await store.claimNext(s.queue, { maxRunning: 1 }, T0 + 10);
+
+        // Assess
+        expect(claim).toEqual({ kind: "full" });
+        expect(await store.get(stale.id)).toMatchObject({ status: "QUEUED" });
+      });
+    });
+
+    describe("transition", () => {
+      it("applies a transition whose status and attempt match and returns the updated request", async () => {
+        // Prepare
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        const updated = await store.transition({
+          id: r.id,
+          from: [RequestStatus.STARTING],
+          to: RequestStatus.RUNNING,
+          attempt: 1,
+          set: { startedAt: T0 + 1 },
+        });
+
+        // Assess
+        expect(updated).toEqual({
+          ...r,
+          status: RequestStatus.RUNNING,
+          attempt: 1,
+          startedAt: T0 + 1,
+        });
+        expect(await store.get(r.id)).toEqual(updated);
+      });
+
+      it("returns null and changes nothing when the status does not match", async () => {
+        // Prepare
+        const r = await put();
+
+        // Act
+        const updated = await store.transition({
+          id: r.id,
+          from: [RequestStatus.STARTING],
+          to: RequestStatus.RUNNING,
+          set: { startedAt: T0 + 1 },
+        });
+
+        // Assess
+        expect(updated).toBeNull();
+        expect(await store.get(r.id)).toEqual(r);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 0 });
+      });
+
+      it("returns null and changes nothing when the attempt does not match", async () => {
+        // Prepare
+        await put();
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        if (claim.kind !== "started") throw new Error("setup: expected a started claim");
+
+        // Act
+        const updated = await store.transition({
+          id: claim.request.id,
+          from: [RequestStatus.STARTING],
+          to: RequestStatus.FAILED,
+          attempt: 2,
+          set: { finishedAt: T0 + 1, error: { code: "job_failed", message: "stale" } },
+        });
+
+        // Assess
+        expect(updated).toBeNull();
+        expect(await store.get(claim.request.id)).toEqual(claim.request);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("returns null for an id it never stored", async () => {
+        // Act
+        const updated = await store.transition({
+          id: newId(),
+          from: [RequestStatus.QUEUED],
+          to: RequestStatus.CANCELLED,
+        });
+
+        // Assess
+        expect(updated).toBeNull();
+      });
+
+      it("updates fields without changing status or counters when `to` is omitted", async () => {
+        // Prepare
+        await put();
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        if (claim.kind !== "started") throw new Error("setup: expected a started claim");
+        const progress = { current: 1, total: 3, message: "epoch 1", updatedAt: T0 + 2 };
+
+        // Act
+        const updated = await store.transition({
+          id: claim.request.id,
+          from: ACTIVE_STATUSES,
+          attempt: 1,
+          set: { jobRef: "pid-42", progress },
+        });
+
+        // Assess
+        expect(updated).toEqual({ ...claim.request, jobRef: "pid-42", progress });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("clears nullable fields set to null", async () => {
+        // Prepare
+        await put();
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        if (claim.kind !== "started") throw new Error("setup: expected a started claim");
+        const id = claim.request.id;
+        await store.transition({
+          id,
+          from: ACTIVE_STATUSES,
+          set: {
+            jobRef: "j",
+            progress: { current: 1, total: 2, message: null, updatedAt: T0 },
+          },
+        });
+
+        // Act
+        const updated = await store.transition({
+          id,
+          from: ACTIVE_STATUSES,
+          set: { jobRef: null, progress: null },
+        });
+
+        // Assess
+        expect(updated).toMatchObject({ jobRef: null, progress: null });
+        expect(await store.get(id)).toMatchObject({ jobRef: null, progress: null });
+      });
+
+      it("accepts a request in any of several statuses of one class", async () => {
+        // Prepare
+        await put();
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        if (claim.kind !== "started") throw new Error("setup: expected a started claim");
+
+        // Act
+        const updated = await store.transition({
+          id: claim.request.id,
+          from: [RequestStatus.RUNNING, RequestStatus.STARTING],
+          to: RequestStatus.SUCCEEDED,
+          attempt: 1,
+          set: { finishedAt: T0 + 3 },
+        });
+
+        // Assess
+        expect(updated).toMatchObject({ status: "SUCCEEDED", finishedAt: T0 + 3 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
+      });
+
+      it("moves the counters along queued → starting → running → succeeded", async () => {
+        // Prepare
+        const r = await put();
+        const seen = [await store.queueCounts(s.queue)];
+
+        // Act
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        seen.push(await store.queueCounts(s.queue));
+        await store.transition({ id: r.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+        seen.push(await store.queueCounts(s.queue));
+        await store.transition({ id: r.id, from: ["RUNNING"], to: "SUCCEEDED", attempt: 1 });
+        seen.push(await store.queueCounts(s.queue));
+
+        // Assess
+        expect(seen).toEqual([
+          { queued: 1, running: 0 },
+          { queued: 0, running: 1 },
+          { queued: 0, running: 1 },
+          { queued: 0, running: 0 },
+        ]);
+      });
+
+      it("keeps the slot when a running attempt is retried as STARTING", async () => {
+        // Prepare
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({ id: r.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+
+        // Act
+        const retried = await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, jobRef: null },
+        });
+
+        // Assess
+        expect(retried).toMatchObject({ status: "STARTING", attempt: 2, jobRef: null });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("frees the queued count when a waiting request is cancelled", async () => {
+        // Prepare
+        const r = await put();
+
+        // Act
+        const cancelled = await store.transition({
+          id: r.id,
+          from: [RequestStatus.QUEUED],
+          to: RequestStatus.CANCELLED,
+          set: {
+            cancelRequested: true,
+            finishedAt: T0 + 1,
+            error: { code: "cancelled", message: "by caller" },
+          },
+        });
+
+        // Assess
+        expect(cancelled).toMatchObject({ status: "CANCELLED", cancelRequested: true });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
+        expect(await store.claimNext(s.queue, MANY_SLOTS, T0)).toEqual({ kind: "empty" });
+      });
+
+      it("frees the slot when an active request is cancelled", async () => {
+        // Prepare
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.CANCELLED,
+          attempt: 1,
+        });
+
+        // Assess
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
+      });
+
+      it("refuses a transition the lifecycle table forbids, changing nothing", async () => {
+        // Prepare
+        const r = await put();
+
+        // Act
+        const illegal = store.transition({
+          id: r.id,
+          from: [RequestStatus.QUEUED],
+          to: RequestStatus.SUCCEEDED,
+        });
+
+        // Assess
+        await expect(illegal).rejects.toThrow(/not allowed/);
+        await expect(illegal).rejects.not.toBeInstanceOf(InvalidRequestError);
+        expect(await store.get(r.id)).toEqual(r);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 0 });
+      });
+
+      it("refuses a field update of a request in a terminal status", async () => {
+        // Act
+        const update = store.transition({
+          id: newId(),
+          from: [RequestStatus.SUCCEEDED],
+          set: { jobRef: "late" },
+        });
+
+        // Assess
+        await expect(update).rejects.toThrow(/not allowed/);
+      });
+
+      it("refuses a from list that mixes status classes", async () => {
+        // Prepare
+        const r = await put();
+
+        // Act
+        const mixed = store.transition({
+          id: r.id,
+          from: [RequestStatus.QUEUED, RequestStatus.RUNNING],
+          to: RequestStatus.CANCELLED,
+        });
+
+        // Assess
+        await expect(mixed).rejects.toThrow(/status classes/);
+        expect(await store.get(r.id)).toEqual(r);
+      });
+    });
+
+    describe("list", () => {
+      it("lists the tenant's requests of the queue newest first, equal times by id", async () => {
+        // Prepare
+        const a = await put({ createdAt: T0 });
+        const b = await put({ createdAt: T0 + 10 });
+        const c1 = await put({ createdAt: T0 + 5 });
+        const c2 = await put({ createdAt: T0 + 5 });
+
+        // Act
+        const page = await store.list({ tenant: s.tenant, queue: s.queue, limit: 10 });
+
+        // Assess
+        expect(page.items.map((r) => r.id)).toEqual([b.id, c2.id, c1.id, a.id]);
+        expect(page.nextCursor).toBeNull();
+        expect(page.items[0]).toEqual(b);
+      });
+
+      it("shows neither another tenant's requests nor another queue's", async () => {
+        // Prepare
+        const mine = await put();
+        await put({ tenant: unique("intruder") });
+        await put({ queue: unique("elsewhere") });
+
+        // Act
+        const page = await store.list({ tenant: s.tenant, queue: s.queue, limit: 10 });
+
+        // Assess
+        expect(page.items.map((r) => r.id)).toEqual([mine.id]);
+      });
+
+      it("returns an empty page for a tenant with no requests", async () => {
+        // Act
+        const page = await store.list({ tenant: unique("nobody"), queue: s.queue, limit: 5 });
+
+        // Assess
+        expect(page).toEqual({ items: [], nextCursor: null });
+      });
+
+      it("filters by one status or by several", async () => {
+        // Prepare
+        const queued = await put({ createdAt: T0 + 3 });
+        const starting = await put({ createdAt: T0 + 1, priority: 9 });
+        const cancelled = await put({ createdAt: T0 + 2 });
+        await store.claimNext(s.queue, { maxRunning: 1 }, T0);
+        await store.transition({ id: cancelled.id, from: ["QUEUED"], to: "CANCELLED" });
+
+        // Act
+        const onlyQueued = await idsIn([RequestStatus.QUEUED]);
+        const twoKinds = await idsIn([RequestStatus.STARTING, RequestStatus.CANCELLED]);
+        const none = await idsIn([RequestStatus.SUCCEEDED]);
+
+        // Assess
+        expect(onlyQueued).toEqual([queued.id]);
+        expect(twoKinds).toEqual([cancelled.id, starting.id]);
+        expect(none).toEqual([]);
+      });
+
+      it("visits every match exactly once, newest first, when following nextCursor", async () => {
+        // Prepare: 37 requests, some sharing a createdAt, a third of them cancelled.
+        const all: RequestRecord[] = [];
+        for (let i = 0; i < 37; i++) all.push(await put({ createdAt: T0 + Math.floor(i / 3) }));
+        for (const r of all.filter((_, i) => i % 3 === 0)) {
+          await store.transition({ id: r.id, from: ["QUEUED"], to: "CANCELLED" });
+        }
+        const newestFirst = [...all].sort((x, y) =>
+          x.createdAt !== y.createdAt ? y.createdAt - x.createdAt : x.id < y.id ? 1 : -1,
+        );
+
+        // Act
+        const pages: string[][] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await store.list({
+            tenant: s.tenant,
+            queue: s.queue,
+            limit: 4,
+            ...(cursor ? { cursor } : {}),
+          });
+          pages.push(page.items.map((r) => r.id));
+          cursor = page.nextCursor ?? undefined;
+        } while (cursor);
+        const cancelledOnly = await idsIn([RequestStatus.CANCELLED]);
+        const both = await idsIn([RequestStatus.CANCELLED, RequestStatus.QUEUED]);
+
+        // Assess
+        expect(pages.flat()).toEqual(newestFirst.map((r) => r.id));
+        expect(pages).toHaveLength(10);
+        expect(pages.every((p) => p.length > 0 && p.length <= 4)).toBe(true);
+        expect(cancelledOnly).toEqual(
+          newestFirst.filter((r) => all.indexOf(r) % 3 === 0).map((r) => r.id),
+        );
+        expect(both).toEqual(newestFirst.map((r) => r.id));
+      });
+
+      it("pages a status filter of several statuses with a small limit without gaps", async () => {
+        // Prepare
+        const all: RequestRecord[] = [];
+        for (let i = 0; i < 12; i++) all.push(await put({ createdAt: T0 + i }));
+        for (const r of all.filter((_, i) => i % 2 === 0)) {
+          await store.transition({ id: r.id, from: ["QUEUED"], to: "CANCELLED" });
+        }
+
+        // Act
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await store.list({
+            tenant: s.tenant,
+            queue: s.queue,
+            statuses: [RequestStatus.QUEUED, RequestStatus.CANCELLED],
+            limit: 5,
+            ...(cursor ? { cursor } : {}),
+          });
+          seen.push(...page.items.map((r) => r.id));
+          cursor = page.nextCursor ?? undefined;
+        } while (cursor);
+
+        // Assess
+        expect(seen).toEqual([...all].reverse().map((r) => r.id));
+      });
+
+      it("gives no cursor when the last page is exactly full", async () => {
+        // Prepare
+        for (let i = 0; i < 4; i++) await put({ createdAt: T0 + i });
+
+        // Act
+        const first = await store.list({ tenant: s.tenant, queue: s.queue, limit: 2 });
+        const second = await store.list({
+          tenant: s.tenant,
+          queue: s.queue,
+          limit: 2,
+          cursor: first.nextCursor ?? "missing",
+        });
+
+        // Assess
+        expect(first.items).toHaveLength(2);
+        expect(first.nextCursor).not.toBeNull();
+        expect(second.items).toHaveLength(2);
+        expect(second.nextCursor).toBeNull();
+      });
+
+      it.each([
+        ["not base64url", "%%%not-a-cursor%%%"],
+        ["not JSON", Buffer.from("hello").toString("base64url")],
+        ["JSON of the wrong shape", Buffer.from('{"a":1}').toString("base64url")],
+        ["a tuple with the wrong types", Buffer.from('["x", 1]').toString("base64url")],
+        ["a tuple too short", Buffer.from("[1]").toString("base64url")],
+        ["empty", ""],
+      ])(
+        "rejects a cursor that is %s as an invalid request on the cursor field",
+        async (_, cursor) => {
+          // Prepare
+          await put();
+
+          // Act
+          const listing = store.list({ tenant: s.tenant, queue: s.queue, limit: 5, cursor });
+
+          // Assess
+          await expect(listing).rejects.toBeInstanceOf(InvalidRequestError);
+          await expect(listing).rejects.toMatchObject({ field: "cursor" });
+        },
+      );
+    });
+
+    describe("position", () => {
+      it("counts the waiting requests that will start before this one", async () => {
+        // Prepare
+        const high = await put({ priority: 8, createdAt: T0 + 50 });
+        const mid1 = await put({ priority: 4, createdAt: T0 + 1 });
+        const mid2 = await put({ priority: 4, createdAt: T0 + 2 });
+        const low = await put({ priority: 0, createdAt: T0 });
+        await put({ queue: unique("other"), priority: 9 });
+
+        // Act
+        const positions = await Promise.all([high, mid1, mid2, low].map((r) => store.position(r)));
+
+        // Assess
+        expect(positions).toEqual([0, 1, 2, 3]);
+      });
+
+      it("breaks ties of priority and time by id, as dispatch does", async () => {
+        // Prepare
+        const first = newId();
+        const second = newId();
+        const b = await put({ id: second, createdAt: T0 });
+        const a = await put({ id: first, createdAt: T0 });
+
+        // Act
+        const [pa, pb] = [await store.position(a), await store.position(b)];
+
+        // Assess
+        expect([pa, pb]).toEqual([0, 1]);
+      });
+
+      it("no longer counts requests that started or were cancelled", async () => {
+        // Prepare
+        await put({ priority: 9 });
+        const cancelled = await put({ priority: 8 });
+        await put({ priority: 7 });
+        const me = await put({ priority: 1 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({ id: cancelled.id, from: ["QUEUED"], to: "CANCELLED" });
+
+        // Act
+        const position = await store.position(me);
+
+        // Assess
+        expect(position).toBe(1);
+      });
+    });
+
+    describe("sweeps", () => {
+      it("finds the STARTING and RUNNING requests and nothing else", async () => {
+        // Prepare
+        const running = await put({ priority: 9 });
+        const starting = await put({ priority: 8 });
+        const done = await put({ priority: 7 });
+        await put({ priority: 0 });
+        for (let i = 0; i < 3; i++) await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({ id: running.id, from: ["STARTING"], to: "RUNNING" });
+        await store.transition({ id: done.id, from: ["STARTING"], to: "SUCCEEDED" });
+
+        // Act
+        const active = (await store.findActive(10_000)).filter((r) => r.queue === s.queue);
+
+        // Assess
+        expect(active.map((r) => r.id).sort()).toEqual([running.id, starting.id].sort());
+        expect(active.find((r) => r.id === running.id)?.status).toBe("RUNNING");
+      });
+
+      it("returns at most `limit` active requests", async () => {
+        // Prepare
+        for (let i = 0; i < 3; i++) await put();
+        for (let i = 0; i < 3; i++) await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        const active = await store.findActive(2);
+
+        // Assess
+        expect(active).toHaveLength(2);
+      });
+
+      it("finds QUEUED requests whose expiresAt is at or before now, and only those", async () => {
+        // Prepare
+        const past = await put({ expiresAt: T0 + 100 });
+        const atNow = await put({ expiresAt: T0 + 200 });
+        await put({ expiresAt: T0 + 201 });
+        const startedLate = await put({ expiresAt: T0 + 50, priority: 9 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+
+        // Act
+        const expired = (await store.findExpired(T0 + 200, 10_000)).filter(
+          (r) => r.queue === s.queue,
+        );
+
+        // Assess
+        expect(expired.map((r) => r.id).sort()).toEqual([past.id, atNow.id].sort());
+        expect(expired.map((r) => r.id)).not.toContain(startedLate.id);
+      });
+
+      it("returns at most `limit` expired requests", async () => {
+        // Prepare
+        for (let i = 0; i < 3; i++) await put({ expiresAt: T0 });
+
+        // Act
+        const expired = await store.findExpired(T0, 2);
+
+        // Assess
+        expect(expired).toHaveLength(2);
+      });
+    });
+
+    describe("concurrency", () => {
+      it("creates exactly one request when 20 submits race with one Idempotency-Key", async () => {
+        // Prepare
+        const stores = [store, await fx.another(), await fx.another(), await fx.another()];
+        const contenders = Array.from({ length: 20 }, () => s.request({ idempotencyKey: "race" }));
+
+        // Act
+        const outcomes = await Promise.all(
+          contenders.map((r, i) =>
+            (stores[i % stores.length] as RequestStore).submit(
+              r,
+              { key: "race", bodyHash: "h" },
+              ROOMY,
+            ),
+          ),
+        );
+
+        // Assess
+        const created = outcomes.filter((o) => o.kind === "created");
+        expect(created).toHaveLength(1);
+        const winner = created[0]?.request.id;
+        expect(outcomes.every((o) => o.request.id === winner)).toBe(true);
+        expect(await idsIn()).toEqual([winner]);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 0 });
+      });
+
+      it("admits exactly maxQueued requests when submits race for the last places", async () => {
+        // Prepare
+        const stores = [store, await fx.another(), await fx.another()];
+        const limits = { maxQueued: 7, retryAfterSeconds: 1 };
+
+        // Act
+        const results = await Promise.allSettled(
+          Array.from({ length: 20 }, (_, i) =>
+            (stores[i % stores.length] as RequestStore).submit(s.request(), null, limits),
+          ),
+        );
+
+        // Assess
+        const ok = results.filter((r) => r.status === "fulfilled");
+        const refused = results.filter((r) => r.status === "rejected");
+        expect(ok).toHaveLength(7);
+        expect(refused.every((r) => r.reason instanceof QueueFullError)).toBe(true);
+        expect(await idsIn()).toHaveLength(7);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 7, running: 0 });
+      });
+
+      it("applies one contended transition once", async () => {
+        // Prepare
+        const r = await put();
+        const stores = [store, await fx.another(), await fx.another()];
+
+        // Act
+        const results = await Promise.all(
+          Array.from({ length: 9 }, (_, i) =>
+            (stores[i % stores.length] as RequestStore).transition({
+              id: r.id,
+              from: [RequestStatus.QUEUED],
+              to: RequestStatus.CANCELLED,
+            }),
+          ),
+        );
+
+        // Assess
+        expect(results.filter((x) => x !== null)).toHaveLength(1);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
+      });
+
+      it("never exceeds maxRunning nor claims a request twice with parallel dispatchers", async () => {
+        // Prepare
+        const maxRunning = 3;
+        const total = 30;
+        const submitted = new Set<string>();
+        for (let i = 0; i < total; i++) submitted.add((await put({ priority: i % 4 })).id);
+        const stores = [store, await fx.another(), await fx.another(), await fx.another()];
+        const claimed: string[] = [];
+        // Claims seen and not yet being released. A release is counted before its write,
+        // so this never overstates what the store holds: above maxRunning is a real breach.
+        let held = 0;
+        let mostHeld = 0;
+        let mostCounted = 0;
+
+        // Act
+        // A store that leaks slots would leave the dispatchers waiting on "full" forever.
+        const deadline = Date.now() + 20_000;
+        const dispatcher = async (own: RequestStore): Promise<void> => {
+          for (;;) {
+            if (Date.now() > deadline) throw new Error("dispatchers stopped making progress");
+            const claim = await own.claimNext(s.queue, { maxRunning }, T0);
+            if (claim.kind === "empty") return;
+            if (claim.kind === "full" || claim.kind === "expired") {
+              await new Promise((resolve) => setTimeout(resolve, 1));
+              continue;
+            }
+            held++;
+            mostHeld = Math.max(mostHeld, held);
+            claimed.push(claim.request.id);
+            mostCounted = Math.max(mostCounted, (await own.queueCounts(s.queue)).running);
+            const { id, attempt } = claim.request;
+            await own.transition({ id, from: ["STARTING"], to: "RUNNING", attempt });
+            held--;
+            await own.transition({ id, from: ["RUNNING"], to: "SUCCEEDED", attempt });
+          }
+        };
+        await Promise.all(stores.map(dispatcher));
+
+        // Assess
+        expect(claimed).toHaveLength(total);
+        expect(new Set(claimed)).toEqual(submitted);
+        expect(mostHeld).toBeLessThanOrEqual(maxRunning);
+        expect(mostCounted).toBeLessThanOrEqual(maxRunning);
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
+        expect(await idsIn([RequestStatus.SUCCEEDED])).toHaveLength(total);
+      });
+    });
+  });
+}

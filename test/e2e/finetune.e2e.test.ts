@@ -1,0 +1,46 @@
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT, TestServer } from "../helpers/server.ts";
+
+/** The numpy fine-tuning example end to end, including a server SIGKILL mid-training. */
+describe("finetune example (embedded server, e2e)", () => {
+  const server = new TestServer({
+    queues: {
+      finetune: {
+        command: ["python3", join(ROOT, "jobs/examples/finetune/train.py")],
+        maxRunning: 1,
+        timeoutSeconds: 300,
+        cancelGraceSeconds: 10,
+        env: { EPOCHS_DEFAULT: "3" },
+      },
+    },
+  });
+  afterAll(() => server.dispose());
+
+  it("trains, survives a server kill, resumes from its checkpoint and returns metrics and weights", async () => {
+    await server.start();
+    const sub = await server.submit("finetune", {
+      input: { epochs: 6, learningRate: 0.5, seed: 7 },
+    });
+    expect(sub.status).toBe(202);
+    const mid = await server.waitFor(sub.body.id, (r) => (r.progress?.current ?? 0) >= 2, {
+      timeoutMs: 60_000,
+    });
+    expect(mid.progress.total).toBe(6);
+    await server.kill("SIGKILL");
+    await server.start();
+    const done = await server.waitForStatus(sub.body.id, "SUCCEEDED", 120_000);
+    expect(done.attempt).toBe(2);
+    const result = await server.fetch(`/v1/requests/${sub.body.id}/result`);
+    expect(result.status).toBe(200);
+    const out = result.body.output;
+    expect(out.epochs).toBe(6);
+    expect(out.resumedFromEpoch).toBeGreaterThanOrEqual(2);
+    expect(out.accuracy).toBeGreaterThan(0.5);
+    const model = result.body.artifacts.find((a: { name: string }) => a.name === "model.npz");
+    expect(model).toBeDefined();
+    const bytes = new Uint8Array(await (await fetch(model.url)).arrayBuffer());
+    expect(bytes.byteLength).toBe(model.size);
+    expect(bytes[0]).toBe(0x50); // "PK": an .npz is a zip archive
+  });
+});
