@@ -129,6 +129,13 @@ export type StopReason = "cancel" | "timeout" | "shutdown";
 /** Runs attempts of requests as jobs (local processes, AWS Batch). */
 export interface Compute {
   /**
+   * Who retries a failed attempt. "core": the compute reports each attempt's exit and the
+   * core starts the next attempt (local processes). "backend": the backend retries on its
+   * own (AWS Batch retry strategy) and reports the next attempt's `starting`/`running`
+   * events with a higher attempt number; its `exited` failure is final.
+   */
+  readonly retries: "core" | "backend";
+  /**
    * Launches attempt `request.attempt` of `request` under the job contract. Resolves once
    * the job is handed over, with the backend's handle; everything after that arrives as
    * JobEvents.
@@ -141,6 +148,8 @@ export interface Compute {
 }
 
 export type JobEvent =
+  /** The backend is starting this attempt (AWS Batch RUNNABLE/STARTING, a retry included). */
+  | { type: "starting"; requestId: string; attempt: number; at: number; jobRef?: string }
   | { type: "running"; requestId: string; attempt: number; at: number; jobRef?: string }
   | {
       type: "progress";

@@ -104,6 +104,7 @@ interface HeldStart {
  * that a test can check a request never has two jobs at once.
  */
 export class FakeCompute implements Compute {
+  retries: "core" | "backend" = "core";
   readonly calls: ComputeCall[] = [];
   /** Chooses what each start does; default: every start succeeds. */
   plan: (request: RequestRecord) => StartPlan = () => "ok";

@@ -52,6 +52,8 @@ interface Running {
  * active and retries it as lost, from the checkpoint saved when it exited.
  */
 export class LocalProcessCompute implements Compute {
+  /** Failed attempts are retried by the core, one local process per attempt. */
+  readonly retries = "core" as const;
   readonly #layout: FsLayout;
   readonly #logs: FsLogStore;
   readonly #clock: Clock;

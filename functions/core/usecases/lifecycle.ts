@@ -79,9 +79,37 @@ async function launchAttempt(
  * conditional write on the request's status and attempt, and a stale one changes nothing.
  */
 export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Promise<void> {
-  const current = await deps.store.get(event.requestId);
-  if (!current || current.attempt !== event.attempt) return;
+  let current = await deps.store.get(event.requestId);
+  if (!current) return;
+  if (event.attempt > current.attempt && deps.compute.retries === "backend") {
+    // The backend retried on its own (AWS Batch retry strategy): catch up to its attempt.
+    // Conditioned on the attempt we read, so two events racing advance it once.
+    if (current.status !== RequestStatus.STARTING && current.status !== RequestStatus.RUNNING) {
+      return;
+    }
+    await deps.store.transition({
+      id: current.id,
+      from: ACTIVE_STATUSES,
+      to: RequestStatus.STARTING,
+      attempt: current.attempt,
+      set: { attempt: event.attempt },
+    });
+    current = await deps.store.get(event.requestId);
+    if (!current) return;
+  }
+  if (current.attempt !== event.attempt) return;
   switch (event.type) {
+    case "starting": {
+      if (event.jobRef && current.jobRef !== event.jobRef) {
+        await deps.store.transition({
+          id: event.requestId,
+          from: ACTIVE_STATUSES,
+          attempt: event.attempt,
+          set: { jobRef: event.jobRef },
+        });
+      }
+      return;
+    }
     case "running": {
       const updated = await deps.store.transition({
         id: event.requestId,
@@ -152,7 +180,9 @@ async function tryFinishAttempt(
   const at = end.at ?? deps.clock.now();
   // A queue removed from the config since the request started cannot run it again.
   const queue = Object.hasOwn(deps.queues, request.queue) ? deps.queues[request.queue] : undefined;
-  const retryable = end.outcome === "failed" || end.outcome === "lost";
+  // A backend that retries on its own reports a failure only once no attempt remains.
+  const retryable =
+    (end.outcome === "failed" && deps.compute.retries === "core") || end.outcome === "lost";
   const condition = {
     id: request.id,
     from: ACTIVE_STATUSES,

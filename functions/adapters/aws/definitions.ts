@@ -1,0 +1,103 @@
+/**
+ * The one definition of longrun's AWS data resources: key schema and indexes of the
+ * DynamoDB table, the SQS queues. The CDK constructs (infra/) and the runtime bootstrap
+ * (LONGRUN_AWS_BOOTSTRAP=1) both build from these, so they are never written twice.
+ *
+ * Single table; item kinds by key:
+ *   request      pk = REQ#<id>                sk = REQ
+ *   idempotency  pk = IDEM#<tenant>#<key>     sk = IDEM
+ *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
+ */
+
+export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
+/** Attribute holding the epoch-seconds expiry DynamoDB TTL deletes on. */
+export const TTL_ATTRIBUTE = "ttl";
+
+export interface IndexDefinition {
+  name: string;
+  partitionKey: string;
+  sortKey: string;
+  /** Projected non-key attributes; undefined means ALL. */
+  projection: "ALL" | "KEYS_ONLY";
+  purpose: string;
+}
+
+/** Global secondary indexes; every one is sparse (only items holding its keys appear). */
+export const INDEXES = {
+  /** QUEUED requests of a queue in start order: `<9-priority>#<createdAt>#<id>`. */
+  ready: {
+    name: "ready",
+    partitionKey: "readyPk",
+    sortKey: "readySk",
+    projection: "KEYS_ONLY",
+    purpose: "dispatch order and position while QUEUED",
+  },
+  /** A tenant's requests of a queue, newest first by `<createdAt>#<id>`. */
+  list: {
+    name: "list",
+    partitionKey: "listPk",
+    sortKey: "listSk",
+    projection: "ALL",
+    purpose: "list without a status filter",
+  },
+  /** The same, per status: `<tenant>#<queue>#<status>`. */
+  listByStatus: {
+    name: "listByStatus",
+    partitionKey: "statusPk",
+    sortKey: "listSk",
+    projection: "ALL",
+    purpose: "list with a status filter",
+  },
+  /**
+   * Requests the sweep must look at: QUEUED by expiry (`QUEUED#<queue>`, sk expiresAt) and
+   * STARTING/RUNNING (`ACTIVE#<queue>`, sk createdAt). Terminal requests leave it.
+   */
+  sweep: {
+    name: "sweep",
+    partitionKey: "sweepPk",
+    sortKey: "sweepSk",
+    projection: "KEYS_ONLY",
+    purpose: "TTL expiry and in-flight reconciliation",
+  },
+} as const satisfies Record<string, IndexDefinition>;
+
+/** The dispatch queue is FIFO with one message group per longrun queue. */
+export const DISPATCH_QUEUE = {
+  fifo: true,
+  /** Wake-ups carry no payload worth keeping apart: identical bodies collapse in 5 min windows. */
+  contentBasedDeduplication: false,
+  visibilityTimeoutSeconds: 120,
+  maxReceiveCount: 5,
+} as const;
+
+/** Batch job state-change events, delivered by an EventBridge rule. */
+export const EVENTS_QUEUE = {
+  fifo: false,
+  visibilityTimeoutSeconds: 120,
+  maxReceiveCount: 5,
+} as const;
+
+/** S3 key prefixes, one per kind of object (lifecycle rules and job-role grants use them). */
+export const S3_PREFIX = {
+  inputs: "inputs/",
+  outputs: "outputs/",
+  checkpoints: "checkpoints/",
+  logs: "logs/",
+} as const;
+
+/** Names the embedded server and tests give resources when they create them themselves. */
+export interface ResourceNames {
+  tableName: string;
+  dispatchQueueName: string;
+  eventsQueueName: string;
+  bucketName: string;
+}
+
+export function resourceNames(prefix: string): ResourceNames {
+  return {
+    tableName: `${prefix}-requests`,
+    dispatchQueueName: `${prefix}-dispatch.fifo`,
+    eventsQueueName: `${prefix}-batch-events`,
+    bucketName: `${prefix}-data`.toLowerCase(),
+  };
+}

@@ -1,0 +1,81 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { dispatchQueue } from "../../../functions/core/usecases/lifecycle.ts";
+import { makeDeps, submitVia, type TestHarness } from "../../helpers/fakes.ts";
+
+/**
+ * A compute whose backend retries on its own (AWS Batch retry strategy): the core follows the
+ * attempts the backend reports and never starts one itself.
+ */
+describe("lifecycle with a backend that retries on its own", () => {
+  let h: TestHarness;
+  afterEach(() => h.close());
+
+  async function started(maxAttempts = 3) {
+    h = makeDeps({ gpu: { maxRunning: 1, maxAttempts } });
+    h.compute.retries = "backend";
+    const r = await submitVia(h);
+    await dispatchQueue("gpu", h.deps);
+    await h.compute.running(r.id, 1);
+    return r;
+  }
+
+  it("does not start another attempt itself when an attempt fails", async () => {
+    const r = await started();
+    await h.compute.exited(r.id, 1, "failed");
+    expect(h.compute.callsOf("start")).toHaveLength(1);
+    const after = await h.store.get(r.id);
+    expect(after).toMatchObject({ status: "FAILED", attempt: 1 });
+    expect(after?.error?.code).toBe("job_failed");
+  });
+
+  it("follows the backend's retry: starting and running events of attempt 2 advance the request", async () => {
+    const r = await started();
+    await h.compute.emit({ type: "starting", requestId: r.id, attempt: 2, at: h.clock.now() });
+    expect(await h.store.get(r.id)).toMatchObject({ status: "STARTING", attempt: 2 });
+    await h.compute.running(r.id, 2);
+    expect(await h.store.get(r.id)).toMatchObject({ status: "RUNNING", attempt: 2 });
+    expect((await h.store.queueCounts("gpu")).running).toBe(1);
+    await h.compute.exited(r.id, 2, "succeeded");
+    expect(await h.store.get(r.id)).toMatchObject({ status: "SUCCEEDED", attempt: 2 });
+    expect(h.compute.callsOf("start")).toHaveLength(1);
+  });
+
+  it("catches up when the events of a retried attempt were lost and only its end arrives", async () => {
+    const r = await started();
+    await h.compute.exited(r.id, 3, "failed");
+    const after = await h.store.get(r.id);
+    expect(after).toMatchObject({ status: "FAILED", attempt: 3 });
+    expect((await h.store.queueCounts("gpu")).running).toBe(0);
+  });
+
+  it("ignores a late event of an earlier attempt once the backend moved on", async () => {
+    const r = await started();
+    await h.compute.running(r.id, 2);
+    const before = await h.store.get(r.id);
+    await h.compute.exited(r.id, 1, "failed");
+    await h.compute.running(r.id, 1);
+    expect(await h.store.get(r.id)).toEqual(before);
+  });
+
+  it("ignores events for attempts after the request ended", async () => {
+    const r = await started();
+    await h.compute.exited(r.id, 1, "succeeded");
+    const before = await h.store.get(r.id);
+    await h.compute.running(r.id, 2);
+    expect(await h.store.get(r.id)).toEqual(before);
+  });
+
+  it("ends CANCELLED when a cancelled job's final failure arrives", async () => {
+    const r = await started();
+    await h.store.transition({
+      id: r.id,
+      from: ["RUNNING"],
+      attempt: 1,
+      set: { cancelRequested: true },
+    });
+    await h.compute.exited(r.id, 1, "failed");
+    const after = await h.store.get(r.id);
+    expect(after?.status).toBe("CANCELLED");
+    expect(after?.error?.code).toBe("cancelled");
+  });
+});
