@@ -14,6 +14,29 @@ export const ENV = {
   publicUrl: "LONGRUN_PUBLIC_URL",
 } as const;
 
+/**
+ * The AWS deployment's settings, set by the CDK app on each Lambda function (and by the
+ * embedded server's `LONGRUN_BACKEND=aws` mode, which may also create the resources).
+ */
+export const AWS_ENV = {
+  table: "LONGRUN_TABLE",
+  bucket: "LONGRUN_BUCKET",
+  dispatchQueueUrl: "LONGRUN_DISPATCH_QUEUE_URL",
+  eventsQueueUrl: "LONGRUN_EVENTS_QUEUE_URL",
+  /** ARN of the Batch job queue every longrun queue submits to. */
+  batchJobQueue: "LONGRUN_BATCH_JOB_QUEUE",
+  /** JSON object: longrun queue name → Batch job definition ARN. */
+  jobDefinitions: "LONGRUN_JOB_DEFINITIONS",
+  /** CloudWatch Logs group of the Batch jobs (default /aws/batch/job). */
+  jobLogGroup: "LONGRUN_JOB_LOG_GROUP",
+  /** JWT claim that names the tenant (default `sub`). */
+  tenantClaim: "LONGRUN_TENANT_CLAIM",
+  /** `1`: create missing table, queues and bucket at start (emulators, first runs). */
+  bootstrap: "LONGRUN_AWS_BOOTSTRAP",
+  /** Resource name prefix for bootstrap-created resources (default `longrun`). */
+  resourcePrefix: "LONGRUN_AWS_PREFIX",
+} as const;
+
 /** The job contract (SPEC §4): variables every job process sees. */
 export const JOB_ENV = {
   requestId: "LONGRUN_REQUEST_ID",

@@ -117,6 +117,12 @@ export interface RequestStore {
 
   /** QUEUED requests whose `expiresAt` is at or before `now`. */
   findExpired(now: number, limit: number): Promise<RequestRecord[]>;
+
+  /**
+   * Optional: the counters recomputed from the requests themselves, per queue; with `fix`,
+   * written back where they differ (and only if unchanged meanwhile).
+   */
+  recount?(options: { fix?: boolean }): Promise<Record<string, QueueCounts>>;
 }
 
 /** Wakes the dispatcher of a queue; wake-ups may be coalesced but never lost. */
@@ -145,6 +151,12 @@ export interface Compute {
   stop(request: RequestRecord, reason: StopReason): Promise<void>;
   /** Makes sure nothing of an attempt launched by an earlier server process still runs. */
   reap(request: RequestRecord): Promise<void>;
+  /**
+   * Optional, for the repair sweep: for each request (all with a jobRef), the JobEvent its
+   * job's current state implies (what a missed event would have said), or null when the
+   * backend does not know the job. Requests left out of the map are not known yet.
+   */
+  inspect?(requests: readonly RequestRecord[]): Promise<ReadonlyMap<string, JobEvent | null>>;
 }
 
 export type JobEvent =
@@ -165,6 +177,12 @@ export type JobEvent =
       at: number;
       outcome: "succeeded" | "failed" | "timeout";
       message?: string;
+      /**
+       * The job that ended. With a backend that retries, a job stopped between two of its
+       * attempts reports the previous attempt's number; its job reference still says it is
+       * the current job, and its end is final.
+       */
+      jobRef?: string;
     };
 
 export interface Artifact {

@@ -118,6 +118,8 @@ export interface RequestRecord {
   createdAt: number;
   startedAt: number | null;
   finishedAt: number | null;
+  /** When the request last changed status, attempt, job or cancel flag (epoch ms). */
+  updatedAt: number;
   /** 0 before the first start; the current or last attempt after. */
   attempt: number;
   maxAttempts: number;
@@ -137,7 +139,14 @@ export interface RequestRecord {
 export type RequestPatch = Partial<
   Pick<
     RequestRecord,
-    "startedAt" | "finishedAt" | "attempt" | "progress" | "error" | "jobRef" | "cancelRequested"
+    | "startedAt"
+    | "finishedAt"
+    | "updatedAt"
+    | "attempt"
+    | "progress"
+    | "error"
+    | "jobRef"
+    | "cancelRequested"
   >
 >;
 

@@ -35,6 +35,7 @@ import { listView, queueView, requestView } from "./views.ts";
 /** Resolves the caller's tenant from the request headers; null when it is not known. */
 export type Authenticate = (
   headers: Readonly<Record<string, string | undefined>>,
+  request: HttpRequest,
 ) => Promise<string | null>;
 
 /** SPEC §2: the whole body is at most 256 KiB. */
@@ -355,7 +356,7 @@ export function createApi(options: ApiOptions): Api {
       }
       let tenant = "";
       if (route.auth) {
-        tenant = (await authenticate(request.headers)) ?? "";
+        tenant = (await authenticate(request.headers, request)) ?? "";
         if (tenant === "") {
           throw new HttpProblem(
             "unauthorized",

@@ -34,3 +34,19 @@ export function tokenAuthenticator(
     return token === null ? null : (byDigest.get(digest(token)) ?? null);
   };
 }
+
+/**
+ * An `authenticate` function for deployments behind API Gateway's JWT authorizer: the token
+ * was verified before the request reached us, and the tenant is one of its claims.
+ */
+export function claimAuthenticator(
+  claim: string,
+): (
+  headers: unknown,
+  request: { verifiedClaims?: Readonly<Record<string, unknown>> | undefined },
+) => Promise<string | null> {
+  return async (_headers, request) => {
+    const value = request.verifiedClaims?.[claim];
+    return typeof value === "string" && value.length > 0 ? value : null;
+  };
+}

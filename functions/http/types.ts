@@ -18,6 +18,11 @@ export interface HttpRequest {
   headers: Readonly<Record<string, string | undefined>>;
   /** The raw body bytes (or text); undefined when the request has none. */
   body?: Uint8Array | string | undefined;
+  /**
+   * Claims a trusted front end already verified (API Gateway's JWT authorizer). Adapters fill
+   * it only from that source, never from anything the client sent.
+   */
+  verifiedClaims?: Readonly<Record<string, unknown>> | undefined;
 }
 
 /** The answer to one {@link HttpRequest}. */

@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import { createApi } from "../http/app.ts";
+import { tokenAuthenticator } from "../http/auth.ts";
 import { readLocalSettings, StartupError } from "./env.ts";
 import { createRequestListener } from "./node-server.ts";
 import { EmbeddedRuntime } from "./runtime.ts";
@@ -39,10 +40,7 @@ async function main(): Promise<void> {
 
   const api = createApi({
     deps: runtime.deps,
-    authenticate: async (headers) => {
-      const m = /^Bearer ([^\s]+)$/.exec(headers.authorization ?? "");
-      return m?.[1] ? (settings.tokens.get(m[1]) ?? null) : null;
-    },
+    authenticate: tokenAuthenticator(settings.tokens),
     maxBodyBytes: MAX_BODY_BYTES,
     allowInsecureWebhooks: settings.allowPrivateWebhooks,
   });

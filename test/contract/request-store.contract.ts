@@ -72,6 +72,7 @@ function newScope(): Scope {
         createdAt,
         startedAt: null,
         finishedAt: null,
+        updatedAt: 0,
         attempt: 0,
         maxAttempts: 3,
         cancelRequested: false,
@@ -198,7 +199,11 @@ export function describeRequestStoreContract(
           from: [RequestStatus.RUNNING],
           to: RequestStatus.CANCELLED,
           attempt: 1,
-          set: { finishedAt: T0 + 9, error: { code: "cancelled", message: "by caller" } },
+          set: {
+            finishedAt: T0 + 9,
+            updatedAt: T0 + 9,
+            error: { code: "cancelled", message: "by caller" },
+          },
         });
         const fetched = await store.get(r.id);
 
@@ -209,6 +214,7 @@ export function describeRequestStoreContract(
           attempt: 1,
           startedAt: T0 + 5,
           finishedAt: T0 + 9,
+          updatedAt: T0 + 9,
           jobRef: "job-7",
           cancelRequested: true,
           progress: { current: 2, total: null, message: "epoch 2", updatedAt: T0 + 6 },
@@ -421,7 +427,13 @@ export function describeRequestStoreContract(
         // Assess
         expect(claim).toEqual({
           kind: "started",
-          request: { ...r, status: RequestStatus.STARTING, attempt: 1, jobRef: null },
+          request: {
+            ...r,
+            status: RequestStatus.STARTING,
+            attempt: 1,
+            jobRef: null,
+            updatedAt: T0,
+          },
         });
         expect(await store.get(r.id)).toMatchObject({ status: "STARTING", attempt: 1 });
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
@@ -471,6 +483,7 @@ export function describeRequestStoreContract(
             ...stale,
             status: RequestStatus.EXPIRED,
             finishedAt: now,
+            updatedAt: now,
             error: { code: "expired", message: "waited longer than its queue TTL of 60s" },
           },
         });
@@ -527,6 +540,7 @@ export function describeRequestStoreContract(
           status: RequestStatus.RUNNING,
           attempt: 1,
           startedAt: T0 + 1,
+          updatedAt: T0, // stamped by the claim; this transition did not set it
         });
         expect(await store.get(r.id)).toEqual(updated);
       });

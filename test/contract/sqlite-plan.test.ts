@@ -52,6 +52,7 @@ async function populate(store: SqliteRequestStore): Promise<void> {
         createdAt,
         startedAt: null,
         finishedAt: null,
+        updatedAt: 0,
         attempt: 0,
         maxAttempts: 1,
         cancelRequested: false,

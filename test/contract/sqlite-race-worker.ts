@@ -42,6 +42,7 @@ function newRequest(t: Extract<RaceTask, { mode: "submit" }>): RequestRecord {
     createdAt: t.createdAt,
     startedAt: null,
     finishedAt: null,
+    updatedAt: 0,
     attempt: 0,
     maxAttempts: 1,
     cancelRequested: false,

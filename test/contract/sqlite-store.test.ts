@@ -55,6 +55,7 @@ function queuedRequest(queue: string, overrides: Partial<RequestRecord> = {}): R
     createdAt: T0,
     startedAt: null,
     finishedAt: null,
+    updatedAt: 0,
     attempt: 0,
     maxAttempts: 1,
     cancelRequested: false,

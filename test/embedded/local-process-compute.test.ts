@@ -32,6 +32,7 @@ function request(input: unknown, patch: Partial<RequestRecord> = {}): RequestRec
     createdAt: 0,
     startedAt: null,
     finishedAt: null,
+    updatedAt: 0,
     attempt: 1,
     maxAttempts: 3,
     cancelRequested: false,

@@ -7,6 +7,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 
 declare module "vitest" {
@@ -55,9 +56,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
-  child = spawn("moto_server", ["-H", "127.0.0.1", "-p", String(port)], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  child = spawn(
+    "python3",
+    [join(import.meta.dirname, "moto_server.py"), "127.0.0.1", String(port)],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   let stderr = "";
   child.stderr?.on("data", (c: Buffer) => {
     stderr = (stderr + c.toString()).slice(-4000);

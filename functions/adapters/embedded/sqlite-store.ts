@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS requests (
   created_at        INTEGER NOT NULL,
   started_at        INTEGER,
   finished_at       INTEGER,
+  updated_at        INTEGER NOT NULL,
   attempt           INTEGER NOT NULL,
   max_attempts      INTEGER NOT NULL,
   cancel_requested  INTEGER NOT NULL CHECK (cancel_requested IN (0, 1)),
@@ -100,11 +101,11 @@ const SQL = {
   insertRequest: `
     INSERT INTO requests (
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
-      created_at, started_at, finished_at, attempt, max_attempts, cancel_requested,
+      created_at, started_at, finished_at, updated_at, attempt, max_attempts, cancel_requested,
       timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
-      @created_at, @started_at, @finished_at, @attempt, @max_attempts, @cancel_requested,
+      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @cancel_requested,
       @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
     ) RETURNING *`,
   getKey:
@@ -124,11 +125,12 @@ const SQL = {
     ORDER BY priority DESC, created_at ASC, id ASC
     LIMIT 1`,
   expireHead: `
-    UPDATE requests SET status = 'EXPIRED', finished_at = @now, error = @error
+    UPDATE requests SET status = 'EXPIRED', finished_at = @now, updated_at = @now, error = @error
     WHERE id = @id AND status = 'QUEUED'
     RETURNING *`,
   startHead: `
-    UPDATE requests SET status = 'STARTING', attempt = attempt + 1, job_ref = NULL
+    UPDATE requests SET status = 'STARTING', attempt = attempt + 1, job_ref = NULL,
+      updated_at = @now
     WHERE id = @id AND status = 'QUEUED'
     RETURNING *`,
   listAll: `
@@ -224,6 +226,7 @@ interface RequestRow {
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
+  updated_at: number;
   attempt: number;
   max_attempts: number;
   cancel_requested: 0 | 1;
@@ -258,6 +261,7 @@ function toRow(r: RequestRecord): RequestRow {
     created_at: r.createdAt,
     started_at: r.startedAt,
     finished_at: r.finishedAt,
+    updated_at: r.updatedAt,
     attempt: r.attempt,
     max_attempts: r.maxAttempts,
     cancel_requested: r.cancelRequested ? 1 : 0,
@@ -284,6 +288,7 @@ function fromRow(row: RequestRow): RequestRecord {
     createdAt: row.created_at,
     startedAt: row.started_at,
     finishedAt: row.finished_at,
+    updatedAt: row.updated_at,
     attempt: row.attempt,
     maxAttempts: row.max_attempts,
     cancelRequested: row.cancel_requested === 1,
@@ -305,6 +310,7 @@ const PATCH_COLUMNS: {
 } = {
   startedAt: { column: "started_at", encode: (v) => v ?? null },
   finishedAt: { column: "finished_at", encode: (v) => v ?? null },
+  updatedAt: { column: "updated_at", encode: (v) => v ?? 0 },
   attempt: { column: "attempt", encode: (v) => v ?? 0 },
   progress: { column: "progress", encode: jsonOrNull },
   error: { column: "error", encode: jsonOrNull },
@@ -514,7 +520,7 @@ export class SqliteRequestStore implements RequestStore {
           this.#bump(queue, -1, 0);
           return { kind: "expired", request: fromRow(row) };
         }
-        const row = this.#stmt("startHead").get({ id: head.id }) as RequestRow;
+        const row = this.#stmt("startHead").get({ id: head.id, now }) as RequestRow;
         this.#bump(queue, -1, 1);
         return { kind: "started", request: fromRow(row) };
       })

@@ -1,6 +1,6 @@
 import type { QueueConfig } from "../../config/schema.ts";
 import { ConflictError } from "../errors.ts";
-import type { JobEvent } from "../ports.ts";
+import type { JobEvent, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
   type ErrorCode,
@@ -14,6 +14,14 @@ type LifecycleDeps = Pick<
   CoreDeps,
   "store" | "trigger" | "compute" | "clock" | "queues" | "onChange"
 >;
+
+/** A transition stamped with the time of the change (`updatedAt`). */
+function transit(
+  deps: Pick<CoreDeps, "store" | "clock">,
+  cmd: TransitionCommand,
+): Promise<RequestRecord | null> {
+  return deps.store.transition({ ...cmd, set: { ...cmd.set, updatedAt: deps.clock.now() } });
+}
 
 /** Upper bound of requests one dispatch run starts, so one queue cannot starve the rest. */
 const DISPATCH_BATCH = 1000;
@@ -48,7 +56,7 @@ export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Pro
  * Hands a STARTING request's current attempt to the compute backend and records the job's
  * handle. A launch failure counts as a failed attempt.
  */
-async function launchAttempt(
+export async function launchAttempt(
   request: RequestRecord,
   queue: QueueConfig,
   deps: LifecycleDeps,
@@ -64,7 +72,7 @@ async function launchAttempt(
     );
     return;
   }
-  const updated = await deps.store.transition({
+  const updated = await transit(deps, {
     id: request.id,
     from: ACTIVE_STATUSES,
     attempt: request.attempt,
@@ -87,7 +95,7 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
     if (current.status !== RequestStatus.STARTING && current.status !== RequestStatus.RUNNING) {
       return;
     }
-    await deps.store.transition({
+    await transit(deps, {
       id: current.id,
       from: ACTIVE_STATUSES,
       to: RequestStatus.STARTING,
@@ -97,11 +105,27 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
     current = await deps.store.get(event.requestId);
     if (!current) return;
   }
+  if (
+    event.type === "exited" &&
+    deps.compute.retries === "backend" &&
+    event.jobRef !== undefined &&
+    event.jobRef === current.jobRef &&
+    event.attempt < current.attempt
+  ) {
+    // The current job ended while waiting for its next attempt (e.g. terminated while
+    // RUNNABLE): the backend will not retry it any more, so this is the request's end.
+    await finishAttempt(
+      current,
+      { outcome: event.outcome, message: event.message, at: event.at },
+      deps,
+    );
+    return;
+  }
   if (current.attempt !== event.attempt) return;
   switch (event.type) {
     case "starting": {
       if (event.jobRef && current.jobRef !== event.jobRef) {
-        await deps.store.transition({
+        await transit(deps, {
           id: event.requestId,
           from: ACTIVE_STATUSES,
           attempt: event.attempt,
@@ -111,7 +135,7 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
       return;
     }
     case "running": {
-      const updated = await deps.store.transition({
+      const updated = await transit(deps, {
         id: event.requestId,
         from: [RequestStatus.STARTING],
         to: RequestStatus.RUNNING,
@@ -144,7 +168,7 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
   }
 }
 
-interface AttemptEnd {
+export interface AttemptEnd {
   outcome: "succeeded" | "failed" | "timeout" | "lost";
   message?: string | undefined;
   at?: number;
@@ -154,7 +178,7 @@ interface AttemptEnd {
  * Ends the request's current attempt: finished (SUCCEEDED, CANCELLED, FAILED) or retried as
  * a new attempt that keeps the slot. Only a request still active at that attempt moves.
  */
-async function finishAttempt(
+export async function finishAttempt(
   seen: RequestRecord,
   end: AttemptEnd,
   deps: LifecycleDeps,
@@ -190,7 +214,7 @@ async function tryFinishAttempt(
     cancelRequested: request.cancelRequested,
   };
   if (queue && !request.cancelRequested && retryable && request.attempt < request.maxAttempts) {
-    const retried = await deps.store.transition({
+    const retried = await transit(deps, {
       ...condition,
       to: RequestStatus.STARTING,
       set: { attempt: request.attempt + 1, jobRef: null },
@@ -227,7 +251,7 @@ async function tryFinishAttempt(
       message: end.message ?? `attempt ${request.attempt} of ${request.maxAttempts} failed`,
     };
   }
-  const finished = await deps.store.transition({
+  const finished = await transit(deps, {
     ...condition,
     to,
     set: { finishedAt: at, error },
@@ -253,7 +277,7 @@ export async function cancelRequest(
     if (r.status === RequestStatus.CANCELLED) return r;
     if (r.status === RequestStatus.QUEUED) {
       const now = deps.clock.now();
-      const done = await deps.store.transition({
+      const done = await transit(deps, {
         id,
         from: [RequestStatus.QUEUED],
         to: RequestStatus.CANCELLED,
@@ -271,7 +295,7 @@ export async function cancelRequest(
     }
     if (r.status === RequestStatus.STARTING || r.status === RequestStatus.RUNNING) {
       if (r.cancelRequested) return r;
-      const marked = await deps.store.transition({
+      const marked = await transit(deps, {
         id,
         from: ACTIVE_STATUSES,
         attempt: r.attempt,
@@ -297,7 +321,7 @@ export async function expireQueued(
   const now = deps.clock.now();
   let n = 0;
   for (const r of await deps.store.findExpired(now, limit)) {
-    const done = await deps.store.transition({
+    const done = await transit(deps, {
       id: r.id,
       from: [RequestStatus.QUEUED],
       to: RequestStatus.EXPIRED,

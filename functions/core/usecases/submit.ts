@@ -59,6 +59,7 @@ export async function submitRequest(
     createdAt: now,
     startedAt: null,
     finishedAt: null,
+    updatedAt: now,
     attempt: 0,
     maxAttempts: queue.maxAttempts,
     cancelRequested: false,

@@ -78,4 +78,36 @@ describe("lifecycle with a backend that retries on its own", () => {
     expect(after?.status).toBe("CANCELLED");
     expect(after?.error?.code).toBe("cancelled");
   });
+
+  it("ends the request when its current job stops between two backend attempts", async () => {
+    const r = await started();
+    await h.compute.emit({ type: "starting", requestId: r.id, attempt: 2, at: h.clock.now() });
+    const jobRef = (await h.store.get(r.id))?.jobRef ?? "";
+    await h.compute.emit({
+      type: "exited",
+      requestId: r.id,
+      attempt: 1,
+      at: h.clock.now(),
+      outcome: "failed",
+      jobRef,
+    });
+    const after = await h.store.get(r.id);
+    expect(after).toMatchObject({ status: "FAILED", attempt: 2 });
+    expect((await h.store.queueCounts("gpu")).running).toBe(0);
+  });
+
+  it("still ignores an earlier attempt's end that names another job", async () => {
+    const r = await started();
+    await h.compute.emit({ type: "starting", requestId: r.id, attempt: 2, at: h.clock.now() });
+    const before = await h.store.get(r.id);
+    await h.compute.emit({
+      type: "exited",
+      requestId: r.id,
+      attempt: 1,
+      at: h.clock.now(),
+      outcome: "failed",
+      jobRef: "some-older-job",
+    });
+    expect(await h.store.get(r.id)).toEqual(before);
+  });
 });

@@ -1,0 +1,1343 @@
+/**
+ * RequestStore on one DynamoDB table (the single-table layout of definitions.ts).
+ *
+ * Every state change is one conditional write: a TransactWriteItems when a queue counter
+ * moves with the request, a single UpdateItem otherwise. Reads made before a write only
+ * learn attributes that never change (tenant, queue, createdAt, expiresAt, …) or are
+ * re-checked by the write's condition, so a stale read can never make a wrong write.
+ */
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import {
+  BatchGetCommand,
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  QueryCommand,
+  type QueryCommandInput,
+  TransactWriteCommand,
+  type TransactWriteCommandInput,
+  UpdateCommand,
+} from "@aws-sdk/lib-dynamodb";
+import {
+  ConcurrentUpdateError,
+  IdempotencyConflictError,
+  InvalidRequestError,
+  QueueFullError,
+} from "../../core/errors.ts";
+import type {
+  ClaimResult,
+  IdempotencyClaim,
+  ListPage,
+  ListQuery,
+  QueueCounts,
+  RequestStore,
+  SubmitOutcome,
+  TransitionCommand,
+} from "../../core/ports.ts";
+import {
+  ACTIVE_STATUSES,
+  canTransition,
+  counterDelta,
+  type RequestPatch,
+  type RequestRecord,
+  RequestStatus,
+  readyOrderKey,
+  statusClass,
+} from "../../core/request.ts";
+import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
+
+/** Options of {@link DynamoRequestStore}. */
+export interface DynamoRequestStoreOptions {
+  /** Made once by the caller; a plain DynamoDBClient is wrapped in a document client. */
+  client: DynamoDBDocumentClient | DynamoDBClient;
+  tableName: string;
+  /**
+   * The configured queue names. findActive, findExpired and recount read the sweep index
+   * one queue at a time (a partition per queue), because listing all queues would need a
+   * Scan.
+   */
+  queues: () => readonly string[];
+  /** Days a finished request (and its idempotency key) is kept before TTL deletes it. */
+  retentionDaysFor?: (queue: string) => number;
+  /** Epoch ms; only used for the TTL of a request finished without a `finishedAt`. */
+  now?: () => number;
+}
+
+/** Options for {@link DynamoRequestStore.recount}. */
+export interface RecountOptions {
+  /** Also overwrite the stored counters with the recomputed ones (repair). */
+  fix?: boolean;
+}
+
+const DEFAULT_RETENTION_DAYS = 30;
+const SECONDS_PER_DAY = 86_400;
+/** Ready-index entries read per claim round: enough to step over a few stale entries. */
+const CLAIM_CANDIDATES = 5;
+/** Query rounds a claim makes before giving up to a heavy contention. */
+const CLAIM_ROUNDS = 8;
+/** Attempts of one write that keeps meeting transaction conflicts or throttling. */
+const CONFLICT_ATTEMPTS = 8;
+/** BatchGetItem accepts at most 100 keys per call. */
+const BATCH_GET_MAX = 100;
+
+const REQUEST_SK = "REQ";
+const IDEM_SK = "IDEM";
+const COUNTERS_SK = "COUNTERS";
+
+/** One item update, usable alone (UpdateItem) and inside TransactWriteItems. */
+interface ItemUpdate {
+  TableName: string;
+  Key: Record<string, string>;
+  UpdateExpression: string;
+  ConditionExpression: string;
+  ExpressionAttributeNames?: Record<string, string>;
+  ExpressionAttributeValues?: Record<string, unknown>;
+}
+
+/** Internal attributes of a request item that are not fields of RequestRecord. */
+interface RequestItem extends Record<string, unknown> {
+  id: string;
+  tenant: string;
+  queue: string;
+  status: RequestStatus;
+  createdAt: number;
+  expiresAt: number;
+  finishedAt?: number | null;
+  attempt: number;
+  queueTtlSeconds: number;
+  /** Bumped by every write; claims are conditioned on it (see #claimCandidate). */
+  rev: number;
+  /** Key of the idempotency item claimed with this request, if any. */
+  idemPk?: string;
+}
+
+/** Keeps equal-width decimal strings, so that string order is numeric order. */
+function pad(n: number): string {
+  return String(n).padStart(15, "0");
+}
+
+function requestKey(id: string): Record<string, string> {
+  return { [TABLE_KEY.partitionKey]: `REQ#${id}`, [TABLE_KEY.sortKey]: REQUEST_SK };
+}
+
+function countersKey(queue: string): Record<string, string> {
+  return { [TABLE_KEY.partitionKey]: `QUEUE#${queue}`, [TABLE_KEY.sortKey]: COUNTERS_SK };
+}
+
+/**
+ * `IDEM#<tenant>#<key>`. A key may hold `#` and so may a tenant (a JWT `sub`), so `%` and `#`
+ * are escaped in the tenant: otherwise tenant "a#b" with key "c" and tenant "a" with key
+ * "b#c" would share one item and see each other's requests.
+ */
+function idemPk(tenant: string, key: string): string {
+  const safeTenant = tenant.replaceAll("%", "%25").replaceAll("#", "%23");
+  return `IDEM#${safeTenant}#${key}`;
+}
+
+function listPk(tenant: string, queue: string): string {
+  return `${tenant}#${queue}`;
+}
+
+function listSk(createdAt: number, id: string): string {
+  return `${pad(createdAt)}#${id}`;
+}
+
+function statusPk(tenant: string, queue: string, status: RequestStatus): string {
+  return `${tenant}#${queue}#${status}`;
+}
+
+function readyPk(queue: string): string {
+  return `READY#${queue}`;
+}
+
+function sweepQueuedPk(queue: string): string {
+  return `QUEUED#${queue}`;
+}
+
+function sweepActivePk(queue: string): string {
+  return `ACTIVE#${queue}`;
+}
+
+/** Sweep sort keys carry the id after the instant so that equal instants keep a stable order. */
+function sweepSk(at: number, id: string): string {
+  return `${pad(at)}#${id}`;
+}
+
+/** A JSON round trip: drops `undefined` (which DynamoDB cannot store) and non-finite numbers. */
+function plain<T>(value: T): T {
+  return value === null || value === undefined
+    ? (null as T)
+    : (JSON.parse(JSON.stringify(value)) as T);
+}
+
+function toItem(r: RequestRecord, idem: IdempotencyClaim | null): RequestItem {
+  return {
+    ...requestKey(r.id),
+    id: r.id,
+    tenant: r.tenant,
+    queue: r.queue,
+    status: r.status,
+    priority: r.priority,
+    // A string, not a map: DynamoDB caps nesting at 32 levels and numbers at 38 digits, and
+    // `input` is any JSON the caller sent.
+    input: JSON.stringify(r.input) ?? "null",
+    metadata: plain(r.metadata ?? {}),
+    webhook: plain(r.webhook),
+    idempotencyKey: r.idempotencyKey,
+    createdAt: r.createdAt,
+    startedAt: r.startedAt,
+    finishedAt: r.finishedAt,
+    updatedAt: r.updatedAt,
+    attempt: r.attempt,
+    maxAttempts: r.maxAttempts,
+    cancelRequested: r.cancelRequested,
+    timeoutSeconds: r.timeoutSeconds,
+    queueTtlSeconds: r.queueTtlSeconds,
+    expiresAt: r.expiresAt,
+    progress: plain(r.progress),
+    error: plain(r.error),
+    jobRef: r.jobRef,
+    rev: 0,
+    ...(idem ? { idemPk: idemPk(r.tenant, idem.key) } : {}),
+    [INDEXES.ready.partitionKey]: readyPk(r.queue),
+    [INDEXES.ready.sortKey]: readyOrderKey(r),
+    [INDEXES.list.partitionKey]: listPk(r.tenant, r.queue),
+    [INDEXES.list.sortKey]: listSk(r.createdAt, r.id),
+    [INDEXES.listByStatus.partitionKey]: statusPk(r.tenant, r.queue, r.status),
+    [INDEXES.sweep.partitionKey]: sweepQueuedPk(r.queue),
+    [INDEXES.sweep.sortKey]: sweepSk(r.expiresAt, r.id),
+  };
+}
+
+function fromItem(item: Record<string, unknown>): RequestRecord {
+  // toItem writes every field; nullable ones are still read defensively (`?? null`) so an
+  // item edited by hand without them reads as "not set" rather than undefined.
+  const i = item as unknown as Omit<RequestRecord, "input"> & { input: string };
+  return {
+    id: i.id,
+    tenant: i.tenant,
+    queue: i.queue,
+    status: i.status,
+    priority: i.priority,
+    input: JSON.parse(i.input) as unknown,
+    metadata: i.metadata ?? {},
+    webhook: i.webhook ?? null,
+    idempotencyKey: i.idempotencyKey ?? null,
+    createdAt: i.createdAt,
+    startedAt: i.startedAt ?? null,
+    finishedAt: i.finishedAt ?? null,
+    updatedAt: i.updatedAt ?? i.createdAt,
+    attempt: i.attempt,
+    maxAttempts: i.maxAttempts,
+    cancelRequested: i.cancelRequested === true,
+    timeoutSeconds: i.timeoutSeconds,
+    queueTtlSeconds: i.queueTtlSeconds,
+    expiresAt: i.expiresAt,
+    progress: i.progress ?? null,
+    error: i.error ?? null,
+    jobRef: i.jobRef ?? null,
+  };
+}
+
+/** Collects attribute names and values while an expression is built. */
+class Expression {
+  readonly names: Record<string, string> = {};
+  readonly values: Record<string, unknown> = {};
+  #next = 0;
+
+  /** Every name goes through a placeholder: `status`, `ttl`, `input` are reserved words. */
+  name(attribute: string): string {
+    const placeholder = `#${attribute}`;
+    this.names[placeholder] = attribute;
+    return placeholder;
+  }
+
+  value(v: unknown): string {
+    const placeholder = `:v${this.#next++}`;
+    this.values[placeholder] = v;
+    return placeholder;
+  }
+
+  /** The fields DynamoDB wants, leaving out empty maps (which it refuses). */
+  params(): {
+    ExpressionAttributeNames?: Record<string, string>;
+    ExpressionAttributeValues?: Record<string, unknown>;
+  } {
+    return {
+      ...(Object.keys(this.names).length > 0 ? { ExpressionAttributeNames: this.names } : {}),
+      ...(Object.keys(this.values).length > 0 ? { ExpressionAttributeValues: this.values } : {}),
+    };
+  }
+}
+
+/** SET and REMOVE clauses of one UpdateExpression. */
+class UpdateClauses {
+  readonly #set: string[] = [];
+  readonly #remove: string[] = [];
+
+  constructor(readonly expr: Expression) {}
+
+  set(attribute: string, value: unknown): this {
+    this.#set.push(`${this.expr.name(attribute)} = ${this.expr.value(value)}`);
+    return this;
+  }
+
+  increment(attribute: string): this {
+    const n = this.expr.name(attribute);
+    this.#set.push(`${n} = ${n} + ${this.expr.value(1)}`);
+    return this;
+  }
+
+  remove(...attributes: string[]): this {
+    for (const a of attributes) this.#remove.push(this.expr.name(a));
+    return this;
+  }
+
+  toString(): string {
+    const parts: string[] = [];
+    if (this.#set.length > 0) parts.push(`SET ${this.#set.join(", ")}`);
+    if (this.#remove.length > 0) parts.push(`REMOVE ${this.#remove.join(", ")}`);
+    return parts.join(" ");
+  }
+}
+
+/** Raised inside a retried operation when DynamoDB asks us to try again. */
+class TransientConflict extends Error {
+  override name = "TransientConflict";
+}
+
+/** Cancellation reason codes that mean "another writer was busy", not "the condition failed". */
+const TRANSIENT_REASONS = new Set([
+  "TransactionConflict",
+  "ThrottlingError",
+  "ProvisionedThroughputExceeded",
+  "RequestLimitExceeded",
+]);
+
+interface Reason {
+  Code?: string | undefined;
+  Item?: Record<string, { S?: string } | undefined> | undefined;
+}
+
+/** The cancellation reasons of a cancelled transaction; null for any other error. */
+function cancellationReasons(error: unknown): Reason[] | null {
+  if ((error as { name?: string } | null)?.name !== "TransactionCanceledException") return null;
+  return ((error as { CancellationReasons?: Reason[] }).CancellationReasons ?? []) as Reason[];
+}
+
+function failed(reason: Reason | undefined): boolean {
+  return reason?.Code === "ConditionalCheckFailed";
+}
+
+function isConditionalCheckFailed(error: unknown): boolean {
+  return (error as { name?: string } | null)?.name === "ConditionalCheckFailedException";
+}
+
+/** A plain (non-transactional) write that met a running transaction on the same item. */
+function isTransientWriteError(error: unknown): boolean {
+  return (error as { name?: string } | null)?.name === "TransactionConflictException";
+}
+
+/**
+ * Rethrows a cancelled transaction as {@link TransientConflict} when some item only met a
+ * concurrent writer; any other error (or reason) is returned for the caller to judge.
+ */
+function throwIfTransient(reasons: Reason[], cause: unknown): void {
+  if (reasons.some((r) => r.Code !== undefined && TRANSIENT_REASONS.has(r.Code))) {
+    throw new TransientConflict("transaction conflict", { cause });
+  }
+}
+
+/** List cursors: the base64url JSON of the last item's `[createdAt, id]`. */
+function encodeCursor(r: Pick<RequestRecord, "createdAt" | "id">): string {
+  return Buffer.from(JSON.stringify([r.createdAt, r.id])).toString("base64url");
+}
+
+function decodeCursor(cursor: string): { createdAt: number; id: string } {
+  const refuse = () => new InvalidRequestError("cursor is not one this API returned", "cursor");
+  // Node's base64url decoder skips characters outside the alphabet; refuse them up front.
+  if (!/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) throw refuse();
+  let decoded: unknown;
+  try {
+    decoded = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+  } catch {
+    throw refuse();
+  }
+  if (!Array.isArray(decoded) || decoded.length !== 2) throw refuse();
+  const [createdAt, id] = decoded as unknown[];
+  if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0 || typeof id !== "string") {
+    throw refuse();
+  }
+  return { createdAt: createdAt as number, id };
+}
+
+/** Rejects commands the lifecycle forbids before anything is written (a programming error). */
+function checkTransition(cmd: TransitionCommand): void {
+  const first = cmd.from[0];
+  if (first === undefined) throw new Error(`transition of ${cmd.id}: "from" is empty`);
+  if (cmd.from.some((s) => statusClass(s) !== statusClass(first))) {
+    throw new Error(
+      `transition of ${cmd.id}: "from" [${cmd.from.join(", ")}] mixes status classes, so the counter change is unknown`,
+    );
+  }
+  const illegal = cmd.from.find((s) => !canTransition(s, cmd.to ?? s));
+  if (illegal !== undefined) {
+    throw new Error(`transition of ${cmd.id}: ${illegal} → ${cmd.to ?? illegal} is not allowed`);
+  }
+}
+
+/** Whether the stored request satisfies the command's condition. */
+function conditionHolds(item: RequestItem, cmd: TransitionCommand): boolean {
+  if (!cmd.from.includes(item.status)) return false;
+  if (cmd.attempt !== undefined && item.attempt !== cmd.attempt) return false;
+  if (
+    cmd.cancelRequested !== undefined &&
+    (item.cancelRequested === true) !== cmd.cancelRequested
+  ) {
+    return false;
+  }
+  return true;
+}
+
+const PATCH_FIELDS = [
+  "startedAt",
+  "finishedAt",
+  "updatedAt",
+  "attempt",
+  "progress",
+  "error",
+  "jobRef",
+  "cancelRequested",
+] as const satisfies readonly (keyof RequestPatch)[];
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * {@link RequestStore} on DynamoDB (AWS SDK v3). Safe under any number of concurrent
+ * instances: every decision is re-checked by the condition of the write that acts on it,
+ * and the per-queue counters move in the same transaction as the request.
+ *
+ * Index upkeep follows the status: `readyPk/readySk` only while QUEUED, `statusPk` always
+ * `<tenant>#<queue>#<status>`, `sweepPk` `QUEUED#<queue>` / `ACTIVE#<queue>` and gone once
+ * terminal, when the item also gets its `ttl` (finishedAt + the queue's retention).
+ */
+export class DynamoRequestStore implements RequestStore {
+  readonly #doc: DynamoDBDocumentClient;
+  readonly #table: string;
+  readonly #queues: () => readonly string[];
+  readonly #retentionDaysFor: (queue: string) => number;
+  readonly #now: () => number;
+
+  constructor(options: DynamoRequestStoreOptions) {
+    this.#doc =
+      options.client instanceof DynamoDBClient
+        ? DynamoDBDocumentClient.from(options.client, {
+            marshallOptions: { removeUndefinedValues: true },
+          })
+        : options.client;
+    this.#table = options.tableName;
+    this.#queues = options.queues;
+    this.#retentionDaysFor = options.retentionDaysFor ?? (() => DEFAULT_RETENTION_DAYS);
+    this.#now = options.now ?? Date.now;
+  }
+
+  // ---------------------------------------------------------------- submit
+
+  async submit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: { maxQueued: number; retryAfterSeconds: number },
+  ): Promise<SubmitOutcome> {
+    if (request.status !== RequestStatus.QUEUED) {
+      throw new Error(
+        `submit of ${request.id}: a new request must be QUEUED, not ${request.status}`,
+      );
+    }
+    // The counter condition lets a first submit through on a queue without a counter item,
+    // so a queue that admits nothing must be refused here.
+    if (limits.maxQueued < 1) {
+      throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+    }
+    // At most one pass frees a key whose request retention has already deleted.
+    for (let pass = 0; ; pass++) {
+      const outcome = await this.#retrying(() => this.#trySubmit(request, idempotency, limits));
+      if (outcome.kind !== "orphan-key") return outcome;
+      if (pass > 0 || !idempotency) {
+        throw new ConcurrentUpdateError(
+          `idempotency key ${JSON.stringify(idempotency?.key)} keeps pointing at a deleted request`,
+        );
+      }
+      await this.#releaseOrphanKey(request.tenant, idempotency.key, outcome.requestId);
+    }
+  }
+
+  async #trySubmit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: { maxQueued: number; retryAfterSeconds: number },
+  ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
+    const items: NonNullable<TransactWriteCommandInput["TransactItems"]> = [];
+    if (idempotency) {
+      items.push({
+        Put: {
+          TableName: this.#table,
+          Item: {
+            [TABLE_KEY.partitionKey]: idemPk(request.tenant, idempotency.key),
+            [TABLE_KEY.sortKey]: IDEM_SK,
+            requestId: request.id,
+            bodyHash: idempotency.bodyHash,
+          },
+          ConditionExpression: "attribute_not_exists(#pk)",
+          ExpressionAttributeNames: { "#pk": TABLE_KEY.partitionKey },
+          // The holder's requestId and bodyHash come back with the cancellation: no extra read.
+          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+        },
+      });
+    }
+    items.push({
+      Put: {
+        TableName: this.#table,
+        Item: toItem(request, idempotency),
+        ConditionExpression: "attribute_not_exists(#pk)",
+        ExpressionAttributeNames: { "#pk": TABLE_KEY.partitionKey },
+      },
+    });
+    items.push({
+      Update: {
+        TableName: this.#table,
+        Key: countersKey(request.queue),
+        // ADD creates the counter item (and the attribute) on a queue's first submit.
+        UpdateExpression: "ADD #queued :one",
+        ConditionExpression: "attribute_not_exists(#queued) OR #queued < :max",
+        ExpressionAttributeNames: { "#queued": "queued" },
+        ExpressionAttributeValues: { ":one": 1, ":max": limits.maxQueued },
+      },
+    });
+    try {
+      await this.#doc.send(
+        new TransactWriteCommand({
+          TransactItems: items,
+          // The request id is new for every submit: AWS then ignores an SDK retry of a
+          // transaction that did commit (its answer lost) instead of failing it on its own Put.
+          ...(request.id.length <= 36 ? { ClientRequestToken: request.id } : {}),
+        }),
+      );
+      return { kind: "created", request };
+    } catch (error) {
+      const reasons = cancellationReasons(error);
+      if (!reasons) throw error;
+      const [idemReason, requestReason, counterReason] = idempotency
+        ? reasons
+        : [undefined, ...reasons];
+      // The key decides first: a replay is answered even when the queue is full.
+      if (idempotency && failed(idemReason)) {
+        return this.#heldKey(request.tenant, idempotency, idemReason?.Item);
+      }
+      if (failed(requestReason)) {
+        throw new Error(`submit of ${request.id}: a request with this id already exists`);
+      }
+      if (failed(counterReason)) {
+        throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+      }
+      throwIfTransient(reasons, error);
+      throw error;
+    }
+  }
+
+  /** Answers a submit whose idempotency key is already held: replay, conflict, or orphan. */
+  async #heldKey(
+    tenant: string,
+    idempotency: IdempotencyClaim,
+    returned: Reason["Item"],
+  ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
+    let requestId = returned?.requestId?.S;
+    let bodyHash = returned?.bodyHash?.S;
+    if (requestId === undefined || bodyHash === undefined) {
+      // An endpoint that does not return the old item: read it (it can only be deleted
+      // after its request is, so a consistent read finds it).
+      const held = await this.#doc.send(
+        new GetCommand({
+          TableName: this.#table,
+          Key: {
+            [TABLE_KEY.partitionKey]: idemPk(tenant, idempotency.key),
+            [TABLE_KEY.sortKey]: IDEM_SK,
+          },
+          ConsistentRead: true,
+        }),
+      );
+      requestId = held.Item?.requestId as string | undefined;
+      bodyHash = held.Item?.bodyHash as string | undefined;
+      if (requestId === undefined || bodyHash === undefined)
+        throw new TransientConflict("key moved");
+    }
+    const existing = await this.get(requestId);
+    // TTL deletes the request and its key independently; a key that outlived its request is
+    // free again, as on SQLite where the key goes with its row.
+    if (!existing) return { kind: "orphan-key", requestId };
+    if (bodyHash !== idempotency.bodyHash) {
+      throw new IdempotencyConflictError(idempotency.key, requestId);
+    }
+    return { kind: "replayed", request: existing };
+  }
+
+  async #releaseOrphanKey(tenant: string, key: string, requestId: string): Promise<void> {
+    try {
+      await this.#doc.send(
+        new DeleteCommand({
+          TableName: this.#table,
+          Key: { [TABLE_KEY.partitionKey]: idemPk(tenant, key), [TABLE_KEY.sortKey]: IDEM_SK },
+          ConditionExpression: "#requestId = :rid",
+          ExpressionAttributeNames: { "#requestId": "requestId" },
+          ExpressionAttributeValues: { ":rid": requestId },
+        }),
+      );
+    } catch (error) {
+      // Someone else released it (and maybe claimed it anew): the next pass sees that.
+      if (!isConditionalCheckFailed(error)) throw error;
+    }
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async get(id: string): Promise<RequestRecord | null> {
+    const item = await this.#getItem(id);
+    return item ? fromItem(item) : null;
+  }
+
+  async #getItem(id: string): Promise<RequestItem | null> {
+    const out = await this.#doc.send(
+      new GetCommand({ TableName: this.#table, Key: requestKey(id), ConsistentRead: true }),
+    );
+    return (out.Item as RequestItem | undefined) ?? null;
+  }
+
+  async queueCounts(queue: string): Promise<QueueCounts> {
+    const out = await this.#doc.send(
+      new GetCommand({ TableName: this.#table, Key: countersKey(queue), ConsistentRead: true }),
+    );
+    return {
+      queued: (out.Item?.queued as number | undefined) ?? 0,
+      running: (out.Item?.running as number | undefined) ?? 0,
+    };
+  }
+
+  async list(query: ListQuery): Promise<ListPage> {
+    const { limit } = query;
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new InvalidRequestError("limit must be a positive integer", "limit");
+    }
+    const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+    const statuses = [...new Set(query.statuses ?? [])];
+    let items: Record<string, unknown>[];
+    if (statuses.length === 0) {
+      items = await this.#listPartition(
+        INDEXES.list.name,
+        INDEXES.list.partitionKey,
+        listPk(query.tenant, query.queue),
+        after,
+        limit + 1,
+      );
+    } else {
+      // One query per status (each a partition of listByStatus), merged newest first: the
+      // cost is statuses × (limit + 1) items, whatever the table holds.
+      const perStatus = await Promise.all(
+        statuses.map((status) =>
+          this.#listPartition(
+            INDEXES.listByStatus.name,
+            INDEXES.listByStatus.partitionKey,
+            statusPk(query.tenant, query.queue, status),
+            after,
+            limit + 1,
+          ),
+        ),
+      );
+      const sk = INDEXES.list.sortKey;
+      items = perStatus
+        .flat()
+        .sort((a, b) => ((a[sk] as string) < (b[sk] as string) ? 1 : -1))
+        .slice(0, limit + 1);
+    }
+    const more = items.length > limit;
+    const page = items.slice(0, limit).map(fromItem);
+    const last = page.at(-1);
+    return { items: page, nextCursor: more && last ? encodeCursor(last) : null };
+  }
+
+  /** Up to `want` items of one list partition, newest first, strictly after the cursor. */
+  async #listPartition(
+    index: string,
+    partitionAttribute: string,
+    partition: string,
+    after: { createdAt: number; id: string } | null,
+    want: number,
+  ): Promise<Record<string, unknown>[]> {
+    const expr = new Expression();
+    let condition = `${expr.name(partitionAttribute)} = ${expr.value(partition)}`;
+    if (after) {
+      condition += ` AND ${expr.name(INDEXES.list.sortKey)} < ${expr.value(listSk(after.createdAt, after.id))}`;
+    }
+    return this.#queryItems(
+      {
+        TableName: this.#table,
+        IndexName: index,
+        KeyConditionExpression: condition,
+        ScanIndexForward: false,
+        ...expr.params(),
+      },
+      want,
+    );
+  }
+
+  /** Follows LastEvaluatedKey until `want` items are read or the range ends. */
+  async #queryItems(input: QueryCommandInput, want: number): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          ...input,
+          Limit: want - out.length,
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      out.push(...(page.Items ?? []));
+      start = page.LastEvaluatedKey;
+    } while (start && out.length < want);
+    return out;
+  }
+
+  async position(request: RequestRecord): Promise<number> {
+    const expr = new Expression();
+    const condition =
+      `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(request.queue))}` +
+      ` AND ${expr.name(INDEXES.ready.sortKey)} < ${expr.value(readyOrderKey(request))}`;
+    let count = 0;
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.ready.name,
+          KeyConditionExpression: condition,
+          Select: "COUNT",
+          ...expr.params(),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      count += page.Count ?? 0;
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return count;
+  }
+
+  async findActive(limit: number): Promise<RequestRecord[]> {
+    // DynamoDB refuses Limit 0.
+    if (limit < 1) return [];
+    const found: RequestRecord[] = [];
+    for (const queue of [...new Set(this.#queues())].sort()) {
+      if (found.length >= limit) break;
+      const records = await this.#sweepPartition(
+        sweepActivePk(queue),
+        null,
+        limit - found.length,
+        (r) => ACTIVE_STATUSES.includes(r.status),
+      );
+      found.push(...records);
+    }
+    return found.slice(0, limit);
+  }
+
+  async findExpired(now: number, limit: number): Promise<RequestRecord[]> {
+    if (limit < 1) return [];
+    const perQueue = await Promise.all(
+      [...new Set(this.#queues())].map((queue) =>
+        this.#sweepPartition(
+          sweepQueuedPk(queue),
+          // Every key of an instant ≤ now sorts below the padded now + 1.
+          pad(now + 1),
+          limit,
+          (r) => r.status === RequestStatus.QUEUED && r.expiresAt <= now,
+        ),
+      ),
+    );
+    return perQueue
+      .flat()
+      .sort((a, b) => a.expiresAt - b.expiresAt)
+      .slice(0, limit);
+  }
+
+  /**
+   * Up to `want` requests of one sweep partition (optionally below `below`), read back with
+   * consistent reads: the index is KEYS_ONLY and, on AWS, eventually consistent, so each
+   * entry is confirmed against its item by `keep`.
+   */
+  async #sweepPartition(
+    partition: string,
+    below: string | null,
+    want: number,
+    keep: (r: RequestRecord) => boolean,
+  ): Promise<RequestRecord[]> {
+    const expr = new Expression();
+    let condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
+    if (below !== null) {
+      condition += ` AND ${expr.name(INDEXES.sweep.sortKey)} < ${expr.value(below)}`;
+    }
+    const found: RequestRecord[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.sweep.name,
+          KeyConditionExpression: condition,
+          Limit: Math.min(want - found.length, BATCH_GET_MAX),
+          ...expr.params(),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      const keys = (page.Items ?? []).map((k) => ({
+        [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
+        [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
+      }));
+      for (const item of await this.#batchGet(keys)) {
+        const record = fromItem(item);
+        if (keep(record)) found.push(record);
+      }
+      start = page.LastEvaluatedKey;
+    } while (start && found.length < want);
+    return found.slice(0, want);
+  }
+
+  /** Consistent reads of up to 100 keys at a time, in the order given; missing items skipped. */
+  async #batchGet(
+    keys: Record<string, string>[],
+    projection?: readonly string[],
+  ): Promise<Record<string, unknown>[]> {
+    const byPk = new Map<string, Record<string, unknown>>();
+    for (let i = 0; i < keys.length; i += BATCH_GET_MAX) {
+      let pending: Record<string, unknown>[] = keys.slice(i, i + BATCH_GET_MAX);
+      for (let round = 0; pending.length > 0; round++) {
+        if (round > 0) await sleep(Math.min(1000, 20 * 2 ** round));
+        const expr = new Expression();
+        const projectionExpression = projection
+          ? [TABLE_KEY.partitionKey, ...projection].map((a) => expr.name(a)).join(", ")
+          : undefined;
+        const out = await this.#doc.send(
+          new BatchGetCommand({
+            RequestItems: {
+              [this.#table]: {
+                Keys: pending,
+                ConsistentRead: true,
+                ...(projectionExpression
+                  ? { ProjectionExpression: projectionExpression, ...expr.params() }
+                  : {}),
+              },
+            },
+          }),
+        );
+        for (const item of out.Responses?.[this.#table] ?? []) {
+          byPk.set(item[TABLE_KEY.partitionKey] as string, item);
+        }
+        // Throttled keys come back unprocessed and must be asked for again.
+        pending = out.UnprocessedKeys?.[this.#table]?.Keys ?? [];
+      }
+    }
+    return keys.flatMap((k) => {
+      const item = byPk.get(k[TABLE_KEY.partitionKey] as string);
+      return item ? [item] : [];
+    });
+  }
+
+  // ---------------------------------------------------------------- claim
+
+  async claimNext(
+    queue: string,
+    limits: { maxRunning: number },
+    now: number,
+  ): Promise<ClaimResult> {
+    // A cheap early answer; the claim's own counter condition is what enforces the limit.
+    if ((await this.queueCounts(queue)).running >= limits.maxRunning) return { kind: "full" };
+    for (let round = 0; round < CLAIM_ROUNDS; round++) {
+      const expr = new Expression();
+      const heads = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.ready.name,
+          KeyConditionExpression: `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))}`,
+          // Later rounds look further: the first entries may all be stale (GSIs lag on AWS).
+          Limit: CLAIM_CANDIDATES * (round + 1),
+          ...expr.params(),
+        }),
+      );
+      const candidates = heads.Items ?? [];
+      if (candidates.length === 0) return { kind: "empty" };
+      for (const candidate of candidates) {
+        const pk = candidate[TABLE_KEY.partitionKey] as string;
+        const id = pk.slice("REQ#".length);
+        let result: ClaimResult | null | "again" = "again";
+        // "again": the candidate changed between our read and our write; read it once more
+        // (no backoff: the change is done, nothing is contended).
+        for (let reread = 0; result === "again" && reread < CONFLICT_ATTEMPTS; reread++) {
+          result = await this.#retrying(() =>
+            this.#claimCandidate(id, queue, limits.maxRunning, now),
+          );
+        }
+        if (result === "again") continue;
+        // null: the candidate was no longer QUEUED (another dispatcher, a cancel, a stale
+        // index entry); the next one in order is the head now.
+        if (result) return result;
+      }
+    }
+    throw new ConcurrentUpdateError(
+      `queue ${JSON.stringify(queue)}: every candidate was taken by others; try again`,
+    );
+  }
+
+  /**
+   * Starts or expires one QUEUED request; null when it is not QUEUED any more, "again" when
+   * it changed after our read.
+   */
+  async #claimCandidate(
+    id: string,
+    queue: string,
+    maxRunning: number,
+    now: number,
+  ): Promise<ClaimResult | null | "again"> {
+    // The read gives the tenant (statusPk needs it), expiresAt and the record to return;
+    // the write is conditioned on `rev`, so the record returned is exactly what was written.
+    const item = await this.#getItem(id);
+    if (!item || item.status !== RequestStatus.QUEUED) return null;
+    const record = fromItem(item);
+    if (item.expiresAt <= now) {
+      const error = {
+        code: "expired" as const,
+        message: `waited longer than its queue TTL of ${item.queueTtlSeconds}s`,
+      };
+      const expired = await this.#finishQueued(item, now, error);
+      return expired
+        ? {
+            kind: "expired",
+            request: {
+              ...record,
+              status: RequestStatus.EXPIRED,
+              finishedAt: now,
+              updatedAt: now,
+              error,
+            },
+          }
+        : "again";
+    }
+
+    const expr = new Expression();
+    const update = new UpdateClauses(expr)
+      .set("status", RequestStatus.STARTING)
+      .increment("attempt")
+      .set("jobRef", null)
+      .set("updatedAt", now)
+      .set(INDEXES.listByStatus.partitionKey, statusPk(item.tenant, queue, RequestStatus.STARTING))
+      .set(INDEXES.sweep.partitionKey, sweepActivePk(queue))
+      .set(INDEXES.sweep.sortKey, sweepSk(item.createdAt, id))
+      .increment("rev")
+      .remove(INDEXES.ready.partitionKey, INDEXES.ready.sortKey);
+    const condition = `${expr.name("status")} = ${expr.value(RequestStatus.QUEUED)} AND ${expr.name("rev")} = ${expr.value(item.rev)}`;
+    try {
+      await this.#doc.send(
+        new TransactWriteCommand({
+          TransactItems: [
+            {
+              Update: {
+                TableName: this.#table,
+                Key: requestKey(id),
+                UpdateExpression: update.toString(),
+                ConditionExpression: condition,
+                ...expr.params(),
+              },
+            },
+            {
+              Update: {
+                TableName: this.#table,
+                Key: countersKey(queue),
+                UpdateExpression: "ADD #queued :minus, #running :one",
+                ConditionExpression: "attribute_not_exists(#running) OR #running < :max",
+                ExpressionAttributeNames: { "#queued": "queued", "#running": "running" },
+                ExpressionAttributeValues: { ":minus": -1, ":one": 1, ":max": maxRunning },
+              },
+            },
+          ],
+        }),
+      );
+    } catch (error) {
+      const reasons = cancellationReasons(error);
+      if (!reasons) throw error;
+      // Full wins: whatever happened to the candidate, there is no slot to give.
+      if (failed(reasons[1])) return { kind: "full" };
+      // Changed since our read: taken (the re-read says so) or only updated (retry it).
+      if (failed(reasons[0])) return "again";
+      throwIfTransient(reasons, error);
+      throw error;
+    }
+    return {
+      kind: "started",
+      request: {
+        ...record,
+        status: RequestStatus.STARTING,
+        attempt: record.attempt + 1,
+        jobRef: null,
+        updatedAt: now,
+      },
+    };
+  }
+
+  /** QUEUED → EXPIRED with `queued − 1`; false when the request changed since `item` was read. */
+  async #finishQueued(
+    item: RequestItem,
+    now: number,
+    error: { code: "expired"; message: string },
+  ): Promise<boolean> {
+    const expr = new Expression();
+    const ttl = this.#ttlFor(item.queue, now);
+    const update = new UpdateClauses(expr)
+      .set("status", RequestStatus.EXPIRED)
+      .set("finishedAt", now)
+      .set("updatedAt", now)
+      .set("error", error)
+      .set(
+        INDEXES.listByStatus.partitionKey,
+        statusPk(item.tenant, item.queue, RequestStatus.EXPIRED),
+      )
+      .set(TTL_ATTRIBUTE, ttl)
+      .increment("rev")
+      .remove(
+        INDEXES.ready.partitionKey,
+        INDEXES.ready.sortKey,
+        INDEXES.sweep.partitionKey,
+        INDEXES.sweep.sortKey,
+      );
+    const condition = `${expr.name("status")} = ${expr.value(RequestStatus.QUEUED)} AND ${expr.name("rev")} = ${expr.value(item.rev)}`;
+    const outcome = await this.#finishTransaction(
+      item,
+      {
+        TableName: this.#table,
+        Key: requestKey(item.id),
+        UpdateExpression: update.toString(),
+        ConditionExpression: condition,
+        ...expr.params(),
+      },
+      { queued: -1, running: 0 },
+      ttl,
+    );
+    return outcome === "applied";
+  }
+
+  // ---------------------------------------------------------------- transition
+
+  /**
+   * Applies one conditional transition.
+   *
+   * A field update (status unchanged) is one UpdateItem with `ReturnValues: ALL_NEW`, no read.
+   * A status change first reads the item (consistently) for what the keys need and never
+   * changes: tenant and queue (statusPk, the counter item), createdAt (sweepSk); the write's
+   * own condition re-checks status, attempt and cancelRequested. With a zero counter delta it
+   * is one UpdateItem (ALL_NEW); otherwise one TransactWriteItems (request + counters, and the
+   * idempotency key's TTL when the request ends), after which a consistent GetItem returns
+   * the item: transactions return no values. That read may already show a later write.
+   */
+  async transition(cmd: TransitionCommand): Promise<RequestRecord | null> {
+    checkTransition(cmd);
+    const changesStatus = cmd.to !== undefined && cmd.from.some((s) => s !== cmd.to);
+    if (!changesStatus) return this.#retrying(() => this.#updateFields(cmd));
+    return this.#retrying(() => this.#changeStatus(cmd, cmd.to as RequestStatus));
+  }
+
+  /** Condition of a transition: the item exists and matches status, attempt and cancel flag. */
+  #transitionCondition(expr: Expression, cmd: TransitionCommand): string {
+    const parts = [
+      `attribute_exists(${expr.name(TABLE_KEY.partitionKey)})`,
+      `${expr.name("status")} IN (${cmd.from.map((s) => expr.value(s)).join(", ")})`,
+    ];
+    if (cmd.attempt !== undefined) {
+      parts.push(`${expr.name("attempt")} = ${expr.value(cmd.attempt)}`);
+    }
+    if (cmd.cancelRequested !== undefined) {
+      parts.push(`${expr.name("cancelRequested")} = ${expr.value(cmd.cancelRequested)}`);
+    }
+    return parts.join(" AND ");
+  }
+
+  #patchClauses(expr: Expression, patch: RequestPatch | undefined): UpdateClauses {
+    const update = new UpdateClauses(expr).increment("rev");
+    for (const field of PATCH_FIELDS) {
+      const value = patch?.[field];
+      if (value !== undefined) update.set(field, plain(value));
+    }
+    return update;
+  }
+
+  async #updateFields(cmd: TransitionCommand): Promise<RequestRecord | null> {
+    const expr = new Expression();
+    const update = this.#patchClauses(expr, cmd.set);
+    const condition = this.#transitionCondition(expr, cmd);
+    return this.#singleUpdate({
+      TableName: this.#table,
+      Key: requestKey(cmd.id),
+      UpdateExpression: update.toString(),
+      ConditionExpression: condition,
+      ...expr.params(),
+    });
+  }
+
+  async #singleUpdate(input: ItemUpdate): Promise<RequestRecord | null> {
+    try {
+      const out = await this.#doc.send(new UpdateCommand({ ...input, ReturnValues: "ALL_NEW" }));
+      return out.Attributes ? fromItem(out.Attributes) : null;
+    } catch (error) {
+      if (isConditionalCheckFailed(error)) return null;
+      if (isTransientWriteError(error))
+        throw new TransientConflict("write conflict", { cause: error });
+      throw error;
+    }
+  }
+
+  async #changeStatus(cmd: TransitionCommand, to: RequestStatus): Promise<RequestRecord | null> {
+    const item = await this.#getItem(cmd.id);
+    // A consistent read that already fails the condition is a linearizable "did not hold".
+    if (!item || !conditionHolds(item, cmd)) return null;
+    const { tenant, queue } = item;
+    const expr = new Expression();
+    const update = this.#patchClauses(expr, cmd.set)
+      .set("status", to)
+      .set(INDEXES.listByStatus.partitionKey, statusPk(tenant, queue, to));
+    // Only QUEUED → QUEUED keeps the ready keys, and that is not a status change.
+    update.remove(INDEXES.ready.partitionKey, INDEXES.ready.sortKey);
+    let ttl: number | null = null;
+    if (statusClass(to) === "active") {
+      update
+        .set(INDEXES.sweep.partitionKey, sweepActivePk(queue))
+        .set(INDEXES.sweep.sortKey, sweepSk(item.createdAt, item.id));
+    } else {
+      const finishedAt = cmd.set?.finishedAt ?? item.finishedAt ?? this.#now();
+      ttl = this.#ttlFor(queue, finishedAt);
+      update.set(TTL_ATTRIBUTE, ttl).remove(INDEXES.sweep.partitionKey, INDEXES.sweep.sortKey);
+    }
+    const condition = this.#transitionCondition(expr, cmd);
+    const requestUpdate: ItemUpdate = {
+      TableName: this.#table,
+      Key: requestKey(cmd.id),
+      UpdateExpression: update.toString(),
+      ConditionExpression: condition,
+      ...expr.params(),
+    };
+    const delta = counterDelta(cmd.from[0] as RequestStatus, to);
+    if (delta.queued === 0 && delta.running === 0) return this.#singleUpdate(requestUpdate);
+    const outcome = await this.#finishTransaction(item, requestUpdate, delta, ttl);
+    if (outcome === "changed") return null;
+    return this.get(cmd.id);
+  }
+
+  /**
+   * One transaction: the request update, the counter delta and, when the request ends with
+   * an idempotency key, that key's TTL (so the key lives exactly as long as its request).
+   */
+  async #finishTransaction(
+    item: RequestItem,
+    requestUpdate: ItemUpdate,
+    delta: { queued: number; running: number },
+    ttl: number | null,
+  ): Promise<"applied" | "changed"> {
+    const withKey = ttl !== null && typeof item.idemPk === "string";
+    const build = (includeKey: boolean): TransactWriteCommandInput => {
+      const counterParts: string[] = [];
+      const values: Record<string, number> = {};
+      if (delta.queued !== 0) {
+        counterParts.push("#queued :dq");
+        values[":dq"] = delta.queued;
+      }
+      if (delta.running !== 0) {
+        counterParts.push("#running :dr");
+        values[":dr"] = delta.running;
+      }
+      const items: NonNullable<TransactWriteCommandInput["TransactItems"]> = [
+        { Update: requestUpdate },
+        {
+          Update: {
+            TableName: this.#table,
+            Key: countersKey(item.queue),
+            UpdateExpression: `ADD ${counterParts.join(", ")}`,
+            ExpressionAttributeNames: {
+              ...(delta.queued !== 0 ? { "#queued": "queued" } : {}),
+              ...(delta.running !== 0 ? { "#running": "running" } : {}),
+            },
+            ExpressionAttributeValues: values,
+          },
+        },
+      ];
+      if (includeKey) {
+        items.push({
+          Update: {
+            TableName: this.#table,
+            Key: { [TABLE_KEY.partitionKey]: item.idemPk, [TABLE_KEY.sortKey]: IDEM_SK },
+            UpdateExpression: "SET #ttl = :ttl",
+            // Never create or touch a key that is not this request's.
+            ConditionExpression: "#requestId = :rid",
+            ExpressionAttributeNames: { "#ttl": TTL_ATTRIBUTE, "#requestId": "requestId" },
+            ExpressionAttributeValues: { ":ttl": ttl, ":rid": item.id },
+          },
+        });
+      }
+      return { TransactItems: items };
+    };
+    let includeKey = withKey;
+    for (;;) {
+      try {
+        await this.#doc.send(new TransactWriteCommand(build(includeKey)));
+        return "applied";
+      } catch (error) {
+        const reasons = cancellationReasons(error);
+        if (!reasons) throw error;
+        if (failed(reasons[0])) return "changed";
+        if (includeKey && failed(reasons[2])) {
+          // The key is gone or reused: the request must still finish; TTL just skips the key.
+          includeKey = false;
+          continue;
+        }
+        throwIfTransient(reasons, error);
+        throw error;
+      }
+    }
+  }
+
+  /** Epoch seconds at which DynamoDB TTL may delete a request finished at `finishedAt` ms. */
+  #ttlFor(queue: string, finishedAt: number): number {
+    return Math.floor(finishedAt / 1000) + this.#retentionDaysFor(queue) * SECONDS_PER_DAY;
+  }
+
+  // ---------------------------------------------------------------- retries, repair
+
+  /** Runs `op` again, with jittered backoff, while DynamoDB reports a transient conflict. */
+  async #retrying<T>(op: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (error) {
+        if (!(error instanceof TransientConflict)) throw error;
+        if (attempt >= CONFLICT_ATTEMPTS) {
+          throw new ConcurrentUpdateError("too many concurrent writers; try again", {
+            cause: error,
+          });
+        }
+        await sleep(Math.random() * Math.min(500, 10 * 2 ** attempt));
+      }
+    }
+  }
+
+  /**
+   * Counters recomputed from the sweep index (QUEUED and ACTIVE partitions, each entry
+   * confirmed by a consistent read) for every configured queue. With `fix`, a queue whose
+   * counters differ gets them overwritten, conditioned on the counters still being what was
+   * read before counting, so a write that lands meanwhile is never undone (that queue is
+   * counted again). Not part of the port: cost grows with the queue's waiting and active
+   * requests; for the repair sweep only. On AWS a just-written request may not be in the
+   * index yet, so a sweep should act on a mismatch it sees twice.
+   */
+  async recount(options: RecountOptions = {}): Promise<Record<string, QueueCounts>> {
+    const out: Record<string, QueueCounts> = {};
+    for (const queue of [...new Set(this.#queues())].sort()) {
+      for (let attempt = 1; ; attempt++) {
+        const stored = await this.#doc.send(
+          new GetCommand({ TableName: this.#table, Key: countersKey(queue), ConsistentRead: true }),
+        );
+        const counted: QueueCounts = {
+          queued: await this.#countSweep(sweepQueuedPk(queue), [RequestStatus.QUEUED]),
+          running: await this.#countSweep(sweepActivePk(queue), ACTIVE_STATUSES),
+        };
+        out[queue] = counted;
+        const old = {
+          queued: stored.Item?.queued as number | undefined,
+          running: stored.Item?.running as number | undefined,
+        };
+        const same = (old.queued ?? 0) === counted.queued && (old.running ?? 0) === counted.running;
+        if (!options.fix || same) break;
+        if (await this.#setCounters(queue, old, counted)) break;
+        if (attempt >= CONFLICT_ATTEMPTS) {
+          throw new ConcurrentUpdateError(`queue ${queue}: counters kept moving during recount`);
+        }
+      }
+    }
+    return out;
+  }
+
+  async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
+    const expr = new Expression();
+    const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
+    let count = 0;
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.sweep.name,
+          KeyConditionExpression: condition,
+          Limit: BATCH_GET_MAX,
+          ...expr.params(),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      const keys = (page.Items ?? []).map((k) => ({
+        [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
+        [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
+      }));
+      const items = await this.#batchGet(keys, ["status"]);
+      count += items.filter((i) => statuses.includes(i.status as RequestStatus)).length;
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return count;
+  }
+
+  /** Overwrites a queue's counters if they still hold `old`; false when they moved. */
+  async #setCounters(
+    queue: string,
+    old: { queued: number | undefined; running: number | undefined },
+    next: QueueCounts,
+  ): Promise<boolean> {
+    const expr = new Expression();
+    const unchanged = (["queued", "running"] as const).map((field) => {
+      const value = old[field];
+      return value === undefined
+        ? `attribute_not_exists(${expr.name(field)})`
+        : `${expr.name(field)} = ${expr.value(value)}`;
+    });
+    const update = new UpdateClauses(expr).set("queued", next.queued).set("running", next.running);
+    try {
+      await this.#doc.send(
+        new UpdateCommand({
+          TableName: this.#table,
+          Key: countersKey(queue),
+          UpdateExpression: update.toString(),
+          ConditionExpression: unchanged.join(" AND "),
+          ...expr.params(),
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionalCheckFailed(error) || isTransientWriteError(error)) return false;
+      throw error;
+    }
+  }
+}
+
+/** Exposed for tests: the idempotency item key of a tenant's key. */
+export function idempotencyItemKey(tenant: string, key: string): Record<string, string> {
+  return { [TABLE_KEY.partitionKey]: idemPk(tenant, key), [TABLE_KEY.sortKey]: IDEM_SK };
+}
+
+/** Exposed for tests and repair tools: the key of a request item. */
+export function requestItemKey(id: string): Record<string, string> {
+  return requestKey(id);
+}
+
+/** Exposed for tests and repair tools: the key of a queue's counters item. */
+export function countersItemKey(queue: string): Record<string, string> {
+  return countersKey(queue);
+}

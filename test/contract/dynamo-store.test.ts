@@ -1,0 +1,505 @@
+import {
+  DeleteTableCommand,
+  DescribeTableCommand,
+  DescribeTimeToLiveCommand,
+  DynamoDBClient,
+  TransactionCanceledException,
+} from "@aws-sdk/client-dynamodb";
+import {
+  DeleteCommand,
+  DynamoDBDocumentClient,
+  GetCommand,
+  TransactWriteCommand,
+  UpdateCommand,
+} from "@aws-sdk/lib-dynamodb";
+import { mockClient } from "aws-sdk-client-mock";
+import { ulid } from "ulidx";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createTable } from "../../functions/adapters/aws/bootstrap.ts";
+import { INDEXES, TTL_ATTRIBUTE } from "../../functions/adapters/aws/definitions.ts";
+import {
+  countersItemKey,
+  DynamoRequestStore,
+  type DynamoRequestStoreOptions,
+  idempotencyItemKey,
+  requestItemKey,
+} from "../../functions/adapters/aws/dynamo-request-store.ts";
+import { ConcurrentUpdateError } from "../../functions/core/errors.ts";
+import type { IdempotencyClaim } from "../../functions/core/ports.ts";
+import type { RequestRecord } from "../../functions/core/request.ts";
+import { describeRequestStoreContract } from "./request-store.contract.ts";
+
+const endpoint = inject("awsEndpoint");
+const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
+const DAY = 86_400;
+
+/**
+ * A client for the emulator. Concurrency is real: the test harness's moto server
+ * (test/helpers/moto_server.py) handles DynamoDB calls one at a time, as DynamoDB isolates
+ * transactions, so the stores' read-then-conditional-write interleavings are what the
+ * concurrency tests exercise.
+ */
+function newClient(): DynamoDBClient {
+  return new DynamoDBClient({
+    endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "test", secretAccessKey: "test" },
+  });
+}
+
+// One table for the whole file: creating one takes a while, and every contract test works in
+// its own tenant and queue, so tests never see each other's items.
+const tableName = `longrun-store-${ulid().toLowerCase()}`;
+const admin = newClient();
+const adminDoc = DynamoDBDocumentClient.from(admin);
+
+/** Every queue any store of this file has seen a submit for: the stores' queue list. */
+const seenQueues = new Set<string>();
+
+/** Records the queue of every submit, standing in for the configured queue list. */
+class TrackingStore extends DynamoRequestStore {
+  override async submit(
+    ...args: Parameters<DynamoRequestStore["submit"]>
+  ): ReturnType<DynamoRequestStore["submit"]> {
+    seenQueues.add(args[0].queue);
+    return super.submit(...args);
+  }
+}
+
+function storeOn(
+  client: DynamoDBClient | DynamoDBDocumentClient,
+  options: Partial<DynamoRequestStoreOptions> = {},
+): TrackingStore {
+  return new TrackingStore({ client, tableName, queues: () => [...seenQueues], ...options });
+}
+
+beforeAll(async () => {
+  await createTable(admin, tableName);
+});
+
+afterAll(async () => {
+  await admin.send(new DeleteTableCommand({ TableName: tableName }));
+  admin.destroy();
+});
+
+describeRequestStoreContract("DynamoRequestStore", async () => {
+  const clients = [newClient()];
+  return {
+    store: storeOn(clients[0] as DynamoDBClient),
+    async another() {
+      const client = newClient();
+      clients.push(client);
+      return storeOn(client);
+    },
+    async cleanup() {
+      for (const c of clients) c.destroy();
+    },
+  };
+});
+
+/** A QUEUED request in a queue and tenant of its own. */
+function queued(overrides: Partial<RequestRecord> = {}): RequestRecord {
+  const createdAt = overrides.createdAt ?? T0;
+  return {
+    id: `req_${ulid()}`,
+    tenant: `t-${ulid().toLowerCase()}`,
+    queue: `q-${ulid().toLowerCase()}`,
+    status: "QUEUED",
+    priority: 0,
+    input: { n: 1 },
+    metadata: {},
+    webhook: null,
+    idempotencyKey: null,
+    createdAt,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: 0,
+    attempt: 0,
+    maxAttempts: 3,
+    cancelRequested: false,
+    timeoutSeconds: 60,
+    queueTtlSeconds: 3600,
+    expiresAt: createdAt + 3_600_000,
+    progress: null,
+    error: null,
+    jobRef: null,
+    ...overrides,
+  };
+}
+
+const ROOMY = { maxQueued: 1000, retryAfterSeconds: 1 };
+
+/** A client whose every command name (QueryCommand, ScanCommand, …) is recorded in `sent`. */
+function recordingClient(): { client: DynamoDBClient; sent: string[] } {
+  const client = newClient();
+  const sent: string[] = [];
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      sent.push(String(context.commandName));
+      return next(args);
+    },
+    { step: "initialize", name: "recordCommandNames" },
+  );
+  return { client, sent };
+}
+
+async function rawItem(key: Record<string, string>): Promise<Record<string, unknown> | undefined> {
+  const out = await adminDoc.send(
+    new GetCommand({ TableName: tableName, Key: key, ConsistentRead: true }),
+  );
+  return out.Item;
+}
+
+describe("DynamoRequestStore on DynamoDB", () => {
+  it("submits a request with its idempotency key in one TransactWriteItems call", async () => {
+    // Prepare
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+    const r = queued({ idempotencyKey: "k" });
+
+    // Act
+    const outcome = await store.submit(r, { key: "k", bodyHash: "h" }, ROOMY);
+
+    // Assess
+    expect(outcome.kind).toBe("created");
+    expect(sent).toEqual(["TransactWriteItemsCommand"]);
+    expect(await rawItem(idempotencyItemKey(r.tenant, "k"))).toMatchObject({
+      requestId: r.id,
+      bodyHash: "h",
+    });
+    expect(await rawItem(countersItemKey(r.queue))).toMatchObject({ queued: 1 });
+    client.destroy();
+  });
+
+  it("keeps the index keys in step with the status through the lifecycle", async () => {
+    // Prepare
+    const store = storeOn(admin);
+    const r = queued();
+    await store.submit(r, null, ROOMY);
+    const atSubmit = await rawItem(requestItemKey(r.id));
+
+    // Act
+    await store.claimNext(r.queue, { maxRunning: 1 }, T0);
+    const atStart = await rawItem(requestItemKey(r.id));
+    await store.transition({ id: r.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+    const atRun = await rawItem(requestItemKey(r.id));
+
+    // Assess
+    expect(atSubmit).toMatchObject({
+      [INDEXES.ready.partitionKey]: `READY#${r.queue}`,
+      [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#QUEUED`,
+      [INDEXES.sweep.partitionKey]: `QUEUED#${r.queue}`,
+    });
+    expect(atStart).not.toHaveProperty(INDEXES.ready.partitionKey);
+    expect(atStart).not.toHaveProperty(INDEXES.ready.sortKey);
+    expect(atStart).toMatchObject({
+      [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#STARTING`,
+      [INDEXES.sweep.partitionKey]: `ACTIVE#${r.queue}`,
+    });
+    expect(atRun).toMatchObject({
+      [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#RUNNING`,
+      [INDEXES.sweep.partitionKey]: `ACTIVE#${r.queue}`,
+    });
+    expect(atRun).not.toHaveProperty(TTL_ATTRIBUTE);
+  });
+
+  it("sets the TTL of a finished request and of its key to finishedAt plus the queue's retention", async () => {
+    // Prepare
+    const store = storeOn(admin, { retentionDaysFor: () => 7 });
+    const r = queued({ idempotencyKey: "k" });
+    await store.submit(r, { key: "k", bodyHash: "h" }, ROOMY);
+    await store.claimNext(r.queue, { maxRunning: 1 }, T0);
+    const finishedAt = T0 + 12_345;
+
+    // Act
+    const done = await store.transition({
+      id: r.id,
+      from: ["STARTING"],
+      to: "SUCCEEDED",
+      attempt: 1,
+      set: { finishedAt },
+    });
+
+    // Assess
+    const expected = Math.floor(finishedAt / 1000) + 7 * DAY;
+    expect(done).toMatchObject({ status: "SUCCEEDED", finishedAt });
+    const item = await rawItem(requestItemKey(r.id));
+    expect(item?.[TTL_ATTRIBUTE]).toBe(expected);
+    expect(item).not.toHaveProperty(INDEXES.sweep.partitionKey);
+    expect(item).toMatchObject({
+      [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#SUCCEEDED`,
+    });
+    expect((await rawItem(idempotencyItemKey(r.tenant, "k")))?.[TTL_ATTRIBUTE]).toBe(expected);
+  });
+
+  it("sets the TTL when dispatch expires a request, from the dispatch instant", async () => {
+    // Prepare
+    const store = storeOn(admin, { retentionDaysFor: () => 2 });
+    const r = queued({ expiresAt: T0 + 10 });
+    await store.submit(r, null, ROOMY);
+
+    // Act
+    const claim = await store.claimNext(r.queue, { maxRunning: 1 }, T0 + 1000);
+
+    // Assess
+    expect(claim.kind).toBe("expired");
+    const item = await rawItem(requestItemKey(r.id));
+    expect(item?.[TTL_ATTRIBUTE]).toBe(Math.floor((T0 + 1000) / 1000) + 2 * DAY);
+    expect(item).not.toHaveProperty(INDEXES.ready.partitionKey);
+    expect(item).not.toHaveProperty(INDEXES.sweep.partitionKey);
+  });
+
+  it("lists, pages, counts positions and sweeps with Query only, never Scan", async () => {
+    // Prepare
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+    const first = queued();
+    const scope = { tenant: first.tenant, queue: first.queue };
+    const all = [first];
+    for (let i = 1; i < 5; i++) all.push(queued({ ...scope, createdAt: T0 + i }));
+    for (const r of all) await store.submit(r, null, ROOMY);
+    await store.claimNext(scope.queue, { maxRunning: 5 }, T0);
+    sent.length = 0;
+
+    // Act
+    const page = await store.list({ ...scope, limit: 2 });
+    await store.list({ ...scope, limit: 2, cursor: page.nextCursor ?? "" });
+    await store.list({ ...scope, limit: 2, statuses: ["QUEUED", "STARTING"] });
+    const position = await store.position(all[4] as RequestRecord);
+    await store.findActive(10);
+    await store.findExpired(T0, 10);
+
+    // Assess
+    expect(position).toBe(3);
+    expect(sent).toContain("QueryCommand");
+    expect(sent).not.toContain("ScanCommand");
+    expect(new Set(sent)).toEqual(new Set(["QueryCommand", "BatchGetItemCommand"]));
+    client.destroy();
+  });
+
+  it("frees a key whose request retention deleted, as SQLite's cascade does", async () => {
+    // Prepare
+    const store = storeOn(admin);
+    const old = queued({ idempotencyKey: "k" });
+    await store.submit(old, { key: "k", bodyHash: "h1" }, ROOMY);
+    // DynamoDB TTL deletes items one by one: here the request went first.
+    await adminDoc.send(new DeleteCommand({ TableName: tableName, Key: requestItemKey(old.id) }));
+    const fresh = queued({ tenant: old.tenant, queue: old.queue, idempotencyKey: "k" });
+
+    // Act
+    const outcome = await store.submit(fresh, { key: "k", bodyHash: "h2" }, ROOMY);
+
+    // Assess
+    expect(outcome).toEqual({ kind: "created", request: fresh });
+    expect(await rawItem(idempotencyItemKey(old.tenant, "k"))).toMatchObject({
+      requestId: fresh.id,
+      bodyHash: "h2",
+    });
+  });
+
+  it("keeps keys of tenants apart even when tenant and key hold '#'", async () => {
+    // Prepare
+    const store = storeOn(admin);
+    const queue = `q-${ulid().toLowerCase()}`;
+    const base = `t-${ulid().toLowerCase()}`;
+    const a = queued({ queue, tenant: `${base}#x`, idempotencyKey: "y" });
+    const b = queued({ queue, tenant: base, idempotencyKey: "x#y" });
+
+    // Act
+    const first = await store.submit(a, { key: "y", bodyHash: "h" }, ROOMY);
+    const second = await store.submit(b, { key: "x#y", bodyHash: "h" }, ROOMY);
+
+    // Assess
+    expect(first).toEqual({ kind: "created", request: a });
+    expect(second).toEqual({ kind: "created", request: b });
+  });
+
+  it("handles tenants and queues outside ASCII", async () => {
+    // Prepare
+    const store = storeOn(admin);
+    const tenant = `テナント-ü-${ulid()}`;
+    const queue = `キュー-${ulid()}`;
+    const r1 = queued({ tenant, queue, createdAt: T0 });
+    const r2 = queued({ tenant, queue, createdAt: T0 + 1 });
+
+    // Act
+    await store.submit(r1, { key: "ключ", bodyHash: "h" }, ROOMY);
+    await store.submit(r2, null, ROOMY);
+    const replay = await store.submit(
+      queued({ tenant, queue }),
+      { key: "ключ", bodyHash: "h" },
+      ROOMY,
+    );
+    const page = await store.list({ tenant, queue, limit: 10, statuses: ["QUEUED"] });
+    const position = await store.position(r2);
+    const claim = await store.claimNext(queue, { maxRunning: 1 }, T0);
+
+    // Assess
+    expect(replay).toEqual({ kind: "replayed", request: r1 });
+    expect(page.items.map((r) => r.id)).toEqual([r2.id, r1.id]);
+    expect(position).toBe(1);
+    expect(claim.kind === "started" && claim.request.id).toBe(r1.id);
+    expect(await store.queueCounts(queue)).toEqual({ queued: 1, running: 1 });
+  });
+
+  it("recounts the counters from the requests and repairs them when asked", async () => {
+    // Prepare
+    const queue = `q-${ulid().toLowerCase()}`;
+    const store = storeOn(admin, { queues: () => [queue] });
+    for (let i = 0; i < 3; i++) await store.submit(queued({ queue }), null, ROOMY);
+    await store.claimNext(queue, { maxRunning: 5 }, T0);
+    await adminDoc.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: countersItemKey(queue),
+        UpdateExpression: "SET queued = :q, running = :r",
+        ExpressionAttributeValues: { ":q": 9, ":r": 0 },
+      }),
+    );
+
+    // Act
+    const counted = await store.recount();
+    const before = await store.queueCounts(queue);
+    const repaired = await store.recount({ fix: true });
+    const after = await store.queueCounts(queue);
+
+    // Assess
+    expect(counted).toEqual({ [queue]: { queued: 2, running: 1 } });
+    expect(before).toEqual({ queued: 9, running: 0 });
+    expect(repaired).toEqual({ [queue]: { queued: 2, running: 1 } });
+    expect(after).toEqual({ queued: 2, running: 1 });
+  });
+
+  it("works with a document client made by the caller", async () => {
+    // Prepare
+    const client = newClient();
+    const store = storeOn(DynamoDBDocumentClient.from(client));
+    const r = queued({ input: { deep: [[[{ x: null }]]], s: "" } });
+
+    // Act
+    await store.submit(r, null, ROOMY);
+
+    // Assess
+    expect(await store.get(r.id)).toEqual(r);
+    client.destroy();
+  });
+});
+
+describe("createTable", () => {
+  it("creates every index and TTL, and accepts a table that already exists", async () => {
+    // Prepare
+    const name = `longrun-boot-${ulid().toLowerCase()}`;
+
+    // Act
+    await createTable(admin, name);
+    await createTable(admin, name);
+
+    // Assess
+    const { Table } = await admin.send(new DescribeTableCommand({ TableName: name }));
+    const ttl = await admin.send(new DescribeTimeToLiveCommand({ TableName: name }));
+    expect(Table?.TableStatus).toBe("ACTIVE");
+    expect(Table?.BillingModeSummary?.BillingMode).toBe("PAY_PER_REQUEST");
+    expect((Table?.GlobalSecondaryIndexes ?? []).map((i) => i.IndexName).sort()).toEqual(
+      Object.values(INDEXES)
+        .map((i) => i.name)
+        .sort(),
+    );
+    expect(ttl.TimeToLiveDescription).toMatchObject({
+      TimeToLiveStatus: "ENABLED",
+      AttributeName: TTL_ATTRIBUTE,
+    });
+    await admin.send(new DeleteTableCommand({ TableName: name }));
+  });
+});
+
+describe("DynamoRequestStore error paths (mocked SDK)", () => {
+  function mocked() {
+    const doc = DynamoDBDocumentClient.from(new DynamoDBClient({ region: "us-east-1" }));
+    const mock = mockClient(doc);
+    const store = new DynamoRequestStore({ client: doc, tableName: "t", queues: () => [] });
+    return { mock, store };
+  }
+
+  function cancelled(codes: string[]): TransactionCanceledException {
+    return new TransactionCanceledException({
+      message: "Transaction cancelled",
+      $metadata: {},
+      CancellationReasons: codes.map((Code) => ({ Code })),
+    });
+  }
+
+  const claim: IdempotencyClaim = { key: "k", bodyHash: "h" };
+
+  it("rethrows a cancelled submit whose reasons it does not understand", async () => {
+    // Prepare
+    const { mock, store } = mocked();
+    const error = cancelled(["None", "ValidationError", "None"]);
+    mock.on(TransactWriteCommand).rejects(error);
+
+    // Act
+    const submit = store.submit(queued(), claim, ROOMY);
+
+    // Assess
+    await expect(submit).rejects.toBe(error);
+  });
+
+  it("retries a submit that meets transaction conflicts, then succeeds", async () => {
+    // Prepare
+    const { mock, store } = mocked();
+    mock
+      .on(TransactWriteCommand)
+      .rejectsOnce(cancelled(["TransactionConflict", "None", "None"]))
+      .rejectsOnce(cancelled(["None", "None", "TransactionConflict"]))
+      .resolves({});
+    const r = queued();
+
+    // Act
+    const outcome = await store.submit(r, claim, ROOMY);
+
+    // Assess
+    expect(outcome).toEqual({ kind: "created", request: r });
+    expect(mock.commandCalls(TransactWriteCommand)).toHaveLength(3);
+  });
+
+  it("gives up with ConcurrentUpdateError when conflicts never stop", async () => {
+    // Prepare
+    const { mock, store } = mocked();
+    mock.on(TransactWriteCommand).rejects(cancelled(["None", "TransactionConflict"]));
+
+    // Act
+    const submit = store.submit(queued(), null, ROOMY);
+
+    // Assess
+    await expect(submit).rejects.toBeInstanceOf(ConcurrentUpdateError);
+  });
+
+  it("rethrows SDK errors that are not conditional failures", async () => {
+    // Prepare
+    const { mock, store } = mocked();
+    const error = Object.assign(new Error("no such table"), { name: "ResourceNotFoundException" });
+    mock.on(GetCommand).rejects(error);
+    mock.on(UpdateCommand).rejects(error);
+
+    // Act
+    const get = store.get("req_x");
+    const update = store.transition({ id: "req_x", from: ["RUNNING"], set: { jobRef: "j" } });
+
+    // Assess
+    await expect(get).rejects.toBe(error);
+    await expect(update).rejects.toBe(error);
+  });
+
+  it("answers null when a field update's condition fails", async () => {
+    // Prepare
+    const { mock, store } = mocked();
+    mock
+      .on(UpdateCommand)
+      .rejects(Object.assign(new Error("failed"), { name: "ConditionalCheckFailedException" }));
+
+    // Act
+    const update = await store.transition({ id: "req_x", from: ["RUNNING"], set: { jobRef: "j" } });
+
+    // Assess
+    expect(update).toBeNull();
+  });
+});

@@ -1,0 +1,183 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { jobEventFromDetail, parseBatchEvent } from "../../functions/adapters/aws/batch-events.ts";
+
+const dir = join(import.meta.dirname, "../fixtures/batch-events");
+const fixture = (name: string): any => JSON.parse(readFileSync(join(dir, name), "utf8"));
+const ID = "req_01JD3K8Q7V2X5N9M4B6C0T1Y2Z";
+const JOB = "4c7599ae-0a82-49aa-ba5a-4727fcce14a8";
+const QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/longrun-gpu";
+
+describe("parseBatchEvent", () => {
+  it("has an expectation for every fixture", () => {
+    expect(readdirSync(dir).sort()).toEqual(Object.keys(expected).sort());
+  });
+
+  const expected: Record<string, unknown> = {
+    "runnable.json": {
+      type: "starting",
+      requestId: ID,
+      attempt: 1,
+      at: Date.parse("2022-01-11T23:36:40Z"),
+      jobRef: JOB,
+    },
+    "starting.json": {
+      type: "starting",
+      requestId: ID,
+      attempt: 1,
+      at: Date.parse("2022-01-11T23:37:40Z"),
+      jobRef: JOB,
+    },
+    "running.json": {
+      type: "running",
+      requestId: ID,
+      attempt: 1,
+      at: Date.parse("2022-01-11T23:38:20Z"),
+      jobRef: JOB,
+    },
+    "succeeded.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 1,
+      at: 1641944400058,
+      outcome: "succeeded",
+      jobRef: JOB,
+    },
+    "failed-exit-code.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 1,
+      at: 1641944400058,
+      outcome: "failed",
+      jobRef: JOB,
+      message: "Essential container in task exited; exit code 1",
+    },
+    "runnable-after-spot-reclaim.json": {
+      type: "starting",
+      requestId: ID,
+      attempt: 2,
+      at: Date.parse("2022-01-11T23:41:00Z"),
+      jobRef: JOB,
+    },
+    "running-second-attempt.json": {
+      type: "running",
+      requestId: ID,
+      attempt: 2,
+      at: Date.parse("2022-01-11T23:43:00Z"),
+      jobRef: JOB,
+    },
+    "failed-timeout.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 1,
+      at: 1641944400058,
+      outcome: "timeout",
+      jobRef: JOB,
+      message: "attempt 1 ran longer than its timeout (Job attempt duration exceeded timeout)",
+    },
+    "failed-cancelled.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 1,
+      at: 1641944400058,
+      outcome: "failed",
+      jobRef: JOB,
+      message:
+        "longrun: cancelled by the caller; Essential container in task exited; exit code 143",
+    },
+    "succeeded-first-attempt-2.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 2,
+      at: 1641944400058,
+      outcome: "succeeded",
+      jobRef: JOB,
+    },
+    "foreign-job-name.json": null,
+  };
+
+  for (const [name, want] of Object.entries(expected)) {
+    it(`maps ${name}`, () => {
+      expect(parseBatchEvent(fixture(name))).toEqual(want);
+    });
+  }
+
+  it("reads the event from its JSON text (an SQS body)", () => {
+    const text = readFileSync(join(dir, "running.json"), "utf8");
+    expect(parseBatchEvent(text)).toMatchObject({ type: "running", requestId: ID });
+  });
+
+  it("keeps unknown fields from breaking the parse", () => {
+    const e = fixture("running.json");
+    e.detail.someNewField = { nested: [1, 2] };
+    e.detail.container.environment = "not a list any more";
+    e.newTopLevel = true;
+    expect(parseBatchEvent(e)).toMatchObject({ type: "running", attempt: 1 });
+  });
+
+  it("returns null for garbage and for other events", () => {
+    expect(parseBatchEvent("not json")).toBeNull();
+    expect(parseBatchEvent(null)).toBeNull();
+    expect(parseBatchEvent(42)).toBeNull();
+    expect(parseBatchEvent({})).toBeNull();
+    const other = fixture("running.json");
+    other.source = "aws.ecs";
+    expect(parseBatchEvent(other)).toBeNull();
+    const queueBlocked = fixture("runnable.json");
+    queueBlocked["detail-type"] = "Batch Job Queue Blocked";
+    expect(parseBatchEvent(queueBlocked)).toBeNull();
+    const badStatus = fixture("running.json");
+    badStatus.detail.status = "EXPLODED";
+    expect(parseBatchEvent(badStatus)).toBeNull();
+    const noDetail = fixture("running.json");
+    delete noDetail.detail;
+    expect(parseBatchEvent(noDetail)).toBeNull();
+    const shortName = fixture("running.json");
+    shortName.detail.jobName = "req_123";
+    expect(parseBatchEvent(shortName)).toBeNull();
+  });
+
+  it("ignores jobs of another job queue when told which is ours", () => {
+    expect(parseBatchEvent(fixture("running.json"), { jobQueueArn: QUEUE_ARN })).not.toBeNull();
+    expect(
+      parseBatchEvent(fixture("running.json"), { jobQueueArn: `${QUEUE_ARN}-other` }),
+    ).toBeNull();
+  });
+
+  it("falls back to the given clock when the event has no time", () => {
+    const e = fixture("starting.json");
+    delete e.time;
+    expect(parseBatchEvent(e, { now: () => 1234 })).toMatchObject({ at: 1234 });
+  });
+
+  it("maps SUBMITTED and PENDING to the first attempt starting", () => {
+    for (const status of ["SUBMITTED", "PENDING"]) {
+      const e = fixture("runnable.json");
+      e.detail.status = status;
+      expect(parseBatchEvent(e)).toMatchObject({ type: "starting", attempt: 1, jobRef: JOB });
+    }
+  });
+
+  it("counts a failure before any attempt ran as the first attempt", () => {
+    const e = fixture("runnable.json");
+    e.detail.status = "FAILED";
+    e.detail.statusReason = "longrun: cancelled by the caller";
+    expect(parseBatchEvent(e)).toMatchObject({
+      type: "exited",
+      attempt: 1,
+      outcome: "failed",
+      jobRef: JOB,
+      message: "longrun: cancelled by the caller",
+    });
+  });
+});
+
+describe("jobEventFromDetail", () => {
+  it("reads the first attempt from the job's tag when the environment lacks it", () => {
+    const detail = fixture("running-second-attempt.json").detail;
+    detail.container.environment = [];
+    detail.tags = { "longrun:first-attempt": "3" };
+    expect(jobEventFromDetail(detail, 5)).toMatchObject({ type: "running", attempt: 4 });
+  });
+});
