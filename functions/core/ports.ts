@@ -123,6 +123,9 @@ export interface RequestStore {
    * written back where they differ (and only if unchanged meanwhile).
    */
   recount?(options: { fix?: boolean }): Promise<Record<string, QueueCounts>>;
+
+  /** Optional (operations metrics): createdAt of the queue's oldest QUEUED request. */
+  oldestQueuedAt?(queue: string): Promise<number | null>;
 }
 
 /** Wakes the dispatcher of a queue; wake-ups may be coalesced but never lost. */

@@ -6,6 +6,7 @@
  * learn attributes that never change (tenant, queue, createdAt, expiresAt, …) or are
  * re-checked by the write's condition, so a stale read can never make a wrong write.
  */
+
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import {
   BatchGetCommand,
@@ -18,6 +19,7 @@ import {
   type TransactWriteCommandInput,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
+import { decodeTime } from "ulidx";
 import {
   ConcurrentUpdateError,
   IdempotencyConflictError,
@@ -1266,6 +1268,36 @@ export class DynamoRequestStore implements RequestStore {
       }
     }
     return out;
+  }
+
+  /**
+   * createdAt of the queue's oldest QUEUED request, for the operations metric. It reads the
+   * sweep index's keys only: request ids are ULIDs, whose first 48 bits are the creation
+   * time, so no item needs to be fetched. O(queued), bounded by maxQueued.
+   */
+  async oldestQueuedAt(queue: string): Promise<number | null> {
+    const expr = new Expression();
+    const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(sweepQueuedPk(queue))}`;
+    let oldest: number | null = null;
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.sweep.name,
+          KeyConditionExpression: condition,
+          ...expr.params(),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      for (const k of page.Items ?? []) {
+        const id = String(k[TABLE_KEY.partitionKey]).slice("REQ#req_".length);
+        const t = decodeTime(id);
+        if (oldest === null || t < oldest) oldest = t;
+      }
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return oldest;
   }
 
   async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {

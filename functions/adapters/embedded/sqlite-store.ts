@@ -179,6 +179,8 @@ const SQL = {
       sum(status IN ('STARTING', 'RUNNING')) AS running
     FROM requests GROUP BY queue`,
   allCounters: "SELECT queue, queued, running FROM queue_counters",
+  oldestQueued:
+    "SELECT min(created_at) AS oldest FROM requests WHERE queue = @queue AND status = 'QUEUED'",
   setCounts: `
     INSERT INTO queue_counters (queue, queued, running) VALUES (@queue, @queued, @running)
     ON CONFLICT (queue) DO UPDATE SET queued = excluded.queued, running = excluded.running`,
@@ -636,6 +638,12 @@ export class SqliteRequestStore implements RequestStore {
    * or a hand-edited file). Not part of the port: a full-table aggregate, for repair and
    * checks only.
    */
+  /** createdAt of the queue's oldest QUEUED request (operations metric); O(queued) on the ready index. */
+  async oldestQueuedAt(queue: string): Promise<number | null> {
+    const row = this.#stmt("oldestQueued").get({ queue }) as { oldest: number | null };
+    return row.oldest;
+  }
+
   async recount(options: RecountOptions = {}): Promise<Record<string, QueueCounts>> {
     const compute = (): Record<string, QueueCounts> => {
       const out: Record<string, QueueCounts> = {};

@@ -20,6 +20,16 @@ export interface RepairOptions {
   limit?: number;
   /** Write recounted counters back (an operator's repair; see the counters step). */
   fixCounters?: boolean;
+  /** A request STARTING for longer than this counts as stuck in the report (default 10 min). */
+  stuckStartingAfterMs?: number;
+}
+
+/** Per-queue health figures for operations (metrics, alarms). */
+export interface QueueHealth {
+  /** Requests STARTING for longer than `stuckStartingAfterMs`. */
+  stuckStarting: number;
+  /** Age of the oldest QUEUED request in seconds; 0 when none (or the store cannot say). */
+  oldestQueuedAgeSeconds: number;
 }
 
 export interface RepairReport {
@@ -31,6 +41,7 @@ export interface RepairReport {
   /** Queues whose stored counters differ from a recount (left as they are). */
   counterDrift: { queue: string; stored: QueueCounts; counted: QueueCounts }[];
   woken: string[];
+  health: Record<string, QueueHealth>;
 }
 
 /**
@@ -50,6 +61,7 @@ export async function repairSweep(
     lost: 0,
     counterDrift: [],
     woken: [],
+    health: {},
   };
   const now = deps.clock.now();
   const active = await deps.store.findActive(options.limit ?? 10_000);
@@ -119,6 +131,18 @@ export async function repairSweep(
       await deps.trigger.wake(name);
       report.woken.push(name);
     }
+  }
+  const stuckAfter = options.stuckStartingAfterMs ?? 10 * 60_000;
+  const after = await deps.store.findActive(options.limit ?? 10_000);
+  for (const name of Object.keys(deps.queues)) {
+    const oldest = deps.store.oldestQueuedAt ? await deps.store.oldestQueuedAt(name) : null;
+    report.health[name] = {
+      stuckStarting: after.filter(
+        (r) =>
+          r.queue === name && r.status === RequestStatus.STARTING && now - r.updatedAt > stuckAfter,
+      ).length,
+      oldestQueuedAgeSeconds: oldest === null ? 0 : Math.max(0, Math.floor((now - oldest) / 1000)),
+    };
   }
   return report;
 }

@@ -1,0 +1,46 @@
+import * as events from "aws-cdk-lib/aws-events";
+import * as targets from "aws-cdk-lib/aws-events-targets";
+import type * as sqs from "aws-cdk-lib/aws-sqs";
+import { Construct } from "constructs";
+
+/** The EventBridge pattern fields the rule matches (the events handler parses the rest). */
+export const BATCH_STATE_CHANGE = {
+  source: "aws.batch",
+  detailType: "Batch Job State Change",
+} as const;
+
+/** Props of {@link JobEvents}. */
+export interface JobEventsProps {
+  /** Only jobs of these Batch job queues are longrun's. */
+  readonly jobQueueArns: readonly string[];
+  /** Where the events go (the events handler's queue). */
+  readonly queue: sqs.IQueue;
+  /** Events EventBridge could not deliver to {@link queue}. */
+  readonly deadLetterQueue: sqs.IQueue;
+}
+
+/**
+ * Batch job state changes of longrun's job queues → SQS. A queue sits between EventBridge
+ * and the handler so that bursts are batched, failures retried and poison events parked in a
+ * DLQ, and an outage of the handler loses nothing.
+ */
+export class JobEvents extends Construct {
+  readonly rule: events.Rule;
+
+  constructor(scope: Construct, id: string, props: JobEventsProps) {
+    super(scope, id);
+    this.rule = new events.Rule(this, "BatchJobStateChange", {
+      description: "longrun: Batch job state changes of its job queues",
+      eventPattern: {
+        source: [BATCH_STATE_CHANGE.source],
+        detailType: [BATCH_STATE_CHANGE.detailType],
+        detail: { jobQueue: [...props.jobQueueArns] },
+      },
+      targets: [
+        new targets.SqsQueue(props.queue, {
+          deadLetterQueue: props.deadLetterQueue,
+        }),
+      ],
+    });
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * The real `cdk synth` (cdk.json's app, bundling with the local esbuild, no Docker, no AWS
+ * credentials), then cfn-lint over every template it wrote. Warnings cfn-lint raises about
+ * CDK-generated redundancies are ignored by id; any error fails.
+ */
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LAMBDA_CONFIG_PATH } from "../../infra/constructs/functions.ts";
+import { PROJECT_ROOT } from "./helpers.ts";
+
+const run = promisify(execFile);
+
+/**
+ * cfn-lint findings accepted, with why:
+ * - W3005: CDK adds an explicit DependsOn on a role that a GetAtt already implies (harmless).
+ */
+const IGNORED_CFN_LINT_CHECKS = ["W3005"] as const;
+
+let outDir: string;
+let templates: string[];
+
+beforeAll(async () => {
+  outDir = mkdtempSync(join(tmpdir(), "longrun-synth-"));
+  // Environment-agnostic, as on a machine without credentials.
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.CDK_DEFAULT_ACCOUNT;
+  delete env.CDK_DEFAULT_REGION;
+  await run(
+    "npx",
+    ["cdk", "synth", "--quiet", "--no-notices", "--no-version-reporting", "-o", outDir],
+    {
+      cwd: PROJECT_ROOT,
+      env,
+      timeout: 180_000,
+    },
+  );
+  templates = readdirSync(outDir).filter((f) => f.endsWith(".template.json"));
+}, 200_000);
+
+afterAll(() => {
+  if (outDir) rmSync(outDir, { recursive: true, force: true });
+});
+
+describe("cdk synth", () => {
+  it("writes the stack template without Docker or credentials", () => {
+    expect(templates).toContain("Longrun.template.json");
+  });
+
+  it("bundles each handler with the config file inside", () => {
+    const manifest = JSON.parse(readFileSync(join(outDir, "Longrun.assets.json"), "utf8")) as {
+      files: Record<string, { source: { path: string; packaging?: string } }>;
+    };
+    const bundles = Object.values(manifest.files).filter((f) => f.source.packaging === "zip");
+    expect(bundles.length).toBeGreaterThanOrEqual(4);
+    const withConfig = bundles.filter((b) =>
+      existsSync(join(outDir, b.source.path, LAMBDA_CONFIG_PATH.split("/").pop() as string)),
+    );
+    expect(withConfig.length).toBeGreaterThanOrEqual(4);
+  });
+});
+
+describe("cfn-lint", () => {
+  it("reports no error on any synthesized template", async () => {
+    for (const template of templates) {
+      const result = await run(
+        "cfn-lint",
+        [
+          "--format",
+          "json",
+          "--ignore-checks",
+          ...IGNORED_CFN_LINT_CHECKS,
+          "--",
+          join(outDir, template),
+        ],
+        { timeout: 120_000 },
+      ).catch((error: { stdout?: string; code?: number }) => {
+        // cfn-lint exits non-zero for warnings (4) and errors (2); the JSON says which.
+        return { stdout: error.stdout ?? "", stderr: "" };
+      });
+      const findings = JSON.parse(result.stdout || "[]") as {
+        Level: string;
+        Rule: { Id: string };
+        Message: string;
+      }[];
+      const errors = findings.filter((f) => f.Level === "Error");
+      expect(
+        errors.map((e) => `${e.Rule.Id} ${e.Message}`),
+        template,
+      ).toEqual([]);
+    }
+  });
+});
