@@ -6,4 +6,5 @@ export * from "./usecases/deps.ts";
 export * from "./usecases/lifecycle.ts";
 export * from "./usecases/queries.ts";
 export * from "./usecases/repair.ts";
+export * from "./usecases/retention.ts";
 export * from "./usecases/submit.ts";

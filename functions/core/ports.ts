@@ -124,6 +124,14 @@ export interface RequestStore {
    */
   recount?(options: { fix?: boolean }): Promise<Record<string, QueueCounts>>;
 
+  /**
+   * Optional (retention, where the database has no TTL of its own): ids of the queue's
+   * requests that finished before `cutoff`, oldest first.
+   */
+  findFinishedBefore?(queue: string, cutoff: number, limit: number): Promise<string[]>;
+  /** Optional (retention): deletes a finished request and its idempotency key. */
+  deleteFinished?(id: string): Promise<boolean>;
+
   /** Optional (operations metrics): createdAt of the queue's oldest QUEUED request. */
   oldestQueuedAt?(queue: string): Promise<number | null>;
 }

@@ -25,6 +25,7 @@ const EXPECTED_INDEX: Record<SqliteQueryName, string> = {
   listStatusAfter: "requests_list_status",
   findActive: "requests_active",
   findExpired: "requests_expiry",
+  findFinishedBefore: "requests_finished",
 };
 
 /** Lines that mean the cost grows with the table: a plain scan, or a sort of every match. */

@@ -77,6 +77,10 @@ CREATE INDEX IF NOT EXISTS requests_expiry
 CREATE INDEX IF NOT EXISTS requests_active
   ON requests (queue, created_at, id) WHERE status IN ('STARTING', 'RUNNING');
 
+-- Retention: finished requests by the time they finished.
+CREATE INDEX IF NOT EXISTS requests_finished
+  ON requests (queue, finished_at) WHERE finished_at IS NOT NULL;
+
 -- A key lives exactly as long as its request: deleting the request (retention) frees it.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
   tenant     TEXT NOT NULL,
@@ -179,6 +183,14 @@ const SQL = {
       sum(status IN ('STARTING', 'RUNNING')) AS running
     FROM requests GROUP BY queue`,
   allCounters: "SELECT queue, queued, running FROM queue_counters",
+  findFinishedBefore: `
+    SELECT id FROM requests
+    WHERE queue = @queue AND finished_at IS NOT NULL AND finished_at < @cutoff
+    ORDER BY finished_at
+    LIMIT @limit`,
+  deleteFinished: `
+    DELETE FROM requests WHERE id = @id
+      AND status IN ('SUCCEEDED', 'FAILED', 'CANCELLED', 'EXPIRED')`,
   oldestQueued:
     "SELECT min(created_at) AS oldest FROM requests WHERE queue = @queue AND status = 'QUEUED'",
   setCounts: `
@@ -198,6 +210,7 @@ export const EXPLAINABLE_QUERIES = [
   "position",
   "findActive",
   "findExpired",
+  "findFinishedBefore",
 ] as const satisfies readonly StatementName[];
 /** One of {@link EXPLAINABLE_QUERIES}. */
 export type SqliteQueryName = (typeof EXPLAINABLE_QUERIES)[number];
@@ -212,6 +225,7 @@ const EXPLAIN_PARAMS: Record<string, unknown> = {
   created_at: 0,
   limit: 10,
   now: 0,
+  cutoff: 0,
 };
 
 /** A `requests` row as SQLite returns it. */
@@ -626,6 +640,19 @@ export class SqliteRequestStore implements RequestStore {
 
   async findActive(limit: number): Promise<RequestRecord[]> {
     return (this.#stmt("findActive").all({ limit }) as RequestRow[]).map(fromRow);
+  }
+
+  /** Ids of the queue's requests that finished before `cutoff`, oldest first (retention). */
+  async findFinishedBefore(queue: string, cutoff: number, limit: number): Promise<string[]> {
+    const rows = this.#stmt("findFinishedBefore").all({ queue, cutoff, limit }) as { id: string }[];
+    return rows.map((r) => r.id);
+  }
+
+  /** Deletes a finished request and (by cascade) its idempotency key; false if not finished. */
+  async deleteFinished(id: string): Promise<boolean> {
+    return this.#db
+      .transaction(() => this.#stmt("deleteFinished").run({ id }).changes > 0)
+      .immediate();
   }
 
   async findExpired(now: number, limit: number): Promise<RequestRecord[]> {
