@@ -77,6 +77,15 @@ export class NoResultError extends DomainError {
   }
 }
 
+/**
+ * The compute backend refused to launch a job for a reason a retry cannot fix (a missing
+ * job definition, parameters it rejects). Any other launch error may hide a job that was
+ * created after all, and a backend that retries by itself leaves it to the repair sweep.
+ */
+export class PermanentLaunchError extends DomainError {
+  override name = "PermanentLaunchError";
+}
+
 /** A concurrent writer changed the item between our read and our conditional write. */
 export class ConcurrentUpdateError extends DomainError {
   override name = "ConcurrentUpdateError";

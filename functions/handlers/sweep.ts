@@ -27,15 +27,17 @@ const metrics = new Metrics({ namespace: "longrun", serviceName: "longrun" });
 /** Publishes one value per queue and metric, dimensioned by `queue` only (plus service). */
 export function publishHealth(report: RepairReport, sink: Metrics = metrics): void {
   for (const [queue, h] of Object.entries(report.health)) {
-    const single = sink.singleMetric();
-    single.addDimension("queue", queue);
-    single.addMetric(SWEEP_METRIC_NAMES.stuckStarting, MetricUnit.Count, h.stuckStarting);
-    single.addMetric(
-      SWEEP_METRIC_NAMES.oldestQueuedAge,
-      MetricUnit.Seconds,
-      h.oldestQueuedAgeSeconds,
-    );
-    single.publishStoredMetrics();
+    // A single-metric instance flushes (and forgets its dimensions) on every addMetric, so
+    // each metric needs its own, or the second one is published without the queue.
+    const values = [
+      [SWEEP_METRIC_NAMES.stuckStarting, MetricUnit.Count, h.stuckStarting],
+      [SWEEP_METRIC_NAMES.oldestQueuedAge, MetricUnit.Seconds, h.oldestQueuedAgeSeconds],
+    ] as const;
+    for (const [name, unit, value] of values) {
+      const single = sink.singleMetric();
+      single.addDimension("queue", queue);
+      single.addMetric(name, unit, value);
+    }
   }
 }
 

@@ -15,6 +15,7 @@ import {
 } from "@aws-sdk/client-batch";
 import { AWS_ENV, JOB_ENV } from "../../config/env.ts";
 import type { QueueConfig } from "../../config/schema.ts";
+import { PermanentLaunchError } from "../../core/errors.ts";
 import type { Compute, JobEvent, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import {
@@ -116,37 +117,56 @@ export class BatchCompute implements Compute {
     // Only a job submitted for this very attempt is the same launch (a dispatcher that
     // crashed after SubmitJob, a sweep settling a STARTING request). A live job of an
     // earlier attempt was given up by the core: stop it rather than run two at once.
-    const live = await this.#liveJobs(request.id);
+    // A job of this attempt that has already finished is the same launch too (its events
+    // were missed): its end is recorded from its state, never by running the work again.
+    const jobs = await this.#jobsOf(request.id, { finished: true });
     let reuse: string | null = null;
-    for (const job of live) {
+    for (const job of jobs) {
       if (reuse === null && job.firstAttempt === attempt) {
         reuse = job.jobId;
         continue;
       }
-      await this.#terminate(job.jobId, STOP_REASONS.superseded);
+      if (!job.finished) await this.#terminate(job.jobId, STOP_REASONS.superseded);
     }
     if (reuse !== null) return { jobRef: reuse };
 
-    const out = await this.#opts.client.send(
-      new SubmitJobCommand({
-        jobName: request.id,
-        jobQueue: this.#opts.jobQueueArn,
-        jobDefinition: this.#opts.jobDefinitionFor(queue),
-        containerOverrides: { environment: this.#environment(request, queue, attempt) },
-        timeout: { attemptDurationSeconds: batchTimeoutSeconds(request.timeoutSeconds) },
-        retryStrategy: {
-          attempts: batchAttempts(request.maxAttempts, attempt),
-          evaluateOnExit: [...EVALUATE_ON_EXIT],
-        },
-        tags: {
-          [JOB_TAGS.requestId]: request.id,
-          [JOB_TAGS.tenant]: tagValue(request.tenant),
-          [JOB_TAGS.queue]: request.queue,
-          [JOB_TAGS.firstAttempt]: String(attempt),
-        },
-        propagateTags: true,
-      }),
-    );
+    let jobDefinition: string;
+    try {
+      jobDefinition = this.#opts.jobDefinitionFor(queue);
+    } catch (cause) {
+      throw new PermanentLaunchError(`no job definition for queue ${queue.name}`, { cause });
+    }
+    const out = await this.#opts.client
+      .send(
+        new SubmitJobCommand({
+          jobName: request.id,
+          jobQueue: this.#opts.jobQueueArn,
+          jobDefinition,
+          containerOverrides: { environment: this.#environment(request, queue, attempt) },
+          timeout: { attemptDurationSeconds: batchTimeoutSeconds(request.timeoutSeconds) },
+          retryStrategy: {
+            attempts: batchAttempts(request.maxAttempts, attempt),
+            evaluateOnExit: [...EVALUATE_ON_EXIT],
+          },
+          tags: {
+            [JOB_TAGS.requestId]: request.id,
+            [JOB_TAGS.tenant]: tagValue(request.tenant),
+            [JOB_TAGS.queue]: request.queue,
+            [JOB_TAGS.firstAttempt]: String(attempt),
+          },
+          propagateTags: true,
+        }),
+      )
+      .catch((error: unknown) => {
+        // Batch's ClientException is its 4xx: the request itself is refused, so no job exists
+        // and a retry would be refused again. Anything else may hide a created job.
+        if ((error as { name?: string }).name === "ClientException") {
+          throw new PermanentLaunchError(`Batch refused the job: ${(error as Error).message}`, {
+            cause: error,
+          });
+        }
+        throw error;
+      });
     if (!out.jobId) throw new Error(`SubmitJob for ${request.id} returned no job id`);
     return { jobRef: out.jobId };
   }
@@ -223,6 +243,17 @@ export class BatchCompute implements Compute {
 
   /** Jobs named after the request that have not finished, with the attempt they began at. */
   async #liveJobs(requestId: string): Promise<{ jobId: string; firstAttempt: number | null }[]> {
+    return this.#jobsOf(requestId, { finished: false });
+  }
+
+  /**
+   * Jobs named after the request, newest first, with the attempt they began at; finished
+   * ones only when asked for.
+   */
+  async #jobsOf(
+    requestId: string,
+    opts: { finished: boolean },
+  ): Promise<{ jobId: string; firstAttempt: number | null; finished: boolean }[]> {
     const summaries: JobSummary[] = [];
     let nextToken: string | undefined;
     do {
@@ -237,24 +268,26 @@ export class BatchCompute implements Compute {
       summaries.push(...(page.jobSummaryList ?? []));
       nextToken = page.nextToken;
     } while (nextToken);
-    const live = summaries.filter(
-      (s) => s.jobId && s.jobName === requestId && !isFinishedBatchStatus(s.status),
+    const mine = summaries.filter(
+      (s) =>
+        s.jobId && s.jobName === requestId && (opts.finished || !isFinishedBatchStatus(s.status)),
     );
-    if (live.length === 0) return [];
+    if (mine.length === 0) return [];
     // ListJobs does not show tags; DescribeJobs does.
     const out = await this.#opts.client.send(
-      new DescribeJobsCommand({ jobs: live.map((s) => s.jobId as string) }),
+      new DescribeJobsCommand({ jobs: mine.map((s) => s.jobId as string) }),
     );
     const firstAttempt = new Map<string, number | null>();
     for (const job of out.jobs ?? []) {
       const tag = job.tags?.[FIRST_ATTEMPT_TAG];
       if (job.jobId) firstAttempt.set(job.jobId, tag && /^\d+$/.test(tag) ? Number(tag) : null);
     }
-    return live
+    return mine
       .sort((a, b) => (b.createdAt ?? 0) - (a.createdAt ?? 0))
       .map((s) => ({
         jobId: s.jobId as string,
         firstAttempt: firstAttempt.get(s.jobId as string) ?? null,
+        finished: isFinishedBatchStatus(s.status),
       }));
   }
 

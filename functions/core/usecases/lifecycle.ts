@@ -1,5 +1,5 @@
 import type { QueueConfig } from "../../config/schema.ts";
-import { ConflictError } from "../errors.ts";
+import { ConflictError, PermanentLaunchError } from "../errors.ts";
 import type { JobEvent, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
@@ -65,6 +65,12 @@ export async function launchAttempt(
   try {
     ({ jobRef } = await deps.compute.start(request, queue));
   } catch (cause) {
+    if (deps.compute.retries === "backend" && !(cause instanceof PermanentLaunchError)) {
+      // A lost answer (timeout, throttling, a 5xx) may hide a job that was created: leave
+      // the request STARTING without a job. The repair sweep launches it again once the
+      // dispatcher's time is surely up, and that launch finds a job of this attempt by name.
+      return;
+    }
     await finishAttempt(
       request,
       { outcome: "failed", message: `could not start the job: ${(cause as Error).message}` },
@@ -294,7 +300,11 @@ export async function cancelRequest(
       continue; // it moved meanwhile (started, expired): look again
     }
     if (r.status === RequestStatus.STARTING || r.status === RequestStatus.RUNNING) {
-      if (r.cancelRequested) return r;
+      if (r.cancelRequested) {
+        // Asking again is harmless (stop is idempotent) and repairs a stop that failed.
+        if (r.jobRef !== null) await deps.compute.stop(r, "cancel");
+        return r;
+      }
       const marked = await transit(deps, {
         id,
         from: ACTIVE_STATUSES,

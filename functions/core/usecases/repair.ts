@@ -90,6 +90,11 @@ export async function repairSweep(
     }
   }
 
+  // A cancel whose stop did not reach the job (a failed TerminateJob): ask again.
+  for (const r of active) {
+    if (r.cancelRequested && r.jobRef !== null) await deps.compute.stop(r, "cancel");
+  }
+
   // Claimed but never launched: the dispatcher died in between.
   if (options.relaunchStartingAfterMs !== undefined) {
     const limit = options.relaunchStartingAfterMs;

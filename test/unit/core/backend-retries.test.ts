@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { dispatchQueue } from "../../../functions/core/usecases/lifecycle.ts";
+import { PermanentLaunchError } from "../../../functions/core/errors.ts";
+import { cancelRequest, dispatchQueue } from "../../../functions/core/usecases/lifecycle.ts";
+import { repairSweep } from "../../../functions/core/usecases/repair.ts";
 import { makeDeps, submitVia, type TestHarness } from "../../helpers/fakes.ts";
 
 /**
@@ -109,5 +111,58 @@ describe("lifecycle with a backend that retries on its own", () => {
       jobRef: "some-older-job",
     });
     expect(await h.store.get(r.id)).toEqual(before);
+  });
+
+  it("leaves a request STARTING without a job when a launch fails in a way that may hide a job", async () => {
+    h = makeDeps({ gpu: { maxRunning: 1 } });
+    h.compute.retries = "backend";
+    h.compute.plan = () => "throw";
+    const r = await submitVia(h);
+    await dispatchQueue("gpu", h.deps);
+    const after = await h.store.get(r.id);
+    expect(after).toMatchObject({ status: "STARTING", attempt: 1, jobRef: null });
+    expect((await h.store.queueCounts("gpu")).running).toBe(1);
+  });
+
+  it("relaunches such a request from the repair sweep once the dispatcher's time is up", async () => {
+    h = makeDeps({ gpu: { maxRunning: 1 } });
+    h.compute.retries = "backend";
+    let fail = true;
+    h.compute.plan = () => (fail ? "throw" : "ok");
+    const r = await submitVia(h);
+    await dispatchQueue("gpu", h.deps);
+    fail = false;
+    await repairSweep(h.deps, { relaunchStartingAfterMs: 60_000 });
+    expect(h.compute.callsOf("start")).toHaveLength(1); // too early: the dispatcher may still run
+    h.clock.advance(60_001);
+    await repairSweep(h.deps, { relaunchStartingAfterMs: 60_000 });
+    expect(h.compute.callsOf("start")).toHaveLength(2);
+    expect((await h.store.get(r.id))?.jobRef).not.toBeNull();
+  });
+
+  it("fails the attempt at once when the backend refuses the launch for good", async () => {
+    h = makeDeps({ gpu: { maxRunning: 1, maxAttempts: 3 } });
+    h.compute.retries = "backend";
+    const start = h.compute.start.bind(h.compute);
+    h.compute.start = async (req, q) => {
+      await start(req, q);
+      throw new PermanentLaunchError("no job definition");
+    };
+    const r = await submitVia(h);
+    await dispatchQueue("gpu", h.deps);
+    const after = await h.store.get(r.id);
+    expect(after?.status).toBe("FAILED");
+    expect(after?.error?.code).toBe("job_failed");
+    expect((await h.store.queueCounts("gpu")).running).toBe(0);
+  });
+
+  it("asks the backend to stop again when a cancelled request is cancelled again or swept", async () => {
+    const r = await started();
+    await cancelRequest("tenant-a", r.id, h.deps);
+    await cancelRequest("tenant-a", r.id, h.deps);
+    expect(h.compute.callsOf("stop")).toHaveLength(2);
+    await repairSweep(h.deps);
+    expect(h.compute.callsOf("stop")).toHaveLength(3);
+    expect((await h.store.get(r.id))?.status).toBe("RUNNING");
   });
 });

@@ -1,0 +1,270 @@
+/**
+ * One webhook delivery attempt, SSRF-safe: the target's host is resolved now, every address
+ * must be public (unless private targets are allowed), and the connection is made to the
+ * vetted address itself, so a DNS answer that changes between the check and the connect
+ * (DNS rebinding) cannot move it. Redirects are never followed.
+ */
+import { lookup } from "node:dns/promises";
+import http from "node:http";
+import https from "node:https";
+import ipaddr from "ipaddr.js";
+import { isPublicAddress } from "../adapters/net/webhook-guard.ts";
+
+/** What one attempt sends. */
+export interface DeliveryRequest {
+  url: string;
+  /** JSON text, sent as is (the signature covers these exact bytes). */
+  body: string;
+  /** Extra headers, normally the Standard Webhooks signature headers. */
+  headers: Readonly<Record<string, string>>;
+}
+
+/** What one attempt came to. */
+export interface DeliveryResult {
+  /** A 2xx answer arrived. */
+  ok: boolean;
+  /** The answer's status code, when there was an answer. */
+  status?: number;
+  /** Why the attempt failed. */
+  error?: string;
+  /**
+   * Whether trying again may help. SPEC §2 retries every non-2xx answer, timeout and network
+   * error; only a target this service refuses to call (bad URL, non-public address, non-https)
+   * is not retryable.
+   */
+  retryable: boolean;
+}
+
+/** Options of {@link createDeliverer}. */
+export interface DelivererOptions {
+  /** LONGRUN_WEBHOOK_ALLOW_PRIVATE=1: any address, and `http` as well as `https`. */
+  allowPrivate: boolean;
+  /** No answer within this many ms fails the attempt; default 10 000 (SPEC). */
+  timeoutMs?: number;
+  /** Resolves a host name to all its addresses; default `dns.lookup(host, {all: true})`. */
+  resolve?: (host: string) => Promise<string[]>;
+  /** Which addresses may be called when private ones are not allowed; default {@link isDeliverableAddress}. */
+  isAllowedAddress?: (address: string) => boolean;
+  /** Extra trusted CA certificates (PEM) for https targets; default the system's. */
+  ca?: string | Buffer | Array<string | Buffer>;
+}
+
+/** Sends one attempt; never throws (failures are results). */
+export type Deliver = (request: DeliveryRequest) => Promise<DeliveryResult>;
+
+/** The `user-agent` of every delivery. */
+export const USER_AGENT = "longrun-webhooks/1";
+
+/** SPEC §2: no answer in 10 s is a failure. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/**
+ * Public addresses that still reach the provider's own services from inside a cloud, and so
+ * are refused like the link-local metadata address: Azure's WireServer/IMDS relay.
+ */
+const DENIED_ADDRESSES = new Set(["168.63.129.16"]);
+
+/**
+ * The delivery-time address rule: {@link isPublicAddress}, and additionally neither an
+ * IPv4-compatible IPv6 address (`::a.b.c.d`, deprecated, which ipaddr.js calls unicast but
+ * some stacks tunnel to the embedded IPv4 address) nor a {@link DENIED_ADDRESSES} entry.
+ */
+export function isDeliverableAddress(address: string): boolean {
+  if (!isPublicAddress(address)) return false;
+  const ip = ipaddr.parse(address);
+  if (ip.kind() === "ipv6") {
+    const parts = (ip as ipaddr.IPv6).parts;
+    if (parts.slice(0, 6).every((p) => p === 0)) return false;
+    return true;
+  }
+  return !DENIED_ADDRESSES.has(ip.toString());
+}
+
+async function resolveAll(host: string): Promise<string[]> {
+  const found = await lookup(host, { all: true, verbatim: true });
+  return found.map((a) => a.address);
+}
+
+/** A target that passed the checks: where to connect and what to call it. */
+export interface VettedTarget {
+  url: URL;
+  /** The host name (brackets of an IPv6 literal removed). */
+  host: string;
+  /** The address the connection goes to; the host resolved to it at check time. */
+  address: string;
+  port: number;
+}
+
+/** Thrown by {@link vetTarget}; `retryable` tells whether the refusal may pass later. */
+export class TargetRefusedError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+    this.name = "TargetRefusedError";
+  }
+}
+
+/**
+ * Parses and checks a webhook URL at delivery time and picks the address to connect to.
+ * @throws TargetRefusedError when the URL may not be called (or its host does not resolve,
+ *   which is retryable).
+ */
+export async function vetTarget(
+  raw: string,
+  options: Pick<DelivererOptions, "allowPrivate" | "resolve" | "isAllowedAddress">,
+): Promise<VettedTarget> {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new TargetRefusedError("webhook URL is not a valid URL", false);
+  }
+  const allowed = options.allowPrivate ? ["https:", "http:"] : ["https:"];
+  if (!allowed.includes(url.protocol)) {
+    throw new TargetRefusedError(
+      `webhook URL scheme ${url.protocol} refused (${allowed.join(" or ")} only)`,
+      false,
+    );
+  }
+  if (url.username || url.password) {
+    throw new TargetRefusedError("webhook URL must not carry credentials", false);
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  let addresses: string[];
+  if (ipaddr.isValid(host)) {
+    addresses = [host];
+  } else {
+    try {
+      addresses = await (options.resolve ?? resolveAll)(host);
+    } catch (error) {
+      throw new TargetRefusedError(
+        `webhook host ${host} does not resolve: ${(error as Error).message}`,
+        true,
+      );
+    }
+  }
+  const first = addresses[0];
+  if (first === undefined) {
+    throw new TargetRefusedError(`webhook host ${host} resolves to no address`, true);
+  }
+  if (!options.allowPrivate) {
+    const isAllowed = options.isAllowedAddress ?? isDeliverableAddress;
+    const refused = addresses.find((a) => !isAllowed(a));
+    if (refused !== undefined) {
+      throw new TargetRefusedError(
+        `webhook host ${host} resolves to non-public address ${refused}`,
+        false,
+      );
+    }
+  }
+  const port = url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+  return { url, host, address: first, port };
+}
+
+/**
+ * Builds the {@link Deliver} function: vet the target, then POST the body to the vetted
+ * address with `content-type: application/json`, `user-agent: longrun-webhooks/1`, the given
+ * headers, `Host` = the URL's host and (https) SNI and certificate check against the host
+ * name. A 2xx answer is success; 3xx is a failure like any other non-2xx (no redirects).
+ */
+export function createDeliverer(options: DelivererOptions): Deliver {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return async (request) => {
+    let target: VettedTarget;
+    try {
+      target = await vetTarget(request.url, options);
+    } catch (error) {
+      if (error instanceof TargetRefusedError) {
+        return { ok: false, error: error.message, retryable: error.retryable };
+      }
+      return { ok: false, error: String(error), retryable: true };
+    }
+    return post(target, request, timeoutMs, options.ca);
+  };
+}
+
+function post(
+  target: VettedTarget,
+  request: DeliveryRequest,
+  timeoutMs: number,
+  ca: DelivererOptions["ca"],
+): Promise<DeliveryResult> {
+  const { url, host, address, port } = target;
+  const body = Buffer.from(request.body, "utf8");
+  const headers: Record<string, string | number> = {
+    ...request.headers,
+    "content-type": "application/json",
+    "user-agent": USER_AGENT,
+    "content-length": body.length,
+    host: url.host,
+  };
+  const isHttps = url.protocol === "https:";
+  const family = ipaddr.parse(address).kind() === "ipv6" ? 6 : 4;
+  const common: http.RequestOptions = {
+    method: "POST",
+    // The vetted address itself: nothing resolves the name again before the connect.
+    host: address,
+    family,
+    port,
+    path: `${url.pathname}${url.search}`,
+    headers,
+    // A fresh connection per attempt: a pooled socket could lead to another address.
+    agent: false,
+    // Belt and braces: should anything look the name up, it gets the vetted address.
+    lookup: (_hostname, opts, callback) => {
+      const cb = callback as unknown as (
+        err: Error | null,
+        address: string | { address: string; family: number }[],
+        family?: number,
+      ) => void;
+      if ((opts as { all?: boolean }).all) cb(null, [{ address, family }]);
+      else cb(null, address, family);
+    },
+  };
+  return new Promise<DeliveryResult>((resolve) => {
+    let settled = false;
+    const finish = (result: DeliveryResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    const req = isHttps
+      ? https.request({
+          ...common,
+          // SNI and the certificate check use the name, never the address (RFC 6066).
+          ...(ipaddr.isValid(host) ? {} : { servername: host }),
+          ...(ca !== undefined ? { ca } : {}),
+        })
+      : http.request(common);
+    const timer = setTimeout(() => {
+      finish({ ok: false, error: `no answer within ${timeoutMs} ms`, retryable: true });
+      req.destroy();
+    }, timeoutMs);
+    req.on("response", (res) => {
+      const status = res.statusCode ?? 0;
+      // Drain and close; the answer's body means nothing to the sender.
+      res.resume();
+      res.on("error", () => {});
+      req.destroy();
+      if (status >= 200 && status < 300) {
+        finish({ ok: true, status, retryable: false });
+      } else if (status >= 300 && status < 400) {
+        finish({
+          ok: false,
+          status,
+          error: `HTTP ${status}: redirects are not followed`,
+          retryable: true,
+        });
+      } else {
+        finish({ ok: false, status, error: `HTTP ${status}`, retryable: true });
+      }
+    });
+    req.on("error", (error) => {
+      finish({ ok: false, error: `${address}: ${error.message}`, retryable: true });
+    });
+    req.end(body);
+  });
+}
