@@ -1,15 +1,19 @@
 /**
  * `npm start`: the embedded longrun server (SPEC §5). One process serves the HTTP API,
- * keeps state in SQLite under the data directory and runs jobs as local processes.
+ * keeps state in SQLite under the data directory and runs jobs as local processes; with
+ * `LONGRUN_BACKEND=aws` the state, wake-ups and files are on the AWS adapters instead.
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
+import type { LongrunConfig } from "../config/schema.ts";
+import type { CoreDeps } from "../core/index.ts";
 import { createApi } from "../http/app.ts";
 import { tokenAuthenticator } from "../http/auth.ts";
-import { readLocalSettings, StartupError } from "./env.ts";
-import { createRequestListener } from "./node-server.ts";
+import { AwsRuntime } from "./aws-runtime.ts";
+import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
+import { createRequestListener, type NodeAdapterOptions } from "./node-server.ts";
 import { EmbeddedRuntime } from "./runtime.ts";
 
 const MAX_BODY_BYTES = 256 * 1024;
@@ -18,23 +22,65 @@ function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 }
 
-async function main(): Promise<void> {
-  const settings = readLocalSettings(process.env, process.cwd());
-  if (settings.backend !== "embedded") {
-    throw new StartupError(
-      `${ENV.backend}=${settings.backend} is not available in this build yet; use the embedded backend`,
-    );
+/** What main needs of either engine. */
+interface Runtime {
+  readonly deps: CoreDeps;
+  start(): Promise<number>;
+  stop(graceMs: number): Promise<void>;
+}
+
+/** The engine `LONGRUN_BACKEND` names, with what the HTTP listener needs of it. */
+async function createRuntime(
+  settings: LocalSettings,
+  config: LongrunConfig,
+  baseUrl: () => string,
+): Promise<{
+  runtime: Runtime;
+  artifacts?: NodeAdapterOptions["artifacts"];
+  /** The tenants' webhook signing secrets, where the engine delivers webhooks. */
+  webhookSecret?: (tenant: string) => Promise<string>;
+  describe?: string;
+}> {
+  if (settings.backend === "aws") {
+    const runtime = await AwsRuntime.create({
+      config,
+      dataDir: settings.dataDir,
+      env: process.env,
+      allowPrivateWebhooks: settings.allowPrivateWebhooks,
+      sweepIntervalMs: settings.sweepIntervalMs,
+      log,
+    });
+    const r = runtime.resources;
+    const endpoint = process.env.AWS_ENDPOINT_URL ? ` at ${process.env.AWS_ENDPOINT_URL}` : "";
+    return {
+      runtime,
+      describe: `AWS backend${endpoint}: table ${r.tableName}, bucket ${r.bucketName}, dispatch queue ${r.dispatchQueueUrl}`,
+    };
   }
-  const config = loadConfigFile(settings.configPath);
-  let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
   const runtime = new EmbeddedRuntime({
     config,
     dataDir: settings.dataDir,
     allowPrivateWebhooks: settings.allowPrivateWebhooks,
     sweepIntervalMs: settings.sweepIntervalMs,
-    baseUrl: () => baseUrl,
+    baseUrl,
     log,
   });
+  return {
+    runtime,
+    artifacts: { signer: runtime.signer, outputsDir: runtime.outputsDir },
+    webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
+  };
+}
+
+async function main(): Promise<void> {
+  const settings = readLocalSettings(process.env, process.cwd());
+  const config = loadConfigFile(settings.configPath);
+  let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
+  const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
+    settings,
+    config,
+    () => baseUrl,
+  );
   const recovered = await runtime.start();
   if (recovered > 0) log(`recovered ${recovered} request(s) left in flight by the previous run`);
 
@@ -43,13 +89,13 @@ async function main(): Promise<void> {
     authenticate: tokenAuthenticator(settings.tokens),
     maxBodyBytes: MAX_BODY_BYTES,
     allowInsecureWebhooks: settings.allowPrivateWebhooks,
+    ...(webhookSecret ? { webhookSecret } : {}),
   });
   const server = createServer(
     createRequestListener({
       handle: (req) => api.handle(req),
       maxBodyBytes: MAX_BODY_BYTES,
-      signer: runtime.signer,
-      outputsDir: runtime.outputsDir,
+      ...(artifacts ? { artifacts } : {}),
       log,
     }),
   );
@@ -66,6 +112,7 @@ async function main(): Promise<void> {
   }
   log(`queues: ${Object.keys(config.queues).join(", ")} (config ${config.source})`);
   log(`data directory: ${settings.dataDir}`);
+  if (describe) log(describe);
   process.stdout.write(`longrun listening on http://${settings.host}:${port}\n`);
 
   let stopping = false;

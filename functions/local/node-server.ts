@@ -9,8 +9,11 @@ export interface NodeAdapterOptions {
   handle: (req: HttpRequest) => Promise<HttpResponse>;
   /** Bodies are read up to this many bytes plus one; the API answers 413 beyond it. */
   maxBodyBytes: number;
-  signer: ArtifactUrlSigner;
-  outputsDir: string;
+  /**
+   * Serves the embedded backend's signed artifact URLs from `outputsDir`. Absent on the AWS
+   * backend, whose artifact URLs are S3 presigned GETs: the route then does not exist.
+   */
+  artifacts?: { signer: ArtifactUrlSigner; outputsDir: string };
   log: (line: string) => void;
 }
 
@@ -42,7 +45,7 @@ async function serveArtifact(
   match: RegExpMatchArray,
   url: URL,
   res: ServerResponse,
-  opts: NodeAdapterOptions,
+  opts: { signer: ArtifactUrlSigner; outputsDir: string },
 ): Promise<void> {
   const id = match[1] ?? "";
   let name: string;
@@ -104,9 +107,10 @@ export function createRequestListener(opts: NodeAdapterOptions) {
       const url = URL.canParse(`http://localhost${req.url ?? "/"}`)
         ? new URL(`http://localhost${req.url ?? "/"}`)
         : new URL("http://localhost/");
-      const artifact = req.method === "GET" ? url.pathname.match(ARTIFACT_ROUTE) : null;
-      if (artifact) {
-        await serveArtifact(artifact, url, res, opts);
+      const artifact =
+        req.method === "GET" && opts.artifacts ? url.pathname.match(ARTIFACT_ROUTE) : null;
+      if (artifact && opts.artifacts) {
+        await serveArtifact(artifact, url, res, opts.artifacts);
         return;
       }
       const body = await readBody(req, opts.maxBodyBytes + 1);

@@ -2,10 +2,11 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { ulid } from "ulidx";
 import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
-import { FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
+import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
+import { SqliteWebhookOutbox } from "../adapters/embedded/sqlite-webhooks.ts";
 import { createWebhookGuard } from "../adapters/net/webhook-guard.ts";
 import type { LongrunConfig } from "../config/schema.ts";
 import {
@@ -16,6 +17,10 @@ import {
   recoverInFlight,
 } from "../core/index.ts";
 import type { JobEvent } from "../core/ports.ts";
+import { purgeExpiredRequests } from "../core/usecases/retention.ts";
+import { createDeliverer } from "../webhooks/deliver.ts";
+import { createWebhookNotifier, type WebhookNotifier } from "../webhooks/outbox.ts";
+import { WebhookWorker } from "../webhooks/worker.ts";
 
 export interface EmbeddedOptions {
   config: LongrunConfig;
@@ -29,6 +34,10 @@ export interface EmbeddedOptions {
 
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
 const REPAIR_EVERY_SWEEPS = 30;
+/** Every this many sweeps, finished requests past their retention are deleted. */
+const RETENTION_EVERY_SWEEPS = 60;
+/** Delivered and dead webhook deliveries are kept this long for inspection. */
+const WEBHOOK_HISTORY_MS = 7 * 86_400_000;
 
 /**
  * The embedded engine: the core use cases over SQLite, the filesystem and local processes,
@@ -41,6 +50,11 @@ export class EmbeddedRuntime {
   readonly trigger: InProcessTrigger;
   readonly signer: ArtifactUrlSigner;
   readonly outputsDir: string;
+  /** Webhook deliveries (a durable outbox) and the tenants' signing secrets. */
+  readonly hooks: SqliteWebhookOutbox;
+  readonly #webhooks: WebhookWorker;
+  readonly #notifier: WebhookNotifier;
+  readonly #layout: FsLayout;
   #sweep: NodeJS.Timeout | undefined;
   #sweeps = 0;
   #sweeping = false;
@@ -54,7 +68,23 @@ export class EmbeddedRuntime {
       options.baseUrl,
     );
     this.outputsDir = join(dataDir, "outputs");
+    this.#layout = new FsLayout(dataDir);
     const results = new FsResultStore(dataDir, (id, name) => this.signer.urlFor(id, name));
+    this.hooks = new SqliteWebhookOutbox(join(dataDir, "webhooks.db"));
+    const clock = { now: () => Date.now() };
+    this.#webhooks = new WebhookWorker({
+      outbox: this.hooks,
+      secrets: this.hooks,
+      deliver: createDeliverer({ allowPrivate: options.allowPrivateWebhooks }),
+      clock,
+      log: options.log,
+    });
+    this.#notifier = createWebhookNotifier({
+      outbox: this.hooks,
+      clock,
+      onEnqueued: () => this.#webhooks.wake(),
+      log: options.log,
+    });
     const logs = new FsLogStore(dataDir);
     this.trigger = new InProcessTrigger(
       (queue) => dispatchQueue(queue, this.deps),
@@ -70,10 +100,11 @@ export class EmbeddedRuntime {
       compute: this.compute,
       results,
       logs,
-      clock: { now: () => Date.now() },
+      clock,
       ids: { requestId: () => `req_${ulid()}` },
       queues: config.queues,
       webhookGuard: createWebhookGuard({ allowPrivate: options.allowPrivateWebhooks }),
+      onChange: (request, change) => this.#notifier.onChange(request, change),
     };
   }
 
@@ -97,6 +128,8 @@ export class EmbeddedRuntime {
     await expireQueued(this.deps);
     this.#sweep = setInterval(() => void this.#runSweep(), this.options.sweepIntervalMs);
     this.#sweep.unref();
+    // Pending deliveries (a killed server's too, once their lease ends) go out from here.
+    this.#webhooks.start();
     return recovered;
   }
 
@@ -105,8 +138,17 @@ export class EmbeddedRuntime {
     this.#sweeping = true;
     try {
       await expireQueued(this.deps);
-      if (++this.#sweeps % REPAIR_EVERY_SWEEPS === 0) {
+      const n = ++this.#sweeps;
+      if (n % REPAIR_EVERY_SWEEPS === 0) {
         for (const q of Object.keys(this.deps.queues)) await this.trigger.wake(q);
+      }
+      if (n % RETENTION_EVERY_SWEEPS === 1) {
+        const purged = await purgeExpiredRequests({
+          ...this.deps,
+          purgeData: (id) => this.#layout.deleteRequest(id),
+        });
+        if (purged > 0) this.options.log(`retention: deleted ${purged} finished request(s)`);
+        this.hooks.purgeFinished(Date.now() - WEBHOOK_HISTORY_MS);
       }
     } catch (error) {
       this.options.log(`sweep failed: ${String(error)}`);
@@ -123,6 +165,9 @@ export class EmbeddedRuntime {
     if (this.#sweep) clearInterval(this.#sweep);
     await this.trigger.stop();
     await this.compute.shutdown(graceMs);
+    await this.#notifier.idle();
+    await this.#webhooks.stop();
+    this.hooks.close();
     this.store.close();
   }
 }

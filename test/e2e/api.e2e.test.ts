@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { demoQueue, TestServer } from "../helpers/server.ts";
+import { BACKENDS, demoQueue, TestServer } from "../helpers/server.ts";
 
-/** Black-box checks of every route's contract (SPEC §2) against a real embedded server. */
-describe("HTTP API (embedded server, e2e)", () => {
+/** Black-box checks of every route's contract (SPEC §2) against a real server, on each backend. */
+describe.each(BACKENDS)("HTTP API (%s backend, e2e)", (backend) => {
   const server = new TestServer({
+    backend,
     queues: {
       // maxRunning is tiny and jobs are slow so requests stay QUEUED while we look at them.
       work: demoQueue({ maxRunning: 1, maxQueued: 50 }),

@@ -1,10 +1,11 @@
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ROOT, TestServer } from "../helpers/server.ts";
+import { BACKENDS, ROOT, TestServer } from "../helpers/server.ts";
 
 /** The numpy fine-tuning example end to end, including a server SIGKILL mid-training. */
-describe("finetune example (embedded server, e2e)", () => {
+describe.each(BACKENDS)("finetune example (%s backend, e2e)", (backend) => {
   const server = new TestServer({
+    backend,
     queues: {
       finetune: {
         command: ["python3", join(ROOT, "jobs/examples/finetune/train.py")],

@@ -1,19 +1,29 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { jobPids } from "../helpers/procs.ts";
-import { demoQueue, TestServer } from "../helpers/server.ts";
+import {
+  BACKENDS,
+  type Backend,
+  demoQueue,
+  type ServerOptions,
+  TestServer,
+} from "../helpers/server.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** SPEC §5: SIGKILL of the server at any moment loses nothing accepted. */
-describe("restart recovery (embedded server, e2e)", () => {
+/** SPEC §5: SIGKILL of the server at any moment loses nothing accepted, on each backend. */
+describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend) => {
   const servers: TestServer[] = [];
   afterAll(async () => {
     for (const s of servers) await s.dispose();
   });
+  const newServer = (queues: ServerOptions["queues"]) => {
+    const server = new TestServer({ queues, backend });
+    servers.push(server);
+    return server;
+  };
 
   it("after a SIGKILL mid-run, stops the orphaned job, resumes it from its checkpoint and keeps the queue", async () => {
-    const server = new TestServer({ queues: { q: demoQueue({ maxRunning: 1 }) } });
-    servers.push(server);
+    const server = newServer({ q: demoQueue({ maxRunning: 1 }) });
     await server.start();
     const running = await server.submit(
       "q",
@@ -56,8 +66,7 @@ describe("restart recovery (embedded server, e2e)", () => {
   });
 
   it("keeps every accepted request across a SIGKILL right after a burst of submits", async () => {
-    const server = new TestServer({ queues: { q: demoQueue({ maxRunning: 2 }) } });
-    servers.push(server);
+    const server = newServer({ q: demoQueue({ maxRunning: 2 }) });
     await server.start();
     const subs = await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
@@ -76,8 +85,7 @@ describe("restart recovery (embedded server, e2e)", () => {
   });
 
   it("fails a request with `lost` when the crash took its last attempt", async () => {
-    const server = new TestServer({ queues: { q: demoQueue({ maxRunning: 1, maxAttempts: 1 }) } });
-    servers.push(server);
+    const server = newServer({ q: demoQueue({ maxRunning: 1, maxAttempts: 1 }) });
     await server.start();
     const sub = await server.submit("q", { input: { steps: 50, sleepMs: 100 } });
     await server.waitFor(sub.body.id, (r) => r.status === "RUNNING");
@@ -89,8 +97,7 @@ describe("restart recovery (embedded server, e2e)", () => {
   });
 
   it("after a graceful SIGTERM, the job checkpoints and the next start resumes it", async () => {
-    const server = new TestServer({ queues: { q: demoQueue({ maxRunning: 1 }) } });
-    servers.push(server);
+    const server = newServer({ q: demoQueue({ maxRunning: 1 }) });
     await server.start();
     const sub = await server.submit("q", { input: { steps: 30, sleepMs: 100 } });
     await server.waitFor(sub.body.id, (r) => (r.progress?.current ?? 0) >= 3);

@@ -2,9 +2,38 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { inject } from "vitest";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const DEMO_JOB = join(ROOT, "jobs/examples/demo/job.mjs");
+
+/** The server's engines (SPEC §5): SQLite, or the AWS adapters on the test emulator. */
+export type Backend = "embedded" | "aws";
+export const BACKENDS: readonly Backend[] = ["embedded", "aws"];
+
+/** A resource-name prefix no other server of this run (or an earlier one) uses. */
+export function uniquePrefix(): string {
+  return `lr-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/**
+ * Environment of a `LONGRUN_BACKEND=aws` server on the emulator the vitest globalSetup
+ * provides (test/helpers/moto.ts): it creates its own table, queues and bucket under
+ * `prefix`.
+ */
+export function awsServerEnv(prefix: string): Record<string, string> {
+  return {
+    LONGRUN_BACKEND: "aws",
+    LONGRUN_AWS_BOOTSTRAP: "1",
+    LONGRUN_AWS_PREFIX: prefix,
+    AWS_ENDPOINT_URL: inject("awsEndpoint"),
+    AWS_REGION: "us-east-1",
+    AWS_ACCESS_KEY_ID: "test",
+    AWS_SECRET_ACCESS_KEY: "test",
+    // Each sweep queries the emulator: once a second, as a real deployment would.
+    LONGRUN_SWEEP_INTERVAL_MS: "1000",
+  };
+}
 
 export interface ServerOptions {
   /** Queue config (`queues` object of longrun.config.json); relative paths resolve to ROOT. */
@@ -12,6 +41,8 @@ export interface ServerOptions {
   tokens?: string;
   env?: Record<string, string>;
   dataDir?: string;
+  /** Default "embedded"; "aws" runs the server on the AWS adapters against the emulator. */
+  backend?: Backend;
 }
 
 /**
@@ -22,8 +53,13 @@ export interface ServerOptions {
 export class TestServer {
   readonly dataDir: string;
   readonly configPath: string;
+  readonly backend: Backend;
+  /** Prefix of the AWS resources the server creates (aws backend), else "". */
+  readonly awsPrefix: string;
   url = "";
   output = "";
+  /** Exit code of the last process once it has exited, else null. */
+  exitCode: number | null = null;
   #child: ChildProcess | undefined;
   readonly #env: Record<string, string>;
 
@@ -31,12 +67,16 @@ export class TestServer {
     this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "longrun-e2e-"));
     this.configPath = join(this.dataDir, "..", `${this.dataDir.split("/").pop()}.config.json`);
     writeFileSync(this.configPath, JSON.stringify({ queues: options.queues }, null, 2));
+    this.backend = options.backend ?? "embedded";
+    this.awsPrefix = this.backend === "aws" ? uniquePrefix() : "";
     this.#env = {
       LONGRUN_CONFIG: this.configPath,
       LONGRUN_DATA_DIR: this.dataDir,
       LONGRUN_PORT: "0",
       LONGRUN_TOKENS: options.tokens ?? "t-alice:alice,t-bob:bob",
       LONGRUN_SWEEP_INTERVAL_MS: "200",
+      LONGRUN_BACKEND: "embedded",
+      ...(this.backend === "aws" ? awsServerEnv(this.awsPrefix) : {}),
       ...options.env,
     };
   }
@@ -48,6 +88,7 @@ export class TestServer {
   /** Starts the server and resolves once it printed its ready line. */
   async start(): Promise<void> {
     this.output = "";
+    this.exitCode = null;
     const child = spawn(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
       cwd: ROOT,
       env: { ...process.env, ...this.#env },
@@ -57,7 +98,7 @@ export class TestServer {
     await new Promise<void>((resolvePromise, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`server did not start:\n${this.output}`)),
-        20_000,
+        this.backend === "aws" ? 40_000 : 20_000,
       );
       const onData = (chunk: Buffer) => {
         this.output += chunk.toString();
@@ -73,6 +114,7 @@ export class TestServer {
         this.output += c.toString();
       });
       child.once("exit", (code) => {
+        this.exitCode = code;
         clearTimeout(timer);
         reject(new Error(`server exited with ${code} before it was ready:\n${this.output}`));
       });
@@ -147,12 +189,15 @@ export class TestServer {
     { timeoutMs = 30_000, token }: { timeoutMs?: number; token?: string } = {},
   ): Promise<any> {
     const deadline = Date.now() + timeoutMs;
+    // Every status read is a DynamoDB call on the aws backend; the emulator serves them one
+    // at a time to all test files, so poll it less eagerly.
+    const pollMs = this.backend === "aws" ? 250 : 100;
     let last: any;
     while (Date.now() < deadline) {
       const res = await this.fetch(`/v1/requests/${id}`, token ? { token } : {});
       last = res.body;
       if (res.status === 200 && done(last)) return last;
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, pollMs));
     }
     throw new Error(`timed out waiting for ${id}; last: ${JSON.stringify(last)}`);
   }

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AttemptHandle,
   type AttemptResult,
+  type AttemptStorage,
   attemptPaths,
   decodeJobRef,
   reapProcessGroup,
@@ -13,14 +14,29 @@ import type { Clock, Compute, JobEvent, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
 
+/**
+ * Where job log lines are written: {@link FsLogStore} by default, S3LogStore when the
+ * server runs on the AWS adapters. `attempt` is the attempt the lines belong to.
+ */
+export interface JobLogSink {
+  append(requestId: string, lines: readonly string[], attempt?: number): Promise<void>;
+  /** Resolves once every line appended so far for the request is stored. */
+  flush?(requestId?: string): Promise<void>;
+}
+
 export interface LocalProcessComputeOptions {
-  /** The server's data directory (see {@link FsLayout}). */
+  /** The server's data directory (see {@link FsLayout}); work dirs live there whatever the storage. */
   dataDir: string;
   /** Receives the job events of every attempt, in order per attempt; awaited one by one. */
   onEvent: (event: JobEvent) => Promise<void>;
   clock?: Clock;
-  /** Where job logs go; one is made on `dataDir` when omitted. */
-  logs?: FsLogStore;
+  /** Where job logs go; an {@link FsLogStore} on `dataDir` when omitted. */
+  logs?: JobLogSink;
+  /**
+   * Checkpoint and output storage of a request's attempts (restore, saves, salvage after a
+   * crash); an {@link FsAttemptStorage} under `dataDir` when omitted.
+   */
+  storageFor?: (request: RequestRecord) => AttemptStorage;
   /** Environment jobs inherit before the queue's env (default: the runner's allow-list). */
   baseEnv?: Readonly<Record<string, string>>;
   /** Progress-file poll period (default 250 ms). */
@@ -55,7 +71,8 @@ export class LocalProcessCompute implements Compute {
   /** Failed attempts are retried by the core, one local process per attempt. */
   readonly retries = "core" as const;
   readonly #layout: FsLayout;
-  readonly #logs: FsLogStore;
+  readonly #logs: JobLogSink;
+  readonly #storageFor: (request: RequestRecord) => AttemptStorage;
   readonly #clock: Clock;
   readonly #opts: LocalProcessComputeOptions;
   readonly #running = new Map<string, Running>();
@@ -64,6 +81,8 @@ export class LocalProcessCompute implements Compute {
     this.#opts = options;
     this.#layout = new FsLayout(options.dataDir);
     this.#logs = options.logs ?? new FsLogStore(this.#layout);
+    this.#storageFor =
+      options.storageFor ?? ((request) => new FsAttemptStorage(this.#layout, request.id));
     this.#clock = options.clock ?? { now: () => Date.now() };
   }
 
@@ -85,7 +104,7 @@ export class LocalProcessCompute implements Compute {
     const { id, attempt } = request;
     const workDir = this.#layout.workDir(id, attempt);
     const logLine = (line: string) => {
-      this.#logs.append(id, [line]).catch((error) => this.#report(error, `log of ${id}`));
+      this.#logs.append(id, [line], attempt).catch((error) => this.#report(error, `log of ${id}`));
     };
     logLine(`--- attempt ${attempt} ---`);
 
@@ -106,7 +125,7 @@ export class LocalProcessCompute implements Compute {
       job: { requestId: id, queue: request.queue, attempt },
       workDir,
       input: request.input,
-      storage: new FsAttemptStorage(this.#layout, id),
+      storage: this.#storageFor(request),
       timeoutSeconds: request.timeoutSeconds,
       cancelGraceSeconds: queue.cancelGraceSeconds,
       ...(this.#opts.baseEnv ? { baseEnv: this.#opts.baseEnv } : {}),
@@ -133,7 +152,11 @@ export class LocalProcessCompute implements Compute {
       } catch (error) {
         this.#report(error, `cleaning ${workDir}`);
       }
-      await this.#logs.flush(id);
+      try {
+        await this.#logs.flush?.(id);
+      } catch (error) {
+        this.#report(error, `flushing the log of ${id}`);
+      }
       // Off the map before `exited` goes out: the lifecycle may start the next attempt from it.
       this.#running.delete(id);
       // An attempt that never spawned is reported by start()'s rejection instead.
@@ -193,7 +216,7 @@ export class LocalProcessCompute implements Compute {
     // Without a jobRef the job may never have spawned, and its work dir may hold a
     // checkpoint restore that the crash cut short: only a spawned job's folder is trusted.
     if (request.jobRef && request.attempt > 0) {
-      await this.#salvageCheckpoint(request.id, request.attempt);
+      await this.#salvageCheckpoint(request);
     } else {
       await rm(this.#layout.workRoot(request.id), { recursive: true, force: true });
     }
@@ -204,11 +227,12 @@ export class LocalProcessCompute implements Compute {
    * (nor at the SIGTERM just sent by the reaper). The job writes checkpoint files
    * atomically, so its work dir's checkpoint folder is as good as one saved at exit.
    */
-  async #salvageCheckpoint(requestId: string, attempt: number): Promise<void> {
-    const workDir = this.#layout.workDir(requestId, attempt);
+  async #salvageCheckpoint(request: RequestRecord): Promise<void> {
+    const requestId = request.id;
+    const workDir = this.#layout.workDir(requestId, request.attempt);
     const { checkpointDir } = attemptPaths(workDir);
     try {
-      await new FsAttemptStorage(this.#layout, requestId).saveCheckpoint(checkpointDir);
+      await this.#storageFor(request).saveCheckpoint(checkpointDir);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code !== "ENOENT") this.#report(error, `salvaging the checkpoint of ${requestId}`);
