@@ -8,7 +8,9 @@ import { lookup } from "node:dns/promises";
 import http from "node:http";
 import https from "node:https";
 import ipaddr from "ipaddr.js";
-import { isPublicAddress } from "../adapters/net/webhook-guard.ts";
+import { isDeliverableAddress } from "../adapters/net/webhook-guard.ts";
+
+export { isDeliverableAddress };
 
 /** What one attempt sends. */
 export interface DeliveryRequest {
@@ -57,28 +59,6 @@ export const USER_AGENT = "longrun-webhooks/1";
 
 /** SPEC §2: no answer in 10 s is a failure. */
 export const DEFAULT_TIMEOUT_MS = 10_000;
-
-/**
- * Public addresses that still reach the provider's own services from inside a cloud, and so
- * are refused like the link-local metadata address: Azure's WireServer/IMDS relay.
- */
-const DENIED_ADDRESSES = new Set(["168.63.129.16"]);
-
-/**
- * The delivery-time address rule: {@link isPublicAddress}, and additionally neither an
- * IPv4-compatible IPv6 address (`::a.b.c.d`, deprecated, which ipaddr.js calls unicast but
- * some stacks tunnel to the embedded IPv4 address) nor a {@link DENIED_ADDRESSES} entry.
- */
-export function isDeliverableAddress(address: string): boolean {
-  if (!isPublicAddress(address)) return false;
-  const ip = ipaddr.parse(address);
-  if (ip.kind() === "ipv6") {
-    const parts = (ip as ipaddr.IPv6).parts;
-    if (parts.slice(0, 6).every((p) => p === 0)) return false;
-    return true;
-  }
-  return !DENIED_ADDRESSES.has(ip.toString());
-}
 
 async function resolveAll(host: string): Promise<string[]> {
   const found = await lookup(host, { all: true, verbatim: true });

@@ -20,6 +20,28 @@ export function isPublicAddress(address: string): boolean {
   return PUBLIC_RANGES.has(ip.range());
 }
 
+/**
+ * Public addresses that still reach the provider's own services from inside a cloud, and so
+ * are refused like the link-local metadata address: Azure's WireServer/IMDS relay.
+ */
+const DENIED_ADDRESSES = new Set(["168.63.129.16"]);
+
+/**
+ * The delivery-time address rule: {@link isPublicAddress}, and additionally neither an
+ * IPv4-compatible IPv6 address (`::a.b.c.d`, deprecated, which ipaddr.js calls unicast but
+ * some stacks tunnel to the embedded IPv4 address) nor a {@link DENIED_ADDRESSES} entry.
+ */
+export function isDeliverableAddress(address: string): boolean {
+  if (!isPublicAddress(address)) return false;
+  const ip = ipaddr.parse(address);
+  if (ip.kind() === "ipv6") {
+    const parts = (ip as ipaddr.IPv6).parts;
+    if (parts.slice(0, 6).every((p) => p === 0)) return false;
+    return true;
+  }
+  return !DENIED_ADDRESSES.has(ip.toString());
+}
+
 export interface WebhookGuardOptions {
   /** LONGRUN_WEBHOOK_ALLOW_PRIVATE=1: any scheme-valid URL, any address (local development). */
   allowPrivate: boolean;
@@ -71,7 +93,7 @@ export function createWebhookGuard(options: WebhookGuardOptions): WebhookGuard {
         );
       }
     }
-    if (addresses.length === 0 || !addresses.every(isPublicAddress)) {
+    if (addresses.length === 0 || !addresses.every(isDeliverableAddress)) {
       throw new InvalidRequestError(
         "webhook.url must resolve to public addresses only (private, loopback, link-local and metadata addresses are refused)",
         "webhook.url",
