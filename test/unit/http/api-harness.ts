@@ -35,7 +35,6 @@ export interface Reply {
   status: number;
   headers: Record<string, string>;
   text: string;
-  // biome-ignore lint/suspicious/noExplicitAny: tests read answers field by field
   json: any;
 }
 

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { buildOpenApiDocument, OPERATIONS, openApiJson } from "../../../functions/http/openapi.ts";
 
-// biome-ignore lint/suspicious/noExplicitAny: the document is walked generically
 type Doc = any;
 
 /** Every `$ref` anywhere in `value`, with where it was found. */
