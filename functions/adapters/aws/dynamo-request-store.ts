@@ -38,7 +38,6 @@ import type {
 } from "../../core/ports.ts";
 import {
   ACTIVE_STATUSES,
-  canTransition,
   counterDelta,
   type RequestPatch,
   type RequestRecord,
@@ -46,6 +45,11 @@ import {
   readyOrderKey,
   statusClass,
 } from "../../core/request.ts";
+import {
+  assertTransitionCommand,
+  decodeListCursor,
+  encodeListCursor,
+} from "../../core/store-support.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 
 /** Options of {@link DynamoRequestStore}. */
@@ -350,44 +354,6 @@ function throwIfTransient(reasons: Reason[], cause: unknown): void {
   }
 }
 
-/** List cursors: the base64url JSON of the last item's `[createdAt, id]`. */
-function encodeCursor(r: Pick<RequestRecord, "createdAt" | "id">): string {
-  return Buffer.from(JSON.stringify([r.createdAt, r.id])).toString("base64url");
-}
-
-function decodeCursor(cursor: string): { createdAt: number; id: string } {
-  const refuse = () => new InvalidRequestError("cursor is not one this API returned", "cursor");
-  // Node's base64url decoder skips characters outside the alphabet; refuse them up front.
-  if (!/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) throw refuse();
-  let decoded: unknown;
-  try {
-    decoded = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-  } catch {
-    throw refuse();
-  }
-  if (!Array.isArray(decoded) || decoded.length !== 2) throw refuse();
-  const [createdAt, id] = decoded as unknown[];
-  if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0 || typeof id !== "string") {
-    throw refuse();
-  }
-  return { createdAt: createdAt as number, id };
-}
-
-/** Rejects commands the lifecycle forbids before anything is written (a programming error). */
-function checkTransition(cmd: TransitionCommand): void {
-  const first = cmd.from[0];
-  if (first === undefined) throw new Error(`transition of ${cmd.id}: "from" is empty`);
-  if (cmd.from.some((s) => statusClass(s) !== statusClass(first))) {
-    throw new Error(
-      `transition of ${cmd.id}: "from" [${cmd.from.join(", ")}] mixes status classes, so the counter change is unknown`,
-    );
-  }
-  const illegal = cmd.from.find((s) => !canTransition(s, cmd.to ?? s));
-  if (illegal !== undefined) {
-    throw new Error(`transition of ${cmd.id}: ${illegal} → ${cmd.to ?? illegal} is not allowed`);
-  }
-}
-
 /** Whether the stored request satisfies the command's condition. */
 function conditionHolds(item: RequestItem, cmd: TransitionCommand): boolean {
   if (!cmd.from.includes(item.status)) return false;
@@ -630,7 +596,7 @@ export class DynamoRequestStore implements RequestStore {
     if (!Number.isSafeInteger(limit) || limit < 1) {
       throw new InvalidRequestError("limit must be a positive integer", "limit");
     }
-    const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+    const after = query.cursor === undefined ? null : decodeListCursor(query.cursor);
     const statuses = [...new Set(query.statuses ?? [])];
     let items: Record<string, unknown>[];
     if (statuses.length === 0) {
@@ -664,7 +630,7 @@ export class DynamoRequestStore implements RequestStore {
     const more = items.length > limit;
     const page = items.slice(0, limit).map(fromItem);
     const last = page.at(-1);
-    return { items: page, nextCursor: more && last ? encodeCursor(last) : null };
+    return { items: page, nextCursor: more && last ? encodeListCursor(last) : null };
   }
 
   /** Up to `want` items of one list partition, newest first, strictly after the cursor. */
@@ -1047,7 +1013,7 @@ export class DynamoRequestStore implements RequestStore {
    * the item: transactions return no values. That read may already show a later write.
    */
   async transition(cmd: TransitionCommand): Promise<RequestRecord | null> {
-    checkTransition(cmd);
+    assertTransitionCommand(cmd);
     const changesStatus = cmd.to !== undefined && cmd.from.some((s) => s !== cmd.to);
     if (!changesStatus) return this.#retrying(() => this.#updateFields(cmd));
     return this.#retrying(() => this.#changeStatus(cmd, cmd.to as RequestStatus));

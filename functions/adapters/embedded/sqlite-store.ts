@@ -15,13 +15,16 @@ import type {
   TransitionCommand,
 } from "../../core/ports.ts";
 import {
-  canTransition,
   counterDelta,
   type RequestPatch,
   type RequestRecord,
   RequestStatus,
-  statusClass,
 } from "../../core/request.ts";
+import {
+  assertTransitionCommand,
+  decodeListCursor,
+  encodeListCursor,
+} from "../../core/store-support.ts";
 
 /**
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
@@ -336,56 +339,10 @@ const PATCH_COLUMNS: {
 
 const PATCH_FIELDS = Object.keys(PATCH_COLUMNS) as (keyof RequestPatch)[];
 
-/** List cursors: the base64url JSON of the last item's `[createdAt, id]`. */
-function encodeCursor(r: Pick<RequestRecord, "createdAt" | "id">): string {
-  return Buffer.from(JSON.stringify([r.createdAt, r.id])).toString("base64url");
-}
-
-function decodeCursor(cursor: string): { createdAt: number; id: string } {
-  const invalid = () => new InvalidRequestError("cursor is not one this API returned", "cursor");
-  // Buffer.from(…, "base64url") silently skips foreign characters; refuse them first.
-  if (!/^[A-Za-z0-9_-]{1,1024}$/.test(cursor)) throw invalid();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-  } catch {
-    throw invalid();
-  }
-  if (
-    !Array.isArray(parsed) ||
-    parsed.length !== 2 ||
-    !Number.isSafeInteger(parsed[0]) ||
-    typeof parsed[1] !== "string"
-  ) {
-    throw invalid();
-  }
-  return { createdAt: parsed[0] as number, id: parsed[1] };
-}
-
 /** Newest first: created_at DESC, then id DESC. */
 function newestFirst(a: RequestRow, b: RequestRow): number {
   if (a.created_at !== b.created_at) return b.created_at - a.created_at;
   return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
-}
-
-/**
- * Checks a transition command against the lifecycle table before any write, so that a
- * programming error fails loudly instead of corrupting counters.
- */
-function validateTransition(cmd: TransitionCommand): void {
-  if (cmd.from.length === 0) throw new Error(`transition of ${cmd.id}: empty "from" list`);
-  const classes = new Set(cmd.from.map(statusClass));
-  if (classes.size !== 1) {
-    throw new Error(
-      `transition of ${cmd.id}: "from" [${cmd.from.join(", ")}] mixes status classes, so the counter change is unknown`,
-    );
-  }
-  for (const from of cmd.from) {
-    const to = cmd.to ?? from;
-    if (!canTransition(from, to)) {
-      throw new Error(`transition of ${cmd.id}: ${from} → ${to} is not allowed`);
-    }
-  }
 }
 
 /** Options for {@link SqliteRequestStore.recount}. */
@@ -544,7 +501,7 @@ export class SqliteRequestStore implements RequestStore {
   }
 
   async transition(cmd: TransitionCommand): Promise<RequestRecord | null> {
-    validateTransition(cmd);
+    assertTransitionCommand(cmd);
     const fields = PATCH_FIELDS.filter((f) => cmd.set?.[f] !== undefined);
     const stmt = this.#transitionStmt(cmd, fields);
     const params: Record<string, unknown> = { id: cmd.id };
@@ -593,7 +550,7 @@ export class SqliteRequestStore implements RequestStore {
     if (!Number.isSafeInteger(limit) || limit < 1) {
       throw new InvalidRequestError("limit must be a positive integer", "limit");
     }
-    const after = query.cursor === undefined ? null : decodeCursor(query.cursor);
+    const after = query.cursor === undefined ? null : decodeListCursor(query.cursor);
     const base = {
       tenant: query.tenant,
       queue: query.queue,
@@ -621,7 +578,7 @@ export class SqliteRequestStore implements RequestStore {
     const more = rows.length > limit;
     const items = rows.slice(0, limit).map(fromRow);
     const last = items.at(-1);
-    return { items, nextCursor: more && last ? encodeCursor(last) : null };
+    return { items, nextCursor: more && last ? encodeListCursor(last) : null };
   }
 
   async position(request: RequestRecord): Promise<number> {
