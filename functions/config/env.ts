@@ -23,6 +23,8 @@ export const AWS_ENV = {
   bucket: "LONGRUN_BUCKET",
   dispatchQueueUrl: "LONGRUN_DISPATCH_QUEUE_URL",
   eventsQueueUrl: "LONGRUN_EVENTS_QUEUE_URL",
+  /** Standard queue of webhook deliveries; unset: the deployment sends no webhooks. */
+  webhooksQueueUrl: "LONGRUN_WEBHOOKS_QUEUE_URL",
   /** ARN of the Batch job queue every longrun queue submits to. */
   batchJobQueue: "LONGRUN_BATCH_JOB_QUEUE",
   /** JSON object: longrun queue name → Batch job definition ARN. */

@@ -1,9 +1,16 @@
 /**
- * What every Lambda handler shares: the config file and the core's ports on AWS, built once
- * per execution environment on first use (clients are reused across invocations).
+ * What every Lambda handler shares: the config file, the AWS clients and the core's ports
+ * on AWS, built once per execution environment on first use (clients are reused across
+ * invocations).
  */
 import { Logger } from "@aws-lambda-powertools/logger";
-import { createAwsClients, createAwsDeps, readAwsResources } from "../adapters/aws/wiring.ts";
+import {
+  type AwsClients,
+  type AwsResources,
+  createAwsClients,
+  createAwsDeps,
+  readAwsResources,
+} from "../adapters/aws/wiring.ts";
 import { AWS_ENV, ENV } from "../config/env.ts";
 import { loadConfigFile } from "../config/load.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
@@ -11,13 +18,31 @@ import type { CoreDeps } from "../core/usecases/deps.ts";
 export const logger = new Logger({ serviceName: "longrun" });
 
 let deps: CoreDeps | undefined;
+let clients: AwsClients | undefined;
+let resources: AwsResources | undefined;
 
-/** The core's ports for this process, from LONGRUN_CONFIG and the AWS_ENV variables. */
+/** This process's SDK clients. */
+export function lambdaClients(): AwsClients {
+  clients ??= createAwsClients();
+  return clients;
+}
+
+/** This process's resources, from the AWS_ENV variables (the webhooks queue if set). */
+export function lambdaResources(): AwsResources {
+  resources ??= readAwsResources(process.env, { needBatch: true });
+  return resources;
+}
+
+/**
+ * The core's ports for this process, from LONGRUN_CONFIG and the AWS_ENV variables. With
+ * LONGRUN_WEBHOOKS_QUEUE_URL set, state changes enqueue webhook deliveries there.
+ */
 export function lambdaDeps(): CoreDeps {
   deps ??= createAwsDeps({
     config: loadConfigFile(process.env[ENV.config] ?? "longrun.config.json"),
-    resources: readAwsResources(process.env, { needBatch: true }),
-    clients: createAwsClients(),
+    resources: lambdaResources(),
+    clients: lambdaClients(),
+    allowPrivateWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
   });
   return deps;
 }

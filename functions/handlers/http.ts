@@ -7,31 +7,59 @@ import type {
   APIGatewayProxyEventV2WithJWTAuthorizer,
   APIGatewayProxyStructuredResultV2,
 } from "aws-lambda";
+import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
+import { flushWebhooks } from "../adapters/aws/wiring.ts";
+import { ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { type Api, createApi } from "../http/app.ts";
 import { claimAuthenticator } from "../http/auth.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "./apigw.ts";
-import { lambdaDeps, logger, tenantClaim } from "./context.ts";
+import { lambdaClients, lambdaDeps, lambdaResources, logger, tenantClaim } from "./context.ts";
 
 type Event = APIGatewayProxyEventV2 | APIGatewayProxyEventV2WithJWTAuthorizer;
 
-/** Builds the handler over given ports (tests pass ports on an emulator). */
+/**
+ * Builds the handler over given ports (tests pass ports on an emulator). With
+ * `webhookSecret`, `GET /v1/webhook-secret` answers the tenant's secret (404 otherwise);
+ * `allowInsecureWebhooks` accepts `http` webhook URLs (LONGRUN_WEBHOOK_ALLOW_PRIVATE=1).
+ */
 export function createHttpHandler(
   deps: CoreDeps,
   claim: string,
+  options: {
+    webhookSecret?: (tenant: string) => Promise<string>;
+    allowInsecureWebhooks?: boolean;
+  } = {},
 ): (event: Event) => Promise<APIGatewayProxyStructuredResultV2> {
   const api: Api = createApi({
     deps,
+    ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
+    allowInsecureWebhooks: options.allowInsecureWebhooks === true,
     authenticate: claimAuthenticator(claim),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
   });
-  return async (event) => toApiGatewayV2(await api.handle(fromApiGatewayV2(event)));
+  return async (event) => {
+    try {
+      return toApiGatewayV2(await api.handle(fromApiGatewayV2(event)));
+    } finally {
+      await flushWebhooks(deps);
+    }
+  };
 }
 
 let cached: ReturnType<typeof createHttpHandler> | undefined;
 
 export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2> => {
-  cached ??= createHttpHandler(lambdaDeps(), tenantClaim());
+  if (!cached) {
+    const resources = lambdaResources();
+    const secrets = resources.webhooksQueueUrl
+      ? new DynamoWebhookSecrets(lambdaClients().dynamo, resources.tableName)
+      : undefined;
+    cached = createHttpHandler(lambdaDeps(), tenantClaim(), {
+      ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
+      allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+    });
+  }
   return cached(event);
 };

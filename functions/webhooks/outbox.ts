@@ -154,7 +154,8 @@ export function webhookDeliveriesFor(
 
 /** Options of {@link createWebhookNotifier}. */
 export interface WebhookNotifierOptions {
-  outbox: WebhookOutbox;
+  /** Only `enqueue` is used: a queue that cannot be claimed from (SQS) serves as well. */
+  outbox: Pick<WebhookOutbox, "enqueue">;
   clock: { now(): number };
   /** Told after something was enqueued (wake the worker). */
   onEnqueued?: () => void;

@@ -30,6 +30,7 @@ export const HANDLER_ENTRIES = {
   dispatcher: "dispatcher.ts",
   batchEvents: "batch-events.ts",
   sweep: "sweep.ts",
+  webhooks: "webhooks.ts",
 } as const;
 
 /** Props of {@link Functions}. */
@@ -45,12 +46,14 @@ export interface FunctionsProps {
   /** Work queues: the dispatcher consumes the first, the events handler the second. */
   readonly dispatchQueue: sqs.IQueue;
   readonly eventsQueue: sqs.IQueue;
+  /** Webhook deliveries, consumed by the webhooks handler. */
+  readonly webhooksQueue: sqs.IQueue;
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy?: RemovalPolicy;
 }
 
 /**
- * The four Lambda handlers, bundled by the local esbuild (no Docker) for Node.js 22 on
+ * The five Lambda handlers, bundled by the local esbuild (no Docker) for Node.js 22 on
  * ARM64, each with the config file inside its bundle, its own log group, and the
  * deployment's environment. SQS-fed handlers report partial batch failures, so one bad
  * message is retried (and dead-lettered by its queue) without its batch neighbours.
@@ -64,6 +67,8 @@ export class Functions extends Construct {
   readonly batchEvents: nodejs.NodejsFunction;
   /** The scheduled repair sweep. */
   readonly sweep: nodejs.NodejsFunction;
+  /** Consumes the webhooks queue: signs and sends each delivery, re-sends failed ones. */
+  readonly webhooks: nodejs.NodejsFunction;
   /** Failed asynchronous sweep invocations (the only async-invoked handler). */
   readonly sweepDlq: sqs.Queue;
 
@@ -157,6 +162,14 @@ export class Functions extends Construct {
       description: "longrun repair sweep (scheduled)",
     });
 
+    this.webhooks = make("webhooks", {
+      memoryMiB: 256,
+      // A try is at most 10 s plus DNS; a batch of 10 runs concurrently. Below the queue's
+      // visibility timeout, as SQS event sources require.
+      timeout: Duration.seconds(30),
+      description: "longrun webhook deliveries (signed, retried by message timers)",
+    });
+
     // FIFO: batches keep message-group order; one group per longrun queue means a queue is
     // dispatched by one invocation at a time.
     this.dispatcher.addEventSource(
@@ -168,6 +181,10 @@ export class Functions extends Construct {
         maxBatchingWindow: Duration.seconds(1),
         reportBatchItemFailures: true,
       }),
+    );
+
+    this.webhooks.addEventSource(
+      new SqsEventSource(props.webhooksQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
 
     this.sweepDlq = new sqs.Queue(this, "SweepDlq", {
@@ -185,7 +202,7 @@ export class Functions extends Construct {
 
   /** Every handler, for alarms and shared grants. */
   get all(): nodejs.NodejsFunction[] {
-    return [this.http, this.dispatcher, this.batchEvents, this.sweep];
+    return [this.http, this.dispatcher, this.batchEvents, this.sweep, this.webhooks];
   }
 
   /** Grants `grant` to every handler. */
@@ -200,6 +217,7 @@ export const HANDLER_ENV_KEYS = [
   AWS_ENV.bucket,
   AWS_ENV.dispatchQueueUrl,
   AWS_ENV.eventsQueueUrl,
+  AWS_ENV.webhooksQueueUrl,
   AWS_ENV.batchJobQueue,
   AWS_ENV.jobDefinitions,
   AWS_ENV.jobLogGroup,

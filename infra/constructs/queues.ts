@@ -2,12 +2,17 @@ import { Duration } from "aws-cdk-lib";
 import type * as iam from "aws-cdk-lib/aws-iam";
 import * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
-import { DISPATCH_QUEUE, EVENTS_QUEUE } from "../../functions/adapters/aws/definitions.ts";
+import {
+  DISPATCH_QUEUE,
+  EVENTS_QUEUE,
+  WEBHOOKS_QUEUE,
+} from "../../functions/adapters/aws/definitions.ts";
 
 /**
- * The two work queues and their dead-letter queues, shaped by `definitions.ts`:
+ * The three work queues and their dead-letter queues, shaped by `definitions.ts`:
  * the FIFO dispatch queue (one message group per longrun queue, so one dispatcher works on
- * a queue at a time) and the standard queue the Batch state-change rule feeds.
+ * a queue at a time), the standard queue the Batch state-change rule feeds, and the
+ * standard queue of webhook deliveries (retries are message timers on it).
  */
 export class Queues extends Construct {
   /** Wake-ups for the dispatcher (FIFO). */
@@ -18,6 +23,10 @@ export class Queues extends Construct {
   readonly events: sqs.Queue;
   /** Where events go after `maxReceiveCount` failed deliveries. */
   readonly eventsDlq: sqs.Queue;
+  /** Webhook deliveries, each try one message. */
+  readonly webhooks: sqs.Queue;
+  /** Deliveries given up after the last try of the schedule (or failing the handler). */
+  readonly webhooksDlq: sqs.Queue;
 
   constructor(scope: Construct, id: string) {
     super(scope, id);
@@ -52,11 +61,32 @@ export class Queues extends Construct {
       retentionPeriod: Duration.days(4),
       deadLetterQueue: { queue: this.eventsDlq, maxReceiveCount: EVENTS_QUEUE.maxReceiveCount },
     });
+
+    this.webhooksDlq = new sqs.Queue(this, "WebhooksDlq", {
+      ...common,
+      retentionPeriod: dlqRetention,
+    });
+    this.webhooks = new sqs.Queue(this, "Webhooks", {
+      ...common,
+      visibilityTimeout: Duration.seconds(WEBHOOKS_QUEUE.visibilityTimeoutSeconds),
+      // A delivery waits at most 15 minutes per message (later tries are re-sent messages),
+      // so four days cover a long outage of the handler.
+      retentionPeriod: Duration.days(4),
+      deadLetterQueue: {
+        queue: this.webhooksDlq,
+        maxReceiveCount: WEBHOOKS_QUEUE.maxReceiveCount,
+      },
+    });
   }
 
   /** Every dead-letter queue, for alarms. */
   get deadLetterQueues(): sqs.Queue[] {
-    return [this.dispatchDlq, this.eventsDlq];
+    return [this.dispatchDlq, this.eventsDlq, this.webhooksDlq];
+  }
+
+  /** SendMessage on the webhooks queue: whoever changes a request's state, and the retries. */
+  grantSendWebhooks(grantee: iam.IGrantable): iam.Grant {
+    return this.webhooks.grantSendMessages(grantee);
   }
 
   /** SendMessage on the dispatch queue: whoever wakes a dispatcher. */

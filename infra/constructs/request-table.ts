@@ -59,6 +59,11 @@ export class RequestTable extends Construct {
   }
 
   /** Item reads, writes and transactions on the table and its indexes (the handlers). */
+  /** GetItem and PutItem only: what the webhooks handler needs for tenants' secrets. */
+  grantWebhookSecrets(grantee: iam.IGrantable): iam.Grant {
+    return this.table.grant(grantee, "dynamodb:GetItem", "dynamodb:PutItem");
+  }
+
   grantReadWriteData(grantee: iam.IGrantable): iam.Grant {
     return this.table.grantReadWriteData(grantee);
   }

@@ -92,6 +92,7 @@ export class LongrunStack extends Stack {
       configPath: config.source,
       dispatchQueue: workQueues.dispatch,
       eventsQueue: workQueues.events,
+      webhooksQueue: workQueues.webhooks,
       logRetention,
       removalPolicy,
       environment: {
@@ -99,6 +100,7 @@ export class LongrunStack extends Stack {
         [AWS_ENV.bucket]: data.bucketName,
         [AWS_ENV.dispatchQueueUrl]: workQueues.dispatch.queueUrl,
         [AWS_ENV.eventsQueueUrl]: workQueues.events.queueUrl,
+        [AWS_ENV.webhooksQueueUrl]: workQueues.webhooks.queueUrl,
         [AWS_ENV.batchJobQueue]: compute.jobQueueArn,
         [AWS_ENV.jobDefinitions]: this.toJsonString(jobs.definitionArns),
         [AWS_ENV.jobLogGroup]: jobs.logGroup.logGroupName,
@@ -108,8 +110,15 @@ export class LongrunStack extends Stack {
     const jobDefinitionArns = Object.values(jobs.definitionArns);
 
     // Least privilege per handler: what its flows in ARCHITECTURE "Flows on AWS" touch.
-    functions.grantAll((fn) => table.grantReadWriteData(fn));
-    functions.grantAll((fn) => workQueues.grantWakeDispatcher(fn));
+    const { http, dispatcher, batchEvents, sweep, webhooks } = functions;
+    for (const fn of [http, dispatcher, batchEvents, sweep]) {
+      table.grantReadWriteData(fn);
+      workQueues.grantWakeDispatcher(fn);
+    }
+    // Every handler that changes a request's state enqueues its webhooks; the webhooks
+    // handler re-sends failed deliveries and reads (or creates) tenants' secrets.
+    functions.grantAll((fn) => workQueues.grantSendWebhooks(fn));
+    table.grantWebhookSecrets(webhooks);
     // http: submit stores the input, result presigns outputs, logs reads job logs; cancel
     // terminates a running job.
     data.grantReadWritePrefix(functions.http, "inputs");
@@ -150,7 +159,7 @@ export class LongrunStack extends Stack {
       queues,
       functions: functions.all,
       deadLetterQueues: [...workQueues.deadLetterQueues, functions.sweepDlq],
-      workQueues: [workQueues.dispatch, workQueues.events],
+      workQueues: [workQueues.dispatch, workQueues.events, workQueues.webhooks],
       httpApi: api.httpApi,
       alarmEmail: settings.alarmEmail,
     });

@@ -6,6 +6,7 @@ import {
   INDEXES,
   S3_PREFIX,
   TTL_ATTRIBUTE,
+  WEBHOOKS_QUEUE,
 } from "../../functions/adapters/aws/definitions.ts";
 import { AWS_ENV, ENV } from "../../functions/config/env.ts";
 import type { LongrunConfig } from "../../functions/config/schema.ts";
@@ -109,7 +110,7 @@ describe("state", () => {
     template.hasResource("AWS::DynamoDB::Table", { DeletionPolicy: "Retain" });
   });
 
-  it("gives both work queues a dead-letter queue and encrypts every queue", () => {
+  it("gives every work queue a dead-letter queue and encrypts every queue", () => {
     template.hasResourceProperties("AWS::SQS::Queue", {
       FifoQueue: true,
       ContentBasedDeduplication: DISPATCH_QUEUE.contentBasedDeduplication,
@@ -125,6 +126,16 @@ describe("state", () => {
       RedrivePolicy: {
         maxReceiveCount: EVENTS_QUEUE.maxReceiveCount,
         deadLetterTargetArn: Match.anyValue(),
+      },
+    });
+    template.hasResourceProperties("AWS::SQS::Queue", {
+      FifoQueue: Match.absent(),
+      VisibilityTimeout: WEBHOOKS_QUEUE.visibilityTimeoutSeconds,
+      RedrivePolicy: {
+        maxReceiveCount: WEBHOOKS_QUEUE.maxReceiveCount,
+        deadLetterTargetArn: {
+          "Fn::GetAtt": [Match.stringLikeRegexp("^QueuesWebhooksDlq"), "Arn"],
+        },
       },
     });
     for (const queue of props("AWS::SQS::Queue")) {
@@ -296,7 +307,7 @@ describe("functions", () => {
     const fns = Object.values(resources("AWS::Lambda::Function")).filter(
       (f) => f.Properties.Environment?.Variables?.[ENV.config] !== undefined,
     );
-    expect(fns).toHaveLength(4);
+    expect(fns).toHaveLength(5);
     for (const fn of fns) {
       const p = fn.Properties;
       expect(Number(/^nodejs(\d+)\.x$/.exec(p.Runtime)?.[1])).toBeGreaterThanOrEqual(22);
@@ -305,6 +316,7 @@ describe("functions", () => {
         AWS_ENV.table,
         AWS_ENV.bucket,
         AWS_ENV.dispatchQueueUrl,
+        AWS_ENV.webhooksQueueUrl,
         AWS_ENV.batchJobQueue,
         AWS_ENV.jobDefinitions,
       ]) {
@@ -316,8 +328,53 @@ describe("functions", () => {
 
   it("report partial batch failures from SQS", () => {
     const mappings = props("AWS::Lambda::EventSourceMapping");
-    expect(mappings).toHaveLength(2);
+    expect(mappings).toHaveLength(3);
     for (const m of mappings) expect(m.FunctionResponseTypes).toEqual(["ReportBatchItemFailures"]);
+  });
+
+  it("deliver webhooks from the webhooks queue with a handler of their own", () => {
+    const fns = Object.entries(resources("AWS::Lambda::Function")).filter(([id]) =>
+      id.startsWith("Handlerswebhooks"),
+    );
+    expect(fns).toHaveLength(1);
+    const [fnId, fn] = fns[0] ?? ["", { Properties: {} }];
+    expect(Number(/^nodejs(\d+)\.x$/.exec(fn.Properties.Runtime)?.[1])).toBeGreaterThanOrEqual(22);
+    // Shorter than the queue's visibility timeout, as SQS event sources require.
+    expect(fn.Properties.Timeout).toBeLessThan(WEBHOOKS_QUEUE.visibilityTimeoutSeconds);
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      FunctionName: { Ref: fnId },
+      EventSourceArn: { "Fn::GetAtt": [Match.stringLikeRegexp("^QueuesWebhooks(?!Dlq)"), "Arn"] },
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+    });
+    // Its table access is the secrets' GetItem and PutItem, nothing else.
+    const policies = props("AWS::IAM::Policy").filter((p) =>
+      JSON.stringify(p.Roles).includes("HandlerswebhooksRole"),
+    );
+    const actions = policies.flatMap((p) =>
+      (p.PolicyDocument.Statement as Statement[]).flatMap((s) => asArray(s.Action)),
+    );
+    expect(actions.filter((a) => a.startsWith("dynamodb:")).sort()).toEqual([
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+    ]);
+    expect(actions).toContain("sqs:SendMessage");
+  });
+
+  it("let every state-changing handler enqueue webhooks", () => {
+    for (const name of ["http", "dispatcher", "batchEvents", "sweep"]) {
+      const policies = props("AWS::IAM::Policy").filter((p) =>
+        JSON.stringify(p.Roles).includes(`Handlers${name}Role`),
+      );
+      const sendsWebhooks = policies.some((p) =>
+        (p.PolicyDocument.Statement as Statement[]).some(
+          (s) =>
+            asArray(s.Action).includes("sqs:SendMessage") &&
+            JSON.stringify(s.Resource).includes("QueuesWebhooks") &&
+            !JSON.stringify(s.Resource).includes("WebhooksDlq"),
+        ),
+      );
+      expect(sendsWebhooks, name).toBe(true);
+    }
   });
 
   it("sends failed sweep runs to a dead-letter queue", () => {
@@ -332,7 +389,8 @@ describe("operations", () => {
   it("alarms on dead letters, stuck STARTING and old QUEUED requests of every queue", () => {
     const alarms = props("AWS::CloudWatch::Alarm");
     const dlqAlarms = alarms.filter((a) => a.MetricName === "ApproximateNumberOfMessagesVisible");
-    expect(dlqAlarms).toHaveLength(3);
+    // dispatch, events and webhooks DLQs, and the sweep's failure destination.
+    expect(dlqAlarms).toHaveLength(4);
     for (const queue of Object.keys(config.queues)) {
       for (const metric of [SWEEP_METRICS.stuckStarting, SWEEP_METRICS.oldestQueuedAge]) {
         template.hasResourceProperties("AWS::CloudWatch::Alarm", {

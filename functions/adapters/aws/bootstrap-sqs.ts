@@ -11,7 +11,7 @@ import {
   SetQueueAttributesCommand,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
-import { DISPATCH_QUEUE, EVENTS_QUEUE, type ResourceNames } from "./definitions.ts";
+import { DISPATCH_QUEUE, EVENTS_QUEUE, type ResourceNames, WEBHOOKS_QUEUE } from "./definitions.ts";
 
 /** How long a dead-lettered message is kept for inspection: SQS's maximum, 14 days. */
 const DLQ_RETENTION_SECONDS = 14 * 86_400;
@@ -44,6 +44,14 @@ export async function createQueues(
     eventsQueueUrl: events.url,
     eventsDlqUrl: events.dlqUrl,
   };
+}
+
+/** Creates (or finds) the webhooks queue and its DLQ, as definitions.ts describes them. */
+export function createWebhooksQueue(
+  client: SQSClient,
+  names: Pick<ResourceNames, "webhooksQueueName">,
+): Promise<{ url: string; dlqUrl: string }> {
+  return createWithDlq(client, names.webhooksQueueName, WEBHOOKS_QUEUE);
 }
 
 interface QueueDefinition {

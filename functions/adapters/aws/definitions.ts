@@ -7,6 +7,7 @@
  *   request      pk = REQ#<id>                sk = REQ
  *   idempotency  pk = IDEM#<tenant>#<key>     sk = IDEM
  *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
+ *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
  */
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
@@ -77,6 +78,18 @@ export const EVENTS_QUEUE = {
   maxReceiveCount: 5,
 } as const;
 
+/**
+ * Webhook deliveries (standard queue: at-least-once, duplicates carry the same webhook-id).
+ * Visibility above the 10 s delivery timeout plus DNS and the re-send; a record the handler
+ * fails (a delivery given up, or an error of the handler itself) is received again after it
+ * and dead-lettered after `maxReceiveCount` receives.
+ */
+export const WEBHOOKS_QUEUE = {
+  fifo: false,
+  visibilityTimeoutSeconds: 60,
+  maxReceiveCount: 3,
+} as const;
+
 /** S3 key prefixes, one per kind of object (lifecycle rules and job-role grants use them). */
 export const S3_PREFIX = {
   inputs: "inputs/",
@@ -90,6 +103,7 @@ export interface ResourceNames {
   tableName: string;
   dispatchQueueName: string;
   eventsQueueName: string;
+  webhooksQueueName: string;
   bucketName: string;
 }
 
@@ -98,6 +112,7 @@ export function resourceNames(prefix: string): ResourceNames {
     tableName: `${prefix}-requests`,
     dispatchQueueName: `${prefix}-dispatch.fifo`,
     eventsQueueName: `${prefix}-batch-events`,
+    webhooksQueueName: `${prefix}-webhooks`,
     bucketName: `${prefix}-data`.toLowerCase(),
   };
 }

@@ -32,9 +32,14 @@ import type {
 } from "aws-lambda";
 import { createTable } from "../../../functions/adapters/aws/bootstrap.ts";
 import { createBucket } from "../../../functions/adapters/aws/bootstrap-s3.ts";
-import { createQueues, type QueueUrls } from "../../../functions/adapters/aws/bootstrap-sqs.ts";
+import {
+  createQueues,
+  createWebhooksQueue,
+  type QueueUrls,
+} from "../../../functions/adapters/aws/bootstrap-sqs.ts";
 import { resourceNames } from "../../../functions/adapters/aws/definitions.ts";
 import type { DynamoRequestStore } from "../../../functions/adapters/aws/dynamo-request-store.ts";
+import { DynamoWebhookSecrets } from "../../../functions/adapters/aws/sqs-webhooks.ts";
 import {
   type AwsClients,
   type AwsResources,
@@ -206,8 +211,29 @@ export function crashOn(
   };
 }
 
+/** The webhooks queue of a harness made with `{ webhooks: true }`. */
+export interface HarnessWebhooks {
+  queueUrl: string;
+  dlqUrl: string;
+  /** The queue's ARN (the records' eventSourceARN). */
+  queueArn: string;
+  /** The tenants' secrets in the harness's table (what the http handler answers). */
+  secrets: DynamoWebhookSecrets;
+}
+
 export interface Harness {
   prefix: string;
+  /** Present when made with `{ webhooks: true }`: state changes enqueue deliveries there. */
+  webhooks?: HarnessWebhooks;
+  /** Receives up to `max` messages of any queue, leaving them in flight. */
+  receive(queueUrl: string, max?: number): Promise<Message[]>;
+  /** Hands messages received from `queueUrl` to `handler` as one SQS event (see Delivery). */
+  invoke(
+    queueUrl: string,
+    queueArn: string,
+    messages: Message[],
+    handler: (e: SQSEvent, c: Context) => Promise<SQSBatchResponse>,
+  ): Promise<Delivery>;
   config: LongrunConfig;
   clients: AwsClients;
   resources: AwsResources;
@@ -295,6 +321,10 @@ export function toRecord(m: Message, queueArn: string): SQSRecord {
 export async function createHarness(
   label: string,
   queueConfigs: Record<string, QueueConfigInput> = DEFAULT_QUEUES,
+  options: {
+    /** Create a webhooks queue, enqueue webhooks on state changes, allow loopback URLs. */
+    webhooks?: boolean;
+  } = {},
 ): Promise<Harness> {
   const prefix = uniqueName(label);
   const names = resourceNames(prefix);
@@ -328,22 +358,46 @@ export async function createHarness(
     );
     jobDefinitions[name] = out.jobDefinitionArn ?? batchSetup.jobDefinitionArn;
   }
+  const hooksQueue = options.webhooks ? await createWebhooksQueue(clients.sqs, names) : undefined;
   const resources: AwsResources = {
     tableName: names.tableName,
     bucketName: names.bucketName,
     dispatchQueueUrl: queues.dispatchQueueUrl,
     batchJobQueue: batchSetup.jobQueueArn,
     jobDefinitions,
+    webhooksQueueUrl: hooksQueue?.url,
   };
   let offset = 0;
   const clock = { now: () => Date.now() + offset };
   const batchCalls = recordCommands(clients.batch);
-  const deps: CoreDeps = { ...createAwsDeps({ config, resources, clients }), clock };
+  const deps: CoreDeps = {
+    ...createAwsDeps({
+      config,
+      resources,
+      clients,
+      allowPrivateWebhooks: options.webhooks === true,
+    }),
+    clock,
+  };
   const store = deps.store as DynamoRequestStore;
   const dispatchArn = await queueArnOf(clients, queues.dispatchQueueUrl);
   const eventsArn = await queueArnOf(clients, queues.eventsQueueUrl);
 
-  const http = createHttpHandler(deps, "sub");
+  const webhooks: HarnessWebhooks | undefined = hooksQueue
+    ? {
+        queueUrl: hooksQueue.url,
+        dlqUrl: hooksQueue.dlqUrl,
+        queueArn: await queueArnOf(clients, hooksQueue.url),
+        secrets: new DynamoWebhookSecrets(clients.dynamo, names.tableName),
+      }
+    : undefined;
+  const http = createHttpHandler(
+    deps,
+    "sub",
+    webhooks
+      ? { webhookSecret: (t) => webhooks.secrets.secretFor(t), allowInsecureWebhooks: true }
+      : {},
+  );
   const dispatcher = createDispatcherHandler(deps, { sleep: async () => {} });
   const events = createBatchEventsHandler(deps, { jobQueueArn: batchSetup.jobQueueArn });
 
@@ -462,6 +516,9 @@ export async function createHarness(
 
   const h: Harness = {
     prefix,
+    ...(webhooks ? { webhooks } : {}),
+    receive: (url, max) => receive(url, max),
+    invoke: (url, arn, messages, handler) => invoke(url, arn, messages, handler, "webhooks"),
     config,
     clients,
     resources,
