@@ -13,6 +13,8 @@ import {
   type CoreDeps,
   dispatchQueue,
   expireQueued,
+  isTerminal,
+  RequestStatus,
   recordJobEvent,
   recoverInFlight,
 } from "../core/index.ts";
@@ -36,6 +38,8 @@ export interface EmbeddedOptions {
 const REPAIR_EVERY_SWEEPS = 30;
 /** Every this many sweeps, finished requests past their retention are deleted. */
 const RETENTION_EVERY_SWEEPS = 60;
+/** How far back a start looks for webhooks a crash may have dropped (less than the history kept). */
+const WEBHOOK_RECONCILE_MS = 86_400_000;
 /** Delivered and dead webhook deliveries are kept this long for inspection. */
 const WEBHOOK_HISTORY_MS = 7 * 86_400_000;
 
@@ -126,11 +130,27 @@ export class EmbeddedRuntime {
   async start(): Promise<number> {
     const recovered = await recoverInFlight(this.deps);
     await expireQueued(this.deps);
+    await this.#reconcileWebhooks();
     this.#sweep = setInterval(() => void this.#runSweep(), this.options.sweepIntervalMs);
     this.#sweep.unref();
     // Pending deliveries (a killed server's too, once their lease ends) go out from here.
     this.#webhooks.start();
     return recovered;
+  }
+
+  /**
+   * The outbox lives in its own database, so a crash between a request's state change and
+   * its webhook's enqueue could drop the webhook. At start, every request with a webhook that
+   * changed in the last day is offered to the notifier again; the outbox's dedup keys make
+   * that a no-op for deliveries it already holds.
+   */
+  async #reconcileWebhooks(): Promise<void> {
+    const since = Date.now() - WEBHOOK_RECONCILE_MS;
+    for (const r of await this.store.withWebhookSince(since, 100_000)) {
+      if (r.status === RequestStatus.RUNNING) this.#notifier.onChange(r, "started");
+      else if (isTerminal(r.status)) this.#notifier.onChange(r, "completed");
+    }
+    await this.#notifier.idle();
   }
 
   async #runSweep(): Promise<void> {

@@ -26,6 +26,7 @@ const EXPECTED_INDEX: Record<SqliteQueryName, string> = {
   findActive: "requests_active",
   findExpired: "requests_expiry",
   findFinishedBefore: "requests_finished",
+  withWebhookSince: "requests_webhook",
 };
 
 /** Lines that mean the cost grows with the table: a plain scan, or a sort of every match. */

@@ -80,6 +80,10 @@ CREATE INDEX IF NOT EXISTS requests_expiry
 CREATE INDEX IF NOT EXISTS requests_active
   ON requests (queue, created_at, id) WHERE status IN ('STARTING', 'RUNNING');
 
+-- Webhook reconciliation at start: requests with a webhook by their last change.
+CREATE INDEX IF NOT EXISTS requests_webhook
+  ON requests (updated_at) WHERE webhook IS NOT NULL;
+
 -- Retention: finished requests by the time they finished.
 CREATE INDEX IF NOT EXISTS requests_finished
   ON requests (queue, finished_at) WHERE finished_at IS NOT NULL;
@@ -186,6 +190,11 @@ const SQL = {
       sum(status IN ('STARTING', 'RUNNING')) AS running
     FROM requests GROUP BY queue`,
   allCounters: "SELECT queue, queued, running FROM queue_counters",
+  withWebhookSince: `
+    SELECT * FROM requests
+    WHERE webhook IS NOT NULL AND updated_at >= @since
+    ORDER BY updated_at
+    LIMIT @limit`,
   findFinishedBefore: `
     SELECT id FROM requests
     WHERE queue = @queue AND finished_at IS NOT NULL AND finished_at < @cutoff
@@ -214,6 +223,7 @@ export const EXPLAINABLE_QUERIES = [
   "findActive",
   "findExpired",
   "findFinishedBefore",
+  "withWebhookSince",
 ] as const satisfies readonly StatementName[];
 /** One of {@link EXPLAINABLE_QUERIES}. */
 export type SqliteQueryName = (typeof EXPLAINABLE_QUERIES)[number];
@@ -229,6 +239,7 @@ const EXPLAIN_PARAMS: Record<string, unknown> = {
   limit: 10,
   now: 0,
   cutoff: 0,
+  since: 0,
 };
 
 /** A `requests` row as SQLite returns it. */
@@ -597,6 +608,14 @@ export class SqliteRequestStore implements RequestStore {
 
   async findActive(limit: number): Promise<RequestRecord[]> {
     return (this.#stmt("findActive").all({ limit }) as RequestRow[]).map(fromRow);
+  }
+
+  /**
+   * Requests with a webhook that changed at or after `since`, oldest change first: what a
+   * restart checks against the webhook outbox, whose writes are not in the same transaction.
+   */
+  async withWebhookSince(since: number, limit: number): Promise<RequestRecord[]> {
+    return (this.#stmt("withWebhookSince").all({ since, limit }) as RequestRow[]).map(fromRow);
   }
 
   /** Ids of the queue's requests that finished before `cutoff`, oldest first (retention). */
