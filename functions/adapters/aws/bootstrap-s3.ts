@@ -28,7 +28,7 @@ function httpStatus(error: unknown): number | undefined {
   return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
-/** Whether an error says "this API is not implemented here" (an emulator's gap). */
+/** Whether an error says the endpoint lacks this API altogether (an emulator's gap). */
 function isUnsupported(error: unknown): boolean {
   const status = httpStatus(error);
   return (
