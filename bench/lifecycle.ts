@@ -12,14 +12,11 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  type BatchClient,
-  CreateComputeEnvironmentCommand,
-  CreateJobQueueCommand,
   DescribeJobsCommand,
   ListJobsCommand,
   RegisterJobDefinitionCommand,
 } from "@aws-sdk/client-batch";
-import { CreateRoleCommand, IAMClient } from "@aws-sdk/client-iam";
+import { IAMClient } from "@aws-sdk/client-iam";
 import {
   DeleteMessageCommand,
   GetQueueAttributesCommand,
@@ -47,6 +44,7 @@ import { logger } from "../functions/handlers/context.ts";
 import { createDispatcherHandler } from "../functions/handlers/dispatcher.ts";
 import { createHttpHandler } from "../functions/handlers/http.ts";
 import { dynamoProgressWriter } from "../jobs/runner/batch-main.ts";
+import { createEmulatorJobQueue } from "../test/helpers/emulator-batch.ts";
 import { CapacityCalculator, type CapacityUnits, type TableShape } from "./capacity.ts";
 import { AwsMeter, type PhaseUsage } from "./meter.ts";
 
@@ -264,43 +262,6 @@ async function arnOf(sqs: SQSClient, url: string): Promise<string> {
   return out.Attributes?.QueueArn ?? "";
 }
 
-/** An UNMANAGED compute environment and a job queue (all the job APIs longrun uses need). */
-async function createJobQueue(batch: BatchClient, iam: IAMClient, prefix: string) {
-  const role = await iam.send(
-    new CreateRoleCommand({
-      RoleName: `${prefix}-batch`,
-      AssumeRolePolicyDocument: JSON.stringify({
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "batch.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      }),
-    }),
-  );
-  const ce = await batch.send(
-    new CreateComputeEnvironmentCommand({
-      computeEnvironmentName: `${prefix}-ce`,
-      type: "UNMANAGED",
-      state: "ENABLED",
-      serviceRole: role.Role?.Arn,
-    }),
-  );
-  const jq = await batch.send(
-    new CreateJobQueueCommand({
-      jobQueueName: `${prefix}-jq`,
-      state: "ENABLED",
-      priority: 1,
-      computeEnvironmentOrder: [{ order: 1, computeEnvironment: ce.computeEnvironmentArn }],
-    }),
-  );
-  if (!jq.jobQueueArn) throw new Error("CreateJobQueue returned no ARN");
-  return jq.jobQueueArn;
-}
-
 const FIXTURES = join(import.meta.dirname, "../test/fixtures/batch-events");
 
 /**
@@ -321,7 +282,7 @@ export async function createLifecycleBench(
   const iam = new IAMClient(settings);
   const [queues, jobQueueArn] = await Promise.all([
     createQueues(plumbing.sqs, names),
-    createJobQueue(plumbing.batch, iam, prefix),
+    createEmulatorJobQueue(plumbing.batch, iam, prefix),
     createTable(plumbing.dynamo, names.tableName),
     createBucket(plumbing.s3, names.bucketName),
   ]);

@@ -2,14 +2,10 @@
  * AWS SDK client settings for the integration tests: the emulator endpoint the vitest
  * globalSetup provides (test/helpers/moto.ts), a fixed region and dummy credentials.
  */
-import {
-  BatchClient,
-  CreateComputeEnvironmentCommand,
-  CreateJobQueueCommand,
-  RegisterJobDefinitionCommand,
-} from "@aws-sdk/client-batch";
-import { CreateRoleCommand, IAMClient } from "@aws-sdk/client-iam";
+import { BatchClient, RegisterJobDefinitionCommand } from "@aws-sdk/client-batch";
+import { IAMClient } from "@aws-sdk/client-iam";
 import { inject } from "vitest";
+import { createEmulatorJobQueue } from "../helpers/emulator-batch.ts";
 
 /** Constructor options every SDK client of these tests shares. */
 export function awsClientConfig(): {
@@ -29,47 +25,12 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-/**
- * A Batch job queue and one container job definition on the emulator, under `prefix`.
- * The compute environment is UNMANAGED: it needs only a service role (no subnets), which
- * is all the job APIs longrun uses ask for.
- */
+/** A Batch job queue (see createEmulatorJobQueue) and one container job definition, under `prefix`. */
 export async function createBatchQueue(
   prefix: string,
 ): Promise<{ jobQueueArn: string; jobDefinitionArn: string; jobDefinitionName: string }> {
-  const iam = new IAMClient(awsClientConfig());
-  const role = await iam.send(
-    new CreateRoleCommand({
-      RoleName: `${prefix}-batch-service`,
-      AssumeRolePolicyDocument: JSON.stringify({
-        Version: "2012-10-17",
-        Statement: [
-          {
-            Effect: "Allow",
-            Principal: { Service: "batch.amazonaws.com" },
-            Action: "sts:AssumeRole",
-          },
-        ],
-      }),
-    }),
-  );
   const batch = new BatchClient(awsClientConfig());
-  const env = await batch.send(
-    new CreateComputeEnvironmentCommand({
-      computeEnvironmentName: `${prefix}-ce`,
-      type: "UNMANAGED",
-      state: "ENABLED",
-      serviceRole: role.Role?.Arn,
-    }),
-  );
-  const jq = await batch.send(
-    new CreateJobQueueCommand({
-      jobQueueName: `${prefix}-jq`,
-      state: "ENABLED",
-      priority: 1,
-      computeEnvironmentOrder: [{ order: 1, computeEnvironment: env.computeEnvironmentArn }],
-    }),
-  );
+  const jobQueueArn = await createEmulatorJobQueue(batch, new IAMClient(awsClientConfig()), prefix);
   const jobDefinitionName = `${prefix}-finetune`;
   const jd = await batch.send(
     new RegisterJobDefinitionCommand({
@@ -85,6 +46,6 @@ export async function createBatchQueue(
       },
     }),
   );
-  if (!jq.jobQueueArn || !jd.jobDefinitionArn) throw new Error("Batch setup returned no ARN");
-  return { jobQueueArn: jq.jobQueueArn, jobDefinitionArn: jd.jobDefinitionArn, jobDefinitionName };
+  if (!jd.jobDefinitionArn) throw new Error("RegisterJobDefinition returned no ARN");
+  return { jobQueueArn, jobDefinitionArn: jd.jobDefinitionArn, jobDefinitionName };
 }
