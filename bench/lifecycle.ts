@@ -11,11 +11,7 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  DescribeJobsCommand,
-  ListJobsCommand,
-  RegisterJobDefinitionCommand,
-} from "@aws-sdk/client-batch";
+import { DescribeJobsCommand, ListJobsCommand } from "@aws-sdk/client-batch";
 import { IAMClient } from "@aws-sdk/client-iam";
 import {
   DeleteMessageCommand,
@@ -44,7 +40,10 @@ import { logger } from "../functions/handlers/context.ts";
 import { createDispatcherHandler } from "../functions/handlers/dispatcher.ts";
 import { createHttpHandler } from "../functions/handlers/http.ts";
 import { dynamoProgressWriter } from "../jobs/runner/batch-main.ts";
-import { createEmulatorJobQueue } from "../test/helpers/emulator-batch.ts";
+import {
+  createEmulatorJobQueue,
+  registerEmulatorJobDefinition,
+} from "../test/helpers/emulator-batch.ts";
 import { CapacityCalculator, type CapacityUnits, type TableShape } from "./capacity.ts";
 import { AwsMeter, type PhaseUsage } from "./meter.ts";
 
@@ -300,22 +299,7 @@ export async function createLifecycleBench(
   const config = parseConfig({ queues: queueConfigs }, tmpdir(), `${prefix}.config.json`);
   const jobDefinitions: Record<string, string> = {};
   for (const q of queueNames) {
-    const out = await plumbing.batch.send(
-      new RegisterJobDefinitionCommand({
-        jobDefinitionName: `${prefix}-${q}`,
-        type: "container",
-        containerProperties: {
-          image: "public.ecr.aws/docker/library/python:3.12-slim",
-          command: ["python3", "-m", "longrun_runner"],
-          resourceRequirements: [
-            { type: "VCPU", value: "1" },
-            { type: "MEMORY", value: "2048" },
-          ],
-        },
-      }),
-    );
-    if (!out.jobDefinitionArn) throw new Error("RegisterJobDefinition returned no ARN");
-    jobDefinitions[q] = out.jobDefinitionArn;
+    jobDefinitions[q] = await registerEmulatorJobDefinition(plumbing.batch, `${prefix}-${q}`);
   }
   const resources = {
     tableName: names.tableName,

@@ -7,6 +7,7 @@ import {
   type BatchClient,
   CreateComputeEnvironmentCommand,
   CreateJobQueueCommand,
+  RegisterJobDefinitionCommand,
 } from "@aws-sdk/client-batch";
 import { CreateRoleCommand, type IAMClient } from "@aws-sdk/client-iam";
 
@@ -49,4 +50,28 @@ export async function createEmulatorJobQueue(
   );
   if (!jq.jobQueueArn) throw new Error("CreateJobQueue returned no ARN");
   return jq.jobQueueArn;
+}
+
+/** Registers a container job definition named `name` (the emulator runs nothing); its ARN. */
+export async function registerEmulatorJobDefinition(
+  batch: BatchClient,
+  name: string,
+  command: string[] = ["python3", "-m", "longrun_runner"],
+): Promise<string> {
+  const out = await batch.send(
+    new RegisterJobDefinitionCommand({
+      jobDefinitionName: name,
+      type: "container",
+      containerProperties: {
+        image: "public.ecr.aws/docker/library/python:3.12-slim",
+        command,
+        resourceRequirements: [
+          { type: "VCPU", value: "1" },
+          { type: "MEMORY", value: "2048" },
+        ],
+      },
+    }),
+  );
+  if (!out.jobDefinitionArn) throw new Error("RegisterJobDefinition returned no ARN");
+  return out.jobDefinitionArn;
 }

@@ -2,10 +2,13 @@
  * AWS SDK client settings for the integration tests: the emulator endpoint the vitest
  * globalSetup provides (test/helpers/moto.ts), a fixed region and dummy credentials.
  */
-import { BatchClient, RegisterJobDefinitionCommand } from "@aws-sdk/client-batch";
+import { BatchClient } from "@aws-sdk/client-batch";
 import { IAMClient } from "@aws-sdk/client-iam";
 import { inject } from "vitest";
-import { createEmulatorJobQueue } from "../helpers/emulator-batch.ts";
+import {
+  createEmulatorJobQueue,
+  registerEmulatorJobDefinition,
+} from "../helpers/emulator-batch.ts";
 
 /** Constructor options every SDK client of these tests shares. */
 export function awsClientConfig(): {
@@ -32,20 +35,9 @@ export async function createBatchQueue(
   const batch = new BatchClient(awsClientConfig());
   const jobQueueArn = await createEmulatorJobQueue(batch, new IAMClient(awsClientConfig()), prefix);
   const jobDefinitionName = `${prefix}-finetune`;
-  const jd = await batch.send(
-    new RegisterJobDefinitionCommand({
-      jobDefinitionName,
-      type: "container",
-      containerProperties: {
-        image: "public.ecr.aws/docker/library/python:3.12-slim",
-        command: ["python3", "train.py"],
-        resourceRequirements: [
-          { type: "VCPU", value: "1" },
-          { type: "MEMORY", value: "2048" },
-        ],
-      },
-    }),
-  );
-  if (!jd.jobDefinitionArn) throw new Error("RegisterJobDefinition returned no ARN");
-  return { jobQueueArn, jobDefinitionArn: jd.jobDefinitionArn, jobDefinitionName };
+  const jobDefinitionArn = await registerEmulatorJobDefinition(batch, jobDefinitionName, [
+    "python3",
+    "train.py",
+  ]);
+  return { jobQueueArn, jobDefinitionArn, jobDefinitionName };
 }

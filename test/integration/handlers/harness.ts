@@ -12,7 +12,6 @@ import {
   type JobDetail,
   type JobSummary,
   ListJobsCommand,
-  RegisterJobDefinitionCommand,
 } from "@aws-sdk/client-batch";
 import {
   ChangeMessageVisibilityCommand,
@@ -56,6 +55,7 @@ import { createBatchEventsHandler } from "../../../functions/handlers/batch-even
 import { createDispatcherHandler } from "../../../functions/handlers/dispatcher.ts";
 import { createHttpHandler } from "../../../functions/handlers/http.ts";
 import { createSweepHandler, LOST_JOB_AFTER_MS } from "../../../functions/handlers/sweep.ts";
+import { registerEmulatorJobDefinition } from "../../helpers/emulator-batch.ts";
 import { awsClientConfig, createBatchQueue, uniqueName } from "../aws.ts";
 
 const FIXTURES = join(import.meta.dirname, "../../fixtures/batch-events");
@@ -342,21 +342,7 @@ export async function createHarness(
   // One job definition per longrun queue, as the CDK app registers them.
   const jobDefinitions: Record<string, string> = {};
   for (const name of Object.keys(config.queues)) {
-    const out = await clients.batch.send(
-      new RegisterJobDefinitionCommand({
-        jobDefinitionName: `${prefix}-${name}`,
-        type: "container",
-        containerProperties: {
-          image: "public.ecr.aws/docker/library/python:3.12-slim",
-          command: ["python3", "-m", "longrun_runner"],
-          resourceRequirements: [
-            { type: "VCPU", value: "1" },
-            { type: "MEMORY", value: "2048" },
-          ],
-        },
-      }),
-    );
-    jobDefinitions[name] = out.jobDefinitionArn ?? batchSetup.jobDefinitionArn;
+    jobDefinitions[name] = await registerEmulatorJobDefinition(clients.batch, `${prefix}-${name}`);
   }
   const hooksQueue = options.webhooks ? await createWebhooksQueue(clients.sqs, names) : undefined;
   const resources: AwsResources = {
