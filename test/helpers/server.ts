@@ -21,12 +21,15 @@ export function uniquePrefix(): string {
  * provides (test/helpers/moto.ts): it creates its own table, queues and bucket under
  * `prefix`.
  */
-export function awsServerEnv(prefix: string): Record<string, string> {
+export function awsServerEnv(
+  prefix: string,
+  endpoint: string = inject("awsEndpoint"),
+): Record<string, string> {
   return {
     LONGRUN_BACKEND: "aws",
     LONGRUN_AWS_BOOTSTRAP: "1",
     LONGRUN_AWS_PREFIX: prefix,
-    AWS_ENDPOINT_URL: inject("awsEndpoint"),
+    AWS_ENDPOINT_URL: endpoint,
     AWS_REGION: "us-east-1",
     AWS_ACCESS_KEY_ID: "test",
     AWS_SECRET_ACCESS_KEY: "test",
@@ -43,6 +46,11 @@ export interface ServerOptions {
   dataDir?: string;
   /** Default "embedded"; "aws" runs the server on the AWS adapters against the emulator. */
   backend?: Backend;
+  /**
+   * Emulator endpoint of an "aws" server; inside vitest it defaults to the globalSetup's.
+   * Scripts outside vitest (bench, chaos) must pass it.
+   */
+  awsEndpoint?: string;
 }
 
 /**
@@ -76,7 +84,7 @@ export class TestServer {
       LONGRUN_TOKENS: options.tokens ?? "t-alice:alice,t-bob:bob",
       LONGRUN_SWEEP_INTERVAL_MS: "200",
       LONGRUN_BACKEND: "embedded",
-      ...(this.backend === "aws" ? awsServerEnv(this.awsPrefix) : {}),
+      ...(this.backend === "aws" ? awsServerEnv(this.awsPrefix, options.awsEndpoint) : {}),
       ...options.env,
     };
   }
