@@ -81,15 +81,16 @@ export type Phase = (typeof PHASES)[number];
  * - succeeded event: one TransactWriteItems (request →SUCCEEDED with `running−1`), one
  *   SendMessage (wake the dispatcher: a slot is free).
  * - slot-freed dispatch: the wake-up the finish sent reaches the dispatcher, which must
- *   look for the next request: one Query of the ready index (empty here; with a waiting
- *   request, its claim is that request's "dispatch").
+ *   look for the next request: one consistent GetItem of the queue's counters, which says
+ *   nothing is QUEUED here (with a waiting request, its claim is that request's "dispatch").
  * - status: one GetItem.
  * - result: one GetItem (ownership and status), one ListObjectsV2 (the outputs), one
  *   GetObject (result.json). Artifact URLs are presigned locally: no call.
  *
- * Reads the design could skip only by trusting stale or unconditioned state (a read before
- * a conditional write, the dispatcher's second "settle" pass, a check for an existing job)
- * are not in the floor: the ratio measured/floor shows what they cost.
+ * Reads the design could skip only by trusting stale or unconditioned state (the read of a
+ * request before its claim or an event's write, the counters' early "full/empty" answer,
+ * the dispatcher's second "settle" pass) are not in the floor: the ratio measured/floor
+ * shows what they cost.
  */
 export const FLOORS: Record<Phase, Record<string, number>> = {
   submit: { "DynamoDB TransactWriteItems": 1, "SQS SendMessage": 1, "DynamoDB Query": 1 },
@@ -105,7 +106,7 @@ export const FLOORS: Record<Phase, Record<string, number>> = {
   progress: { "DynamoDB UpdateItem": 1 },
   "runner outputs": { "S3 PutObject": 1 },
   "succeeded event": { "DynamoDB TransactWriteItems": 1, "SQS SendMessage": 1 },
-  "slot-freed dispatch": { "DynamoDB Query": 1 },
+  "slot-freed dispatch": { "DynamoDB GetItem": 1 },
   status: { "DynamoDB GetItem": 1 },
   result: { "DynamoDB GetItem": 1, "S3 ListObjectsV2": 1, "S3 GetObject": 1 },
 };

@@ -157,7 +157,11 @@ export interface Compute {
    * the job is handed over, with the backend's handle; everything after that arrives as
    * JobEvents.
    */
-  start(request: RequestRecord, queue: QueueConfig): Promise<{ jobRef: string }>;
+  start(
+    request: RequestRecord,
+    queue: QueueConfig,
+    options?: LaunchOptions,
+  ): Promise<{ jobRef: string }>;
   /** Asks the current attempt to stop: SIGTERM, then SIGKILL after the queue's grace. */
   stop(request: RequestRecord, reason: StopReason): Promise<void>;
   /** Makes sure nothing of an attempt launched by an earlier server process still runs. */
@@ -168,6 +172,16 @@ export interface Compute {
    * backend does not know the job. Requests left out of the map are not known yet.
    */
   inspect?(requests: readonly RequestRecord[]): Promise<ReadonlyMap<string, JobEvent | null>>;
+}
+
+/** What the caller of {@link Compute.start} knows about the launch. */
+export interface LaunchOptions {
+  /**
+   * The request was claimed from QUEUED by this very caller: this is its first launch, no
+   * job of it was ever created, so a backend that looks for an earlier launch before it
+   * creates a job (to stay idempotent across crashes) may skip the lookup.
+   */
+  firstLaunch?: boolean;
 }
 
 export type JobEvent =

@@ -41,13 +41,21 @@ describe("AWS calls of one request lifecycle", () => {
     expect(d["DynamoDB TransactWriteItems"]).toBe(1);
     expect(d["S3 PutObject"]).toBe(1);
     expect(d["DynamoDB UpdateItem"]).toBe(1);
+    // A request claimed from QUEUED has never had a job: no ListJobs before SubmitJob.
+    expect(d["Batch ListJobs"] ?? 0).toBe(0);
+  });
+
+  it("reads the request once per job event: the store moves what it has just read", () => {
+    // Assess
+    expect(run["running event"].calls["DynamoDB GetItem"]).toBe(1);
+    expect(run["succeeded event"].calls["DynamoDB GetItem"]).toBe(1);
   });
 
   it("makes no more calls in total than it does today (35), and no SDK retries", () => {
     // Assess
     const total = totalOf(run);
     const calls = Object.values(total.calls).reduce((a, b) => a + b, 0);
-    expect(calls).toBeLessThanOrEqual(35);
+    expect(calls).toBeLessThanOrEqual(27);
     expect(total.calls).toEqual(total.sends);
     expect(total.computed.write).toBeGreaterThan(0);
   });

@@ -203,6 +203,88 @@ describe("DynamoRequestStore on DynamoDB", () => {
     expect(atRun).not.toHaveProperty(TTL_ATTRIBUTE);
   });
 
+  it("moves a request it has just read with one write and returns what a read would", async () => {
+    // Prepare
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+    const r = queued();
+    await store.submit(r, null, ROOMY);
+    await store.claimNext(r.queue, { maxRunning: 1 }, T0);
+    await store.get(r.id);
+    sent.length = 0;
+
+    // Act
+    const running = await store.transition({
+      id: r.id,
+      from: ["STARTING"],
+      to: "RUNNING",
+      attempt: 1,
+      set: { startedAt: T0 + 1, jobRef: "job-1" },
+    });
+    const readAfterRunning = await storeOn(admin).get(r.id);
+    const finished = await store.transition({
+      id: r.id,
+      from: ["RUNNING"],
+      to: "SUCCEEDED",
+      attempt: 1,
+      set: { finishedAt: T0 + 2, updatedAt: T0 + 2 },
+    });
+
+    // Assess
+    expect(sent).toEqual(["UpdateItemCommand", "TransactWriteItemsCommand"]);
+    expect(running).toEqual(readAfterRunning);
+    expect(finished).toEqual(await storeOn(admin).get(r.id));
+    expect(finished).toMatchObject({ status: "SUCCEEDED", finishedAt: T0 + 2, jobRef: "job-1" });
+    client.destroy();
+  });
+
+  it("reads again when another writer changed the request since this store saw it", async () => {
+    // Prepare
+    const { client, sent } = recordingClient();
+    const mine = storeOn(client);
+    const other = storeOn(admin);
+    const r = queued();
+    await mine.submit(r, null, ROOMY);
+    await mine.claimNext(r.queue, { maxRunning: 1 }, T0);
+    await mine.transition({ id: r.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+    // Unseen by `mine`: progress (same status) and then a cancel request.
+    await other.transition({
+      id: r.id,
+      from: ["RUNNING"],
+      attempt: 1,
+      set: { progress: { percent: 40, message: "m", updatedAt: T0 + 5 } },
+    });
+    sent.length = 0;
+
+    // Act
+    const finished = await mine.transition({
+      id: r.id,
+      from: ["RUNNING"],
+      to: "SUCCEEDED",
+      attempt: 1,
+      set: { finishedAt: T0 + 9 },
+    });
+    const stale = await mine.transition({
+      id: r.id,
+      from: ["RUNNING"],
+      to: "FAILED",
+      attempt: 1,
+    });
+
+    // Assess
+    expect(finished).toMatchObject({ status: "SUCCEEDED", progress: { percent: 40 } });
+    expect(finished).toEqual(await other.get(r.id));
+    expect(stale).toBeNull();
+    // The stale rev failed one transaction; a read and a second transaction settled it.
+    expect(sent.slice(0, 3)).toEqual([
+      "TransactWriteItemsCommand",
+      "GetItemCommand",
+      "TransactWriteItemsCommand",
+    ]);
+    expect(await rawItem(countersItemKey(r.queue))).toMatchObject({ queued: 0, running: 0 });
+    client.destroy();
+  });
+
   it("sets the TTL of a finished request and of its key to finishedAt plus the queue's retention", async () => {
     // Prepare
     const store = storeOn(admin, { retentionDaysFor: () => 7 });

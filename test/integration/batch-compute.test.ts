@@ -172,6 +172,15 @@ describe("BatchCompute.start", () => {
     );
   });
 
+  it("submits a first launch at once, without looking for an earlier job", async () => {
+    const { client, sent } = recordingClient();
+
+    const { jobRef } = await compute(client).start(request(), queue, { firstLaunch: true });
+
+    expect(sent.map((c) => c.name)).toEqual(["SubmitJobCommand"]);
+    expect((await describeJob(client, jobRef)).jobName).toBeDefined();
+  });
+
   it("raises a timeout below Batch's floor to 60 s", async () => {
     const { client } = recordingClient();
     const { jobRef } = await compute(client).start(request({ timeoutSeconds: 5 }), queue);

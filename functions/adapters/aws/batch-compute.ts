@@ -16,7 +16,7 @@ import {
 import { AWS_ENV, JOB_ENV } from "../../config/env.ts";
 import type { QueueConfig } from "../../config/schema.ts";
 import { PermanentLaunchError } from "../../core/errors.ts";
-import type { Compute, JobEvent, StopReason } from "../../core/ports.ts";
+import type { Compute, JobEvent, LaunchOptions, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import {
   BatchJobDetailSchema,
@@ -112,14 +112,19 @@ export class BatchCompute implements Compute {
     this.#opts = opts;
   }
 
-  async start(request: RequestRecord, queue: QueueConfig): Promise<{ jobRef: string }> {
+  async start(
+    request: RequestRecord,
+    queue: QueueConfig,
+    options: LaunchOptions = {},
+  ): Promise<{ jobRef: string }> {
     const attempt = Math.max(request.attempt, 1);
     // Only a job submitted for this very attempt is the same launch (a dispatcher that
     // crashed after SubmitJob, a sweep settling a STARTING request). A live job of an
     // earlier attempt was given up by the core: stop it rather than run two at once.
     // A job of this attempt that has already finished is the same launch too (its events
     // were missed): its end is recorded from its state, never by running the work again.
-    const jobs = await this.#jobsOf(request.id, { finished: true });
+    // The dispatcher's first launch of a request it has just claimed has nothing to find.
+    const jobs = options.firstLaunch ? [] : await this.#jobsOf(request.id, { finished: true });
     let reuse: string | null = null;
     for (const job of jobs) {
       if (reuse === null && job.firstAttempt === attempt) {

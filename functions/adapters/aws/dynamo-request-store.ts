@@ -51,6 +51,7 @@ import {
   encodeListCursor,
 } from "../../core/store-support.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
+import { ItemMemo } from "./item-memo.ts";
 
 /** Options of {@link DynamoRequestStore}. */
 export interface DynamoRequestStoreOptions {
@@ -367,6 +368,23 @@ function conditionHolds(item: RequestItem, cmd: TransitionCommand): boolean {
   return true;
 }
 
+/**
+ * The item as a transition conditioned on its `rev` leaves it: what a read right after the
+ * write would return (the index and TTL attributes aside, which records do not carry).
+ */
+function applyTransition(
+  item: RequestItem,
+  cmd: TransitionCommand,
+  to: RequestStatus,
+): RequestItem {
+  const next: RequestItem = { ...item, status: to, rev: item.rev + 1 };
+  for (const field of PATCH_FIELDS) {
+    const value = cmd.set?.[field];
+    if (value !== undefined) (next as Record<string, unknown>)[field] = plain(value);
+  }
+  return next;
+}
+
 const PATCH_FIELDS = [
   "startedAt",
   "finishedAt",
@@ -397,6 +415,8 @@ export class DynamoRequestStore implements RequestStore {
   readonly #queues: () => readonly string[];
   readonly #retentionDaysFor: (queue: string) => number;
   readonly #now: () => number;
+  /** Items last read or written here: see {@link ItemMemo} for why stale ones are safe. */
+  readonly #memo = new ItemMemo<RequestItem>();
 
   constructor(options: DynamoRequestStoreOptions) {
     this.#doc =
@@ -578,7 +598,10 @@ export class DynamoRequestStore implements RequestStore {
     const out = await this.#doc.send(
       new GetCommand({ TableName: this.#table, Key: requestKey(id), ConsistentRead: true }),
     );
-    return (out.Item as RequestItem | undefined) ?? null;
+    const item = (out.Item as RequestItem | undefined) ?? null;
+    if (item) this.#memo.set(id, item);
+    else this.#memo.delete(id);
+    return item;
   }
 
   async queueCounts(queue: string): Promise<QueueCounts> {
@@ -825,8 +848,13 @@ export class DynamoRequestStore implements RequestStore {
     limits: { maxRunning: number },
     now: number,
   ): Promise<ClaimResult> {
-    // A cheap early answer; the claim's own counter condition is what enforces the limit.
-    if ((await this.queueCounts(queue)).running >= limits.maxRunning) return { kind: "full" };
+    // A cheap early answer from the counters (one consistent read of one small item). They
+    // move in the same transaction as every request, so `queued` 0 means no request is
+    // QUEUED, while the ready index may still lag behind; the claim's own counter condition
+    // is what enforces the limit.
+    const counts = await this.queueCounts(queue);
+    if (counts.running >= limits.maxRunning) return { kind: "full" };
+    if (counts.queued <= 0) return { kind: "empty" };
     for (let round = 0; round < CLAIM_ROUNDS; round++) {
       const expr = new Expression();
       const heads = await this.#doc.send(
@@ -1059,7 +1087,10 @@ export class DynamoRequestStore implements RequestStore {
   async #singleUpdate(input: ItemUpdate): Promise<RequestRecord | null> {
     try {
       const out = await this.#doc.send(new UpdateCommand({ ...input, ReturnValues: "ALL_NEW" }));
-      return out.Attributes ? fromItem(out.Attributes) : null;
+      if (!out.Attributes) return null;
+      const item = out.Attributes as RequestItem;
+      this.#memo.set(item.id, item);
+      return fromItem(item);
     } catch (error) {
       if (isConditionalCheckFailed(error)) return null;
       if (isTransientWriteError(error))
@@ -1069,39 +1100,72 @@ export class DynamoRequestStore implements RequestStore {
   }
 
   async #changeStatus(cmd: TransitionCommand, to: RequestStatus): Promise<RequestRecord | null> {
-    const item = await this.#getItem(cmd.id);
-    // A consistent read that already fails the condition is a linearizable "did not hold".
-    if (!item || !conditionHolds(item, cmd)) return null;
-    const { tenant, queue } = item;
-    const expr = new Expression();
-    const update = this.#patchClauses(expr, cmd.set)
-      .set("status", to)
-      .set(INDEXES.listByStatus.partitionKey, statusPk(tenant, queue, to));
-    // Only QUEUED → QUEUED keeps the ready keys, and that is not a status change.
-    update.remove(INDEXES.ready.partitionKey, INDEXES.ready.sortKey);
-    let ttl: number | null = null;
-    if (statusClass(to) === "active") {
-      update
-        .set(INDEXES.sweep.partitionKey, sweepActivePk(queue))
-        .set(INDEXES.sweep.sortKey, sweepSk(item.createdAt, item.id));
-    } else {
-      const finishedAt = cmd.set?.finishedAt ?? item.finishedAt ?? this.#now();
-      ttl = this.#ttlFor(queue, finishedAt);
-      update.set(TTL_ATTRIBUTE, ttl).remove(INDEXES.sweep.partitionKey, INDEXES.sweep.sortKey);
+    // What this instance last saw of the item gives the attributes the keys need (they
+    // never change) and the `rev` to condition a transaction on; a consistent read is only
+    // made when nothing is remembered, when the memory says the condition fails (it may be
+    // stale) or when the transaction found the item changed.
+    let item: RequestItem | null = this.#memo.get(cmd.id) ?? null;
+    let fresh = false;
+    for (let tries = 0; tries < CONFLICT_ATTEMPTS; tries++) {
+      if (!item || (!fresh && !conditionHolds(item, cmd))) {
+        item = await this.#getItem(cmd.id);
+        fresh = true;
+      }
+      // A consistent read that already fails the condition is a linearizable "did not hold".
+      if (!item || !conditionHolds(item, cmd)) return null;
+      const { tenant, queue } = item;
+      const expr = new Expression();
+      const update = this.#patchClauses(expr, cmd.set)
+        .set("status", to)
+        .set(INDEXES.listByStatus.partitionKey, statusPk(tenant, queue, to));
+      // Only QUEUED → QUEUED keeps the ready keys, and that is not a status change.
+      update.remove(INDEXES.ready.partitionKey, INDEXES.ready.sortKey);
+      let ttl: number | null = null;
+      if (statusClass(to) === "active") {
+        update
+          .set(INDEXES.sweep.partitionKey, sweepActivePk(queue))
+          .set(INDEXES.sweep.sortKey, sweepSk(item.createdAt, item.id));
+      } else {
+        const finishedAt = cmd.set?.finishedAt ?? item.finishedAt ?? this.#now();
+        ttl = this.#ttlFor(queue, finishedAt);
+        update.set(TTL_ATTRIBUTE, ttl).remove(INDEXES.sweep.partitionKey, INDEXES.sweep.sortKey);
+      }
+      const delta = counterDelta(cmd.from[0] as RequestStatus, to);
+      if (delta.queued === 0 && delta.running === 0) {
+        // One UpdateItem: its own condition decides, and ALL_NEW returns the truth.
+        return this.#singleUpdate({
+          TableName: this.#table,
+          Key: requestKey(cmd.id),
+          UpdateExpression: update.toString(),
+          ConditionExpression: this.#transitionCondition(expr, cmd),
+          ...expr.params(),
+        });
+      }
+      // A transaction returns no values. Conditioned on the `rev` of `item` as well, its
+      // success means the item was exactly `item` before: the result is computed, not read.
+      const condition = `${this.#transitionCondition(expr, cmd)} AND ${expr.name("rev")} = ${expr.value(item.rev)}`;
+      const outcome = await this.#finishTransaction(
+        item,
+        {
+          TableName: this.#table,
+          Key: requestKey(cmd.id),
+          UpdateExpression: update.toString(),
+          ConditionExpression: condition,
+          ...expr.params(),
+        },
+        delta,
+        ttl,
+      );
+      if (outcome === "applied") {
+        const written = applyTransition(item, cmd, to);
+        this.#memo.set(cmd.id, written);
+        return fromItem(written);
+      }
+      // Changed since `item` was read: read it again and decide again.
+      this.#memo.delete(cmd.id);
+      item = null;
     }
-    const condition = this.#transitionCondition(expr, cmd);
-    const requestUpdate: ItemUpdate = {
-      TableName: this.#table,
-      Key: requestKey(cmd.id),
-      UpdateExpression: update.toString(),
-      ConditionExpression: condition,
-      ...expr.params(),
-    };
-    const delta = counterDelta(cmd.from[0] as RequestStatus, to);
-    if (delta.queued === 0 && delta.running === 0) return this.#singleUpdate(requestUpdate);
-    const outcome = await this.#finishTransaction(item, requestUpdate, delta, ttl);
-    if (outcome === "changed") return null;
-    return this.get(cmd.id);
+    throw new TransientConflict(`request ${cmd.id} kept changing while being written`);
   }
 
   /**

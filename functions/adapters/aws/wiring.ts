@@ -6,7 +6,7 @@ import { SQSClient } from "@aws-sdk/client-sqs";
 import { ulid } from "ulidx";
 import { AWS_ENV } from "../../config/env.ts";
 import type { LongrunConfig, QueueConfig } from "../../config/schema.ts";
-import type { Compute, LogStore } from "../../core/ports.ts";
+import type { Compute, LaunchOptions, LogStore } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import type { CoreDeps } from "../../core/usecases/deps.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../../webhooks/outbox.ts";
@@ -120,9 +120,13 @@ export class InputUploadingCompute implements Compute {
     this.inspect = inner.inspect?.bind(inner);
   }
 
-  async start(request: RequestRecord, queue: QueueConfig): Promise<{ jobRef: string }> {
+  async start(
+    request: RequestRecord,
+    queue: QueueConfig,
+    options?: LaunchOptions,
+  ): Promise<{ jobRef: string }> {
     await this.inputs.putInput(request.id, request.input);
-    return this.inner.start(request, queue);
+    return this.inner.start(request, queue, options);
   }
 
   stop: Compute["stop"] = (request, reason) => this.inner.stop(request, reason);

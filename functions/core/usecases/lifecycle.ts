@@ -1,6 +1,6 @@
 import type { QueueConfig } from "../../config/schema.ts";
 import { ConflictError, PermanentLaunchError } from "../errors.ts";
-import type { JobEvent, TransitionCommand } from "../ports.ts";
+import type { JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
   type ErrorCode,
@@ -47,7 +47,7 @@ export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Pro
       continue;
     }
     started++;
-    await launchAttempt(claim.request, queue, deps);
+    await launchAttempt(claim.request, queue, deps, { firstLaunch: true });
   }
   return started;
 }
@@ -60,10 +60,11 @@ export async function launchAttempt(
   request: RequestRecord,
   queue: QueueConfig,
   deps: LifecycleDeps,
+  options: LaunchOptions = {},
 ): Promise<void> {
   let jobRef: string;
   try {
-    ({ jobRef } = await deps.compute.start(request, queue));
+    ({ jobRef } = await deps.compute.start(request, queue, options));
   } catch (cause) {
     if (deps.compute.retries === "backend" && !(cause instanceof PermanentLaunchError)) {
       // A lost answer (timeout, throttling, a 5xx) may hide a job that was created: leave
