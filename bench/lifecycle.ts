@@ -66,9 +66,10 @@ export type Phase = (typeof PHASES)[number];
  * The fewest AWS calls each phase needs under longrun's design (docs/design.md,
  * docs/aws.md), derived by hand from what each step must make durable or learn:
  *
- * - submit: one TransactWriteItems (request item + queue's `queued` counter, atomically,
- *   bounded by maxQueued), one SendMessage (wake the queue's dispatcher), one Query
- *   (the 202 answer carries the request's exact position: a COUNT over the ready index).
+ * - submit: one TransactWriteItems (request item + queue's `queued` counters, atomically,
+ *   bounded by maxQueued), one SendMessage (wake the queue's dispatcher), one GetItem
+ *   (the 202 answer carries the request's position: the counters item's per-priority
+ *   split says how many wait at its priority and above).
  * - dispatch: one Query (the head of the ready index), one TransactWriteItems (claim:
  *   request QUEUED→STARTING with `queued−1, running+1` bounded by maxRunning), one PutObject
  *   (the input goes to S3: up to 256 KiB does not fit a container's environment), one
@@ -93,7 +94,7 @@ export type Phase = (typeof PHASES)[number];
  * shows what they cost.
  */
 export const FLOORS: Record<Phase, Record<string, number>> = {
-  submit: { "DynamoDB TransactWriteItems": 1, "SQS SendMessage": 1, "DynamoDB Query": 1 },
+  submit: { "DynamoDB TransactWriteItems": 1, "SQS SendMessage": 1, "DynamoDB GetItem": 1 },
   dispatch: {
     "DynamoDB Query": 1,
     "DynamoDB TransactWriteItems": 1,

@@ -22,7 +22,15 @@ export interface IdempotencyClaim {
 }
 
 export type SubmitOutcome =
-  | { kind: "created"; request: RequestRecord }
+  | {
+      kind: "created";
+      request: RequestRecord;
+      /**
+       * The new request's position, when the store knows it from the submit itself (its
+       * counters); otherwise the caller asks {@link RequestStore.position}.
+       */
+      position?: number;
+    }
   | { kind: "replayed"; request: RequestRecord };
 
 /**
@@ -109,6 +117,12 @@ export interface RequestStore {
 
   /** How many QUEUED requests of the same queue start before this QUEUED one. */
   position(request: RequestRecord): Promise<number>;
+
+  /**
+   * {@link position} of each of several QUEUED requests (a list page), counted together:
+   * the cost is that of the deepest one, not the sum (store-support.ts positionWalk).
+   */
+  positions(requests: readonly RequestRecord[]): Promise<Map<string, number>>;
 
   queueCounts(queue: string): Promise<QueueCounts>;
 

@@ -4,7 +4,7 @@
  */
 import { InvalidRequestError } from "./errors.ts";
 import type { TransitionCommand } from "./ports.ts";
-import { canTransition, type RequestRecord, statusClass } from "./request.ts";
+import { canTransition, type RequestRecord, readyOrderKey, statusClass } from "./request.ts";
 
 /** List cursors are opaque to callers: the base64url JSON of the last item's `[createdAt, id]`. */
 export function encodeListCursor(r: Pick<RequestRecord, "createdAt" | "id">): string {
@@ -47,4 +47,37 @@ export function assertTransitionCommand(cmd: TransitionCommand): void {
   if (illegal !== undefined) {
     throw new Error(`transition of ${cmd.id}: ${illegal} → ${cmd.to ?? illegal} is not allowed`);
   }
+}
+
+/** One queue and priority of a {@link positionWalk}, its requests in start order. */
+export interface PositionWalkGroup {
+  queue: string;
+  priority: number;
+  ordered: RequestRecord[];
+}
+
+/**
+ * How to count the positions of several QUEUED requests (a list page) for the price of the
+ * deepest: per queue and priority, take the requests in start order; each one's position
+ * is the count of higher priorities plus, continuing from the request before it, the
+ * requests of its own priority from that one (included) up to itself (excluded). Every
+ * index entry is then read once, not once per request.
+ */
+export function positionWalk(requests: readonly RequestRecord[]): PositionWalkGroup[] {
+  const groups = new Map<string, PositionWalkGroup>();
+  for (const r of requests) {
+    const key = `${r.priority}\u0000${r.queue}`;
+    const group = groups.get(key);
+    if (group) group.ordered.push(r);
+    else groups.set(key, { queue: r.queue, priority: r.priority, ordered: [r] });
+  }
+  for (const group of groups.values()) {
+    const keys = new Map(group.ordered.map((r) => [r.id, readyOrderKey(r)]));
+    group.ordered.sort((a, b) => {
+      const ka = keys.get(a.id) as string;
+      const kb = keys.get(b.id) as string;
+      return ka < kb ? -1 : ka > kb ? 1 : 0;
+    });
+  }
+  return [...groups.values()];
 }

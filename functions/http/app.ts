@@ -249,7 +249,12 @@ export function createApi(options: ApiOptions): Api {
         deps,
       );
       const r = outcome.request;
-      const position = r.status === RequestStatus.QUEUED ? await deps.store.position(r) : null;
+      const position =
+        r.status !== RequestStatus.QUEUED
+          ? null
+          : outcome.kind === "created" && outcome.position !== undefined
+            ? outcome.position
+            : await deps.store.position(r);
       const view = requestView(r, position);
       return outcome.kind === "created"
         ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
@@ -269,12 +274,9 @@ export function createApi(options: ApiOptions): Api {
         },
         deps,
       );
-      // Positions cost one store read per QUEUED item: bounded by `limit`, never by the table.
-      const positions = new Map<string, number>();
-      await Promise.all(
-        page.items
-          .filter((r) => r.status === RequestStatus.QUEUED)
-          .map(async (r) => positions.set(r.id, await deps.store.position(r))),
+      // The page's QUEUED items are counted together: the cost is that of the deepest.
+      const positions = await deps.store.positions(
+        page.items.filter((r) => r.status === RequestStatus.QUEUED),
       );
       return json(200, listView(page, positions));
     },

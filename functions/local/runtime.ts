@@ -1,12 +1,12 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { ulid } from "ulidx";
 import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
 import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
 import { SqliteWebhookOutbox } from "../adapters/embedded/sqlite-webhooks.ts";
+import { newRequestId } from "../adapters/ids.ts";
 import { createWebhookGuard } from "../adapters/net/webhook-guard.ts";
 import type { LongrunConfig } from "../config/schema.ts";
 import {
@@ -105,7 +105,7 @@ export class EmbeddedRuntime {
       results,
       logs,
       clock,
-      ids: { requestId: () => `req_${ulid()}` },
+      ids: { requestId: newRequestId },
       queues: config.queues,
       webhookGuard: createWebhookGuard({ allowPrivate: options.allowPrivateWebhooks }),
       onChange: (request, change) => this.#notifier.onChange(request, change),

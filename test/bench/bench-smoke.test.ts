@@ -14,7 +14,7 @@ beforeAll(async () => {
 });
 
 describe("AWS calls of one request lifecycle", () => {
-  it("submits with exactly one transaction, one wake-up and one position count", () => {
+  it("submits with exactly one transaction, one wake-up and one read of the counters", () => {
     // Assess
     expect(run.submit.calls).toEqual(FLOORS.submit);
   });

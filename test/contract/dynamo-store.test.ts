@@ -151,7 +151,7 @@ async function rawItem(key: Record<string, string>): Promise<Record<string, unkn
 }
 
 describe("DynamoRequestStore on DynamoDB", () => {
-  it("submits a request with its idempotency key in one TransactWriteItems call", async () => {
+  it("submits a request with its idempotency key in one TransactWriteItems call, then reads its position", async () => {
     // Prepare
     const { client, sent } = recordingClient();
     const store = storeOn(client);
@@ -161,14 +161,77 @@ describe("DynamoRequestStore on DynamoDB", () => {
     const outcome = await store.submit(r, { key: "k", bodyHash: "h" }, ROOMY);
 
     // Assess
-    expect(outcome.kind).toBe("created");
-    expect(sent).toEqual(["TransactWriteItemsCommand"]);
+    expect(outcome).toMatchObject({ kind: "created", position: 0 });
+    // The position comes from the counters item: one read, whatever the queue's depth.
+    expect(sent).toEqual(["TransactWriteItemsCommand", "GetItemCommand"]);
     expect(await rawItem(idempotencyItemKey(r.tenant, "k"))).toMatchObject({
       requestId: r.id,
       bodyHash: "h",
     });
-    expect(await rawItem(countersItemKey(r.queue))).toMatchObject({ queued: 1 });
+    expect(await rawItem(countersItemKey(r.queue))).toMatchObject({ queued: 1, queued_p0: 1 });
     client.destroy();
+  });
+
+  it("gives the position at submit as if the new request were the newest of its priority", async () => {
+    // Prepare: hosts' clocks may disagree, so a new request can be dated before a waiting
+    // one of its priority; the counters cannot see that (SQLite's submit checks the index).
+    const store = storeOn(admin);
+    const later = queued({ priority: 3, createdAt: T0 + 10 });
+    const scope = { tenant: later.tenant, queue: later.queue };
+    await store.submit(queued({ ...scope, priority: 8, createdAt: T0 + 20 }), null, ROOMY);
+    await store.submit(later, null, ROOMY);
+    const earlier = queued({ ...scope, priority: 3, createdAt: T0 + 5 });
+
+    // Act
+    const outcome = await store.submit(earlier, null, ROOMY);
+
+    // Assess
+    expect(outcome).toMatchObject({ kind: "created", position: 2 });
+    expect(await store.position(earlier)).toBe(1);
+    expect(await store.position(later)).toBe(2);
+  });
+
+  it("counts positions on the index when the counters item has no per-priority split", async () => {
+    // Prepare: a counters item as written before the split existed.
+    const store = storeOn(admin);
+    const a = queued({ priority: 5 });
+    const scope = { tenant: a.tenant, queue: a.queue };
+    const b = queued({ ...scope, priority: 5, createdAt: T0 + 1 });
+    const c = queued({ ...scope, priority: 1, createdAt: T0 + 2 });
+    for (const r of [a, b, c]) await store.submit(r, null, ROOMY);
+    await adminDoc.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: countersItemKey(a.queue),
+        UpdateExpression: "REMOVE queued_p5, queued_p1",
+      }),
+    );
+
+    // Act
+    const d = await store.submit(queued({ ...scope, priority: 9, createdAt: T0 + 3 }), null, ROOMY);
+    const together = await store.positions([a, b, c]);
+
+    // Assess
+    expect(d).toMatchObject({ kind: "created" });
+    expect(d).not.toHaveProperty("position", expect.anything());
+    expect([await store.position(a), await store.position(b), await store.position(c)]).toEqual([
+      1, 2, 3,
+    ]);
+    expect(together).toEqual(
+      new Map([
+        [a.id, 1],
+        [b.id, 2],
+        [c.id, 3],
+      ]),
+    );
+    // A recount with `fix` restores the split.
+    await store.recount({ fix: true });
+    expect(await rawItem(countersItemKey(a.queue))).toMatchObject({
+      queued: 4,
+      queued_p1: 1,
+      queued_p5: 2,
+      queued_p9: 1,
+    });
   });
 
   it("keeps the index keys in step with the status through the lifecycle", async () => {
@@ -252,7 +315,7 @@ describe("DynamoRequestStore on DynamoDB", () => {
       id: r.id,
       from: ["RUNNING"],
       attempt: 1,
-      set: { progress: { percent: 40, message: "m", updatedAt: T0 + 5 } },
+      set: { progress: { current: 40, total: 100, message: "m", updatedAt: T0 + 5 } },
     });
     sent.length = 0;
 
@@ -272,7 +335,7 @@ describe("DynamoRequestStore on DynamoDB", () => {
     });
 
     // Assess
-    expect(finished).toMatchObject({ status: "SUCCEEDED", progress: { percent: 40 } });
+    expect(finished).toMatchObject({ status: "SUCCEEDED", progress: { current: 40 } });
     expect(finished).toEqual(await other.get(r.id));
     expect(stale).toBeNull();
     // The stale rev failed one transaction; a read and a second transaction settled it.
@@ -355,7 +418,9 @@ describe("DynamoRequestStore on DynamoDB", () => {
     expect(position).toBe(3);
     expect(sent).toContain("QueryCommand");
     expect(sent).not.toContain("ScanCommand");
-    expect(new Set(sent)).toEqual(new Set(["QueryCommand", "BatchGetItemCommand"]));
+    expect(new Set(sent)).toEqual(
+      new Set(["QueryCommand", "BatchGetItemCommand", "GetItemCommand"]),
+    );
     client.destroy();
   });
 
@@ -372,7 +437,7 @@ describe("DynamoRequestStore on DynamoDB", () => {
     const outcome = await store.submit(fresh, { key: "k", bodyHash: "h2" }, ROOMY);
 
     // Assess
-    expect(outcome).toEqual({ kind: "created", request: fresh });
+    expect(outcome).toMatchObject({ kind: "created", request: fresh });
     expect(await rawItem(idempotencyItemKey(old.tenant, "k"))).toMatchObject({
       requestId: fresh.id,
       bodyHash: "h2",
@@ -392,8 +457,8 @@ describe("DynamoRequestStore on DynamoDB", () => {
     const second = await store.submit(b, { key: "x#y", bodyHash: "h" }, ROOMY);
 
     // Assess
-    expect(first).toEqual({ kind: "created", request: a });
-    expect(second).toEqual({ kind: "created", request: b });
+    expect(first).toMatchObject({ kind: "created", request: a });
+    expect(second).toMatchObject({ kind: "created", request: b });
   });
 
   it("handles tenants and queues outside ASCII", async () => {
@@ -533,13 +598,14 @@ describe("DynamoRequestStore error paths (mocked SDK)", () => {
       .rejectsOnce(cancelled(["TransactionConflict", "None", "None"]))
       .rejectsOnce(cancelled(["None", "None", "TransactionConflict"]))
       .resolves({});
+    mock.on(GetCommand).resolves({ Item: { queued: 1, queued_p0: 1 } });
     const r = queued();
 
     // Act
     const outcome = await store.submit(r, claim, ROOMY);
 
     // Assess
-    expect(outcome).toEqual({ kind: "created", request: r });
+    expect(outcome).toEqual({ kind: "created", request: r, position: 0 });
     expect(mock.commandCalls(TransactWriteCommand)).toHaveLength(3);
   });
 

@@ -158,7 +158,10 @@ export function describeRequestStoreContract(
         const fetched = await store.get(request.id);
 
         // Assess
-        expect(outcome).toEqual({ kind: "created", request });
+        expect({ kind: outcome.kind, request: outcome.request }).toEqual({
+          kind: "created",
+          request,
+        });
         expect(fetched).toEqual(request);
       });
 
@@ -318,7 +321,10 @@ export function describeRequestStoreContract(
         const outcome = await store.submit(theirs, { key: "shared", bodyHash: "h" }, ROOMY);
 
         // Assess
-        expect(outcome).toEqual({ kind: "created", request: theirs });
+        expect({ kind: outcome.kind, request: outcome.request }).toEqual({
+          kind: "created",
+          request: theirs,
+        });
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 2, running: 0 });
       });
 
@@ -364,7 +370,10 @@ export function describeRequestStoreContract(
         await store.claimNext(s.queue, MANY_SLOTS, T0);
         const retry = s.request({ idempotencyKey: "k3" });
         const outcome = await store.submit(retry, { key: "k3", bodyHash: "b" }, limits);
-        expect(outcome).toEqual({ kind: "created", request: retry });
+        expect({ kind: outcome.kind, request: outcome.request }).toEqual({
+          kind: "created",
+          request: retry,
+        });
       });
 
       it("counts only QUEUED requests against maxQueued", async () => {
@@ -969,6 +978,67 @@ export function describeRequestStoreContract(
 
         // Assess
         expect(positions).toEqual([0, 1, 2, 3]);
+      });
+
+      it("answers a new request's position with its submit, when it does, as position() would", async () => {
+        // Prepare: priorities mixed, one started and one cancelled in between.
+        const plan: Array<{ priority: number; createdAt: number }> = [
+          { priority: 4, createdAt: T0 + 10 },
+          { priority: 4, createdAt: T0 + 20 },
+          { priority: 7, createdAt: T0 + 5 },
+          { priority: 4, createdAt: T0 + 21 },
+          { priority: 0, createdAt: T0 + 30 },
+          { priority: 9, createdAt: T0 + 40 },
+          { priority: 4, createdAt: T0 + 50 },
+        ];
+        const given: Array<[number, number]> = [];
+
+        // Act
+        for (const [i, step] of plan.entries()) {
+          if (i === 4) await store.claimNext(s.queue, MANY_SLOTS, T0);
+          if (i === 5) {
+            const victim = (await idsIn(["QUEUED"])).at(-1) as string;
+            await store.transition({ id: victim, from: ["QUEUED"], to: "CANCELLED" });
+          }
+          const outcome = await store.submit(s.request(step), null, ROOMY);
+          if (outcome.kind === "created" && outcome.position !== undefined) {
+            given.push([outcome.position, await store.position(outcome.request)]);
+          }
+        }
+
+        // Assess
+        for (const [fromSubmit, fromPosition] of given) expect(fromSubmit).toBe(fromPosition);
+        expect(given.length === 0 || given.length === plan.length).toBe(true);
+      });
+
+      it("counts a page's positions together, each as position() alone would", async () => {
+        // Prepare: several priorities, ties of time, one started and one cancelled.
+        const plan = [4, 7, 4, 0, 9, 4, 7, 2, 4, 0].map((priority, i) => ({
+          priority,
+          createdAt: T0 + (i % 3),
+        }));
+        const all: RequestRecord[] = [];
+        for (const step of plan) all.push(await put(step));
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({
+          id: (all[5] as RequestRecord).id,
+          from: ["QUEUED"],
+          to: "CANCELLED",
+        });
+        const waiting = await Promise.all(
+          (await idsIn(["QUEUED"])).map(async (id) => (await store.get(id)) as RequestRecord),
+        );
+
+        // Act
+        const together = await store.positions(waiting);
+
+        // Assess
+        expect(waiting).toHaveLength(plan.length - 2);
+        for (const r of waiting) expect(together.get(r.id)).toBe(await store.position(r));
+        expect([...together.values()].sort((a, b) => a - b)).toEqual(
+          Array.from({ length: waiting.length }, (_, i) => i),
+        );
+        expect(await store.positions([])).toEqual(new Map());
       });
 
       it("breaks ties of priority and time by id, as dispatch does", async () => {

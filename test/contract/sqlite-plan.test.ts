@@ -117,13 +117,15 @@ describe("SqliteRequestStore query plans", () => {
     }
   });
 
-  it("counts a position from the ready index alone, without reading rows", () => {
+  it("counts a position from the per-priority counts and its own priority's index range", () => {
     // Act
     const plan = store.explain("position");
 
     // Assess
     const searches = plan.filter((l) => l.startsWith("SEARCH"));
-    expect(searches).toHaveLength(2);
-    expect(searches.every((l) => l.includes("COVERING INDEX requests_ready"))).toBe(true);
+    expect(searches).toEqual([
+      "SEARCH queued_by_priority USING PRIMARY KEY (queue=? AND priority>?)",
+      "SEARCH requests USING COVERING INDEX requests_ready (queue=? AND priority=? AND (created_at,id)<(?,?))",
+    ]);
   });
 });

@@ -96,7 +96,12 @@ describe("SqliteRequestStore on a file", () => {
       .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
       .all()
       .map((r) => (r as { name: string }).name);
-    expect(tables).toEqual(["idempotency_keys", "queue_counters", "requests"]);
+    expect(tables).toEqual([
+      "idempotency_keys",
+      "queue_counters",
+      "queued_by_priority",
+      "requests",
+    ]);
   });
 
   it("reopens an existing file without losing or duplicating anything", async () => {
@@ -119,6 +124,54 @@ describe("SqliteRequestStore on a file", () => {
       { maxQueued: 10, retryAfterSeconds: 1 },
     );
     expect(replay.kind).toBe("replayed");
+  });
+
+  it("upgrades a schema 1 file: the per-priority counts are computed from its rows", async () => {
+    // Prepare: a file as schema 1 left it (no per-priority table), with requests waiting.
+    const old = new SqliteRequestStore(path);
+    const limits = { maxQueued: 10, retryAfterSeconds: 1 };
+    const high = queuedRequest("q", { priority: 7, createdAt: T0 + 2 });
+    const low = queuedRequest("q", { priority: 2, createdAt: T0 + 1 });
+    await old.submit(high, null, limits);
+    await old.submit(queuedRequest("q", { priority: 7, createdAt: T0 + 3 }), null, limits);
+    await old.submit(low, null, limits);
+    old.close();
+    const raw = new Database(path);
+    raw.exec("DROP TABLE queued_by_priority");
+    raw.pragma("user_version = 1");
+    raw.close();
+
+    // Act
+    const upgraded = new SqliteRequestStore(path);
+    toClose.push(upgraded);
+    const next = await upgraded.submit(
+      queuedRequest("q", { priority: 5, createdAt: T0 + 4 }),
+      null,
+      limits,
+    );
+
+    // Assess
+    expect(await upgraded.position(low)).toBe(3);
+    expect(await upgraded.position(high)).toBe(0);
+    expect(next).toMatchObject({ kind: "created", position: 2 });
+  });
+
+  it("gives the exact position at submit even for a request dated before others of its priority", async () => {
+    // Prepare
+    const store = new SqliteRequestStore(path);
+    toClose.push(store);
+    const limits = { maxQueued: 10, retryAfterSeconds: 1 };
+    await store.submit(queuedRequest("q", { priority: 8, createdAt: T0 + 20 }), null, limits);
+    const later = queuedRequest("q", { priority: 3, createdAt: T0 + 10 });
+    await store.submit(later, null, limits);
+    const earlier = queuedRequest("q", { priority: 3, createdAt: T0 + 5 });
+
+    // Act
+    const outcome = await store.submit(earlier, null, limits);
+
+    // Assess
+    expect(outcome).toMatchObject({ kind: "created", position: 1 });
+    expect(await store.position(later)).toBe(2);
   });
 
   it("refuses to open a file written by a newer schema version", () => {

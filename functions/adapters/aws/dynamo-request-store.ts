@@ -49,6 +49,7 @@ import {
   assertTransitionCommand,
   decodeListCursor,
   encodeListCursor,
+  positionWalk,
 } from "../../core/store-support.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 import { ItemMemo } from "./item-memo.ts";
@@ -107,6 +108,7 @@ interface RequestItem extends Record<string, unknown> {
   tenant: string;
   queue: string;
   status: RequestStatus;
+  priority: number;
   createdAt: number;
   expiresAt: number;
   finishedAt?: number | null;
@@ -125,6 +127,23 @@ function pad(n: number): string {
 
 function requestKey(id: string): Record<string, string> {
   return { [TABLE_KEY.partitionKey]: `REQ#${id}`, [TABLE_KEY.sortKey]: REQUEST_SK };
+}
+
+/** Priorities a request may have (SPEC: 0–9), for the per-priority counters. */
+const PRIORITIES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] as const;
+
+/** Counter attribute of the QUEUED requests of one priority (next to `queued`, their sum). */
+function queuedAt(priority: number): string {
+  return `queued_p${priority}`;
+}
+
+/** The counters item's `queued` split by priority; null when the split does not add up. */
+function queuedByPriority(counters: Record<string, unknown> | undefined): number[] | null {
+  const split = PRIORITIES.map((p) => (counters?.[queuedAt(p)] as number | undefined) ?? 0);
+  const total = (counters?.queued as number | undefined) ?? 0;
+  // Written in the same transactions as `queued`, so they always agree, except on a counters
+  // item from before the split existed (or one repaired by hand): then positions count rows.
+  return split.reduce((a, b) => a + b, 0) === total ? split : null;
 }
 
 function countersKey(queue: string): Record<string, string> {
@@ -497,9 +516,9 @@ export class DynamoRequestStore implements RequestStore {
         TableName: this.#table,
         Key: countersKey(request.queue),
         // ADD creates the counter item (and the attribute) on a queue's first submit.
-        UpdateExpression: "ADD #queued :one",
+        UpdateExpression: "ADD #queued :one, #qp :one",
         ConditionExpression: "attribute_not_exists(#queued) OR #queued < :max",
-        ExpressionAttributeNames: { "#queued": "queued" },
+        ExpressionAttributeNames: { "#queued": "queued", "#qp": queuedAt(request.priority) },
         ExpressionAttributeValues: { ":one": 1, ":max": limits.maxQueued },
       },
     });
@@ -512,7 +531,7 @@ export class DynamoRequestStore implements RequestStore {
           ...(request.id.length <= 36 ? { ClientRequestToken: request.id } : {}),
         }),
       );
-      return { kind: "created", request };
+      return { kind: "created", request, position: await this.#positionOfNewest(request) };
     } catch (error) {
       const reasons = cancellationReasons(error);
       if (!reasons) throw error;
@@ -699,11 +718,61 @@ export class DynamoRequestStore implements RequestStore {
     return out;
   }
 
+  /**
+   * Requests that start before this one: those of higher priorities from the counters item
+   * (one consistent read), then those of its own priority that sort before it on the ready
+   * index (a Query of that priority's range only). Without a usable split in the counters,
+   * every entry before it on the index is counted.
+   */
   async position(request: RequestRecord): Promise<number> {
+    const split = queuedByPriority(await this.#countersItem(request.queue));
+    if (!split) return this.#countReadyBefore(request, null);
+    const higher = split.slice(request.priority + 1).reduce((a, b) => a + b, 0);
+    return higher + (await this.#countReadyBefore(request, request.priority));
+  }
+
+  /**
+   * Position of a request just submitted: every QUEUED request of a higher priority and
+   * every other one of its own, which all sort before it (it is the newest). One read of
+   * the counters; a request submitted between the write and this read is counted too.
+   */
+  async #positionOfNewest(request: RequestRecord): Promise<number | undefined> {
+    const split = queuedByPriority(await this.#countersItem(request.queue));
+    if (!split) return undefined;
+    const atOrAbove = split.slice(request.priority).reduce((a, b) => a + b, 0);
+    return Math.max(0, atOrAbove - 1);
+  }
+
+  async #countersItem(queue: string): Promise<Record<string, unknown> | undefined> {
+    const out = await this.#doc.send(
+      new GetCommand({ TableName: this.#table, Key: countersKey(queue), ConsistentRead: true }),
+    );
+    return out.Item;
+  }
+
+  /**
+   * Entries of the ready index that sort before `request`: all of them (`priority` null) or
+   * only those of `priority`.
+   */
+  async #countReadyBefore(request: RequestRecord, priority: number | null): Promise<number> {
+    const own = readyOrderKey(request);
+    return priority === null
+      ? this.#countReady(request.queue, null, own)
+      : this.#countReady(request.queue, `${9 - priority}#`, own);
+  }
+
+  /**
+   * Entries of the queue's ready index with `from` ≤ key < `to` (`from` null: from the
+   * start). BETWEEN includes `to`, so keys are read (not counted) and `to` is left out.
+   */
+  async #countReady(queue: string, from: string | null, to: string): Promise<number> {
     const expr = new Expression();
-    const condition =
-      `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(request.queue))}` +
-      ` AND ${expr.name(INDEXES.ready.sortKey)} < ${expr.value(readyOrderKey(request))}`;
+    const sk = expr.name(INDEXES.ready.sortKey);
+    const range =
+      from === null
+        ? `${sk} < ${expr.value(to)}`
+        : `${sk} BETWEEN ${expr.value(from)} AND ${expr.value(to)}`;
+    const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))} AND ${range}`;
     let count = 0;
     let start: Record<string, unknown> | undefined;
     do {
@@ -712,15 +781,42 @@ export class DynamoRequestStore implements RequestStore {
           TableName: this.#table,
           IndexName: INDEXES.ready.name,
           KeyConditionExpression: condition,
-          Select: "COUNT",
+          ProjectionExpression: sk,
           ...expr.params(),
           ...(start ? { ExclusiveStartKey: start } : {}),
         }),
       );
-      count += page.Count ?? 0;
+      for (const entry of page.Items ?? []) {
+        if ((entry[INDEXES.ready.sortKey] as string) < to) count++;
+      }
       start = page.LastEvaluatedKey;
     } while (start);
     return count;
+  }
+
+  /** Positions of several QUEUED requests (a list page): see {@link positionWalk}. */
+  async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const splits = new Map<string, number[] | null>();
+    for (const queue of new Set(requests.map((r) => r.queue))) {
+      splits.set(queue, queuedByPriority(await this.#countersItem(queue)));
+    }
+    for (const { queue, priority, ordered } of positionWalk(requests)) {
+      const split = splits.get(queue);
+      if (!split) {
+        for (const r of ordered) out.set(r.id, await this.#countReadyBefore(r, null));
+        continue;
+      }
+      let count = split.slice(priority + 1).reduce((a, b) => a + b, 0);
+      let from = `${9 - priority}#`;
+      for (const r of ordered) {
+        const key = readyOrderKey(r);
+        count += await this.#countReady(queue, from, key);
+        out.set(r.id, count);
+        from = key;
+      }
+    }
+    return out;
   }
 
   async findActive(limit: number): Promise<RequestRecord[]> {
@@ -955,9 +1051,13 @@ export class DynamoRequestStore implements RequestStore {
               Update: {
                 TableName: this.#table,
                 Key: countersKey(queue),
-                UpdateExpression: "ADD #queued :minus, #running :one",
+                UpdateExpression: "ADD #queued :minus, #running :one, #qp :minus",
                 ConditionExpression: "attribute_not_exists(#running) OR #running < :max",
-                ExpressionAttributeNames: { "#queued": "queued", "#running": "running" },
+                ExpressionAttributeNames: {
+                  "#queued": "queued",
+                  "#running": "running",
+                  "#qp": queuedAt(item.priority),
+                },
                 ExpressionAttributeValues: { ":minus": -1, ":one": 1, ":max": maxRunning },
               },
             },
@@ -1183,7 +1283,7 @@ export class DynamoRequestStore implements RequestStore {
       const counterParts: string[] = [];
       const values: Record<string, number> = {};
       if (delta.queued !== 0) {
-        counterParts.push("#queued :dq");
+        counterParts.push("#queued :dq", "#qp :dq");
         values[":dq"] = delta.queued;
       }
       if (delta.running !== 0) {
@@ -1198,7 +1298,9 @@ export class DynamoRequestStore implements RequestStore {
             Key: countersKey(item.queue),
             UpdateExpression: `ADD ${counterParts.join(", ")}`,
             ExpressionAttributeNames: {
-              ...(delta.queued !== 0 ? { "#queued": "queued" } : {}),
+              ...(delta.queued !== 0
+                ? { "#queued": "queued", "#qp": queuedAt(item.priority) }
+                : {}),
               ...(delta.running !== 0 ? { "#running": "running" } : {}),
             },
             ExpressionAttributeValues: values,
@@ -1280,8 +1382,9 @@ export class DynamoRequestStore implements RequestStore {
         const stored = await this.#doc.send(
           new GetCommand({ TableName: this.#table, Key: countersKey(queue), ConsistentRead: true }),
         );
+        const split = await this.#countQueuedByPriority(queue);
         const counted: QueueCounts = {
-          queued: await this.#countSweep(sweepQueuedPk(queue), [RequestStatus.QUEUED]),
+          queued: split.reduce((a, b) => a + b, 0),
           running: await this.#countSweep(sweepActivePk(queue), ACTIVE_STATUSES),
         };
         out[queue] = counted;
@@ -1289,9 +1392,14 @@ export class DynamoRequestStore implements RequestStore {
           queued: stored.Item?.queued as number | undefined,
           running: stored.Item?.running as number | undefined,
         };
-        const same = (old.queued ?? 0) === counted.queued && (old.running ?? 0) === counted.running;
+        const same =
+          (old.queued ?? 0) === counted.queued &&
+          (old.running ?? 0) === counted.running &&
+          PRIORITIES.every(
+            (p) => ((stored.Item?.[queuedAt(p)] as number | undefined) ?? 0) === split[p],
+          );
         if (!options.fix || same) break;
-        if (await this.#setCounters(queue, old, counted)) break;
+        if (await this.#setCounters(queue, old, counted, split)) break;
         if (attempt >= CONFLICT_ATTEMPTS) {
           throw new ConcurrentUpdateError(`queue ${queue}: counters kept moving during recount`);
         }
@@ -1330,6 +1438,37 @@ export class DynamoRequestStore implements RequestStore {
     return oldest;
   }
 
+  /** QUEUED requests of the queue per priority (index 0–9), read through the sweep index. */
+  async #countQueuedByPriority(queue: string): Promise<number[]> {
+    const split = PRIORITIES.map(() => 0);
+    const expr = new Expression();
+    const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(sweepQueuedPk(queue))}`;
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.sweep.name,
+          KeyConditionExpression: condition,
+          Limit: BATCH_GET_MAX,
+          ...expr.params(),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      const keys = (page.Items ?? []).map((k) => ({
+        [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
+        [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
+      }));
+      for (const item of await this.#batchGet(keys, ["status", "priority"])) {
+        if (item.status !== RequestStatus.QUEUED) continue;
+        const p = item.priority as number;
+        split[p] = (split[p] ?? 0) + 1;
+      }
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return split;
+  }
+
   async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
     const expr = new Expression();
     const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
@@ -1362,6 +1501,7 @@ export class DynamoRequestStore implements RequestStore {
     queue: string,
     old: { queued: number | undefined; running: number | undefined },
     next: QueueCounts,
+    split: readonly number[],
   ): Promise<boolean> {
     const expr = new Expression();
     const unchanged = (["queued", "running"] as const).map((field) => {
@@ -1371,6 +1511,7 @@ export class DynamoRequestStore implements RequestStore {
         : `${expr.name(field)} = ${expr.value(value)}`;
     });
     const update = new UpdateClauses(expr).set("queued", next.queued).set("running", next.running);
+    for (const p of PRIORITIES) update.set(queuedAt(p), split[p] ?? 0);
     try {
       await this.#doc.send(
         new UpdateCommand({

@@ -3,13 +3,13 @@ import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SQSClient } from "@aws-sdk/client-sqs";
-import { ulid } from "ulidx";
 import { AWS_ENV } from "../../config/env.ts";
 import type { LongrunConfig, QueueConfig } from "../../config/schema.ts";
 import type { Compute, LaunchOptions, LogStore } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import type { CoreDeps } from "../../core/usecases/deps.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../../webhooks/outbox.ts";
+import { newRequestId } from "../ids.ts";
 import { createWebhookGuard } from "../net/webhook-guard.ts";
 import { BatchCompute } from "./batch-compute.ts";
 import { CloudWatchLogStore } from "./cloudwatch-logs.ts";
@@ -209,7 +209,7 @@ export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
     results: new S3ResultStore(clients.s3, resources.bucketName),
     logs,
     clock: { now: () => Date.now() },
-    ids: { requestId: () => `req_${ulid()}` },
+    ids: { requestId: newRequestId },
     queues,
     webhookGuard: createWebhookGuard({ allowPrivate: opts.allowPrivateWebhooks === true }),
     ...(webhooks

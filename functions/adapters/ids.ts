@@ -1,0 +1,13 @@
+import { monotonicFactory } from "ulidx";
+
+/**
+ * Request ids: `req_` and a ULID from one monotonic generator per process. Within one
+ * millisecond the ids still increase, so requests submitted in the same instant keep their
+ * submit order in the ready index (its last tie-breaker is the id), and the generator
+ * draws its randomness source once instead of per id, which the plain `ulid()` does.
+ */
+const nextUlid = monotonicFactory();
+
+export function newRequestId(): string {
+  return `req_${nextUlid()}`;
+}
