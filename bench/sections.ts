@@ -3,6 +3,17 @@
  * A new benchmark is a module exporting a {@link BenchSection}, added here.
  */
 import { lifecycleSection } from "./lifecycle-report.ts";
+import { lostWorkSection } from "./lostwork.ts";
+import { queriesSection } from "./queries.ts";
+import { dispatchScaleSection, startSection } from "./scheduling.ts";
 import type { BenchSection } from "./section.ts";
+import { submitSection } from "./submit.ts";
 
-export const SECTIONS: readonly BenchSection[] = [lifecycleSection];
+export const SECTIONS: readonly BenchSection[] = [
+  submitSection,
+  startSection,
+  dispatchScaleSection,
+  queriesSection,
+  lostWorkSection,
+  lifecycleSection,
+];
