@@ -3,4 +3,5 @@
  * the AWS Batch container entrypoint.
  */
 export * from "./attempt.ts";
+export * from "./leftovers.ts";
 export * from "./process-group.ts";

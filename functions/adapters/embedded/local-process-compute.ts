@@ -6,6 +6,7 @@ import {
   type AttemptStorage,
   attemptPaths,
   decodeJobRef,
+  findJobsOfRequest,
   reapProcessGroup,
   startAttempt,
 } from "../../../jobs/runner/index.ts";
@@ -210,12 +211,19 @@ export class LocalProcessCompute implements Compute {
       await own.finished;
       return;
     }
+    const graceMs = this.#opts.reapGraceMs ?? 5000;
+    let spawned = request.jobRef !== null;
     if (request.jobRef && decodeJobRef(request.jobRef)) {
-      await reapProcessGroup(request.jobRef, { graceMs: this.#opts.reapGraceMs ?? 5000 });
+      await reapProcessGroup(request.jobRef, { graceMs });
+    } else if (request.jobRef === null) {
+      // The dead server may have spawned the job and died before it stored the handle.
+      const leftovers = await findJobsOfRequest(request.id);
+      await Promise.all(leftovers.map((ref) => reapProcessGroup(ref, { graceMs })));
+      spawned = leftovers.length > 0;
     }
-    // Without a jobRef the job may never have spawned, and its work dir may hold a
-    // checkpoint restore that the crash cut short: only a spawned job's folder is trusted.
-    if (request.jobRef && request.attempt > 0) {
+    // A job that never spawned may have left a checkpoint restore that the crash cut short
+    // in its work dir: only a spawned job's folder is trusted.
+    if (spawned && request.attempt > 0) {
       await this.#salvageCheckpoint(request);
     } else {
       await rm(this.#layout.workRoot(request.id), { recursive: true, force: true });
