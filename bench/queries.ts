@@ -1,18 +1,31 @@
 /**
  * Bench item 4 (issue 6): what a list page and a queue position cost as the table grows.
  *
+ * Positions are exact on both backends (docs/design.md "Reads that do not grow with the
+ * table"): the QUEUED requests of each queue are also counted per priority, in the same
+ * transactions that move them (SQLite `queued_by_priority`, DynamoDB `queued_p0`…`queued_p9`
+ * on the counters item). A position is the counts of the higher priorities plus a range
+ * count of the request's own priority before it; a list page's positions are counted in one
+ * walk per priority (store.positions). The data set spreads priorities (half at the default
+ * 0, half over 1–9) so that the two costs show apart: a request deep in the queue behind
+ * other priorities, and one deep within its own priority.
+ *
  * - Embedded: two SQLite stores of the same shape (one queue, three tenants, a backlog of
  *   QUEUED requests behind older finished ones) at a small and a large size, seeded in one
- *   transaction in the store's own schema, then served by a real server (TestServer) and
- *   read over HTTP: list(limit=100) first page, a page without QUEUED items, a deep page by
- *   cursor, and the status of a QUEUED request near the head and deep in the queue. The
- *   position statement is also timed in-process at growing depths, and the query plans of
- *   the list and position statements are reported.
- * - AWS: the same shape on moto through DynamoRequestStore (items written with
- *   BatchWriteItem in the store's item format, checked against items the store wrote
- *   itself). moto's latency does not model DynamoDB (its index queries walk the whole
- *   table), so the figure that counts there is what DynamoDB would bill: items read and
- *   read request units from item sizes (capacity.ts).
+ *   transaction in the store's own schema (the store's recount --fix then sets the counters
+ *   and the per-priority counts, checked against the data set), then served by a real server
+ *   (TestServer) and read over HTTP: list(limit=100) first page, a page without QUEUED
+ *   items, a deep page by cursor, and the status of QUEUED requests near the head, at the
+ *   head of the lowest priority (deep, behind every other priority) and at its tail (deep
+ *   within its own priority). store.position is also timed in-process at growing depths
+ *   within a priority, store.positions over the first page against one position per item,
+ *   and the query plans of the list and position statements are reported.
+ * - AWS: the same shape on moto through DynamoRequestStore (items and the counters item with
+ *   its per-priority split written with BatchWriteItem in the store's item format, checked
+ *   against items the store wrote itself). moto's latency does not model DynamoDB (its
+ *   index queries walk the whole table), so the figure that counts there is what DynamoDB
+ *   would bill: items read and read request units from item sizes (capacity.ts), metered on
+ *   the store's own calls (store.list, store.positions of the first page, store.position).
  */
 import { rmSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
@@ -41,10 +54,12 @@ const QUEUE = "q";
 /** Queue of the DynamoDB format check's own requests. */
 const FORMAT_CHECK_QUEUE = "format-check";
 const LIMIT = 100;
-/** Where the "deep" status probe sits (capped by the queue's length at small sizes). */
-const DEEP_TARGET = 50_000;
 const SHALLOW_TARGET = 10;
 const RETENTION_DAYS = 30;
+/** Priorities a request may have (SPEC: 0–9); the ready order starts with 9. */
+const PRIORITIES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] as const;
+/** Share of the requests at the default priority 0; the rest spread evenly over 1–9. */
+const DEFAULT_PRIORITY_SHARE = 0.5;
 /** Tenants and their share of the requests; the lists are read as alice. */
 const TENANTS: ReadonlyArray<readonly [string, number]> = [
   ["alice", 0.5],
@@ -71,12 +86,17 @@ interface Dataset {
   /** QUEUED requests in start order: index = position. */
   startOrder: RequestRecord[];
   statusCounts: Record<string, number>;
+  /** QUEUED requests per priority (index = priority), as the per-priority counts hold them. */
+  queuedByPriority: number[];
+  /** Each QUEUED request's position among the QUEUED requests of its own priority, by id. */
+  withinPriority: Map<string, number>;
 }
 
 /**
  * `n` requests of one queue, oldest first: the oldest 40 % finished (SUCCEEDED 70 %, FAILED,
- * CANCELLED, EXPIRED 10 % each), the newest 60 % a backlog (95 % QUEUED, 10 % of those at
- * priority 5, the rest cancelled while waiting). Tenants alice/bob/carol 50/30/20 %.
+ * CANCELLED, EXPIRED 10 % each), the newest 60 % a backlog (95 % QUEUED, the rest cancelled
+ * while waiting). Priorities: half at the default 0, the other half spread evenly over 1–9.
+ * Tenants alice/bob/carol 50/30/20 %.
  */
 function makeDataset(n: number, seed: number, now: number): Dataset {
   const random = seededRandom(seed);
@@ -110,7 +130,15 @@ function makeDataset(n: number, seed: number, now: number): Dataset {
       status = r < 0.95 ? RequestStatus.QUEUED : RequestStatus.CANCELLED;
     }
     statusCounts[status] = (statusCounts[status] ?? 0) + 1;
-    const priority = status === RequestStatus.QUEUED && random() < 0.1 ? 5 : 0;
+    const p = random();
+    const priority =
+      p < DEFAULT_PRIORITY_SHARE
+        ? 0
+        : 1 +
+          Math.min(
+            8,
+            Math.floor(((p - DEFAULT_PRIORITY_SHARE) / (1 - DEFAULT_PRIORITY_SHARE)) * 9),
+          );
     const ran = status === RequestStatus.SUCCEEDED || status === RequestStatus.FAILED;
     const finished = status !== RequestStatus.QUEUED;
     const finishedAt = finished ? Math.min(now, createdAt + 60_000) : null;
@@ -153,26 +181,103 @@ function makeDataset(n: number, seed: number, now: number): Dataset {
   const startOrder = records
     .filter((r) => r.status === RequestStatus.QUEUED)
     .sort((a, b) => (readyOrderKey(a) < readyOrderKey(b) ? -1 : 1));
-  return { records, startOrder, statusCounts };
+  const queuedByPriority = PRIORITIES.map(() => 0);
+  const withinPriority = new Map<string, number>();
+  for (const r of startOrder) {
+    withinPriority.set(r.id, queuedByPriority[r.priority] ?? 0);
+    queuedByPriority[r.priority] = (queuedByPriority[r.priority] ?? 0) + 1;
+  }
+  return { records, startOrder, statusCounts, queuedByPriority, withinPriority };
+}
+
+/** A QUEUED request picked for a position probe. */
+interface Probe {
+  record: RequestRecord;
+  /** Its position: QUEUED requests of the queue that start before it. */
+  position: number;
+  /** Its position among the QUEUED requests of its own priority (what the count walks). */
+  within: number;
 }
 
 /**
- * The QUEUED request of `tenant` whose position is nearest `target` (a status read by
- * another tenant is a 404, so the probes must be alice's own requests).
+ * The QUEUED request of `tenant` nearest `target`: by position in the queue, or with
+ * `priority`, by position within that priority (a status read by another tenant is a 404,
+ * so the probes must be alice's own requests).
  */
-export function atPosition(
+export function probeAt(
   ds: Dataset,
   target: number,
-  tenant = "alice",
-): { record: RequestRecord; position: number } {
-  let best = -1;
-  ds.startOrder.forEach((r, i) => {
-    if (r.tenant === tenant && (best < 0 || Math.abs(i - target) < Math.abs(best - target))) {
-      best = i;
+  options: { priority?: number; tenant?: string } = {},
+): Probe {
+  const tenant = options.tenant ?? "alice";
+  let best: Probe | null = null;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const [position, record] of ds.startOrder.entries()) {
+    if (record.tenant !== tenant) continue;
+    if (options.priority !== undefined && record.priority !== options.priority) continue;
+    const within = ds.withinPriority.get(record.id) ?? 0;
+    const distance = Math.abs((options.priority !== undefined ? within : position) - target);
+    if (distance < bestDistance) {
+      best = { record, position, within };
+      bestDistance = distance;
     }
+  }
+  if (!best) throw new Error(`no QUEUED request of ${tenant} at priority ${options.priority}`);
+  return best;
+}
+
+/**
+ * The status probes, both backends: near the head (priority 9); the head of priority 0,
+ * deep in the queue behind every higher priority but first within its own; the tail of
+ * priority 0, the deepest request and the deepest within its priority.
+ */
+const PROBES: ReadonlyArray<{
+  key: string;
+  label: string;
+  target: number;
+  priority?: number;
+}> = [
+  { key: "Shallow", label: "near the head (priority 9)", target: SHALLOW_TARGET },
+  {
+    key: "LowHead",
+    label: "priority 0, near the head of its priority (deep: behind priorities 1–9)",
+    target: SHALLOW_TARGET,
+    priority: 0,
+  },
+  {
+    key: "LowTail",
+    label: "priority 0, tail of its priority (deep within its own priority)",
+    target: Number.MAX_SAFE_INTEGER,
+    priority: 0,
+  },
+];
+
+/** What store.positions must answer for `records`: their seeded positions. */
+function expectedPositions(ds: Dataset, records: readonly RequestRecord[]): Map<string, number> {
+  const wanted = new Set(records.map((r) => r.id));
+  const out = new Map<string, number>();
+  ds.startOrder.forEach((r, i) => {
+    if (wanted.has(r.id)) out.set(r.id, i);
   });
-  if (best < 0) throw new Error(`no QUEUED request of ${tenant}`);
-  return { record: ds.startOrder[best] as RequestRecord, position: best };
+  return out;
+}
+
+/**
+ * Index entries one walk of store.positions reads for `records` (positionWalk): per
+ * priority, from the head of the priority to its deepest request on the page.
+ */
+function walkEntries(ds: Dataset, records: readonly RequestRecord[]): number {
+  const deepest = new Map<number, number>();
+  for (const r of records) {
+    const within = ds.withinPriority.get(r.id) ?? 0;
+    deepest.set(r.priority, Math.max(deepest.get(r.priority) ?? -1, within));
+  }
+  return [...deepest.values()].reduce((a, b) => a + b + 1, 0);
+}
+
+/** Entries one count per item reads (app.ts before the walk): each item's own-priority depth. */
+function perItemEntries(ds: Dataset, records: readonly RequestRecord[]): number {
+  return records.reduce((sum, r) => sum + (ds.withinPriority.get(r.id) ?? 0), 0);
 }
 
 /**
@@ -250,10 +355,10 @@ function sqliteRow(r: RequestRecord): Record<string, unknown> {
 /**
  * Writes the data set into a fresh store at `dbPath`: the store creates its schema, the rows
  * go in through a second connection in ONE transaction (the store's API commits once per
- * request: ~0.3 ms each, 30 s for 100,000), and the store's own recount sets the counters.
- * A sample read back through the store must equal what was written.
+ * request: ~0.3 ms each, 30 s for 100,000), and the store's own recount --fix sets the
+ * counters and rebuilds the per-priority counts (`queued_by_priority`) from the rows.
  */
-function seedSqlite(dbPath: string, ds: Dataset): number {
+async function seedSqlite(dbPath: string, ds: Dataset): Promise<number> {
   const t0 = performance.now();
   new SqliteRequestStore(dbPath).close();
   const db = new Database(dbPath);
@@ -271,13 +376,17 @@ function seedSqlite(dbPath: string, ds: Dataset): number {
   }
   const store = new SqliteRequestStore(dbPath);
   try {
-    store.recount({ fix: true });
+    await store.recount({ fix: true });
   } finally {
     store.close();
   }
   return performance.now() - t0;
 }
 
+/**
+ * A sample read back through the store must equal what was written; the counters and the
+ * per-priority counts must hold the data set's QUEUED requests (positions read them).
+ */
 async function checkSqliteSeed(dbPath: string, ds: Dataset): Promise<void> {
   const store = new SqliteRequestStore(dbPath);
   try {
@@ -296,36 +405,108 @@ async function checkSqliteSeed(dbPath: string, ds: Dataset): Promise<void> {
   } finally {
     store.close();
   }
+  const db = new Database(dbPath, { readonly: true });
+  try {
+    const rows = db
+      .prepare("SELECT priority, queued FROM queued_by_priority WHERE queue = ?")
+      .all(QUEUE) as { priority: number; queued: number }[];
+    const stored = PRIORITIES.map((p) => rows.find((r) => r.priority === p)?.queued ?? 0);
+    if (stored.join(",") !== ds.queuedByPriority.join(",")) {
+      throw new Error(
+        `queued_by_priority holds ${stored.join(",")}, seeded ${ds.queuedByPriority.join(",")}`,
+      );
+    }
+  } finally {
+    db.close();
+  }
 }
 
 interface PositionTiming {
-  depth: number;
+  priority: number;
+  /** Position within its priority: what the range count walks. */
+  within: number;
+  position: number;
   p50Us: number;
   p99Us: number;
 }
 
-/** store.position in-process at growing depths (no HTTP): the cost curve of the count. */
+/**
+ * store.position in-process (no HTTP) at growing depths within priority 0, behind every
+ * request of priorities 1–9, and of the head of the queue: the cost curve of the count.
+ */
 async function positionCurve(dbPath: string, ds: Dataset): Promise<PositionTiming[]> {
   const store = new SqliteRequestStore(dbPath);
   try {
-    const depths = [0, 10, 100, 1_000, 10_000, 50_000, 100_000].filter(
-      (d) => d < ds.startOrder.length,
-    );
-    depths.push(ds.startOrder.length - 1);
+    const lowest = ds.startOrder.filter((r) => r.priority === 0);
+    const depths = [0, 10, 100, 1_000, 10_000, 100_000].filter((d) => d < lowest.length);
+    depths.push(lowest.length - 1);
+    const picks = [
+      ds.startOrder[0] as RequestRecord,
+      ...[...new Set(depths)].map((d) => lowest[d] as RequestRecord),
+    ];
+    const positionOf = expectedPositions(ds, picks);
     const out: PositionTiming[] = [];
-    for (const depth of [...new Set(depths)]) {
-      const r = ds.startOrder[depth] as RequestRecord;
+    for (const r of picks) {
+      const position = positionOf.get(r.id) ?? -1;
       const got = await store.position(r);
-      if (got !== depth) throw new Error(`position of the ${depth}th request read ${got}`);
+      if (got !== position) throw new Error(`position of the request at #${position} read ${got}`);
       const { dist } = await sample(
         async () => {
           await store.position(r);
         },
         { max: 30, min: 5, budgetMs: 1500, warm: 2 },
       );
-      out.push({ depth, p50Us: dist.p50 * 1000, p99Us: dist.p99 * 1000 });
+      out.push({
+        priority: r.priority,
+        within: ds.withinPriority.get(r.id) ?? 0,
+        position,
+        p50Us: dist.p50 * 1000,
+        p99Us: dist.p99 * 1000,
+      });
     }
     return out;
+  } finally {
+    store.close();
+  }
+}
+
+/** The first page's positions in-process: store.positions (one walk) vs one position each. */
+interface PagePositions {
+  queuedItems: number;
+  /** Index entries of the walk (per priority, up to the page's deepest) and of per-item counts. */
+  walkEntries: number;
+  perItemEntries: number;
+  /** p50 ms. */
+  walkMs: number;
+  perItemMs: number;
+}
+
+async function pagePositionsInProcess(dbPath: string, ds: Dataset): Promise<PagePositions> {
+  const store = new SqliteRequestStore(dbPath);
+  try {
+    const page = await store.list({ tenant: "alice", queue: QUEUE, limit: LIMIT });
+    const queued = page.items.filter((r) => r.status === RequestStatus.QUEUED);
+    const want = expectedPositions(ds, queued);
+    const got = await store.positions(queued);
+    for (const [id, position] of want) {
+      if (got.get(id) !== position) {
+        throw new Error(`store.positions put ${id} at ${got.get(id)}, seeded at ${position}`);
+      }
+    }
+    const opts = { max: 50, min: 5, budgetMs: 1500, warm: 3 };
+    const walk = await sample(async () => {
+      await store.positions(queued);
+    }, opts);
+    const perItem = await sample(async () => {
+      await Promise.all(queued.map((r) => store.position(r)));
+    }, opts);
+    return {
+      queuedItems: queued.length,
+      walkEntries: walkEntries(ds, queued),
+      perItemEntries: perItemEntries(ds, queued),
+      walkMs: walk.dist.p50,
+      perItemMs: perItem.dist.p50,
+    };
   } finally {
     store.close();
   }
@@ -396,16 +577,20 @@ interface HttpMeasure {
   /** Items in the page (list) and how many were QUEUED (a position each). */
   items?: number;
   queuedItems?: number;
-  /** Position the status answer carried (status probes). */
+  /** Position the status answer carried, and the probe's position within its priority. */
   position?: number;
+  within?: number;
 }
 
 interface EmbeddedSize {
   n: number;
   statusCounts: Record<string, number>;
   queued: number;
+  /** QUEUED per priority (index = priority). */
+  queuedByPriority: number[];
   seedMs: number;
   positionCurve: PositionTiming[];
+  pagePositions: PagePositions;
   /** store.list p50 in-process (ms), by measure key. */
   listInProcess: Record<string, number>;
   btreeLevels: Record<string, number> | null;
@@ -416,10 +601,11 @@ async function measureEmbeddedSize(ctx: BenchContext, n: number): Promise<Embedd
   const dir = await mkdtemp(join(tmpdir(), "longrun-bench-queries-"));
   const dbPath = join(dir, "longrun.db");
   const ds = makeDataset(n, 4 + n, Date.now());
-  const seedMs = seedSqlite(dbPath, ds);
+  const seedMs = await seedSqlite(dbPath, ds);
   await checkSqliteSeed(dbPath, ds);
   ctx.log(`queries: seeded ${n} requests into SQLite in ${ms(seedMs)}`);
   const curve = await positionCurve(dbPath, ds);
+  const pagePositions = await pagePositionsInProcess(dbPath, ds);
   const inProcess = await listInProcess(dbPath, ds);
   const levels = btreeLevels(dbPath);
 
@@ -479,25 +665,35 @@ async function measureEmbeddedSize(ctx: BenchContext, n: number): Promise<Embedd
       `&cursor=${deepCursor(ds)}`,
     );
     await list("listQueued", "list status=QUEUED, first page", "&status=QUEUED");
-    const status = async (key: string, label: string, target: number) => {
-      // The head may have been started by the server: the seeded position shifts by one.
-      const { record } = atPosition(ds, target);
+    for (const p of PROBES) {
+      const { record, position, within } = probeAt(ds, p.target, { priority: p.priority });
       const path = `/v1/requests/${record.id}`;
       const answer = await get(path);
       const body = JSON.parse(answer.body) as { status: string; position: number };
       if (answer.status !== 200 || body.status !== RequestStatus.QUEUED) {
         throw new Error(`${path}: ${answer.status} ${answer.body}`);
       }
+      // The server starts the head of the queue (priority 9, ahead of every probe): the
+      // seeded position may be one less, and so the position within the head's priority.
+      const shift = position - body.position;
+      if (shift !== 0 && shift !== 1) {
+        throw new Error(`${path}: position ${body.position}, seeded at ${position}`);
+      }
+      const head = ds.startOrder[0] as RequestRecord;
       const { dist } = await sample(
         async () => {
           await get(path);
         },
         { max: 50, min: 5, budgetMs: budget, warm: 10 },
       );
-      http.push({ key, label, dist, position: body.position });
-    };
-    await status("statusShallow", `status, QUEUED near the head`, SHALLOW_TARGET);
-    await status("statusDeep", `status, QUEUED deep in the queue`, DEEP_TARGET);
+      http.push({
+        key: `status${p.key}`,
+        label: `status, ${p.label}`,
+        dist,
+        position: body.position,
+        within: record.priority === head.priority ? within - shift : within,
+      });
+    }
   } finally {
     await server.stop().catch(() => {});
     await server.dispose();
@@ -507,8 +703,10 @@ async function measureEmbeddedSize(ctx: BenchContext, n: number): Promise<Embedd
     n,
     statusCounts: ds.statusCounts,
     queued: ds.startOrder.length,
+    queuedByPriority: ds.queuedByPriority,
     seedMs,
     positionCurve: curve,
+    pagePositions,
     listInProcess: inProcess,
     btreeLevels: levels,
     http,
@@ -579,6 +777,38 @@ function dynamoItem(r: RequestRecord): Record<string, unknown> {
   return item;
 }
 
+/**
+ * The queue's counters item as the store's transactions leave it: `queued` and `running`,
+ * and `queued` split by priority (`queued_p<n>`, ADDed next to `queued` by every submit,
+ * claim and status change of a QUEUED request). Without the split, or with one that does
+ * not add up to `queued`, the store counts positions on the whole ready index.
+ */
+function dynamoCounters(
+  queue: string,
+  queuedByPriority: readonly number[],
+  running: number,
+): Record<string, unknown> {
+  const item: Record<string, unknown> = {
+    [TABLE_KEY.partitionKey]: `QUEUE#${queue}`,
+    [TABLE_KEY.sortKey]: "COUNTERS",
+    queued: queuedByPriority.reduce((a, b) => a + b, 0),
+    running,
+  };
+  for (const p of PRIORITIES) item[`queued_p${p}`] = queuedByPriority[p] ?? 0;
+  return item;
+}
+
+/**
+ * A counters item for comparison: the store creates a `queued_p<n>` attribute with the first
+ * ADD of that priority and keeps it at 0 after, so an absent one reads as 0.
+ */
+function countersView(item: Record<string, unknown> | undefined): string {
+  if (!item) return "null";
+  const view: Record<string, unknown> = { ...item };
+  for (const p of PRIORITIES) view[`queued_p${p}`] = item[`queued_p${p}`] ?? 0;
+  return withoutRev(view);
+}
+
 function withoutRev(item: Record<string, unknown> | undefined): string {
   if (!item) return "null";
   const { rev: _rev, ...rest } = item;
@@ -588,10 +818,11 @@ function withoutRev(item: Record<string, unknown> | undefined): string {
 }
 
 /**
- * Drives four requests through the store's own writes (QUEUED; QUEUED → CANCELLED;
- * QUEUED → EXPIRED; QUEUED → STARTING → RUNNING → SUCCEEDED) and checks that
- * {@link dynamoItem} builds exactly the items the store wrote: the seeded table then has
- * the store's format, not an imitation of it.
+ * Drives four requests of different priorities through the store's own writes (QUEUED;
+ * QUEUED → CANCELLED; QUEUED → EXPIRED; QUEUED → STARTING → RUNNING → SUCCEEDED) and checks
+ * that {@link dynamoItem} builds exactly the items the store wrote, and
+ * {@link dynamoCounters} the queue's counters item with its per-priority split: the seeded
+ * table then has the store's format, not an imitation of it.
  */
 async function checkDynamoFormat(
   store: DynamoRequestStore,
@@ -608,11 +839,14 @@ async function checkDynamoFormat(
     RequestStatus.EXPIRED,
     RequestStatus.SUCCEEDED,
   ];
+  const leftQueued = PRIORITIES.map(() => 0);
   for (const [i, target] of plans.entries()) {
     const base = {
       ...(ds.records[i] as RequestRecord),
       id: `req_${ulid()}`,
       queue: FORMAT_CHECK_QUEUE,
+      // Four priorities, so that the counters item's split is written and moved back.
+      priority: (i * 3 + 2) % 10,
       status: RequestStatus.QUEUED,
       startedAt: null,
       finishedAt: null,
@@ -679,6 +913,26 @@ async function checkDynamoFormat(
         `the seeded item format differs from the store's for a ${target} request:\n store: ${theirs}\n bench: ${mine}`,
       );
     }
+    if (record.status === RequestStatus.QUEUED) {
+      leftQueued[record.priority] = (leftQueued[record.priority] ?? 0) + 1;
+    }
+  }
+  const counters = await doc.send(
+    new GetCommand({
+      TableName: table,
+      Key: {
+        [TABLE_KEY.partitionKey]: `QUEUE#${FORMAT_CHECK_QUEUE}`,
+        [TABLE_KEY.sortKey]: "COUNTERS",
+      },
+      ConsistentRead: true,
+    }),
+  );
+  const mine = countersView(dynamoCounters(FORMAT_CHECK_QUEUE, leftQueued, 0));
+  const theirs = countersView(counters.Item);
+  if (mine !== theirs) {
+    throw new Error(
+      `the seeded counters item differs from the store's:\n store: ${theirs}\n bench: ${mine}`,
+    );
   }
 }
 
@@ -762,17 +1016,28 @@ interface DynamoMeasure {
   usage: Usage;
   items?: number;
   queuedItems?: number;
+  /** Position probes: the request's position, and its position within its priority. */
   position?: number;
+  within?: number;
+  /** store.positions: index entries its walk reads, and what one count per item would. */
+  walkEntries?: number;
+  perItemEntries?: number;
+  /** store.positions: Σ of the items' positions (what one COUNT of the whole queue ahead each read). */
+  sumOfPositions?: number;
 }
 
 interface DynamoSize {
   n: number;
   queued: number;
+  /** QUEUED per priority (index = priority), as seeded on the counters item. */
+  queuedByPriority: number[];
   seedMs: number;
   seedCalls: number;
   measures: DynamoMeasure[];
   /** Read-index entry size in bytes (KEYS_ONLY: table keys + index keys). */
   readyEntryBytes: number;
+  /** Size of the queue's counters item (read once, consistently, per position). */
+  countersBytes: number;
   /** Positions of the QUEUED items on alice's first list page. */
   firstPageQueuedDepths: number[];
 }
@@ -804,38 +1069,37 @@ async function measureDynamoSize(
   const ds = makeDataset(n, 4 + n, Date.now());
   const t0 = performance.now();
   const items = ds.records.map(dynamoItem);
-  // The queue's counters, as the submits would have left them.
-  items.push({
-    [TABLE_KEY.partitionKey]: `QUEUE#${QUEUE}`,
-    [TABLE_KEY.sortKey]: "COUNTERS",
-    queued: ds.startOrder.length,
-    running: 0,
-  });
+  // The queue's counters with their per-priority split, as the submits would have left them.
+  items.push(dynamoCounters(QUEUE, ds.queuedByPriority, 0));
   const seedCalls = await batchWrite(doc, table, items);
   const seedMs = performance.now() - t0;
   ctx.log(`queries: seeded ${n} requests into DynamoDB (moto) in ${ms(seedMs)}`);
 
-  const readyEntry = await plumbing.send(
-    new GetItemCommand({
-      TableName: table,
-      Key: {
-        [TABLE_KEY.partitionKey]: { S: `REQ#${(ds.startOrder[0] as RequestRecord).id}` },
-        [TABLE_KEY.sortKey]: { S: "REQ" },
-      },
-    }),
+  const sizeOf = async (key: Record<string, string>, attributes?: string[]) => {
+    const got = await plumbing.send(
+      new GetItemCommand({
+        TableName: table,
+        Key: Object.fromEntries(Object.entries(key).map(([k, v]) => [k, { S: v }])),
+        ConsistentRead: true,
+      }),
+    );
+    const item: Record<string, AttributeValue> = {};
+    for (const [k, v] of Object.entries(got.Item ?? {})) {
+      if (!attributes || attributes.includes(k)) item[k] = v;
+    }
+    return itemSize(item);
+  };
+  const readyEntryBytes = await sizeOf(
+    {
+      [TABLE_KEY.partitionKey]: `REQ#${(ds.startOrder[0] as RequestRecord).id}`,
+      [TABLE_KEY.sortKey]: "REQ",
+    },
+    [TABLE_KEY.partitionKey, TABLE_KEY.sortKey, INDEXES.ready.partitionKey, INDEXES.ready.sortKey],
   );
-  const keys = [
-    TABLE_KEY.partitionKey,
-    TABLE_KEY.sortKey,
-    INDEXES.ready.partitionKey,
-    INDEXES.ready.sortKey,
-  ];
-  const entry: Record<string, AttributeValue> = {};
-  for (const k of keys) {
-    const v = readyEntry.Item?.[k];
-    if (v) entry[k] = v;
-  }
-  const readyEntryBytes = itemSize(entry);
+  const countersBytes = await sizeOf({
+    [TABLE_KEY.partitionKey]: `QUEUE#${QUEUE}`,
+    [TABLE_KEY.sortKey]: "COUNTERS",
+  });
 
   const measures: DynamoMeasure[] = [];
   /** One metered call (RRU, items, calls) and `samples` unmetered ones (moto latency). */
@@ -888,28 +1152,58 @@ async function measureDynamoSize(
     (s) => s.list({ ...alice, cursor: deepCursor(ds) }),
     repeats,
   );
-  for (const [key, label, target] of [
-    ["positionShallow", "position, near the head", SHALLOW_TARGET],
-    ["positionDeep", "position, deep in the queue", DEEP_TARGET],
-  ] as const) {
-    const { record, position } = atPosition(ds, target);
+  // What the list endpoint adds to the first page (functions/http/app.ts): the positions of
+  // its QUEUED items, counted together.
+  const pageQueued = firstPage.items.filter((r) => r.status === RequestStatus.QUEUED);
+  const wantPositions = expectedPositions(ds, pageQueued);
+  const gotPositions = await run(
+    "positionsFirstPage",
+    "store.positions of the first page's QUEUED items",
+    (s) => s.positions(pageQueued),
+    repeats,
+    () => ({
+      queuedItems: pageQueued.length,
+      walkEntries: walkEntries(ds, pageQueued),
+      perItemEntries: perItemEntries(ds, pageQueued),
+      sumOfPositions: [...wantPositions.values()].reduce((a, b) => a + b, 0),
+    }),
+  );
+  for (const [id, position] of wantPositions) {
+    if (gotPositions.get(id) !== position) {
+      throw new Error(
+        `dynamo positions put ${id} at ${gotPositions.get(id)}, seeded at ${position}`,
+      );
+    }
+  }
+  for (const p of PROBES) {
+    const { record, position, within } = probeAt(ds, p.target, { priority: p.priority });
     const got = await run(
-      key,
-      label,
+      `position${p.key}`,
+      `position, ${p.label}`,
       (s) => s.position(record),
       repeats,
-      () => ({ position }),
+      () => ({ position, within }),
     );
     if (got !== position) throw new Error(`dynamo position of #${position} read ${got}`);
+    // The counters item, then the request's own priority up to and including it. More means
+    // the store did not find a usable per-priority split and counted the whole index ahead.
+    const read = (measures.at(-1) as DynamoMeasure).usage.itemsRead;
+    if (read !== within + 2) {
+      throw new Error(
+        `position of #${position} (#${within} within priority ${record.priority}) read ${read} items, expected ${within + 2}: is the seeded counters item's split used?`,
+      );
+    }
   }
   const depthOf = new Map(ds.startOrder.map((r, i) => [r.id, i]));
   return {
     n,
     queued: ds.startOrder.length,
+    queuedByPriority: ds.queuedByPriority,
     seedMs,
     seedCalls,
     measures,
     readyEntryBytes,
+    countersBytes,
     firstPageQueuedDepths: firstPage.items.flatMap((r) => {
       const d = depthOf.get(r.id);
       return d === undefined ? [] : [d];
@@ -918,13 +1212,12 @@ async function measureDynamoSize(
 }
 
 /**
- * Read units of an exact COUNT over `depth` ready-index entries of `entryBytes` each: one
- * Query page per MB read, each rounded up to 4 KB and halved (GSI reads are eventually
- * consistent).
+ * Read units of a Query over `entries` ready-index entries of `entryBytes` each: one Query
+ * page per MB read, each rounded up to 4 KB and halved (GSI reads are eventually consistent).
  */
-function positionRru(depth: number, entryBytes: number): number {
+function positionRru(entries: number, entryBytes: number): number {
   const pageBytes = 1024 * 1024;
-  let bytes = depth * entryBytes;
+  let bytes = entries * entryBytes;
   let units = 0;
   do {
     const chunk = Math.min(bytes, pageBytes);
@@ -978,57 +1271,83 @@ export const queriesSection: BenchSection = {
     const httpOf = (e: EmbeddedSize, key: string) => e.http.find((m) => m.key === key);
     const dynOf = (d: DynamoSize, key: string) => d.measures.find((m) => m.key === key);
 
-    // Per-position cost on DynamoDB: entries read × entry size (measured items agree).
+    // Position cost on DynamoDB: the counters item (one consistent GetItem) + the request's
+    // own priority up to and including it on the ready index (measured items agree).
     const entryBytes = al.readyEntryBytes;
+    const countersRru = readUnits(al.countersBytes, true);
     const rruPer1000 = positionRru(1000, entryBytes);
-    const rruAt = (d: number) => positionRru(d, entryBytes);
-    const queryCalls = (d: number) => Math.max(1, Math.ceil((d * entryBytes) / 2 ** 20));
-    // The list endpoint's page on AWS, computed (moto needs seconds per COUNT query): the
-    // page's measured read + one COUNT per QUEUED item at its own depth.
+    const statusRru = (within: number) => countersRru + positionRru(within + 1, entryBytes);
+    const queryCalls = (entries: number) =>
+      Math.max(1, Math.ceil((entries * entryBytes) / 2 ** 20));
+    const callsOf = (u: Usage) => Object.values(u.calls).reduce((a, b) => a + b, 0);
+    // The list endpoint's first page on AWS, measured: store.list + store.positions.
     const listEndpoint = (d: DynamoSize) => {
       const page = dynOf(d, "listFirst") as DynamoMeasure;
+      const positions = dynOf(d, "positionsFirstPage") as DynamoMeasure;
       return {
-        queuedItems: d.firstPageQueuedDepths.length,
-        rru: page.usage.rru + d.firstPageQueuedDepths.reduce((sum, x) => sum + rruAt(x), 0),
-        calls: 1 + d.firstPageQueuedDepths.reduce((sum, x) => sum + queryCalls(x), 0),
-        entriesRead: page.usage.itemsRead + d.firstPageQueuedDepths.reduce((sum, x) => sum + x, 0),
+        queuedItems: positions.queuedItems ?? 0,
+        calls: callsOf(page.usage) + callsOf(positions.usage),
+        entriesRead: page.usage.itemsRead + positions.usage.itemsRead,
+        rru: page.usage.rru + positions.usage.rru,
+        walkEntries: positions.walkEntries ?? 0,
+      };
+    };
+    // The same page under the design before c56269f, computed: one `Select: COUNT` Query
+    // per QUEUED item over every ready-index entry ahead of it.
+    const listEndpointBefore = (d: DynamoSize) => {
+      const page = dynOf(d, "listFirst") as DynamoMeasure;
+      const depths = d.firstPageQueuedDepths;
+      return {
+        calls: callsOf(page.usage) + depths.reduce((sum, x) => sum + queryCalls(x), 0),
+        entriesRead: page.usage.itemsRead + depths.reduce((sum, x) => sum + x, 0),
+        rru: page.usage.rru + depths.reduce((sum, x) => sum + positionRru(x, entryBytes), 0),
       };
     };
     const endpointSmall = listEndpoint(as);
     const endpointLarge = listEndpoint(al);
+    const beforeSmall = listEndpointBefore(as);
+    const beforeLarge = listEndpointBefore(al);
     const alFirst = dynOf(al, "listFirst") as DynamoMeasure;
-    // The formula against what the metered deep probes read.
-    const formulaCheck = aws.map((d) => {
-      const m = dynOf(d, "positionDeep") as DynamoMeasure;
-      return {
-        n: d.n,
-        position: m.position ?? 0,
-        measuredRru: m.usage.rru,
-        formulaRru: rruAt(m.position ?? 0),
-        itemsRead: m.usage.itemsRead,
-      };
-    });
+    // The formula against what the metered probes read.
+    const formulaCheck = aws.flatMap((d) =>
+      PROBES.map((p) => {
+        const m = dynOf(d, `position${p.key}`) as DynamoMeasure;
+        return {
+          n: d.n,
+          probe: p.key,
+          position: m.position ?? 0,
+          within: m.within ?? 0,
+          measuredRru: m.usage.rru,
+          formulaRru: statusRru(m.within ?? 0),
+          itemsRead: m.usage.itemsRead,
+        };
+      }),
+    );
 
+    const split = (counts: readonly number[]) =>
+      [...counts]
+        .map((c, p) => `p${p} ${fmtInt(c)}`)
+        .reverse()
+        .join(", ");
     const lines: string[] = [];
     lines.push(`## List and position cost at table size (issue 6 item 4)`);
     lines.push("");
     lines.push(
-      `One queue, tenants alice/bob/carol (50/30/20 %), oldest 40 % finished, newest 60 % a backlog (95 % QUEUED, 10 % of those at priority 5). Lists are alice's, limit=${LIMIT}. Seeded in the stores' own formats (SQLite: one transaction, read back through the store; DynamoDB: BatchWriteItem of items checked equal to what the store itself writes).`,
+      `One queue, tenants alice/bob/carol (50/30/20 %), oldest 40 % finished, newest 60 % a backlog (95 % QUEUED, the rest cancelled while waiting). Priorities: half at the default 0, the other half spread evenly over 1–9; the ready order starts with 9, so the priority-0 requests wait behind all the others. QUEUED at ${fmtInt(large)} stored, by priority: ${split(el.queuedByPriority)}. Lists are alice's, limit=${LIMIT}. Seeded in the stores' own formats (SQLite: one transaction, then the store's recount --fix, which sets \`queue_counters\` and rebuilds \`queued_by_priority\`, both checked against the data set, rows read back through the store; DynamoDB: BatchWriteItem of request items and of the counters item with its \`queued_p0\`…\`queued_p9\` split, checked equal to what the store itself writes for requests of several priorities).`,
     );
     lines.push("");
     lines.push(`### Embedded: SQLite over HTTP (real server), p50 / p99`);
     lines.push("");
     lines.push(
-      `| measure | ${fmtInt(small)} stored | ${fmtInt(large)} stored | ratio (p50) | QUEUED items in page |`,
+      `| measure | ${fmtInt(small)} stored | ${fmtInt(large)} stored | ratio (p50) | QUEUED items in page, or position (within its priority) |`,
     );
     lines.push("|---|---:|---:|---:|---:|");
+    const at = (m: HttpMeasure) => `#${fmtInt(m.position ?? 0)} (#${fmtInt(m.within ?? 0)})`;
     for (const m of el.http) {
       const s = httpOf(es, m.key);
       if (!s) continue;
       const extra =
-        m.queuedItems !== undefined
-          ? `${s.queuedItems} / ${m.queuedItems}`
-          : `position ${fmtInt(s.position ?? 0)} / ${fmtInt(m.position ?? 0)}`;
+        m.queuedItems !== undefined ? `${s.queuedItems} / ${m.queuedItems}` : `${at(s)} / ${at(m)}`;
       lines.push(
         `| ${m.label} | ${p50p99(s.dist)} | ${p50p99(m.dist)} | ${ratioText(m.dist.p50, s.dist.p50)} | ${extra} |`,
       );
@@ -1051,22 +1370,39 @@ export const queriesSection: BenchSection = {
       `Seeding: ${fmtInt(small)} rows in ${ms(es.seedMs)}, ${fmtInt(large)} rows in ${ms(el.seedMs)} (${fmtInt(el.queued)} QUEUED). Samples: up to 50 per figure within a time budget (n = ${el.http.map((m) => m.dist.n).join(", ")} at ${fmtInt(large)}).`,
     );
     lines.push("");
-    lines.push(`Position count in-process (\`store.position\`, ${fmtInt(large)} stored):`);
-    lines.push("");
-    lines.push("| depth (position) | p50 | p99 |");
-    lines.push("|---:|---:|---:|");
-    for (const p of el.positionCurve) {
-      lines.push(
-        `| ${fmtInt(p.depth)} | ${(p.p50Us / 1000).toFixed(3)} ms | ${(p.p99Us / 1000).toFixed(3)} ms |`,
-      );
-    }
-    const deepest = el.positionCurve.at(-1) as PositionTiming;
-    const shallowest = el.positionCurve[0] as PositionTiming;
-    const usPer1000 =
-      deepest.depth > 0 ? ((deepest.p50Us - shallowest.p50Us) / deepest.depth) * 1000 : 0;
+    lines.push(
+      "The first page's positions in-process: `store.positions` (one walk per priority, what the list endpoint calls) against one `store.position` per QUEUED item (what it called before), p50, with the index entries each reads:",
+    );
     lines.push("");
     lines.push(
-      `≈ ${usPer1000.toFixed(0)} µs per 1,000 positions: the count walks the covering index entry by entry.`,
+      "| stored | QUEUED items on the page | store.positions | entries walked | one store.position per item | entries counted |",
+    );
+    lines.push("|---:|---:|---:|---:|---:|---:|");
+    for (const e of embedded) {
+      const pp = e.pagePositions;
+      lines.push(
+        `| ${fmtInt(e.n)} | ${pp.queuedItems} | ${ms(pp.walkMs)} | ${fmtInt(pp.walkEntries)} | ${ms(pp.perItemMs)} | ${fmtInt(pp.perItemEntries)} |`,
+      );
+    }
+    lines.push("");
+    lines.push(`Position in-process (\`store.position\`, ${fmtInt(large)} stored):`);
+    lines.push("");
+    lines.push("| priority | position within its priority | position | p50 | p99 |");
+    lines.push("|---:|---:|---:|---:|---:|");
+    for (const p of el.positionCurve) {
+      lines.push(
+        `| ${p.priority} | ${fmtInt(p.within)} | ${fmtInt(p.position)} | ${(p.p50Us / 1000).toFixed(3)} ms | ${(p.p99Us / 1000).toFixed(3)} ms |`,
+      );
+    }
+    const lowest = el.positionCurve.filter((p) => p.priority === 0);
+    const deepest = lowest.at(-1) as PositionTiming;
+    const lowHead = lowest[0] as PositionTiming;
+    const queueHead = el.positionCurve[0] as PositionTiming;
+    const usPer1000 =
+      deepest.within > 0 ? ((deepest.p50Us - lowHead.p50Us) / deepest.within) * 1000 : 0;
+    lines.push("");
+    lines.push(
+      `≈ ${usPer1000.toFixed(0)} µs per 1,000 positions within the priority: the range count walks the covering index entry by entry, but only the request's own priority. The head of priority 0 at position ${fmtInt(lowHead.position)} costs ${(lowHead.p50Us / 1000).toFixed(3)} ms, as the head of the queue (${(queueHead.p50Us / 1000).toFixed(3)} ms): the ${fmtInt(lowHead.position)} requests of priorities 1–9 ahead of it are summed from \`queued_by_priority\`.`,
     );
     lines.push("");
     lines.push("Query plans (`EXPLAIN QUERY PLAN` via `SqliteRequestStore.explain`):");
@@ -1078,31 +1414,34 @@ export const queriesSection: BenchSection = {
     lines.push(`### AWS: DynamoRequestStore on moto`);
     lines.push("");
     lines.push(
-      "Items read and read request units (RRU) are what DynamoDB bills and what its latency follows; RRU computed from item sizes (capacity.ts), eventually consistent on the indexes. moto's latency is shown but does not model DynamoDB: its index queries walk the whole table in Python.",
+      `Items read and read request units (RRU) are what DynamoDB bills and what its latency follows; RRU computed from item sizes (capacity.ts), eventually consistent on the indexes, strongly consistent for the counters item. Every row is one metered call of the store's own code (the list endpoint = its \`store.list\` + \`store.positions\` rows). moto's latency is shown but does not model DynamoDB: its index queries walk the whole table in Python. QUEUED at ${fmtInt(awsLarge)} stored, by priority: ${split(al.queuedByPriority)}.`,
     );
     lines.push("");
     lines.push(
       `| measure | calls ${fmtInt(awsSmall)} / ${fmtInt(awsLarge)} | items read ${fmtInt(awsSmall)} / ${fmtInt(awsLarge)} | RRU ${fmtInt(awsSmall)} / ${fmtInt(awsLarge)} | RRU ratio | moto latency ${fmtInt(awsSmall)} / ${fmtInt(awsLarge)} |`,
     );
     lines.push("|---|---:|---:|---:|---:|---:|");
-    const callsOf = (u: Usage) => Object.values(u.calls).reduce((a, b) => a + b, 0);
     for (const m of al.measures) {
       const s = dynOf(as, m.key);
       if (!s) continue;
       const label =
         m.position !== undefined
-          ? `${m.label} (#${fmtInt(s.position ?? 0)} / #${fmtInt(m.position)})`
-          : m.label;
+          ? `${m.label} (#${fmtInt(s.position ?? 0)} (#${fmtInt(s.within ?? 0)}) / #${fmtInt(m.position)} (#${fmtInt(m.within ?? 0)}))`
+          : m.queuedItems !== undefined && m.key === "positionsFirstPage"
+            ? `${m.label} (${s.queuedItems} / ${m.queuedItems})`
+            : m.label;
       lines.push(
         `| ${label} | ${callsOf(s.usage)} / ${callsOf(m.usage)} | ${fmtInt(s.usage.itemsRead)} / ${fmtInt(m.usage.itemsRead)} | ${fmtRru(s.usage.rru)} / ${fmtRru(m.usage.rru)} | ${ratioText(m.usage.rru, s.usage.rru)} | ${s.motoMs ? ms(s.motoMs.p50) : "–"} / ${m.motoMs ? ms(m.motoMs.p50) : "–"} |`,
       );
+      if (m.key === "positionsFirstPage") {
+        lines.push(
+          `| **list endpoint, first page** (store.list + store.positions) | ${endpointSmall.calls} / ${endpointLarge.calls} | ${fmtInt(endpointSmall.entriesRead)} / ${fmtInt(endpointLarge.entriesRead)} | ${fmtRru(endpointSmall.rru)} / ${fmtRru(endpointLarge.rru)} | ${ratioText(endpointLarge.rru, endpointSmall.rru)} | – |`,
+        );
+      }
     }
-    lines.push(
-      `| list endpoint, first page (+ one position per QUEUED item: ${endpointSmall.queuedItems} / ${endpointLarge.queuedItems}), computed | ${endpointSmall.calls} / ${endpointLarge.calls} | ${fmtInt(endpointSmall.entriesRead)} / ${fmtInt(endpointLarge.entriesRead)} | ${fmtRru(endpointSmall.rru)} / ${fmtRru(endpointLarge.rru)} | ${ratioText(endpointLarge.rru, endpointSmall.rru)} | – |`,
-    );
     lines.push("");
     lines.push(
-      `The endpoint row is computed from the page's measured read plus the per-position cost below; the metered deep probes read exactly what that formula says (${formulaCheck.map((f) => `#${fmtInt(f.position)}: ${fmtInt(f.itemsRead)} entries, ${fmtRru(f.measuredRru)} RRU measured vs ${fmtRru(f.formulaRru)} formula`).join("; ")}). moto pages COUNT queries by its own size rule, so its call counts can exceed DynamoDB's one Query per MB.`,
+      `Positions are (#position (#within its priority)). \`store.positions\` read the counters item once and walked ${fmtInt(endpointSmall.walkEntries)} / ${fmtInt(endpointLarge.walkEntries)} ready-index entries (per priority on the page, its head to the page's deepest), one Query per QUEUED item, each continuing from the item before it (its items read also count the counters item and each segment's first entry, read again as the previous segment's end); one count per item of its own priority would read ${fmtInt((dynOf(as, "positionsFirstPage") as DynamoMeasure).perItemEntries ?? 0)} / ${fmtInt((dynOf(al, "positionsFirstPage") as DynamoMeasure).perItemEntries ?? 0)}. The same page before c56269f (one \`Select: COUNT\` Query per QUEUED item over the whole queue ahead, computed from its depths): ${beforeSmall.calls} / ${beforeLarge.calls} calls, ${fmtInt(beforeSmall.entriesRead)} / ${fmtInt(beforeLarge.entriesRead)} entries, ${fmtRru(beforeSmall.rru)} / ${fmtRru(beforeLarge.rru)} RRU.`,
     );
     lines.push("");
     lines.push(
@@ -1111,15 +1450,17 @@ export const queriesSection: BenchSection = {
     lines.push("");
     const unitUsd = PRICES.dynamoReadRequestUnit.usd / PRICES.dynamoReadRequestUnit.per;
     lines.push(
-      `Exact position on DynamoDB = a \`Select: COUNT\` Query of the ready index up to the request: every entry ahead is read (${entryBytes} B each, KEYS_ONLY), ≈ ${fmtRru(rruPer1000)} RRU per 1,000 positions:`,
+      `Status position on DynamoDB = one consistent GetItem of the counters item (${al.countersBytes} B: ${fmtRru(countersRru)} RRU; the higher priorities' counts) + one Query of the request's own priority on the ready index, from the priority's head up to and including the request (${entryBytes} B per entry, KEYS_ONLY, ≈ ${fmtRru(rruPer1000)} RRU per 1,000). The cost follows the depth within the priority, whatever waits at higher priorities; the metered probes read exactly what that formula says (${formulaCheck.map((f) => `${fmtInt(f.n)} #${fmtInt(f.position)} (#${fmtInt(f.within)}): ${fmtInt(f.itemsRead)} items, ${fmtRru(f.measuredRru)} RRU measured vs ${fmtRru(f.formulaRru)} formula`).join("; ")}).`,
     );
     lines.push("");
-    lines.push("| depth | RRU per status call | Query calls | USD per million status calls |");
+    lines.push(
+      "| position within its priority | RRU per status call | Query calls | USD per million status calls |",
+    );
     lines.push("|---:|---:|---:|---:|");
     for (const d of [10, 1_000, 10_000, 50_000, 1_000_000]) {
-      const rru = rruAt(d);
+      const rru = statusRru(d);
       lines.push(
-        `| ${fmtInt(d)} | ${fmtRru(rru)} | ${queryCalls(d)} | ${(rru * unitUsd * 1e6).toFixed(2)} |`,
+        `| ${fmtInt(d)} | ${fmtRru(rru)} | ${queryCalls(d + 1)} | ${(rru * unitUsd * 1e6).toFixed(2)} |`,
       );
     }
     lines.push("");
@@ -1131,27 +1472,32 @@ export const queriesSection: BenchSection = {
     };
     const sFirst = httpOf(es, "listFirst") as HttpMeasure;
     const lFirst = httpOf(el, "listFirst") as HttpMeasure;
-    const sDeepStatus = httpOf(el, "statusShallow") as HttpMeasure;
-    const lDeepStatus = httpOf(el, "statusDeep") as HttpMeasure;
-    lines.push("### What the code does, and the choice on each backend");
+    const hShallow = httpOf(el, "statusShallow") as HttpMeasure;
+    const hLowHead = httpOf(el, "statusLowHead") as HttpMeasure;
+    const hLowTail = httpOf(el, "statusLowTail") as HttpMeasure;
+    const dShallow = dynOf(al, "positionShallow") as DynamoMeasure;
+    const dLowHead = dynOf(al, "positionLowHead") as DynamoMeasure;
+    const dLowTail = dynOf(al, "positionLowTail") as DynamoMeasure;
+    const lPage = el.pagePositions;
+    lines.push("### What the code does, and the design on each backend");
     lines.push("");
     lines.push(
-      `- **List query itself is O(limit) on both backends.** SQLite: \`listAll\`/\`listStatus\` and their cursor forms are index range searches on \`requests_list\` / \`requests_list_status\` (tenant, queue[, status], created_at DESC, id DESC) with no sort step; a status filter runs one range per status and merges. DynamoDB: one Query of the \`list\` or \`listByStatus\` GSI with \`Limit = limit + 1\`. Pages without QUEUED items read ${LIMIT + 1} rows whatever the table holds: over HTTP their p50 ratios are ${listNoQueued("listSucceeded")} and ${listNoQueued("listDeep")}, in-process ${inProc("listSucceeded")} and ${inProc("listDeep")}; what growth there is comes per row, not per table: the list index is not covering, so each of the ${LIMIT + 1} rows is a rowid lookup into the table, and the B-trees are deeper at ${fmtInt(large)} rows (${levelsText}) — O(limit × log n). On DynamoDB the page reads at most ${LIMIT + 1} items: ${fmtRru((dynOf(as, "listFirst") as DynamoMeasure).usage.rru)} vs ${fmtRru(alFirst.usage.rru)} RRU at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored.`,
+      `- **The list query itself is O(limit) on both backends.** SQLite: \`listAll\`/\`listStatus\` and their cursor forms are index range searches on \`requests_list\` / \`requests_list_status\` (tenant, queue[, status], created_at DESC, id DESC) with no sort step; a status filter runs one range per status and merges. DynamoDB: one Query of the \`list\` or \`listByStatus\` GSI with \`Limit = limit + 1\`. Pages without QUEUED items read ${LIMIT + 1} rows whatever the table holds: over HTTP their p50 ratios are ${listNoQueued("listSucceeded")} and ${listNoQueued("listDeep")}, in-process ${inProc("listSucceeded")} and ${inProc("listDeep")}; what growth there is comes per row, not per table: the list index is not covering, so each of the ${LIMIT + 1} rows is a rowid lookup into the table, and the B-trees are deeper at ${fmtInt(large)} rows (${levelsText}) — O(limit × log n). On DynamoDB the page reads at most ${LIMIT + 1} items: ${fmtRru((dynOf(as, "listFirst") as DynamoMeasure).usage.rru)} vs ${fmtRru(alFirst.usage.rru)} RRU at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored.`,
     );
     lines.push(
-      `- **The list endpoint is not O(limit): it computes an exact position for every QUEUED item of the page** (functions/http/app.ts \`listRequests\`: \`Promise.all(page.items.filter(QUEUED).map(store.position))\`; the comment there says "bounded by limit, never by the table", but each position is itself O(position)). Newest-first pages of a backlog hold its deepest requests, so the first page costs limit × depth: ${ms(sFirst.dist.p50)} at ${fmtInt(small)} vs ${ms(lFirst.dist.p50)} at ${fmtInt(large)} stored (ratio ${ratioText(lFirst.dist.p50, sFirst.dist.p50)}); on DynamoDB ${fmtRru(endpointSmall.rru)} vs ${fmtRru(endpointLarge.rru)} RRU per page (${endpointSmall.calls} vs ${endpointLarge.calls} Query calls) at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored (and ≈ ${fmtRru(LIMIT * rruAt(DEEP_TARGET))} RRU per page with ${fmtInt(DEEP_TARGET)} waiting). This breaks SPEC §2 ("cost and latency depend on limit, never on how many requests the table holds").`,
+      `- **The list endpoint counts a page's positions in one walk** (functions/http/app.ts \`listRequests\` → \`store.positions\` → \`positionWalk\` in store-support.ts): the page's QUEUED items are grouped by priority and taken in start order; each priority is counted once from its head to the page's deepest item, every item's position being the higher priorities' counts plus the running count. The cost is that of the deepest item of each priority on the page, not the sum over items. A newest-first page of a backlog holds the newest requests of nearly every priority, so it still reads about the whole backlog once — O(QUEUED), no longer O(limit × depth): first page over HTTP ${ms(sFirst.dist.p50)} at ${fmtInt(small)} vs ${ms(lFirst.dist.p50)} at ${fmtInt(large)} stored (ratio ${ratioText(lFirst.dist.p50, sFirst.dist.p50)}); in-process at ${fmtInt(large)} the walk takes ${ms(lPage.walkMs)} over ${fmtInt(lPage.walkEntries)} entries where one position per item takes ${ms(lPage.perItemMs)} over ${fmtInt(lPage.perItemEntries)}. On DynamoDB ${fmtRru(endpointSmall.rru)} vs ${fmtRru(endpointLarge.rru)} RRU per page at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored (${fmtRru(beforeSmall.rru)} vs ${fmtRru(beforeLarge.rru)} before c56269f, computed); it makes one Query per QUEUED item (${endpointLarge.queuedItems} of its ${endpointLarge.calls} calls), each charged at least 0.5 RRU, so a page costs ≥ ${fmtRru(0.5 * endpointLarge.queuedItems + countersRru)} RRU even on a short queue.`,
     );
     lines.push(
-      `- **Status \`position\` is an exact count, O(position), on both backends.** SQLite: two \`count(*)\` range scans of the covering partial index \`requests_ready\` (higher priority; same priority and earlier) — ≈ ${usPer1000.toFixed(0)} µs per 1,000 positions, ${ms(sDeepStatus.dist.p50)} at position ${fmtInt(sDeepStatus.position ?? 0)} vs ${ms(lDeepStatus.dist.p50)} at ${fmtInt(lDeepStatus.position ?? 0)} over HTTP. B-tree pages carry no subtree counts, so SQLite cannot count a range faster than walking it. DynamoDB: a \`Select: COUNT\` Query reads every ready-index entry ahead (${fmtRru(rruPer1000)} RRU per 1,000, one extra Query call per MB ≈ ${fmtInt(Math.floor(2 ** 20 / entryBytes))} entries).`,
+      `- **A status position is exact: the higher priorities' counts plus a range count of its own priority — O(position within its priority).** SQLite: \`position\` sums at most ten \`queued_by_priority\` rows and range-counts the covering partial index \`requests_ready\` for the same priority before the request (≈ ${usPer1000.toFixed(0)} µs per 1,000 within the priority in-process; B-tree pages carry no subtree counts, so a range is counted by walking it). Over HTTP at ${fmtInt(large)} stored: near the head ${ms(hShallow.dist.p50)}, the head of priority 0 at #${fmtInt(hLowHead.position ?? 0)} ${ms(hLowHead.dist.p50)}, the tail of priority 0 at #${fmtInt(hLowTail.position ?? 0)} (#${fmtInt(hLowTail.within ?? 0)} within) ${ms(hLowTail.dist.p50)}. DynamoDB: one consistent GetItem of the counters item, whose \`queued_p0\`…\`queued_p9\` give the higher priorities, plus a Query of the own priority's range of the ready index: ${fmtRru(dShallow.usage.rru)}, ${fmtRru(dLowHead.usage.rru)} and ${fmtRru(dLowTail.usage.rru)} RRU for the same three at ${fmtInt(awsLarge)} stored (#${fmtInt(dShallow.position ?? 0)}, #${fmtInt(dLowHead.position ?? 0)}, #${fmtInt(dLowTail.position ?? 0)}); the consistent read of the counters item adds ${fmtRru(countersRru)} RRU to every position (a position near the head cost ${fmtRru(positionRru(SHALLOW_TARGET, entryBytes))} RRU as a count alone), and what waits at higher priorities no longer adds anything.`,
     );
     lines.push(
-      `- **Choice.** Embedded: keep the exact count for status — ${fmtInt(DEEP_TARGET)} deep it is ≈ ${ms((usPer1000 * DEEP_TARGET) / 1000 / 1000)} of index-only reads (measured slope), bounded by the queue's maxQueued, with no extra write on the submit and dispatch paths; an O(1) exact rank would need an order-statistic structure SQLite does not have, or a counter rewritten on every submit, claim and cancel ahead of the request. AWS: the exact count is a metered read that grows with the queue (≈ ${fmtRru(rruAt(DEEP_TARGET))} RRU per status call ${fmtInt(DEEP_TARGET)} deep vs 1 RRU for the GetItem itself), acceptable for occasional status calls on queues of thousands, costly for clients polling deep backlogs.`,
+      "- **A submit's 202 position comes from the counts, O(1) in the queue's depth** (submit section). SQLite: inside the submit transaction — a new request sorts last in its priority, so its position is the counts at and above its priority; one probe of the ready index confirms it (a clock that stepped back falls back to the range count), so it is exact. DynamoDB: one consistent GetItem of the counters item after the TransactWriteItems, replacing a COUNT Query over the ready index; a request another host commits in between is counted too (a bounded overcount under concurrency).",
     );
     lines.push(
-      `- **Fix (list, both backends):** compute the page's positions with ONE walk of the ready order instead of one count per item: sort the page's QUEUED items by ready key, count once up to the first (or walk the ready index from the head) and continue the walk to the last, assigning each item the running count when its key is reached — exact, and O(deepest position) per page instead of O(limit × depth) (${LIMIT}× fewer entries read for a full page). Cheaper still: leave \`position\` null in list items (SPEC already trims \`input\` from them) and keep it on \`GET /v1/requests/{id}\`.`,
+      "- **Why this design.** Positions stay exact on both backends (callers read them as a promise; on DynamoDB the own-priority count reads a GSI, eventually consistent, as the COUNT it replaced did). Neither backend counts a range faster than reading it — SQLite's B-trees keep no subtree counts, and DynamoDB has no count primitive: a `Select: COUNT` Query reads and bills every entry — so whatever is not kept as a count is read. Counts per priority are cheap to keep exact: they move by one in each transaction that moves a QUEUED request (SQLite: one UPSERT of a `queued_by_priority` row next to `queue_counters`; DynamoDB: `ADD queued_p<n>` in the counters Update each such transaction already has — no extra item, call or contention point), where a per-request rank would change for every request behind at each claim or cancel. Within a priority requests start first in, first out, so the remaining range count is the request's place in its own priority; a list page pays it once per priority instead of once per item.",
     );
     lines.push(
-      `- **Fix (status on DynamoDB, if deep backlogs matter):** cap the exact count (\`Limit\` ≈ 1 MB page, ≈ ${fmtInt(Math.floor(2 ** 20 / entryBytes))} entries, ≤ ${fmtRru(rruAt(Math.floor(2 ** 20 / entryBytes)))} RRU) and past the cap answer from per-queue sequence counters (a \`submitted\` ticket stamped on the request in the submit transaction, a \`started\` counter moved by the claim: position ≈ ticket − started, exact for FIFO within a priority), or cache the last count on the item for a few seconds.`,
+      `- **What still grows.** The depth within one priority: a backlog concentrated at one priority (here half the queue at the default 0) makes the status of its tail and any list page that holds it read that priority's waiting requests once (≈ ${fmtRru(rruPer1000)} RRU per 1,000 on DynamoDB, ≈ ${usPer1000.toFixed(0)} µs per 1,000 on SQLite). A DynamoDB counters item whose split does not add up to \`queued\` (written before the split existed, or edited by hand) makes positions count the whole index ahead, as before, until \`recount --fix\` writes the split; the submit then answers from one position count.`,
     );
 
     const summary: SummaryRow[] = [
@@ -1162,16 +1508,22 @@ export const queriesSection: BenchSection = {
         ratio: listNoQueued("listSucceeded"),
       },
       {
-        measure: `SQLite list(limit=100) p50, first page (QUEUED items get positions), ${fmtInt(large)} vs ${fmtInt(small)} stored`,
+        measure: `SQLite list(limit=100) p50, first page (QUEUED items' positions in one walk), ${fmtInt(large)} vs ${fmtInt(small)} stored`,
         value: ms(lFirst.dist.p50),
         floor: ms(sFirst.dist.p50),
         ratio: ratioText(lFirst.dist.p50, sFirst.dist.p50),
       },
       {
-        measure: `SQLite status with position p50, #${fmtInt(lDeepStatus.position ?? 0)} vs #${fmtInt(sDeepStatus.position ?? 0)}`,
-        value: ms(lDeepStatus.dist.p50),
-        floor: ms(sDeepStatus.dist.p50),
-        ratio: ratioText(lDeepStatus.dist.p50, sDeepStatus.dist.p50),
+        measure: `SQLite status p50, priority 0 at #${fmtInt(hLowHead.position ?? 0)} behind priorities 1–9 vs #${fmtInt(hShallow.position ?? 0)} (${fmtInt(large)} stored)`,
+        value: ms(hLowHead.dist.p50),
+        floor: ms(hShallow.dist.p50),
+        ratio: ratioText(hLowHead.dist.p50, hShallow.dist.p50),
+      },
+      {
+        measure: `SQLite status p50, #${fmtInt(hLowTail.within ?? 0)} within priority 0 (#${fmtInt(hLowTail.position ?? 0)}) vs #${fmtInt(hShallow.position ?? 0)} (${fmtInt(large)} stored)`,
+        value: ms(hLowTail.dist.p50),
+        floor: ms(hShallow.dist.p50),
+        ratio: ratioText(hLowTail.dist.p50, hShallow.dist.p50),
       },
       {
         measure: `DynamoDB list(limit=100) RRU, first page, ${fmtInt(awsLarge)} vs ${fmtInt(awsSmall)} stored (store.list)`,
@@ -1180,16 +1532,22 @@ export const queriesSection: BenchSection = {
         ratio: ratioText(alFirst.usage.rru, (dynOf(as, "listFirst") as DynamoMeasure).usage.rru),
       },
       {
-        measure: `DynamoDB list endpoint RRU, first page with positions, ${fmtInt(awsLarge)} vs ${fmtInt(awsSmall)} stored (computed)`,
+        measure: `DynamoDB list endpoint RRU, first page with positions, ${fmtInt(awsLarge)} vs ${fmtInt(awsSmall)} stored (store.list + store.positions, measured)`,
         value: fmtRru(endpointLarge.rru),
         floor: fmtRru(endpointSmall.rru),
         ratio: ratioText(endpointLarge.rru, endpointSmall.rru),
       },
       {
-        measure: `DynamoDB RRU of a status position ${fmtInt(DEEP_TARGET)} deep (vs GetItem's 1)`,
-        value: fmtRru(rruAt(DEEP_TARGET)),
+        measure: `DynamoDB RRU of a status position, priority 0 at #${fmtInt(dLowHead.position ?? 0)} behind priorities 1–9 (vs GetItem's 1)`,
+        value: fmtRru(dLowHead.usage.rru),
         floor: "1",
-        ratio: ratioText(rruAt(DEEP_TARGET), 1),
+        ratio: ratioText(dLowHead.usage.rru, 1),
+      },
+      {
+        measure: `DynamoDB RRU of a status position #${fmtInt(dLowTail.within ?? 0)} within priority 0 (#${fmtInt(dLowTail.position ?? 0)}; vs GetItem's 1)`,
+        value: fmtRru(dLowTail.usage.rru),
+        floor: "1",
+        ratio: ratioText(dLowTail.usage.rru, 1),
       },
     ];
 
@@ -1202,23 +1560,30 @@ export const queriesSection: BenchSection = {
           http: e.http.map(({ dist, ...rest }) => ({ ...rest, ms: dist })),
         })),
         sqlitePlans: plans,
-        sqliteUsPer1000Positions: usPer1000,
+        sqliteUsPer1000PositionsWithinPriority: usPer1000,
         aws: aws.map((a) => ({
           ...a,
           measures: a.measures.map(({ motoMs, ...rest }) => ({ ...rest, motoMs })),
         })),
         dynamoPosition: {
           readyEntryBytes: entryBytes,
-          rruPer1000Positions: rruPer1000,
-          rruByDepth: Object.fromEntries(
-            [10, 1_000, 10_000, 50_000, 1_000_000].map((d) => [d, rruAt(d)]),
+          countersBytes: al.countersBytes,
+          countersRru,
+          rruPer1000PositionsWithinPriority: rruPer1000,
+          rruByDepthWithinPriority: Object.fromEntries(
+            [10, 1_000, 10_000, 50_000, 1_000_000].map((d) => [d, statusRru(d)]),
           ),
+          formulaCheck,
         },
         dynamoListEndpoint: {
-          computed: "page read measured + one exact COUNT per QUEUED item by the formula",
+          measured: "store.list + store.positions of the first page, metered",
           small: endpointSmall,
           large: endpointLarge,
-          formulaCheck,
+          beforeC56269f: {
+            computed: "page read measured + one COUNT Query per QUEUED item over the queue ahead",
+            small: beforeSmall,
+            large: beforeLarge,
+          },
         },
       },
       summary,

@@ -9,9 +9,11 @@
  *   synchronous NORMAL, busy_timeout, foreign keys).
  * - aws (moto): the floor makes the submit's calls of bench/lifecycle.ts FLOORS.submit with
  *   bare SDK v3 clients against the same endpoint, in the order longrun makes them: one
- *   TransactWriteItems (idempotency item + request item + the queue's `queued` counter,
- *   the same items and conditions as dynamo-request-store.ts), one SendMessage (the FIFO
- *   wake-up of sqs-trigger.ts), one COUNT Query of the ready index (the position).
+ *   TransactWriteItems (idempotency item + request item + the queue's counters: `queued`
+ *   and the request's priority's `queued_p<n>`, the same items, expressions and conditions
+ *   as dynamo-request-store.ts), one consistent GetItem of the counters item (the 202's
+ *   position: the QUEUED requests at and above the new request's priority, less itself),
+ *   one SendMessage (the FIFO wake-up of sqs-trigger.ts).
  *
  * Both servers are child processes so that each competes with the load generator (this
  * process) for the same two cores in the same way. Every request carries a distinct
@@ -36,7 +38,7 @@ import {
   type AttributeValue,
   DeleteTableCommand,
   DynamoDBClient,
-  QueryCommand,
+  GetItemCommand,
   TransactWriteItemsCommand,
 } from "@aws-sdk/client-dynamodb";
 import { DeleteQueueCommand, SendMessageCommand, SQSClient } from "@aws-sdk/client-sqs";
@@ -370,9 +372,10 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
               Update: {
                 TableName: table,
                 Key: { pk: S(`QUEUE#${QUEUE}`), sk: S("COUNTERS") },
-                UpdateExpression: "ADD #queued :one",
+                // The queue's `queued` and its per-priority split, moved together.
+                UpdateExpression: "ADD #queued :one, #qp :one",
                 ConditionExpression: "attribute_not_exists(#queued) OR #queued < :max",
-                ExpressionAttributeNames: { "#queued": "queued" },
+                ExpressionAttributeNames: { "#queued": "queued", "#qp": `queued_p${priority}` },
                 ExpressionAttributeValues: { ":one": N(1), ":max": N(MAX_QUEUED) },
               },
             },
@@ -380,6 +383,21 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
           ClientRequestToken: id,
         }),
       );
+      // The position: one consistent read of the counters item. The new request is the
+      // newest of its priority, so every QUEUED request at or above its priority but itself
+      // starts before it.
+      const counters = await dynamo.send(
+        new GetItemCommand({
+          TableName: table,
+          Key: { pk: S(`QUEUE#${QUEUE}`), sk: S("COUNTERS") },
+          ConsistentRead: true,
+        }),
+      );
+      let atOrAbove = 0;
+      for (let p = priority; p <= 9; p++) {
+        atOrAbove += Number(counters.Item?.[`queued_p${p}`]?.N ?? 0);
+      }
+      const position = Math.max(0, atOrAbove - 1);
       // The wake-up of sqs-trigger.ts: one message per queue and 1 s bucket survives dedup.
       const bucket = Math.floor(now / 1000);
       await sqs.send(
@@ -390,23 +408,6 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
           MessageDeduplicationId: `${QUEUE}#1000:${bucket}`,
         }),
       );
-      let position = 0;
-      let start: Record<string, AttributeValue> | undefined;
-      do {
-        const page = await dynamo.send(
-          new QueryCommand({
-            TableName: table,
-            IndexName: "ready",
-            KeyConditionExpression: "#p = :p AND #s < :s",
-            ExpressionAttributeNames: { "#p": "readyPk", "#s": "readySk" },
-            ExpressionAttributeValues: { ":p": S(`READY#${QUEUE}`), ":s": S(readySk) },
-            Select: "COUNT",
-            ...(start ? { ExclusiveStartKey: start } : {}),
-          }),
-        );
-        position += page.Count ?? 0;
-        start = page.LastEvaluatedKey;
-      } while (start);
       return { status: 202, body: JSON.stringify({ id, status: "QUEUED", position }) };
     },
     close() {
@@ -619,7 +620,7 @@ function report(comparisons: Comparison[]) {
   const lines = [
     "## Submit path",
     "",
-    "`POST /v1/queues/{queue}/requests` under concurrent load (autocannon in the bench process, a distinct Idempotency-Key per request) on a real longrun server, against a floor measured in the same run with the same load: a bare `node:http` server in its own child process doing only the storage work of a submit (embedded: one better-sqlite3 INSERT of a request row with the real store's pragmas; aws: the TransactWriteItems + SendMessage + COUNT Query of FLOORS.submit with bare SDK calls on the same moto). Latencies are of the 2xx answers (autocannon's per-response timer, sub-millisecond). The longrun queue's one slot is held by a sleeping job, so dispatch runs on every wake-up but launches nothing and all submits stay QUEUED.",
+    "`POST /v1/queues/{queue}/requests` under concurrent load (autocannon in the bench process, a distinct Idempotency-Key per request) on a real longrun server, against a floor measured in the same run with the same load: a bare `node:http` server in its own child process doing only the storage work of a submit (embedded: one better-sqlite3 INSERT of a request row with the real store's pragmas; aws: the calls of FLOORS.submit with bare SDK calls on the same moto — one TransactWriteItems with the request, its idempotency key and the counters' `ADD queued, queued_p<priority>`, one consistent GetItem of the counters item for the position, one SendMessage). Latencies are of the 2xx answers (autocannon's per-response timer, sub-millisecond). The longrun queue's one slot is held by a sleeping job, so dispatch runs on every wake-up but launches nothing and all submits stay QUEUED.",
     "",
     "| backend | load | longrun req/s | floor req/s | throughput ratio (floor/longrun) | longrun p50 / p99 | floor p50 / p99 | latency ratio p50 / p99 (longrun/floor) | non-2xx (longrun / floor) | requests stored at the end (longrun / floor) |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -639,7 +640,7 @@ function report(comparisons: Comparison[]) {
   );
   lines.push("");
   lines.push(
-    "Embedded longrun figures depend on how deep the queue is: the 202 answer carries the request's position, a COUNT over every QUEUED row ahead of it (`position` in functions/adapters/embedded/sqlite-store.ts, called by the submit route in functions/http/app.ts), so a submit reads the whole queue and a longer run measures a slower server. The floor ids are ULIDs made from one randomBytes call; longrun's come from ulidx `ulid()`, which makes a WebCrypto call per character.",
+    "The 202 answer carries the request's position, taken from the per-priority QUEUED counts rather than by counting the queue ahead (docs/design.md): embedded, inside the submit transaction (`#positionOfNewest` in functions/adapters/embedded/sqlite-store.ts: the counts at and above the request's priority, after one probe of the ready index that the request is the newest of its priority), so a submit costs the same however deep the queue is; on AWS, one consistent GetItem of the counters item after the TransactWriteItems, which the floor makes too. The embedded floor does only the INSERT: longrun's submit also writes the idempotency key, the list and ready index entries, `queue_counters` and `queued_by_priority`, and reads those counts, in one `BEGIN IMMEDIATE` transaction. The floor ids are ULIDs made from one randomBytes call; longrun's come from ulidx's monotonic factory (functions/adapters/ids.ts), which finds its PRNG once and, within one millisecond, increments the previous id, but in a new millisecond still makes one `getRandomValues` call per random character.",
   );
   return lines.join("\n");
 }

@@ -794,6 +794,30 @@ export class DynamoRequestStore implements RequestStore {
     return count;
   }
 
+  /** Sort keys of the queue's ready index from `from` to `to` (both included), in order. */
+  async #readyKeys(queue: string, from: string, to: string): Promise<string[]> {
+    const expr = new Expression();
+    const sk = expr.name(INDEXES.ready.sortKey);
+    const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))} AND ${sk} BETWEEN ${expr.value(from)} AND ${expr.value(to)}`;
+    const keys: string[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const page = await this.#doc.send(
+        new QueryCommand({
+          TableName: this.#table,
+          IndexName: INDEXES.ready.name,
+          KeyConditionExpression: condition,
+          ProjectionExpression: sk,
+          ...expr.params(),
+          ...(start ? { ExclusiveStartKey: start } : {}),
+        }),
+      );
+      for (const entry of page.Items ?? []) keys.push(entry[INDEXES.ready.sortKey] as string);
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return keys;
+  }
+
   /** Positions of several QUEUED requests (a list page): see {@link positionWalk}. */
   async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
     const out = new Map<string, number>();
@@ -807,13 +831,16 @@ export class DynamoRequestStore implements RequestStore {
         for (const r of ordered) out.set(r.id, await this.#countReadyBefore(r, null));
         continue;
       }
-      let count = split.slice(priority + 1).reduce((a, b) => a + b, 0);
-      let from = `${9 - priority}#`;
-      for (const r of ordered) {
-        const key = readyOrderKey(r);
-        count += await this.#countReady(queue, from, key);
-        out.set(r.id, count);
-        from = key;
+      // One walk of the priority's range up to the deepest request: each request's count is
+      // the number of keys before its own (one Query, paginated, instead of one per request).
+      const higher = split.slice(priority + 1).reduce((a, b) => a + b, 0);
+      const ownKeys = ordered.map((r) => readyOrderKey(r));
+      const keys = await this.#readyKeys(queue, `${9 - priority}#`, ownKeys.at(-1) as string);
+      let i = 0;
+      for (const [n, r] of ordered.entries()) {
+        const own = ownKeys[n] as string;
+        while (i < keys.length && (keys[i] as string) < own) i++;
+        out.set(r.id, higher + i);
       }
     }
     return out;
