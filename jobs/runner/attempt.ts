@@ -6,19 +6,27 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { JOB_ENV } from "../../functions/config/env.ts";
+import { EMPTY_FOLDER, folderSignature } from "./checkpoint-signature.ts";
 import { encodeJobRef, processStartTime, signalGroup } from "./process-group.ts";
 
 /** Where an attempt's checkpoint and outputs live between attempts. */
 export interface AttemptStorage {
   /** Fills `dir` (empty, existing) with the last saved checkpoint; nothing on a first attempt. */
   restoreCheckpoint(dir: string): Promise<void>;
-  /** Saves `dir` as the new checkpoint atomically: a reader never sees a half-saved one. */
+  /**
+   * Saves `dir` as the new checkpoint atomically: a reader never sees a half-saved one. The
+   * runner skips the call when the folder is what was last restored or saved (see
+   * {@link folderSignature}), so the storage must not change in between by other means.
+   */
   saveCheckpoint(dir: string): Promise<void>;
-  /** After exit 0: persists every file of the output dir, result.json included. */
+  /**
+   * After exit 0: persists every file of the output dir, result.json included. The runner
+   * no longer needs the folder afterwards, so the storage may move it away.
+   */
   saveOutputs(dir: string): Promise<void>;
 }
 
@@ -41,7 +49,8 @@ export interface AttemptOptions {
   job: { requestId: string; queue: string; attempt: number };
   /**
    * A folder owned by this attempt; it is emptied first and holds input.json, output/,
-   * checkpoint/ and progress.json. The caller removes it when the attempt has ended.
+   * checkpoint/, progress.json and the runner's own {@link AttemptPaths.clockFile}. The
+   * caller removes it when the attempt has ended.
    */
   workDir: string;
   /** The request's input, written as JSON to LONGRUN_INPUT_FILE. */
@@ -108,6 +117,8 @@ export interface AttemptPaths {
   outputDir: string;
   checkpointDir: string;
   progressFile: string;
+  /** Rewritten by the runner to read the filesystem's clock (see {@link folderSignature}). */
+  clockFile: string;
 }
 
 /** The contract's files and folders inside `workDir`. */
@@ -117,6 +128,7 @@ export function attemptPaths(workDir: string): AttemptPaths {
     outputDir: join(workDir, "output"),
     checkpointDir: join(workDir, "checkpoint"),
     progressFile: join(workDir, "progress.json"),
+    clockFile: join(workDir, ".longrun-clock"),
   };
 }
 
@@ -210,6 +222,19 @@ function describeError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** Creates `dir` empty, removing whatever a crashed run left there first. */
+async function freshDir(dir: string): Promise<void> {
+  // Resolves to the first folder it created: undefined when `dir` was there already.
+  const created = await mkdir(dir, { recursive: true }).catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST" || code === "ENOTDIR") return undefined; // a file in the way
+    throw error;
+  });
+  if (created !== undefined) return;
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+}
+
 /**
  * Starts one attempt and returns at once; see {@link AttemptHandle}. The job runs in its
  * own process group (`detached`) so a stop reaches every process it forked.
@@ -281,13 +306,29 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       stopReason,
     });
 
+    // The signature of what the storage holds as the checkpoint (see checkpoint-signature.ts),
+    // null when unknown: a save is skipped only when the folder matches it.
+    let savedCheckpoint: string | null = null;
+
     // Prepare the work dir: a leftover from a crashed server must not leak into this attempt.
     try {
-      await rm(options.workDir, { recursive: true, force: true });
-      await mkdir(paths.outputDir, { recursive: true });
-      await mkdir(paths.checkpointDir, { recursive: true });
-      await writeFile(paths.inputFile, JSON.stringify(options.input ?? null));
-      await options.storage.restoreCheckpoint(paths.checkpointDir);
+      await freshDir(options.workDir);
+      const restored = mkdir(paths.checkpointDir).then(async () => {
+        await options.storage.restoreCheckpoint(paths.checkpointDir);
+        // Nothing runs in the folder yet, so an empty one is exactly what the storage holds.
+        const names = await readdir(paths.checkpointDir);
+        return names.length === 0 ? EMPTY_FOLDER : null;
+      });
+      // Settled, not raced: nothing may still write into the folder once this returns.
+      const [output, input, restore] = await Promise.allSettled([
+        mkdir(paths.outputDir),
+        writeFile(paths.inputFile, JSON.stringify(options.input ?? null)),
+        restored,
+      ]);
+      for (const step of [output, input, restore]) {
+        if (step.status === "rejected") throw step.reason;
+      }
+      if (restore.status === "fulfilled") savedCheckpoint = restore.value;
     } catch (error) {
       const message = `could not prepare the attempt: ${describeError(error)}`;
       rejectStarted(new Error(message, { cause: error }));
@@ -373,6 +414,20 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     const timeoutMs = options.timeoutSeconds * 1000;
     const timeoutTimer = setTimeout(() => stop("timeout"), Math.min(timeoutMs, 2 ** 31 - 1));
 
+    /**
+     * Saves the checkpoint folder, unless it is exactly what the storage holds: an empty
+     * folder when nothing was restored, or one the job has not touched since the last save.
+     */
+    const saveCheckpoint = async (): Promise<void> => {
+      const signature = await folderSignature(paths.checkpointDir, paths.clockFile);
+      if (signature !== null && signature === savedCheckpoint) return;
+      savedCheckpoint = null;
+      await options.storage.saveCheckpoint(paths.checkpointDir);
+      // A file may come and go while the save copies a folder found empty: only a listing
+      // with timestamps (a non-empty folder's signature) describes what the save held.
+      savedCheckpoint = signature === EMPTY_FOLDER ? null : signature;
+    };
+
     // Progress: polled, because jobs replace the file by rename, which fs.watch loses track of.
     let lastProgressText: string | null = null;
     let saves: Promise<void> = Promise.resolve();
@@ -390,7 +445,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       lastProgressText = text;
       saves = saves.then(async () => {
         try {
-          await options.storage.saveCheckpoint(paths.checkpointDir);
+          await saveCheckpoint();
         } catch (error) {
           log(`[longrun] could not save the checkpoint: ${describeError(error)}`, "runner");
         }
@@ -402,12 +457,12 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       });
       await saves;
     };
-    let polling = false;
+    // The poll in flight, if any (checkProgress never rejects).
+    const poll: { running: Promise<void> | null } = { running: null };
     const poller = setInterval(() => {
-      if (polling) return;
-      polling = true;
-      checkProgress().finally(() => {
-        polling = false;
+      if (poll.running) return;
+      poll.running = checkProgress().finally(() => {
+        poll.running = null;
       });
     }, pollMs);
 
@@ -418,22 +473,40 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     outLines.end();
     errLines.end();
     // Let an in-flight poll finish, then look once more: the last report may be newer.
-    while (polling) await new Promise((r) => setTimeout(r, 5));
+    await poll.running;
     await checkProgress();
     await saves;
 
     const exitNote = signal ? `killed by signal ${signal}` : `exited with code ${code}`;
     log(`[longrun] job ${exitNote}`, "runner");
 
-    // SPEC §4: the checkpoint is saved at exit whatever the exit, SIGTERM included.
-    let checkpointError: string | null = null;
-    try {
-      await options.storage.saveCheckpoint(paths.checkpointDir);
-    } catch (error) {
-      checkpointError = describeError(error);
-      log(`[longrun] could not save the checkpoint at exit: ${checkpointError}`, "runner");
+    // SPEC §4: the checkpoint is saved at exit whatever the exit, SIGTERM included (unless
+    // it is what the storage holds already). Outputs are saved meanwhile: another folder.
+    const checkpointSaved = saveCheckpoint().then(
+      () => null,
+      (error: unknown) => {
+        const message = describeError(error);
+        log(`[longrun] could not save the checkpoint at exit: ${message}`, "runner");
+        return message;
+      },
+    );
+    const [checkpointError, result] = await Promise.all([
+      checkpointSaved,
+      conclude(code, signal, exitNote, lastStderr),
+    ]);
+    if (result.outcome === "succeeded" && checkpointError) {
+      result.message += ` (checkpoint not saved: ${checkpointError})`;
     }
+    return result;
+  };
 
+  /** The attempt's result once the job has exited; saves its outputs after exit 0. */
+  const conclude = async (
+    code: number | null,
+    signal: NodeJS.Signals | null,
+    exitNote: string,
+    lastStderr: string,
+  ): Promise<AttemptResult> => {
     const base = { exitCode: code, signal, stopReason };
     if (stopReason === "timeout") {
       return {
@@ -482,8 +555,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
         message: `the job succeeded but its outputs could not be saved: ${describeError(error)}`,
       };
     }
-    const note = checkpointError ? ` (checkpoint not saved: ${checkpointError})` : "";
-    return { ...base, outcome: "succeeded", message: `job exited with code 0${note}` };
+    return { ...base, outcome: "succeeded", message: "job exited with code 0" };
   };
 
   options.signal?.addEventListener("abort", onAbort, { once: true });

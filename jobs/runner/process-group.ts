@@ -3,6 +3,7 @@
  * job across server restarts, and the reaper that stops a group left behind by a server
  * that died.
  */
+import { readFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -50,6 +51,10 @@ async function readStat(pid: number | string): Promise<ProcStat | null> {
   } catch {
     return null;
   }
+  return parseStat(text);
+}
+
+function parseStat(text: string): ProcStat | null {
   // Field 2 (comm) is in parentheses and may itself hold spaces or ')': split after the last one.
   const close = text.lastIndexOf(")");
   if (close < 0) return null;
@@ -71,9 +76,20 @@ async function hasProc(): Promise<boolean> {
   return procAvailable;
 }
 
-/** The start time of `pid` as /proc reports it, or null (no such process, or no /proc). */
+/**
+ * The start time of `pid` as /proc reports it, or null (no such process, or no /proc).
+ * Read synchronously: procfs is generated in memory, and every launch waits for this read,
+ * which asynchronously takes five trips through the thread pool (open, fstat, two reads,
+ * close) on a busy server.
+ */
 export async function processStartTime(pid: number): Promise<string | null> {
-  return (await readStat(pid))?.startTime ?? null;
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  return parseStat(text)?.startTime ?? null;
 }
 
 /**

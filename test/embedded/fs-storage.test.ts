@@ -1,4 +1,5 @@
 import {
+  access,
   appendFile,
   lutimes,
   mkdir,
@@ -41,6 +42,12 @@ async function folderWith(files: Record<string, string>): Promise<string> {
   await mkdir(dir, { recursive: true });
   return dir;
 }
+
+const exists = (path: string) =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 async function readTree(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -112,8 +119,54 @@ describe("FsAttemptStorage checkpoints", () => {
     expect(await readTree(target)).toEqual({ "n.txt": "4" });
   });
 
+  it("restores nothing when `current` names a version that is gone", async () => {
+    const id = newId();
+    const root = layout.checkpointRoot(id);
+    await mkdir(root, { recursive: true });
+    await symlink("v-gone", join(root, "current"));
+    const target = await folderWith({});
+
+    await new FsAttemptStorage(layout, id).restoreCheckpoint(target);
+
+    expect(await readTree(target)).toEqual({});
+  });
+
   it("refuses a request id that could leave its folder", () => {
     expect(() => new FsAttemptStorage(layout, "../etc")).toThrow(/refusing request id/);
+  });
+});
+
+describe("FsAttemptStorage outputs", () => {
+  it("moves the output folder into place in a new data directory", async () => {
+    const id = newId();
+    const source = await folderWith({ "result.json": "1", "sub/x.txt": "ab" });
+
+    await new FsAttemptStorage(layout, id).saveOutputs(source);
+
+    expect(await readTree(layout.outputDir(id))).toEqual({ "result.json": "1", "sub/x.txt": "ab" });
+    expect(await exists(source)).toBe(false);
+  });
+
+  it("replaces outputs an earlier attempt left, leaving no folder aside", async () => {
+    const id = newId();
+    const storage = new FsAttemptStorage(layout, id);
+    await storage.saveOutputs(await folderWith({ "result.json": "1", "old.bin": "x" }));
+
+    await storage.saveOutputs(await folderWith({ "result.json": "2" }));
+
+    expect(await readTree(layout.outputDir(id))).toEqual({ "result.json": "2" });
+    expect(await readdir(join(dataDir, "outputs"))).toEqual([id]);
+  });
+
+  it("fails when the output folder is missing, leaving earlier outputs alone", async () => {
+    const id = newId();
+    const storage = new FsAttemptStorage(layout, id);
+    await storage.saveOutputs(await folderWith({ "result.json": "1" }));
+
+    await expect(storage.saveOutputs(join(dataDir, "no-such-folder"))).rejects.toMatchObject({
+      code: "ENOENT",
+    });
+    expect(await readTree(layout.outputDir(id))).toEqual({ "result.json": "1" });
   });
 });
 

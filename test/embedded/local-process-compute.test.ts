@@ -102,7 +102,9 @@ describe("LocalProcessCompute", () => {
     });
     expect(events.at(-1)).toMatchObject({ type: "exited", outcome: "succeeded", attempt: 1 });
     expect(compute.runningCount()).toBe(0);
-    expect(await exists(new FsLayout(dataDir).workDir(r.id, 1))).toBe(false);
+    // The work dir is removed while `exited` is delivered, not before.
+    const workDir = new FsLayout(dataDir).workDir(r.id, 1);
+    await waitFor(async () => !(await exists(workDir)), 5000, "the work dir to go");
 
     const results = new FsResultStore(dataDir, (id, name) => `u/${id}/${name}`);
     expect(await results.getResult(r.id)).toEqual({
@@ -133,6 +135,42 @@ describe("LocalProcessCompute", () => {
       "--- attempt 2 ---",
     ]);
     expect(log.lines).toContain("demo: attempt 2 starting at step 1 of 2");
+  });
+
+  it("saves no empty checkpoint, and each attempt resumes from what the last one left", async () => {
+    // Attempt 1 leaves nothing, attempt 2 writes a checkpoint right before it exits,
+    // attempt 3 reads it. Each logs what it found.
+    const job = [
+      process.execPath,
+      "-e",
+      `const fs = require('fs'); const e = process.env;
+       const f = e.LONGRUN_CHECKPOINT_DIR + '/state.json';
+       console.log('found ' + (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : 'nothing'));
+       if (e.LONGRUN_ATTEMPT === '2') {
+         fs.writeFileSync(f + '.tmp', '{"from":2}'); fs.renameSync(f + '.tmp', f);
+       }
+       process.exit(e.LONGRUN_ATTEMPT === '3' ? 0 : 1);`,
+    ];
+    const r = request(null);
+    const checkpoints = join(dataDir, "checkpoints", r.id);
+    const exits = () => events.filter((e) => e.type === "exited").length;
+
+    await compute.start(r, { ...queue, command: job });
+    await waitFor(() => exits() === 1);
+    const savedAfterFirst = await exists(checkpoints);
+    await compute.start({ ...r, attempt: 2 }, { ...queue, command: job });
+    await waitFor(() => exits() === 2);
+    await compute.start({ ...r, attempt: 3 }, { ...queue, command: job });
+    await waitFor(() => exits() === 3);
+
+    expect(savedAfterFirst).toBe(false);
+    const log = await new FsLogStore(dataDir).read(r.id, undefined, 100);
+    expect(log.lines.filter((l) => l.startsWith("found "))).toEqual([
+      "found nothing",
+      "found nothing",
+      'found {"from":2}',
+    ]);
+    expect(events.at(-1)).toMatchObject({ type: "exited", outcome: "succeeded", attempt: 3 });
   });
 
   it("turns a stop for cancel into a failed exit the core records as CANCELLED", async () => {

@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -79,9 +79,11 @@ describe("runAttempt with the demo job", () => {
       expect(save).toBeGreaterThanOrEqual(0);
       expect(save).toBeLessThan(report);
     }
-    // The exit save comes after the last report, and outputs after that.
-    expect(storage.calls.at(-2)).toBe('checkpoint:{"step":3}');
-    expect(storage.calls.at(-1)).toBe("outputs");
+    // The last save holds the last step (at exit it is skipped when the folder has not
+    // changed since), and outputs are saved once, after the last report.
+    expect(storage.savedStates.at(-1)).toBe('{"step":3}');
+    expect(storage.calls.filter((c) => c === "outputs")).toHaveLength(1);
+    expect(storage.calls.indexOf("outputs")).toBeGreaterThan(storage.calls.indexOf("progress:3"));
     expect(await storage.outputFiles()).toEqual(["artifact.bin", "result.json"]);
     const output = JSON.parse(await readFile(join(storage.outputs, "result.json"), "utf8"));
     expect(output).toEqual({ steps: 3, resumedFrom: 0, attempt: 1, output: { hello: "world" } });
@@ -340,5 +342,110 @@ describe("startAttempt with a relative work dir", () => {
     } finally {
       await removeDir(rel);
     }
+  });
+});
+
+/** A job prelude: its checkpoint file, and `whenGo(fn)` to run fn once the test writes ./go. */
+const JOB_PRELUDE = `
+  const fs = require('fs'); const e = process.env;
+  const state = e.LONGRUN_CHECKPOINT_DIR + '/state.json';
+  const progress = (n) => fs.writeFileSync(e.LONGRUN_PROGRESS_FILE, JSON.stringify({ current: n }));
+  const whenGo = (fn) => { const t = setInterval(() => {
+    if (fs.existsSync('go')) { clearInterval(t); fn(); } }, 10); };
+`;
+
+const checkpointSaves = () => storage.calls.filter((c) => c.startsWith("checkpoint:"));
+
+describe("checkpoint saves", () => {
+  it("saves nothing for an empty checkpoint folder when nothing was restored", async () => {
+    const opts = script(`${JOB_PRELUDE}
+      progress(1);
+      setTimeout(() => progress(2), 150);
+      setTimeout(() => {}, 300);`);
+
+    const result = await runAttempt(opts);
+
+    expect(result.outcome).toBe("succeeded");
+    expect(opts.captured.progress.at(-1)?.current).toBe(2);
+    expect(checkpointSaves()).toEqual([]);
+    expect(storage.calls[0]).toBe("restore");
+    expect(storage.calls.at(-1)).toBe("outputs");
+  });
+
+  it("skips the save at exit when the folder has not changed since the last save", async () => {
+    // The checkpoint is older than the progress report by far more than a timestamp tick,
+    // so the save that follows the report can vouch for it.
+    const opts = script(`${JOB_PRELUDE}
+      fs.writeFileSync(state + '.tmp', '{"step":1}'); fs.renameSync(state + '.tmp', state);
+      setTimeout(() => progress(1), 100);
+      whenGo(() => {});`);
+    const handle = startAttempt(opts);
+    await waitFor(() => storage.savedStates.includes('{"step":1}'), 10_000, "the save of step 1");
+
+    await writeFile(join(opts.workDir, "go"), "");
+    const result = await handle.done;
+
+    expect(result.outcome).toBe("succeeded");
+    expect(checkpointSaves()).toEqual(['checkpoint:{"step":1}']);
+  });
+
+  it("saves a checkpoint written right before exit", async () => {
+    const opts = script(`${JOB_PRELUDE}
+      fs.writeFileSync(state, '{"step":1}');
+      progress(1);
+      whenGo(() => {
+        fs.writeFileSync(state + '.tmp', '{"step":2}'); fs.renameSync(state + '.tmp', state);
+        process.exit(3);
+      });`);
+    const handle = startAttempt(opts);
+    await waitFor(() => storage.savedStates.includes('{"step":1}'), 10_000, "the save of step 1");
+
+    await writeFile(join(opts.workDir, "go"), "");
+    const result = await handle.done;
+
+    expect(result).toMatchObject({ outcome: "failed", exitCode: 3 });
+    expect(storage.savedStates.at(-1)).toBe('{"step":2}');
+  });
+
+  it("saves a checkpoint rewritten in place with the same size since the last save", async () => {
+    // Rewritten well before exit, so only its timestamps tell the folder changed.
+    const opts = script(`${JOB_PRELUDE}
+      fs.writeFileSync(state, '{"step":1}');
+      setTimeout(() => progress(1), 100);
+      whenGo(() => { fs.writeFileSync(state, '{"step":2}'); setTimeout(() => {}, 150); });`);
+    const handle = startAttempt(opts);
+    await waitFor(() => storage.savedStates.includes('{"step":1}'), 10_000, "the save of step 1");
+
+    await writeFile(join(opts.workDir, "go"), "");
+    await handle.done;
+
+    expect(storage.savedStates.at(-1)).toBe('{"step":2}');
+  });
+
+  it("saves the folder a job emptied after an earlier save", async () => {
+    const opts = script(`${JOB_PRELUDE}
+      fs.writeFileSync(state, '{"step":1}');
+      progress(1);
+      whenGo(() => { fs.rmSync(state); process.exit(1); });`);
+    const handle = startAttempt(opts);
+    await waitFor(() => storage.savedStates.includes('{"step":1}'), 10_000, "the save of step 1");
+
+    await writeFile(join(opts.workDir, "go"), "");
+    await handle.done;
+
+    expect(storage.savedStates.at(-1)).toBe("-");
+    expect(await readdir(storage.checkpoint)).toEqual([]);
+  });
+
+  it("saves at exit a restored checkpoint it cannot vouch for, unchanged or not", async () => {
+    await runAttempt(script(`${JOB_PRELUDE} fs.writeFileSync(state, '{"step":7}');`));
+    storage.calls.length = 0;
+
+    const second = script(`${JOB_PRELUDE}
+      console.log('restored ' + fs.readFileSync(state, 'utf8'));`);
+    await runAttempt(second);
+
+    expect(second.captured.lines.map((l) => l.line)).toContain('restored {"step":7}');
+    expect(checkpointSaves()).toEqual(['checkpoint:{"step":7}']);
   });
 });

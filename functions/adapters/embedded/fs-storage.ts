@@ -19,13 +19,12 @@ import {
   readdir,
   readFile,
   readlink,
-  realpath,
   rename,
   rm,
   stat,
   symlink,
 } from "node:fs/promises";
-import { join, relative, sep } from "node:path";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
@@ -105,10 +104,14 @@ export class FsAttemptStorage implements AttemptStorage {
 
   /** The folder the current checkpoint lives in, or null before the first save. */
   async currentCheckpoint(): Promise<string | null> {
+    const root = this.#layout.checkpointRoot(this.#requestId);
     try {
-      return await realpath(join(this.#layout.checkpointRoot(this.#requestId), CURRENT));
+      // One readlink, not a realpath that reads every folder up to the root.
+      return resolve(root, await readlink(join(root, CURRENT)));
     } catch (error) {
       if (isMissing(error)) return null;
+      // Not a symlink: a folder put there by hand is the checkpoint itself.
+      if ((error as NodeJS.ErrnoException).code === "EINVAL") return join(root, CURRENT);
       throw error;
     }
   }
@@ -116,7 +119,13 @@ export class FsAttemptStorage implements AttemptStorage {
   async restoreCheckpoint(dir: string): Promise<void> {
     const current = await this.currentCheckpoint();
     if (current === null) return;
-    await cp(current, dir, { recursive: true, force: true });
+    try {
+      await cp(current, dir, { recursive: true, force: true });
+    } catch (error) {
+      // `current` naming a version that is gone reads as no checkpoint, as it always has.
+      if (isMissing(error) && (await lstat(current).catch(() => null)) === null) return;
+      throw error;
+    }
   }
 
   saveCheckpoint(dir: string): Promise<void> {
@@ -127,8 +136,11 @@ export class FsAttemptStorage implements AttemptStorage {
 
   async #save(dir: string): Promise<void> {
     const root = this.#layout.checkpointRoot(this.#requestId);
-    await mkdir(root, { recursive: true });
-    const previous = await readlink(join(root, CURRENT)).catch(() => null);
+    const previous = await readlink(join(root, CURRENT)).catch(async (error: unknown) => {
+      // Before the first save the folder may not exist yet.
+      if (isMissing(error)) await mkdir(root, { recursive: true });
+      return null;
+    });
     const tag = randomBytes(6).toString("hex");
     const version = `v-${tag}`;
     await cp(dir, join(root, version), { recursive: true });
@@ -157,17 +169,39 @@ export class FsAttemptStorage implements AttemptStorage {
   }
 
   /**
-   * Replaces the request's outputs with a copy of `dir`. The copy is made aside and renamed
-   * into place; the request is marked SUCCEEDED only after this resolves, so a crash midway
+   * Replaces the request's outputs with `dir`, which is moved into place (the runner is done
+   * with it): one rename on the same filesystem, else a copy made aside and renamed into
+   * place. The request is marked SUCCEEDED only after this resolves, so a crash midway
    * leaves a request that is retried, never one whose result is half there.
    */
   async saveOutputs(dir: string): Promise<void> {
     const target = this.#layout.outputDir(this.#requestId);
-    await mkdir(join(target, ".."), { recursive: true });
+    let error = await moveAside(dir, target);
+    if (error?.code === "ENOENT") {
+      // The outputs folder does not exist yet (a new data directory), or `dir` is gone.
+      await mkdir(dirname(target), { recursive: true });
+      error = await moveAside(dir, target);
+    }
+    if (error === null) return;
+    // EXDEV: another filesystem. ENOTEMPTY, EEXIST, ENOTDIR: outputs of an earlier attempt
+    // whose request was not marked SUCCEEDED (a crash right after saving them).
+    if (!["EXDEV", "ENOTEMPTY", "EEXIST", "ENOTDIR"].includes(error.code ?? "")) throw error;
     const tmp = `${target}.tmp-${randomBytes(6).toString("hex")}`;
-    await cp(dir, tmp, { recursive: true });
+    const aside = await moveAside(dir, tmp);
+    if (aside?.code === "EXDEV") await cp(dir, tmp, { recursive: true });
+    else if (aside !== null) throw aside;
     await rm(target, { recursive: true, force: true });
     await rename(tmp, target);
+  }
+}
+
+/** Renames `from` to `to`; the error instead of a rejection, null when it worked. */
+async function moveAside(from: string, to: string): Promise<NodeJS.ErrnoException | null> {
+  try {
+    await rename(from, to);
+    return null;
+  } catch (error) {
+    return error as NodeJS.ErrnoException;
   }
 }
 

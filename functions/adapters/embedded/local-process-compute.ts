@@ -77,6 +77,8 @@ export class LocalProcessCompute implements Compute {
   readonly #clock: Clock;
   readonly #opts: LocalProcessComputeOptions;
   readonly #running = new Map<string, Running>();
+  /** Work dirs being removed after their attempt's `exited` went out, by path. */
+  readonly #cleaning = new Map<string, Promise<void>>();
 
   constructor(options: LocalProcessComputeOptions) {
     this.#opts = options;
@@ -93,6 +95,11 @@ export class LocalProcessCompute implements Compute {
   }
 
   async start(request: RequestRecord, queue: QueueConfig): Promise<{ jobRef: string }> {
+    // A start of an attempt that just ended (a stray relaunch) must not race the removal of
+    // its work dir. Awaited only when there is one, so the check below and the `set` that
+    // claims the request stay in one synchronous step.
+    const workDir = this.#layout.workDir(request.id, request.attempt);
+    for (let c = this.#cleaning.get(workDir); c; c = this.#cleaning.get(workDir)) await c;
     const existing = this.#running.get(request.id);
     if (existing) {
       // A second start of the same attempt (a duplicate dispatch) must not run it twice.
@@ -103,7 +110,6 @@ export class LocalProcessCompute implements Compute {
       );
     }
     const { id, attempt } = request;
-    const workDir = this.#layout.workDir(id, attempt);
     const logLine = (line: string) => {
       this.#logs.append(id, [line], attempt).catch((error) => this.#report(error, `log of ${id}`));
     };
@@ -148,11 +154,8 @@ export class LocalProcessCompute implements Compute {
     };
     this.#running.set(id, entry);
     entry.finished = handle.done.then(async (result) => {
-      try {
-        await rm(workDir, { recursive: true, force: true });
-      } catch (error) {
-        this.#report(error, `cleaning ${workDir}`);
-      }
+      // Every line is stored before `exited` goes out: a client that sees the terminal
+      // status reads the whole log.
       try {
         await this.#logs.flush?.(id);
       } catch (error) {
@@ -163,7 +166,13 @@ export class LocalProcessCompute implements Compute {
       // An attempt that never spawned is reported by start()'s rejection instead.
       const exited = spawned ? this.#exitedEvent(result, entry) : null;
       if (exited) emit(exited);
-      await events;
+      // The work dir goes while the event is delivered, off the path to the next start: no
+      // later attempt uses it (each has its own), and `finished` still waits for it.
+      const cleaned = rm(workDir, { recursive: true, force: true })
+        .catch((error: unknown) => this.#report(error, `cleaning ${workDir}`))
+        .finally(() => this.#cleaning.delete(workDir));
+      this.#cleaning.set(workDir, cleaned);
+      await Promise.all([events, cleaned]);
     });
 
     try {
