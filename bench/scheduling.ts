@@ -494,7 +494,7 @@ export const startSection: BenchSection = {
         part(
           "start: createdAt → startedAt",
           createdToStarted,
-          "wake, claim transaction, work dir (rm, 2 × mkdir, input.json, checkpoint restore), fork, /proc read",
+          "wake, claim transaction, work dir (mkdir; output dir, input.json and checkpoint restore side by side), fork, /proc read",
         ),
         part(
           "start: startedAt → job's start mark",
@@ -504,7 +504,7 @@ export const startSection: BenchSection = {
         part(
           "refill: job's end mark → finishedAt",
           endToFinished,
-          "runner after exit: progress re-read, checkpoint save (fs.cp to a new version + symlink swap), result.json, outputs (fs.cp + rename), work dir rm, log flush",
+          "runner after exit: progress re-read, checkpoint save unless unchanged (signature), result.json and outputs renamed into place side by side, log flush (the work dir is removed after `exited`)",
         ),
         part(
           "refill: finishedAt → next startedAt",
