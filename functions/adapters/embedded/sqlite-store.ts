@@ -539,6 +539,12 @@ export class SqliteRequestStore implements RequestStore {
     limits: { maxRunning: number },
     now: number,
   ): Promise<ClaimResult> {
+    // Most wake-ups find the queue full or empty (every submit wakes its queue): the counters
+    // say so without the write lock. They are exact and committed before any wake-up that
+    // follows a change, so a stale answer here is corrected by that change's own wake-up.
+    const counts = this.#counts(queue);
+    if (counts.running >= limits.maxRunning) return { kind: "full" };
+    if (counts.queued <= 0) return { kind: "empty" };
     return this.#db
       .transaction((): ClaimResult => {
         if (this.#counts(queue).running >= limits.maxRunning) return { kind: "full" };
