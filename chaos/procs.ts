@@ -6,6 +6,7 @@
  * moment the scan ended, so the processes a scan reports all ran at one same instant.
  */
 import { readdirSync, readFileSync } from "node:fs";
+import { parseStat } from "../jobs/runner/process-group.ts";
 
 export interface JobProcess {
   pid: number;
@@ -17,11 +18,7 @@ export interface JobProcess {
   attempt: string;
 }
 
-interface Stat {
-  state: string;
-  pgid: number;
-  startTime: string;
-}
+type Stat = { state: string; pgid: number; startTime: string };
 
 function readStat(pid: string): Stat | null {
   let text: string;
@@ -30,17 +27,8 @@ function readStat(pid: string): Stat | null {
   } catch {
     return null;
   }
-  const close = text.lastIndexOf(")");
-  if (close < 0) return null;
-  const rest = text
-    .slice(close + 2)
-    .trim()
-    .split(" ");
-  const state = rest[0];
-  const pgid = rest[2];
-  const startTime = rest[19];
-  if (state === undefined || pgid === undefined || startTime === undefined) return null;
-  return { state, pgid: Number(pgid), startTime };
+  const stat = parseStat(text);
+  return stat && { state: stat.state, pgid: stat.pgrp, startTime: stat.startTime };
 }
 
 /** USER_HZ: the unit of /proc start times, 100 on every mainstream Linux. */

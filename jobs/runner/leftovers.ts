@@ -5,21 +5,7 @@
  * (the job contract) and leads its own process group, so /proc still finds it.
  */
 import { readdir, readFile } from "node:fs/promises";
-import { encodeJobRef } from "./process-group.ts";
-
-/** `/proc/<pid>/stat` fields after the command name: state, ppid, pgrp, …, starttime (22nd). */
-function parseStat(text: string): { state: string; pgrp: number; startTime: string } | null {
-  const close = text.lastIndexOf(")");
-  if (close < 0) return null;
-  const rest = text
-    .slice(close + 2)
-    .trim()
-    .split(" ");
-  const [state, , pgrp] = rest;
-  const startTime = rest[19];
-  if (state === undefined || pgrp === undefined || startTime === undefined) return null;
-  return { state, pgrp: Number(pgrp), startTime };
-}
+import { encodeJobRef, type ProcStat, parseStat } from "./process-group.ts";
 
 /**
  * Handles (`local:<pid>:<starttime>`) of the live process-group leaders whose environment
@@ -38,7 +24,7 @@ export async function findJobsOfRequest(requestId: string): Promise<string[]> {
   for (const entry of entries) {
     if (!/^[0-9]+$/.test(entry)) continue;
     let environ: Buffer;
-    let stat: ReturnType<typeof parseStat>;
+    let stat: ProcStat | null;
     try {
       environ = await readFile(`/proc/${entry}/environ`);
       stat = parseStat(await readFile(`/proc/${entry}/stat`, "latin1"));

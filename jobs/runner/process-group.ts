@@ -37,7 +37,8 @@ export function decodeJobRef(jobRef: string): LocalJobRef | null {
   return { pid, startTime: m[2] ?? null };
 }
 
-interface ProcStat {
+/** The fields of `/proc/<pid>/stat` the runner and its checks use. */
+export interface ProcStat {
   state: string;
   pgrp: number;
   startTime: string;
@@ -54,7 +55,8 @@ async function readStat(pid: number | string): Promise<ProcStat | null> {
   return parseStat(text);
 }
 
-function parseStat(text: string): ProcStat | null {
+/** Parses the text of `/proc/<pid>/stat`; null when it is not one. */
+export function parseStat(text: string): ProcStat | null {
   // Field 2 (comm) is in parentheses and may itself hold spaces or ')': split after the last one.
   const close = text.lastIndexOf(")");
   if (close < 0) return null;

@@ -761,11 +761,17 @@ export class DynamoRequestStore implements RequestStore {
       : this.#countReady(request.queue, `${9 - priority}#`, own);
   }
 
-  /**
-   * Entries of the queue's ready index with `from` ≤ key < `to` (`from` null: from the
-   * start). BETWEEN includes `to`, so keys are read (not counted) and `to` is left out.
-   */
+  /** Entries of the queue's ready index with `from` ≤ key < `to` (`from` null: from the start). */
   async #countReady(queue: string, from: string | null, to: string): Promise<number> {
+    return (await this.#readyKeys(queue, from, to)).filter((key) => key < to).length;
+  }
+
+  /**
+   * Sort keys of the queue's ready index from `from` to `to` (both included; `from` null: from
+   * the start, `to` excluded), in order. Keys are read, not counted: a key condition cannot
+   * bound a range on both sides with one end open.
+   */
+  async #readyKeys(queue: string, from: string | null, to: string): Promise<string[]> {
     const expr = new Expression();
     const sk = expr.name(INDEXES.ready.sortKey);
     const range =
@@ -773,32 +779,6 @@ export class DynamoRequestStore implements RequestStore {
         ? `${sk} < ${expr.value(to)}`
         : `${sk} BETWEEN ${expr.value(from)} AND ${expr.value(to)}`;
     const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))} AND ${range}`;
-    let count = 0;
-    let start: Record<string, unknown> | undefined;
-    do {
-      const page = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.ready.name,
-          KeyConditionExpression: condition,
-          ProjectionExpression: sk,
-          ...expr.params(),
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      for (const entry of page.Items ?? []) {
-        if ((entry[INDEXES.ready.sortKey] as string) < to) count++;
-      }
-      start = page.LastEvaluatedKey;
-    } while (start);
-    return count;
-  }
-
-  /** Sort keys of the queue's ready index from `from` to `to` (both included), in order. */
-  async #readyKeys(queue: string, from: string, to: string): Promise<string[]> {
-    const expr = new Expression();
-    const sk = expr.name(INDEXES.ready.sortKey);
-    const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))} AND ${sk} BETWEEN ${expr.value(from)} AND ${expr.value(to)}`;
     const keys: string[] = [];
     let start: Record<string, unknown> | undefined;
     do {
@@ -1468,38 +1448,24 @@ export class DynamoRequestStore implements RequestStore {
   /** QUEUED requests of the queue per priority (index 0–9), read through the sweep index. */
   async #countQueuedByPriority(queue: string): Promise<number[]> {
     const split = PRIORITIES.map(() => 0);
-    const expr = new Expression();
-    const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(sweepQueuedPk(queue))}`;
-    let start: Record<string, unknown> | undefined;
-    do {
-      const page = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.sweep.name,
-          KeyConditionExpression: condition,
-          Limit: BATCH_GET_MAX,
-          ...expr.params(),
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      const keys = (page.Items ?? []).map((k) => ({
-        [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
-        [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
-      }));
-      for (const item of await this.#batchGet(keys, ["status", "priority"])) {
-        if (item.status !== RequestStatus.QUEUED) continue;
-        const p = item.priority as number;
-        split[p] = (split[p] ?? 0) + 1;
-      }
-      start = page.LastEvaluatedKey;
-    } while (start);
+    for await (const item of this.#sweepItems(sweepQueuedPk(queue), ["status", "priority"])) {
+      if (item.status !== RequestStatus.QUEUED) continue;
+      const p = item.priority as number;
+      split[p] = (split[p] ?? 0) + 1;
+    }
     return split;
   }
 
-  async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
+  /**
+   * The items of one sweep-index partition, read from the table (`attributes` of each), page
+   * by page: the index is eventually consistent, the items are what they are.
+   */
+  async *#sweepItems(
+    partition: string,
+    attributes: readonly string[],
+  ): AsyncGenerator<Record<string, unknown>> {
     const expr = new Expression();
     const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
-    let count = 0;
     let start: Record<string, unknown> | undefined;
     do {
       const page = await this.#doc.send(
@@ -1516,10 +1482,16 @@ export class DynamoRequestStore implements RequestStore {
         [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
         [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
       }));
-      const items = await this.#batchGet(keys, ["status"]);
-      count += items.filter((i) => statuses.includes(i.status as RequestStatus)).length;
+      yield* await this.#batchGet(keys, attributes);
       start = page.LastEvaluatedKey;
     } while (start);
+  }
+
+  async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
+    let count = 0;
+    for await (const item of this.#sweepItems(partition, ["status"])) {
+      if (statuses.includes(item.status as RequestStatus)) count++;
+    }
     return count;
   }
 
