@@ -37,10 +37,11 @@ import Database from "better-sqlite3";
 import { ulid } from "ulidx";
 import { createTable } from "../functions/adapters/aws/bootstrap.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "../functions/adapters/aws/definitions.ts";
-import { DynamoRequestStore } from "../functions/adapters/aws/dynamo-request-store.ts";
+import { DynamoRequestStore, toItem } from "../functions/adapters/aws/dynamo-request-store.ts";
 import {
   EXPLAINABLE_QUERIES,
   SqliteRequestStore,
+  toRow,
 } from "../functions/adapters/embedded/sqlite-store.ts";
 import { type RequestRecord, RequestStatus, readyOrderKey } from "../functions/core/request.ts";
 import { encodeListCursor } from "../functions/core/store-support.ts";
@@ -323,35 +324,6 @@ async function sample(
 
 // ---------------------------------------------------------------- embedded (SQLite)
 
-/** The `requests` row of a record, as SqliteRequestStore's toRow writes it. */
-function sqliteRow(r: RequestRecord): Record<string, unknown> {
-  const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
-  return {
-    id: r.id,
-    tenant: r.tenant,
-    queue: r.queue,
-    status: r.status,
-    priority: r.priority,
-    input: JSON.stringify(r.input) ?? "null",
-    metadata: JSON.stringify(r.metadata ?? {}),
-    webhook: json(r.webhook),
-    idempotency_key: r.idempotencyKey,
-    created_at: r.createdAt,
-    started_at: r.startedAt,
-    finished_at: r.finishedAt,
-    updated_at: r.updatedAt,
-    attempt: r.attempt,
-    max_attempts: r.maxAttempts,
-    cancel_requested: r.cancelRequested ? 1 : 0,
-    timeout_seconds: r.timeoutSeconds,
-    queue_ttl_seconds: r.queueTtlSeconds,
-    expires_at: r.expiresAt,
-    progress: json(r.progress),
-    error: json(r.error),
-    job_ref: r.jobRef,
-  };
-}
-
 /**
  * Writes the data set into a fresh store at `dbPath`: the store creates its schema, the rows
  * go in through a second connection in ONE transaction (the store's API commits once per
@@ -364,12 +336,12 @@ async function seedSqlite(dbPath: string, ds: Dataset): Promise<number> {
   const db = new Database(dbPath);
   try {
     db.pragma("journal_mode = WAL");
-    const columns = Object.keys(sqliteRow(ds.records[0] as RequestRecord));
+    const columns = Object.keys(toRow(ds.records[0] as RequestRecord));
     const insert = db.prepare(
       `INSERT INTO requests (${columns.join(", ")}) VALUES (${columns.map((c) => `@${c}`).join(", ")})`,
     );
     db.transaction(() => {
-      for (const r of ds.records) insert.run(sqliteRow(r));
+      for (const r of ds.records) insert.run(toRow(r));
     })();
   } finally {
     db.close();
@@ -718,59 +690,24 @@ async function measureEmbeddedSize(ctx: BenchContext, n: number): Promise<Embedd
 const REGION = "us-east-1";
 const CREDENTIALS = { accessKeyId: "bench", secretAccessKey: "bench" };
 
-function pad15(n: number): string {
-  return String(n).padStart(15, "0");
-}
-
-/** JSON round trip, as the store's `plain` does. */
-function plain<T>(value: T): T {
-  return value === null || value === undefined
-    ? (null as T)
-    : (JSON.parse(JSON.stringify(value)) as T);
-}
-
 /**
- * The item DynamoRequestStore holds for `r` after the writes that brought it to its status
- * (toItem at submit; a status change sets statusPk, drops the ready and sweep keys and sets
- * the TTL once terminal). `rev` counts writes and is left out of the format check.
+ * The item DynamoRequestStore holds for `r` after the writes that brought it to its status:
+ * the store's own toItem (a submit's item), then what a status change does to the keys
+ * (statusPk follows the status; the ready and sweep keys go and the TTL comes once it ends;
+ * an active request sits in the ACTIVE sweep partition). `rev` counts writes and is left out
+ * of the format check.
  */
 function dynamoItem(r: RequestRecord): Record<string, unknown> {
-  const item: Record<string, unknown> = {
-    [TABLE_KEY.partitionKey]: `REQ#${r.id}`,
-    [TABLE_KEY.sortKey]: "REQ",
-    id: r.id,
-    tenant: r.tenant,
-    queue: r.queue,
-    status: r.status,
-    priority: r.priority,
-    input: JSON.stringify(r.input) ?? "null",
-    metadata: plain(r.metadata ?? {}),
-    webhook: plain(r.webhook),
-    idempotencyKey: r.idempotencyKey,
-    createdAt: r.createdAt,
-    startedAt: r.startedAt,
-    finishedAt: r.finishedAt,
-    updatedAt: r.updatedAt,
-    attempt: r.attempt,
-    maxAttempts: r.maxAttempts,
-    cancelRequested: r.cancelRequested,
-    timeoutSeconds: r.timeoutSeconds,
-    queueTtlSeconds: r.queueTtlSeconds,
-    expiresAt: r.expiresAt,
-    progress: plain(r.progress),
-    error: plain(r.error),
-    jobRef: r.jobRef,
-    rev: 0,
-    [INDEXES.list.partitionKey]: `${r.tenant}#${r.queue}`,
-    [INDEXES.list.sortKey]: `${pad15(r.createdAt)}#${r.id}`,
-    [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#${r.status}`,
-  };
-  if (r.status === RequestStatus.QUEUED) {
-    item[INDEXES.ready.partitionKey] = `READY#${r.queue}`;
-    item[INDEXES.ready.sortKey] = readyOrderKey(r);
-    item[INDEXES.sweep.partitionKey] = `QUEUED#${r.queue}`;
-    item[INDEXES.sweep.sortKey] = `${pad15(r.expiresAt)}#${r.id}`;
+  const item: Record<string, unknown> = { ...toItem(r, null) };
+  if (r.status === RequestStatus.QUEUED) return item;
+  delete item[INDEXES.ready.partitionKey];
+  delete item[INDEXES.ready.sortKey];
+  if (r.status === RequestStatus.STARTING || r.status === RequestStatus.RUNNING) {
+    item[INDEXES.sweep.partitionKey] = `ACTIVE#${r.queue}`;
+    item[INDEXES.sweep.sortKey] = `${String(r.createdAt).padStart(15, "0")}#${r.id}`;
   } else {
+    delete item[INDEXES.sweep.partitionKey];
+    delete item[INDEXES.sweep.sortKey];
     const finishedAt = r.finishedAt ?? r.updatedAt;
     item[TTL_ATTRIBUTE] = Math.floor(finishedAt / 1000) + RETENTION_DAYS * 86_400;
   }

@@ -196,7 +196,11 @@ function plain<T>(value: T): T {
     : (JSON.parse(JSON.stringify(value)) as T);
 }
 
-function toItem(r: RequestRecord, idem: IdempotencyClaim | null): RequestItem {
+/**
+ * The item a submit writes for a QUEUED record (exported for bulk loading, e.g. the
+ * benchmarks; a request in another status also has other index keys, see #changeStatus).
+ */
+export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): RequestItem {
   return {
     ...requestKey(r.id),
     id: r.id,
