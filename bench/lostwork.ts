@@ -18,6 +18,7 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { createRng } from "../chaos/prng.ts";
 import { TestServer } from "../test/helpers/server.ts";
 import type { BenchContext, BenchSection, SummaryRow } from "./section.ts";
 import { type Distribution, distribution, ms } from "./stats.ts";
@@ -33,17 +34,6 @@ const INTERVAL_MS = EVERY * STEP_MS;
 const KILL_WINDOW_INTERVALS = 3;
 /** The config's ceiling: each kill consumes an attempt, so a request takes MAX_ATTEMPTS − 1. */
 const MAX_ATTEMPTS = 10;
-
-/** mulberry32: the kill times are the same on every run. */
-function seededRandom(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Marker {
   kind: "start" | "step" | "ckpt" | "term";
@@ -168,7 +158,7 @@ async function runSeries(
   killsWanted: number,
   seed: number,
 ): Promise<SeriesResult> {
-  const random = seededRandom(seed);
+  const random = createRng(seed).next;
   const kills: Kill[] = [];
   /** Observed checkpoint-to-checkpoint times of this job (ms), for the kill window. */
   const intervals: number[] = [];

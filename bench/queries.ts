@@ -35,6 +35,7 @@ import { type AttributeValue, DynamoDBClient, GetItemCommand } from "@aws-sdk/cl
 import { BatchWriteCommand, DynamoDBDocumentClient, GetCommand } from "@aws-sdk/lib-dynamodb";
 import Database from "better-sqlite3";
 import { ulid } from "ulidx";
+import { createRng } from "../chaos/prng.ts";
 import { createTable } from "../functions/adapters/aws/bootstrap.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "../functions/adapters/aws/definitions.ts";
 import { DynamoRequestStore, toItem } from "../functions/adapters/aws/dynamo-request-store.ts";
@@ -69,17 +70,6 @@ const TENANTS: ReadonlyArray<readonly [string, number]> = [
 ];
 const TOKENS = "t-alice:alice,t-bob:bob,t-carol:carol";
 
-/** mulberry32: a small seeded PRNG, so every run seeds the same shape. */
-export function seededRandom(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // ---------------------------------------------------------------- the data set
 
 interface Dataset {
@@ -100,7 +90,7 @@ interface Dataset {
  * Tenants alice/bob/carol 50/30/20 %.
  */
 function makeDataset(n: number, seed: number, now: number): Dataset {
-  const random = seededRandom(seed);
+  const random = createRng(seed).next;
   const records: RequestRecord[] = [];
   const statusCounts: Record<string, number> = {};
   const spacingMs = 20;
