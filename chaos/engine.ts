@@ -188,6 +188,8 @@ interface Submission {
   id: string | null;
   /** pending: in flight; acked: 2xx seen; unknown: no answer; refused: surely not accepted. */
   outcome: "pending" | "acked" | "unknown" | "refused";
+  /** A 202 was seen for it: any later answer for its key must be a 200 replay. */
+  created: boolean;
 }
 
 interface Tracked {
@@ -584,7 +586,15 @@ class ChaosRun {
     if (rng.chance(0.3)) body.priority = rng.int(0, 9);
     if (kind === "short-ttl") body.queueTtlSeconds = 1;
     const key = rng.chance(0.6) ? `${this.#runId}-k${tag}` : null;
-    const sub: Submission = { tag, kind, key, body, id: null, outcome: "pending" };
+    const sub: Submission = {
+      tag,
+      kind,
+      key,
+      body,
+      id: null,
+      outcome: "pending",
+      created: false,
+    };
     this.#subs.push(sub);
     const double = allowDouble && key !== null && rng.chance(0.15);
     if (double) this.report.concurrentDuplicates++;
@@ -644,12 +654,15 @@ class ChaosRun {
         );
         return;
       }
-      if (sub.id !== null && a.status === 202) {
+      // The list may show the request (adopted) before the creating submit's answer comes
+      // back: only a second 202 for the key is a second creation.
+      if (a.status === 202 && sub.created) {
         this.#violation(
           `replay-202:${sub.tag}`,
           `a repeat of key ${sub.key} answered 202, not 200`,
         );
       }
+      if (a.status === 202) sub.created = true;
       if (sub.outcome === "refused") {
         this.#violation(`phantom:${sub.tag}`, `a submit refused earlier now shows ${r.id}`);
       }
