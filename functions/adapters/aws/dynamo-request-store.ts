@@ -704,21 +704,35 @@ export class DynamoRequestStore implements RequestStore {
     );
   }
 
-  /** Follows LastEvaluatedKey until `want` items are read or the range ends. */
-  async #queryItems(input: QueryCommandInput, want: number): Promise<Record<string, unknown>[]> {
-    const out: Record<string, unknown>[] = [];
+  /**
+   * The pages of one Query, following LastEvaluatedKey to the end of the range; `pageSize`
+   * (asked before each page) sets its Limit. A caller that has enough stops iterating.
+   */
+  async *#pages(
+    input: QueryCommandInput,
+    pageSize?: () => number,
+  ): AsyncGenerator<Record<string, unknown>[]> {
     let start: Record<string, unknown> | undefined;
     do {
       const page = await this.#doc.send(
         new QueryCommand({
           ...input,
-          Limit: want - out.length,
+          ...(pageSize ? { Limit: pageSize() } : {}),
           ...(start ? { ExclusiveStartKey: start } : {}),
         }),
       );
-      out.push(...(page.Items ?? []));
+      yield page.Items ?? [];
       start = page.LastEvaluatedKey;
-    } while (start && out.length < want);
+    } while (start);
+  }
+
+  /** Follows LastEvaluatedKey until `want` items are read or the range ends. */
+  async #queryItems(input: QueryCommandInput, want: number): Promise<Record<string, unknown>[]> {
+    const out: Record<string, unknown>[] = [];
+    for await (const items of this.#pages(input, () => want - out.length)) {
+      out.push(...items);
+      if (out.length >= want) break;
+    }
     return out;
   }
 
@@ -784,21 +798,16 @@ export class DynamoRequestStore implements RequestStore {
         : `${sk} BETWEEN ${expr.value(from)} AND ${expr.value(to)}`;
     const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))} AND ${range}`;
     const keys: string[] = [];
-    let start: Record<string, unknown> | undefined;
-    do {
-      const page = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.ready.name,
-          KeyConditionExpression: condition,
-          ProjectionExpression: sk,
-          ...expr.params(),
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      for (const entry of page.Items ?? []) keys.push(entry[INDEXES.ready.sortKey] as string);
-      start = page.LastEvaluatedKey;
-    } while (start);
+    const pages = this.#pages({
+      TableName: this.#table,
+      IndexName: INDEXES.ready.name,
+      KeyConditionExpression: condition,
+      ProjectionExpression: sk,
+      ...expr.params(),
+    });
+    for await (const items of pages) {
+      for (const entry of items) keys.push(entry[INDEXES.ready.sortKey] as string);
+    }
     return keys;
   }
 
@@ -877,35 +886,17 @@ export class DynamoRequestStore implements RequestStore {
     want: number,
     keep: (r: RequestRecord) => boolean,
   ): Promise<RequestRecord[]> {
-    const expr = new Expression();
-    let condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
-    if (below !== null) {
-      condition += ` AND ${expr.name(INDEXES.sweep.sortKey)} < ${expr.value(below)}`;
-    }
     const found: RequestRecord[] = [];
-    let start: Record<string, unknown> | undefined;
-    do {
-      const page = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.sweep.name,
-          KeyConditionExpression: condition,
-          Limit: Math.min(want - found.length, BATCH_GET_MAX),
-          ...expr.params(),
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      const keys = (page.Items ?? []).map((k) => ({
-        [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
-        [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
-      }));
-      for (const item of await this.#batchGet(keys)) {
-        const record = fromItem(item);
-        if (keep(record)) found.push(record);
-      }
-      start = page.LastEvaluatedKey;
-    } while (start && found.length < want);
-    return found.slice(0, want);
+    const items = this.#sweepItems(partition, {
+      below,
+      pageSize: () => Math.min(want - found.length, BATCH_GET_MAX),
+    });
+    for await (const item of items) {
+      const record = fromItem(item);
+      if (keep(record)) found.push(record);
+      if (found.length >= want) break;
+    }
+    return found;
   }
 
   /** Consistent reads of up to 100 keys at a time, in the order given; missing items skipped. */
@@ -1428,31 +1419,28 @@ export class DynamoRequestStore implements RequestStore {
     const expr = new Expression();
     const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(sweepQueuedPk(queue))}`;
     let oldest: number | null = null;
-    let start: Record<string, unknown> | undefined;
-    do {
-      const page = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.sweep.name,
-          KeyConditionExpression: condition,
-          ...expr.params(),
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      for (const k of page.Items ?? []) {
+    const pages = this.#pages({
+      TableName: this.#table,
+      IndexName: INDEXES.sweep.name,
+      KeyConditionExpression: condition,
+      ...expr.params(),
+    });
+    for await (const keys of pages) {
+      for (const k of keys) {
         const id = String(k[TABLE_KEY.partitionKey]).slice("REQ#req_".length);
         const t = decodeTime(id);
         if (oldest === null || t < oldest) oldest = t;
       }
-      start = page.LastEvaluatedKey;
-    } while (start);
+    }
     return oldest;
   }
 
   /** QUEUED requests of the queue per priority (index 0–9), read through the sweep index. */
   async #countQueuedByPriority(queue: string): Promise<number[]> {
     const split = PRIORITIES.map(() => 0);
-    for await (const item of this.#sweepItems(sweepQueuedPk(queue), ["status", "priority"])) {
+    for await (const item of this.#sweepItems(sweepQueuedPk(queue), {
+      attributes: ["status", "priority"],
+    })) {
       if (item.status !== RequestStatus.QUEUED) continue;
       const p = item.priority as number;
       split[p] = (split[p] ?? 0) + 1;
@@ -1466,34 +1454,38 @@ export class DynamoRequestStore implements RequestStore {
    */
   async *#sweepItems(
     partition: string,
-    attributes: readonly string[],
+    options: {
+      below?: string | null;
+      attributes?: readonly string[];
+      pageSize?: () => number;
+    } = {},
   ): AsyncGenerator<Record<string, unknown>> {
     const expr = new Expression();
-    const condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
-    let start: Record<string, unknown> | undefined;
-    do {
-      const page = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.sweep.name,
-          KeyConditionExpression: condition,
-          Limit: BATCH_GET_MAX,
-          ...expr.params(),
-          ...(start ? { ExclusiveStartKey: start } : {}),
-        }),
-      );
-      const keys = (page.Items ?? []).map((k) => ({
+    let condition = `${expr.name(INDEXES.sweep.partitionKey)} = ${expr.value(partition)}`;
+    if (options.below != null) {
+      condition += ` AND ${expr.name(INDEXES.sweep.sortKey)} < ${expr.value(options.below)}`;
+    }
+    const pages = this.#pages(
+      {
+        TableName: this.#table,
+        IndexName: INDEXES.sweep.name,
+        KeyConditionExpression: condition,
+        ...expr.params(),
+      },
+      options.pageSize ?? (() => BATCH_GET_MAX),
+    );
+    for await (const entries of pages) {
+      const keys = entries.map((k) => ({
         [TABLE_KEY.partitionKey]: k[TABLE_KEY.partitionKey] as string,
         [TABLE_KEY.sortKey]: k[TABLE_KEY.sortKey] as string,
       }));
-      yield* await this.#batchGet(keys, attributes);
-      start = page.LastEvaluatedKey;
-    } while (start);
+      yield* await this.#batchGet(keys, options.attributes);
+    }
   }
 
   async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
     let count = 0;
-    for await (const item of this.#sweepItems(partition, ["status"])) {
+    for await (const item of this.#sweepItems(partition, { attributes: ["status"] })) {
       if (statuses.includes(item.status as RequestStatus)) count++;
     }
     return count;
