@@ -628,12 +628,10 @@ export class DynamoRequestStore implements RequestStore {
   }
 
   async queueCounts(queue: string): Promise<QueueCounts> {
-    const out = await this.#doc.send(
-      new GetCommand({ TableName: this.#table, Key: countersKey(queue), ConsistentRead: true }),
-    );
+    const counters = await this.#countersItem(queue);
     return {
-      queued: (out.Item?.queued as number | undefined) ?? 0,
-      running: (out.Item?.running as number | undefined) ?? 0,
+      queued: (counters?.queued as number | undefined) ?? 0,
+      running: (counters?.running as number | undefined) ?? 0,
     };
   }
 
@@ -1381,9 +1379,7 @@ export class DynamoRequestStore implements RequestStore {
     const out: Record<string, QueueCounts> = {};
     for (const queue of [...new Set(this.#queues())].sort()) {
       for (let attempt = 1; ; attempt++) {
-        const stored = await this.#doc.send(
-          new GetCommand({ TableName: this.#table, Key: countersKey(queue), ConsistentRead: true }),
-        );
+        const stored = await this.#countersItem(queue);
         const split = await this.#countQueuedByPriority(queue);
         const counted: QueueCounts = {
           queued: split.reduce((a, b) => a + b, 0),
@@ -1391,14 +1387,14 @@ export class DynamoRequestStore implements RequestStore {
         };
         out[queue] = counted;
         const old = {
-          queued: stored.Item?.queued as number | undefined,
-          running: stored.Item?.running as number | undefined,
+          queued: stored?.queued as number | undefined,
+          running: stored?.running as number | undefined,
         };
         const same =
           (old.queued ?? 0) === counted.queued &&
           (old.running ?? 0) === counted.running &&
           PRIORITIES.every(
-            (p) => ((stored.Item?.[queuedAt(p)] as number | undefined) ?? 0) === split[p],
+            (p) => ((stored?.[queuedAt(p)] as number | undefined) ?? 0) === split[p],
           );
         if (!options.fix || same) break;
         if (await this.#setCounters(queue, old, counted, split)) break;

@@ -205,7 +205,7 @@ const SQL = {
     + (SELECT count(*) FROM requests
         WHERE queue = @queue AND status = 'QUEUED' AND priority = @priority
           AND (created_at, id) < (@created_at, @id)) AS n`,
-  // One segment of a list page's positions (walkPositions): its priority's QUEUED requests
+  // One segment of a list page's positions (positionWalk): its priority's QUEUED requests
   // from one request of the page (included) up to the next (excluded).
   positionSegment: `
     SELECT count(*) AS n FROM requests
@@ -231,10 +231,6 @@ const SQL = {
       sum(status IN ('STARTING', 'RUNNING')) AS running
     FROM requests GROUP BY queue`,
   allCounters: "SELECT queue, queued, running FROM queue_counters",
-  recountByPriority: `
-    SELECT queue, priority, count(*) AS queued FROM requests WHERE status = 'QUEUED'
-    GROUP BY queue, priority`,
-  allByPriority: "SELECT queue, priority, queued FROM queued_by_priority",
   withWebhookSince: `
     SELECT * FROM requests
     WHERE webhook IS NOT NULL AND updated_at >= @since
