@@ -11,8 +11,8 @@
  */
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { type FileHandle, lstat, mkdir, open, readdir } from "node:fs/promises";
-import { dirname, join, relative, resolve, sep } from "node:path";
+import { type FileHandle, lstat, mkdir, open } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
@@ -29,6 +29,7 @@ import { monotonicFactory } from "ulidx";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
+import { listFiles } from "../list-files.ts";
 import { S3_PREFIX } from "./definitions.ts";
 
 /** Request ids become key segments: accept only what cannot reach another request's keys. */
@@ -83,20 +84,6 @@ async function deleteKeys(
     for (const e of res.Errors ?? []) if (e.Key) failed.push(e.Key);
   }
   return failed;
-}
-
-/** Every regular file below `dir`, relative to it with "/" separators, sorted. */
-async function listFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const entry of await readdir(d, { withFileTypes: true })) {
-      const full = join(d, entry.name);
-      if (entry.isDirectory()) await walk(full);
-      else if (entry.isFile()) out.push(relative(dir, full).split(sep).join("/"));
-    }
-  };
-  await walk(dir);
-  return out.sort();
 }
 
 /** Runs `work` over `items` with at most `limit` in flight; rejects with the first failure. */

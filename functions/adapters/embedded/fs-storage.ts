@@ -24,10 +24,11 @@ import {
   stat,
   symlink,
 } from "node:fs/promises";
-import { dirname, join, relative, resolve, sep } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
+import { listFiles } from "../list-files.ts";
 
 /** Request ids become path segments: accept only what cannot escape its folder. */
 function safeId(requestId: string): string {
@@ -203,20 +204,6 @@ async function moveAside(from: string, to: string): Promise<NodeJS.ErrnoExceptio
   } catch (error) {
     return error as NodeJS.ErrnoException;
   }
-}
-
-/** Every regular file below `dir`, as paths relative to it joined with "/". */
-async function listFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    for (const entry of await readdir(d, { withFileTypes: true })) {
-      const full = join(d, entry.name);
-      if (entry.isDirectory()) await walk(full);
-      else if (entry.isFile()) out.push(relative(dir, full).split(sep).join("/"));
-    }
-  };
-  await walk(dir);
-  return out.sort();
 }
 
 /**

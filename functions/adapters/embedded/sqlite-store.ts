@@ -1,4 +1,4 @@
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import {
   IdempotencyConflictError,
   InvalidRequestError,
@@ -26,15 +26,13 @@ import {
   encodeListCursor,
   positionWalk,
 } from "../../core/store-support.ts";
+import { openSqlite } from "./sqlite-open.ts";
 
 /**
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
  * `#migrate` whenever the tables or indexes change.
  */
 export const SQLITE_SCHEMA_VERSION = 2;
-
-/** How long a writer waits for another connection's write lock before SQLITE_BUSY. */
-const BUSY_TIMEOUT_MS = 5000;
 
 // The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
 // uses a partial index when the query's WHERE clause literally implies the index's WHERE.
@@ -123,6 +121,22 @@ INSERT INTO queued_by_priority (queue, priority, queued)
   SELECT queue, priority, count(*) FROM requests WHERE status = 'QUEUED'
   GROUP BY queue, priority;
 `;
+
+function migrate(db: Database.Database): void {
+  db.transaction(() => {
+    const version = db.pragma("user_version", { simple: true }) as number;
+    if (version > SQLITE_SCHEMA_VERSION) {
+      throw new Error(
+        `database schema version ${version} is newer than this build supports (${SQLITE_SCHEMA_VERSION})`,
+      );
+    }
+    db.exec(SCHEMA);
+    if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
+    if (version < SQLITE_SCHEMA_VERSION) {
+      db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
+    }
+  }).immediate();
+}
 
 /** Every statement the store runs, by name, so tests can check their query plans. */
 const SQL = {
@@ -417,42 +431,13 @@ export class SqliteRequestStore implements RequestStore {
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string) {
-    this.#db = new Database(path);
-    try {
-      // busy_timeout first: the pragmas and the schema below may need another writer's lock.
-      this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      this.#db.pragma("journal_mode = WAL");
-      // NORMAL under WAL stays consistent after a crash; only the last commits may be lost
-      // on power failure, which a process kill (the case SPEC §5 names) never causes.
-      this.#db.pragma("synchronous = NORMAL");
-      this.#db.pragma("foreign_keys = ON");
+    this.#db = openSqlite(path, (db) => {
+      db.pragma("foreign_keys = ON");
       // A 64 MiB page cache (the default is 2 MiB) keeps the ready and list indexes of a
       // queue with tens of thousands of requests in memory: submits measured ~30% cheaper.
-      this.#db.pragma("cache_size = -65536");
-      this.#migrate();
-    } catch (cause) {
-      // A store that cannot open must not keep the file handle (and its locks) alive.
-      this.#db.close();
-      throw cause;
-    }
-  }
-
-  #migrate(): void {
-    this.#db
-      .transaction(() => {
-        const version = this.#db.pragma("user_version", { simple: true }) as number;
-        if (version > SQLITE_SCHEMA_VERSION) {
-          throw new Error(
-            `database schema version ${version} is newer than this build supports (${SQLITE_SCHEMA_VERSION})`,
-          );
-        }
-        this.#db.exec(SCHEMA);
-        if (version < 2) this.#db.exec(BACKFILL_QUEUED_BY_PRIORITY);
-        if (version < SQLITE_SCHEMA_VERSION) {
-          this.#db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
-        }
-      })
-      .immediate();
+      db.pragma("cache_size = -65536");
+      migrate(db);
+    });
   }
 
   #stmt(name: StatementName): Database.Statement {

@@ -8,7 +8,7 @@
  * SqliteRequestStore; a file of their own (`webhooks.db`) keeps webhook traffic from
  * contending for the request store's write lock.
  */
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import type {
   DeliveredInfo,
   NewWebhookDelivery,
@@ -18,9 +18,7 @@ import type {
   WebhookSecrets,
 } from "../../webhooks/outbox.ts";
 import { generateSecret } from "../../webhooks/signing.ts";
-
-/** How long a writer waits for another connection's write lock before SQLITE_BUSY. */
-const BUSY_TIMEOUT_MS = 5000;
+import { openSqlite } from "./sqlite-open.ts";
 
 // Status literals are spelled out in SQL text so that SQLite can use the partial indexes.
 const SCHEMA = `
@@ -188,17 +186,7 @@ export class SqliteWebhookOutbox implements WebhookOutbox, WebhookSecrets {
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string) {
-    this.#db = new Database(path);
-    try {
-      this.#db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      this.#db.pragma("journal_mode = WAL");
-      // NORMAL under WAL survives a process kill; only power loss may drop the last commits.
-      this.#db.pragma("synchronous = NORMAL");
-      this.#db.transaction(() => this.#db.exec(SCHEMA)).immediate();
-    } catch (cause) {
-      this.#db.close();
-      throw cause;
-    }
+    this.#db = openSqlite(path, (db) => db.transaction(() => db.exec(SCHEMA)).immediate());
   }
 
   #stmt(name: StatementName): Database.Statement {
