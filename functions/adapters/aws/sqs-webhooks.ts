@@ -24,17 +24,9 @@ import { TABLE_KEY } from "./definitions.ts";
 /** Longest SQS message timer (DelaySeconds). */
 export const MAX_SQS_DELAY_SECONDS = 900;
 
-/** One delivery on the webhooks queue. */
-export interface WebhookMessage {
+/** One delivery on the webhooks queue: the delivery as enqueued, and how its tries went. */
+export interface WebhookMessage extends NewWebhookDelivery {
   v: 1;
-  id: string;
-  requestId: string;
-  tenant: string;
-  event: WebhookEvent;
-  url: string;
-  payload: string;
-  dedupKey: string;
-  createdAt: number;
   /** Tries made before the one this message asks for (0 on enqueue). */
   attempt: number;
   /** Not to be tried before this time (epoch ms): the handler delays the message again. */

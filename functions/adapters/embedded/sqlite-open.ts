@@ -27,3 +27,22 @@ export function openSqlite(
     throw cause;
   }
 }
+
+/**
+ * Prepares each of `sql`'s statements on first use and keeps it: `stmt(name)` returns the
+ * same prepared statement every time.
+ */
+export function statementCache<N extends string>(
+  db: Database.Database,
+  sql: Readonly<Record<N, string>>,
+): (name: N) => Database.Statement {
+  const prepared = new Map<N, Database.Statement>();
+  return (name) => {
+    let s = prepared.get(name);
+    if (!s) {
+      s = db.prepare(sql[name]);
+      prepared.set(name, s);
+    }
+    return s;
+  };
+}

@@ -26,7 +26,7 @@ import {
   encodeListCursor,
   positionWalk,
 } from "../../core/store-support.ts";
-import { openSqlite } from "./sqlite-open.ts";
+import { openSqlite, statementCache } from "./sqlite-open.ts";
 
 /**
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
@@ -425,7 +425,7 @@ export interface RecountOptions {
  */
 export class SqliteRequestStore implements RequestStore {
   readonly #db: Database.Database;
-  readonly #stmts = new Map<string, Database.Statement>();
+  readonly #stmt: (name: StatementName) => Database.Statement;
   /** UPDATE statements for transitions, one per shape (statuses, attempt, fields set). */
   readonly #transitionStmts = new Map<string, Database.Statement>();
 
@@ -438,15 +438,7 @@ export class SqliteRequestStore implements RequestStore {
       db.pragma("cache_size = -65536");
       migrate(db);
     });
-  }
-
-  #stmt(name: StatementName): Database.Statement {
-    let s = this.#stmts.get(name);
-    if (!s) {
-      s = this.#db.prepare(SQL[name]);
-      this.#stmts.set(name, s);
-    }
-    return s;
+    this.#stmt = statementCache(this.#db, SQL);
   }
 
   /** Moves the queue's counters; `priority` is that of the request whose change moves them. */

@@ -18,7 +18,7 @@ import type {
   WebhookSecrets,
 } from "../../webhooks/outbox.ts";
 import { generateSecret } from "../../webhooks/signing.ts";
-import { openSqlite } from "./sqlite-open.ts";
+import { openSqlite, statementCache } from "./sqlite-open.ts";
 
 // Status literals are spelled out in SQL text so that SQLite can use the partial indexes.
 const SCHEMA = `
@@ -182,20 +182,12 @@ function fromRow(row: DeliveryRow): StoredWebhookDelivery {
  */
 export class SqliteWebhookOutbox implements WebhookOutbox, WebhookSecrets {
   readonly #db: Database.Database;
-  readonly #stmts = new Map<StatementName, Database.Statement>();
+  readonly #stmt: (name: StatementName) => Database.Statement;
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string) {
     this.#db = openSqlite(path, (db) => db.transaction(() => db.exec(SCHEMA)).immediate());
-  }
-
-  #stmt(name: StatementName): Database.Statement {
-    let s = this.#stmts.get(name);
-    if (!s) {
-      s = this.#db.prepare(SQL[name]);
-      this.#stmts.set(name, s);
-    }
-    return s;
+    this.#stmt = statementCache(this.#db, SQL);
   }
 
   /** {@inheritDoc WebhookOutbox.enqueue} Also supersedes older waiting progress. */
