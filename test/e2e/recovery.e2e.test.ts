@@ -15,11 +15,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend) => {
   const servers: TestServer[] = [];
   const holds: Hold[] = [];
-  /** Requests whose job holds until released: a failed test must not leave it running. */
-  const heldRequests: string[] = [];
   afterAll(async () => {
     for (const s of servers) await s.dispose();
-    for (const id of heldRequests) for (const pid of jobPids(id)) process.kill(pid, "SIGKILL");
     for (const h of holds) h.dispose();
   });
   const newServer = (queues: ServerOptions["queues"]) => {
@@ -37,7 +34,6 @@ describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend)
     holds.push(hold);
     const input = { steps: 8, sleepMs: 20, holdFile: hold.path, holdAtStep: 5, logToFile: true };
     const running = await server.submit("q", { input }, { "idempotency-key": "recover-1" });
-    heldRequests.push(running.body.id);
     const queued = await server.submit("q", { input: { steps: 2, sleepMs: 10 } });
     const before = await server.waitFor(running.body.id, (r) => r.progress?.current === 5);
     const orphans = jobPids(running.body.id);

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { inject } from "vitest";
+import { jobPidsUnder } from "./procs.ts";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const DEMO_JOB = join(ROOT, "jobs/examples/demo/job.mjs");
@@ -142,9 +143,19 @@ export class TestServer {
     await this.kill("SIGTERM");
   }
 
-  /** Stops the server and removes its data directory. */
+  /**
+   * Stops the server and removes its data directory. Jobs it left running (one holding on
+   * a file, or one a failed test never saw end) are killed too: no test leaves them behind.
+   */
   async dispose(): Promise<void> {
     await this.kill("SIGKILL");
+    for (const pid of jobPidsUnder(this.dataDir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // ended meanwhile
+      }
+    }
     rmSync(this.dataDir, { recursive: true, force: true });
     rmSync(this.configPath, { force: true });
   }
