@@ -947,6 +947,11 @@ export function describeRequestStoreContract(
         ["JSON of the wrong shape", Buffer.from('{"a":1}').toString("base64url")],
         ["a tuple with the wrong types", Buffer.from('["x", 1]').toString("base64url")],
         ["a tuple too short", Buffer.from("[1]").toString("base64url")],
+        // Ids no store makes, which would otherwise reach a key condition: a lone surrogate
+        // (not valid UTF-8 on the wire), a key separator, an id longer than any key allows.
+        ["an id with a lone surrogate", Buffer.from('[1,"req_\\ud800"]').toString("base64url")],
+        ["an id with a separator", Buffer.from('[1,"req_a#b"]').toString("base64url")],
+        ["an id too long", Buffer.from(`[1,"${"a".repeat(700)}"]`).toString("base64url")],
         ["empty", ""],
       ])(
         "rejects a cursor that is %s as an invalid request on the cursor field",

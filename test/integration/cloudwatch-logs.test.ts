@@ -5,6 +5,7 @@ import {
   CreateLogStreamCommand,
   PutLogEventsCommand,
 } from "@aws-sdk/client-cloudwatch-logs";
+import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   batchAttemptStreams,
@@ -175,4 +176,59 @@ describe("CloudWatchLogStore cursors", () => {
       expect((error as InvalidRequestError).field).toBe("cursor");
     });
   }
+});
+
+describe("CloudWatchLogStore cursors carrying a token CloudWatch never issued", () => {
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  let store: CloudWatchLogStore;
+  beforeAll(async () => {
+    const stream = `${prefix}/crafted`;
+    await writeStream(stream, ["one", "two", "three"]);
+    store = new CloudWatchLogStore({
+      logs,
+      batch,
+      logGroup,
+      jobRefOf: async () => "job",
+      streamsOf: async () => [stream],
+    });
+  });
+
+  it("refuses them as an invalid cursor, not as an AWS failure", async () => {
+    for (const token of [
+      "nope",
+      "f/abc",
+      "x/00000000000000000000000000000000000000000000000000000001",
+    ]) {
+      const error = await store
+        .read("req_crafted", json({ attemptIndex: 0, token }), 10)
+        .catch((e: unknown) => e);
+      expect(error, token).toBeInstanceOf(InvalidRequestError);
+      expect((error as InvalidRequestError).field).toBe("cursor");
+    }
+  });
+
+  it("answers any token with a page or an invalid cursor", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.string({ minLength: 1, maxLength: 80 }),
+          fc
+            .tuple(fc.constantFrom("f/", "b/"), fc.bigInt({ min: -(10n ** 60n), max: 10n ** 60n }))
+            .map(([d, n]) => `${d}${n}`),
+        ),
+        fc.nat({ max: 3 }),
+        async (token, attemptIndex) => {
+          const outcome: unknown = await store
+            .read("req_crafted", json({ attemptIndex, token }), 10)
+            .catch((e: unknown) => e);
+          if (outcome instanceof Error) {
+            expect(outcome, `${token}: ${outcome.message}`).toBeInstanceOf(InvalidRequestError);
+          } else {
+            expect(Array.isArray((outcome as { lines: unknown }).lines)).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
 });
