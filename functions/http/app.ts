@@ -7,7 +7,6 @@
 import type { z } from "zod";
 import { QUEUE_NAME_PATTERN } from "../config/schema.ts";
 import { NotFoundError } from "../core/errors.ts";
-import { RequestStatus } from "../core/request.ts";
 import { type CoreDeps, queueOrThrow } from "../core/usecases/deps.ts";
 import { cancelRequest } from "../core/usecases/lifecycle.ts";
 import {
@@ -249,13 +248,7 @@ export function createApi(options: ApiOptions): Api {
         deps,
       );
       const r = outcome.request;
-      const position =
-        r.status !== RequestStatus.QUEUED
-          ? null
-          : outcome.kind === "created" && outcome.position !== undefined
-            ? outcome.position
-            : await deps.store.position(r);
-      const view = requestView(r, position);
+      const view = requestView(r, outcome.position);
       return outcome.kind === "created"
         ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
         : json(200, view, { "idempotent-replayed": "true" });
@@ -274,11 +267,7 @@ export function createApi(options: ApiOptions): Api {
         },
         deps,
       );
-      // The page's QUEUED items are counted together: the cost is that of the deepest.
-      const positions = await deps.store.positions(
-        page.items.filter((r) => r.status === RequestStatus.QUEUED),
-      );
-      return json(200, listView(page, positions));
+      return json(200, listView(page, page.positions));
     },
 
     async getRequest(ctx) {
@@ -296,9 +285,7 @@ export function createApi(options: ApiOptions): Api {
     },
 
     async cancelRequest(ctx) {
-      const request = await cancelRequest(ctx.tenant, idParam(ctx), deps);
-      const position =
-        request.status === RequestStatus.QUEUED ? await deps.store.position(request) : null;
+      const { request, position } = await cancelRequest(ctx.tenant, idParam(ctx), deps);
       return json(202, requestView(request, position));
     },
 

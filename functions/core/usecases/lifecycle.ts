@@ -9,6 +9,7 @@ import {
   RequestStatus,
 } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
+import type { RequestView } from "./queries.ts";
 
 type LifecycleDeps = Pick<
   CoreDeps,
@@ -275,6 +276,15 @@ async function tryFinishAttempt(
  * again changes nothing; a request that ended otherwise is a conflict.
  */
 export async function cancelRequest(
+  tenant: string,
+  id: string,
+  deps: LifecycleDeps,
+): Promise<RequestView> {
+  // What a cancel leaves is never QUEUED: CANCELLED, or still active with the stop asked.
+  return { request: await cancelOwned(tenant, id, deps), position: null };
+}
+
+async function cancelOwned(
   tenant: string,
   id: string,
   deps: LifecycleDeps,

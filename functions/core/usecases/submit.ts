@@ -3,6 +3,7 @@ import { InvalidRequestError } from "../errors.ts";
 import type { SubmitOutcome } from "../ports.ts";
 import { type RequestRecord, RequestStatus, type WebhookSpec } from "../request.ts";
 import { type CoreDeps, queueOrThrow } from "./deps.ts";
+import { type RequestView, viewOf } from "./queries.ts";
 
 /** The submit body after schema validation (functions/http/schemas.ts). */
 export interface SubmitBody {
@@ -23,6 +24,11 @@ export interface SubmitCommand {
   idempotencyKey?: string | undefined;
 }
 
+/** What a submit did (created or replayed) and the request with its position. */
+export interface SubmitResult extends RequestView {
+  kind: SubmitOutcome["kind"];
+}
+
 /** Seconds a caller is told to wait after `queue_full`. */
 export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
@@ -33,7 +39,7 @@ export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 export async function submitRequest(
   cmd: SubmitCommand,
   deps: Pick<CoreDeps, "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard">,
-): Promise<SubmitOutcome> {
+): Promise<SubmitResult> {
   const queue = queueOrThrow(deps.queues, cmd.queue);
   const { body } = cmd;
   if (body.timeoutSeconds !== undefined && body.timeoutSeconds > queue.timeoutSeconds) {
@@ -86,5 +92,6 @@ export async function submitRequest(
   // A replay wakes the dispatcher too: if the first submit crashed between its write and
   // its wake-up, the retry by the caller is what gets the request going.
   await deps.trigger.wake(queue.name);
-  return outcome;
+  const known = outcome.kind === "created" ? outcome.position : undefined;
+  return { kind: outcome.kind, ...(await viewOf(outcome.request, deps, known)) };
 }
