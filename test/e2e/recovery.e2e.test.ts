@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { Hold } from "../helpers/hold.ts";
 import { jobPids } from "../helpers/procs.ts";
 import {
@@ -10,6 +10,10 @@ import {
 } from "../helpers/server.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// Each test restarts a server (up to 40 s on the aws backend) and then waits on conditions
+// with deadlines of their own: the test's timeout covers their sum, not the 60 s default.
+vi.setConfig({ testTimeout: 180_000 });
 
 /** SPEC §5: SIGKILL of the server at any moment loses nothing accepted, on each backend. */
 describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend) => {
@@ -101,13 +105,18 @@ describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend)
   it("after a graceful SIGTERM, the job checkpoints and the next start resumes it", async () => {
     const server = newServer({ q: demoQueue({ maxRunning: 1 }) });
     await server.start();
-    const sub = await server.submit("q", { input: { steps: 30, sleepMs: 100 } });
-    await server.waitFor(sub.body.id, (r) => (r.progress?.current ?? 0) >= 3);
+    // The job holds at step 3 until released: it is mid-run when the server stops.
+    const hold = new Hold();
+    holds.push(hold);
+    const input = { steps: 5, sleepMs: 10, holdFile: hold.path, holdAtStep: 3 };
+    const sub = await server.submit("q", { input });
+    await server.waitFor(sub.body.id, (r) => r.progress?.current === 3);
     await server.kill("SIGTERM");
     expect(jobPids(sub.body.id)).toEqual([]);
+    hold.release();
     await server.start();
     await server.waitForStatus(sub.body.id, "SUCCEEDED", 30_000);
     const result = await server.fetch(`/v1/requests/${sub.body.id}/result`);
-    expect(result.body.output.resumedFrom).toBeGreaterThanOrEqual(3);
+    expect(result.body.output.resumedFrom).toBe(3);
   });
 });

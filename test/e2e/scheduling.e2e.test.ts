@@ -75,7 +75,7 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
     }
     expect(peak).toBeLessThanOrEqual(3);
     expect(done.every((r) => r.attempt === 1)).toBe(true);
-  });
+  }, 120_000); // its waits: 30 s for the cap, 60 s for the drain
 
   it("starts higher priority first, then oldest first", async () => {
     const blocker = await submitBlocker("order");
