@@ -3,8 +3,10 @@ import {
   CloudWatchLogsClient,
   CreateLogGroupCommand,
   CreateLogStreamCommand,
+  GetLogEventsCommand,
   PutLogEventsCommand,
 } from "@aws-sdk/client-cloudwatch-logs";
+import { mockClient } from "aws-sdk-client-mock";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
@@ -230,5 +232,56 @@ describe("CloudWatchLogStore cursors carrying a token CloudWatch never issued", 
       ),
       { numRuns: 150 },
     );
+  });
+});
+
+describe("CloudWatchLogStore errors that are not the caller's", () => {
+  const refused = (name: string) => Object.assign(new Error(`${name} from the service`), { name });
+  const storeOver = (client: CloudWatchLogsClient) =>
+    new CloudWatchLogStore({
+      logs: client,
+      batch,
+      logGroup,
+      jobRefOf: async () => "job",
+      streamsOf: async () => ["s1"],
+    });
+
+  it("keeps an InvalidParameterException a failure when the caller sent no token", async () => {
+    const client = new CloudWatchLogsClient(awsClientConfig());
+    mockClient(client).on(GetLogEventsCommand).rejects(refused("InvalidParameterException"));
+    const error = await storeOver(client)
+      .read("req_x", undefined, 10)
+      .catch((e: unknown) => e);
+    expect(error).not.toBeInstanceOf(InvalidRequestError);
+    expect((error as Error).name).toBe("InvalidParameterException");
+  });
+
+  it("keeps a refusal of a token CloudWatch itself handed out a failure", async () => {
+    const client = new CloudWatchLogsClient(awsClientConfig());
+    mockClient(client)
+      .on(GetLogEventsCommand, { nextToken: "f/caller" })
+      .resolves({ events: [{ message: "a", timestamp: 1 }], nextForwardToken: "f/service" })
+      .on(GetLogEventsCommand, { nextToken: "f/service" })
+      .rejects(refused("InvalidParameterException"));
+    const cursor = Buffer.from(JSON.stringify({ attemptIndex: 0, token: "f/caller" })).toString(
+      "base64url",
+    );
+    const error = await storeOver(client)
+      .read("req_x", cursor, 10)
+      .catch((e: unknown) => e);
+    expect(error).not.toBeInstanceOf(InvalidRequestError);
+    expect((error as Error).name).toBe("InvalidParameterException");
+  });
+
+  it("keeps throttling a failure even with the caller's token", async () => {
+    const client = new CloudWatchLogsClient({ ...awsClientConfig(), maxAttempts: 1 });
+    mockClient(client).on(GetLogEventsCommand).rejects(refused("ThrottlingException"));
+    const cursor = Buffer.from(JSON.stringify({ attemptIndex: 0, token: "f/1" })).toString(
+      "base64url",
+    );
+    const error = await storeOver(client)
+      .read("req_x", cursor, 10)
+      .catch((e: unknown) => e);
+    expect((error as Error).name).toBe("ThrottlingException");
   });
 });
