@@ -17,6 +17,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
 import { DynamoDBDocumentClient, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { FIRST_ATTEMPT_ENV } from "../../functions/adapters/aws/batch-events.ts";
+import { type ProgressUpdate, progressUpdateInput } from "../../functions/adapters/aws/items.ts";
 import { S3AttemptStorage, S3InputStore } from "../../functions/adapters/aws/s3-storage.ts";
 import { AWS_ENV, JOB_ENV } from "../../functions/config/env.ts";
 import { type AttemptResult, startAttempt } from "./attempt.ts";
@@ -51,15 +52,8 @@ export interface BatchAttemptConfig {
   workRoot: string;
 }
 
-/** A progress report or heartbeat for the request item. */
-export interface ProgressUpdate {
-  requestId: string;
-  attempt: number;
-  /** Epoch ms of this write; stored as the item's heartbeat. */
-  heartbeatAt: number;
-  /** New progress (`updatedAt` epoch ms); absent for a heartbeat alone. */
-  progress?: { current: number; total: number | null; message: string | null; updatedAt: number };
-}
+/** A progress report or heartbeat for the request item (its layout lives in items.ts). */
+export type { ProgressUpdate };
 
 /**
  * Writes a progress update to the request item. Resolves `false` when the item refused it
@@ -290,13 +284,10 @@ export async function runBatchAttempt(
   }
 }
 
-/** Statuses during which the runner may write progress (the item's `status` attribute). */
-const ACTIVE = ["STARTING", "RUNNING"] as const;
-
 /**
- * The production {@link ProgressWriter}: one conditional UpdateItem on the request item
- * (pk `REQ#<id>`, sk `REQ`), applied only while it is STARTING or RUNNING at this attempt,
- * so a late write of an old attempt or of a finished request changes nothing.
+ * The production {@link ProgressWriter}: one conditional UpdateItem on the request item,
+ * built by items.ts (applied only while the request is STARTING or RUNNING at this attempt,
+ * bumping `rev` as every writer must).
  */
 export function dynamoProgressWriter(
   client: DynamoDBClient | DynamoDBDocumentClient,
@@ -307,37 +298,8 @@ export function dynamoProgressWriter(
       ? client
       : DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
   return async (update) => {
-    const sets = ["#heartbeatAt = :heartbeatAt"];
-    // The request store bumps `rev` on every write of an item; its claims condition on it.
-    const values: Record<string, unknown> = {
-      ":heartbeatAt": update.heartbeatAt,
-      ":attempt": update.attempt,
-      ":starting": ACTIVE[0],
-      ":running": ACTIVE[1],
-      ":one": 1,
-    };
-    const names: Record<string, string> = {
-      "#heartbeatAt": "heartbeatAt",
-      "#status": "status",
-      "#attempt": "attempt",
-      "#rev": "rev",
-    };
-    if (update.progress) {
-      sets.push("#progress = :progress");
-      names["#progress"] = "progress";
-      values[":progress"] = update.progress;
-    }
     try {
-      await doc.send(
-        new UpdateCommand({
-          TableName: table,
-          Key: { pk: `REQ#${update.requestId}`, sk: "REQ" },
-          UpdateExpression: `SET ${sets.join(", ")} ADD #rev :one`,
-          ConditionExpression: "#status IN (:starting, :running) AND #attempt = :attempt",
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
-      );
+      await doc.send(new UpdateCommand(progressUpdateInput(table, update)));
       return true;
     } catch (error) {
       if ((error as { name?: string }).name === "ConditionalCheckFailedException") return false;

@@ -3,11 +3,8 @@
  * DynamoDB table, the SQS queues. The CDK constructs (infra/) and the runtime bootstrap
  * (LONGRUN_AWS_BOOTSTRAP=1) both build from these, so they are never written twice.
  *
- * Single table; item kinds by key:
- *   request      pk = REQ#<id>                sk = REQ
- *   idempotency  pk = IDEM#<tenant>#<key>     sk = IDEM
- *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
- *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
+ * Single table: request, idempotency, counters and webhook-secret items, whose keys and
+ * request-item rules live in items.ts beside this module.
  */
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
