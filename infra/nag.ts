@@ -29,7 +29,7 @@ export const NAG_REASONS = {
   tableIndexes:
     "All GSIs of the one request table (ready, list, listByStatus, sweep), defined in definitions.ts; queries need the index ARNs.",
   batchJobs:
-    "batch:TerminateJob accepts only job ARNs, whose ids are assigned at submit time; scoped to this account and region.",
+    "batch:TerminateJob and batch:TagResource accept only job ARNs, whose ids are assigned at submit time; both are conditioned on the longrun:job-queue tag holding this deployment's job queue (set at SubmitJob), in this account and region.",
   batchDescribe:
     "batch:DescribeJobs and batch:ListJobs support no resource-level permissions (Service Authorization Reference); the statement holds only these read actions.",
   ecrToken:
@@ -82,7 +82,9 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     ack(http.role ?? http, prefixFinding(prefix), NAG_REASONS.prefixObjects);
   }
   ack(batchEvents.role ?? batchEvents, prefixFinding("outputs/"), NAG_REASONS.prefixObjects);
-  for (const fn of [http, sweep]) ack(fn.role ?? fn, batchJobFinding, NAG_REASONS.batchJobs);
+  for (const fn of [http, dispatcher, sweep]) {
+    ack(fn.role ?? fn, batchJobFinding, NAG_REASONS.batchJobs);
+  }
   for (const fn of [dispatcher, sweep]) {
     ack(fn.role ?? fn, "AwsSolutions-IAM5[Resource::*]", NAG_REASONS.batchDescribe);
   }
