@@ -5,6 +5,7 @@
  */
 import { type CfnResource, Stack, Validations } from "aws-cdk-lib";
 import type { IConstruct } from "constructs";
+import { REQUEST_SESSION_TAG } from "../functions/adapters/aws/definitions.ts";
 import type { Api } from "./constructs/api.ts";
 import type { DataBucket } from "./constructs/data-bucket.ts";
 import type { Functions } from "./constructs/functions.ts";
@@ -24,6 +25,8 @@ export interface NagScope {
 
 /** Reasons, by finding family; docs/aws.md repeats them. */
 export const NAG_REASONS = {
+  requestObjects:
+    "Object ARNs under one request's own folder (checkpoints, outputs, logs of the request named by the session's longrun-request tag): the files inside are named by the job, so the folder wildcard is the narrowest scope; actions are listed one by one.",
   prefixObjects:
     "Object ARNs under one S3_PREFIX of the data bucket: object keys carry request ids unknown at deploy time, so a prefix wildcard is the narrowest static scope; actions are listed one by one.",
   tableIndexes:
@@ -62,8 +65,12 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*]";
 
   for (const job of scope.jobs.jobs.values()) {
-    for (const prefix of ["inputs/", "checkpoints/", "outputs/", "logs/"]) {
-      ack(job.role, prefixFinding(prefix), NAG_REASONS.prefixObjects);
+    for (const prefix of ["checkpoints/", "outputs/", "logs/"]) {
+      ack(
+        job.scopedRole,
+        prefixFinding(`${prefix}<aws:PrincipalTag/${REQUEST_SESSION_TAG}>/`),
+        NAG_REASONS.requestObjects,
+      );
     }
     const executionRole = job.definition.container.executionRole;
     ack(executionRole, "AwsSolutions-IAM5[Resource::*]", NAG_REASONS.ecrToken);

@@ -38,6 +38,8 @@ export const AWS_ENV = {
    * token of a client in it acts as that tenant; any other as its tenant claim.
    */
   tenantClients: "LONGRUN_TENANT_CLIENTS",
+  /** Batch job containers: the queue's scoped role, assumed per request by the runner. */
+  jobScopedRole: "LONGRUN_SCOPED_ROLE_ARN",
   /** `1`: create missing table, queues and bucket at start (emulators, first runs). */
   bootstrap: "LONGRUN_AWS_BOOTSTRAP",
   /** Resource name prefix for bootstrap-created resources (default `longrun`). */

@@ -76,19 +76,6 @@ export class RequestTable extends Construct {
   grantReadWriteData(grantee: iam.IGrantable): iam.Grant {
     return this.table.grantReadWriteData(grantee);
   }
-
-  /**
-   * UpdateItem on request items only (`pk` starting `REQ#`, items.ts): what a running job needs to
-   * report progress and heartbeats. No reads, no deletes, no other item kinds.
-   */
-  grantProgressUpdate(grantee: iam.IGrantable): iam.Grant {
-    return iam.Grant.addToPrincipal({
-      grantee,
-      actions: ["dynamodb:UpdateItem"],
-      resourceArns: [this.table.tableArn],
-      conditions: leadingKeys(`${ITEM_KIND.request.pkPrefix}*`),
-    });
-  }
 }
 
 /**

@@ -6,11 +6,13 @@ import {
   DISPATCH_QUEUE,
   EVENTS_QUEUE,
   INDEXES,
+  REQUEST_SESSION_TAG,
   S3_PREFIX,
   TTL_ATTRIBUTE,
   WEBHOOKS_QUEUE,
 } from "../../functions/adapters/aws/definitions.ts";
 import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
+import { REQUEST_ID_POLICY_VARIABLE } from "../../functions/adapters/aws/job-scope.ts";
 import { AWS_ENV, ENV } from "../../functions/config/env.ts";
 import type { LongrunConfig } from "../../functions/config/schema.ts";
 import { API_ROUTES, type Api } from "../../infra/constructs/api.ts";
@@ -198,17 +200,73 @@ describe("least privilege", () => {
     expect(checked).toBeGreaterThan(10);
   });
 
-  it("lets a job update request items only, never read or delete them", () => {
-    template.hasResourceProperties("AWS::IAM::Policy", {
-      PolicyDocument: {
-        Statement: Match.arrayWith([
-          Match.objectLike({
-            Action: "dynamodb:UpdateItem",
-            Condition: { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["REQ#*"] } },
-          }),
-        ]),
-      },
-    });
+  it("scopes a job to its own request: a task role that only assumes the scoped role", () => {
+    const roles = resources("AWS::IAM::Role");
+    const policies = props("AWS::IAM::Policy");
+    const statementsOf = (roleId: string) =>
+      policies
+        .filter((p) => JSON.stringify(p.Roles) === JSON.stringify([{ Ref: roleId }]))
+        .flatMap((p) => p.PolicyDocument.Statement as Statement[]);
+    const queues = Object.keys(config.queues);
+    for (const queue of queues) {
+      const key = queue.replace(/[^A-Za-z0-9]/g, "");
+      const taskId = Object.keys(roles).find((id) => id.startsWith(`JobsQueue${key}JobRole`));
+      const scopedId = Object.keys(roles).find((id) => id.startsWith(`JobsQueue${key}ScopedRole`));
+      expect(taskId, queue).toBeDefined();
+      expect(scopedId, queue).toBeDefined();
+
+      // The task role (what the container's credentials are) may do one thing.
+      expect(statementsOf(taskId as string)).toEqual([
+        {
+          Effect: "Allow",
+          Action: ["sts:AssumeRole", "sts:TagSession"],
+          Resource: { "Fn::GetAtt": [scopedId, "Arn"] },
+        },
+      ]);
+      // The scoped role trusts that task role only, and only with one request tag.
+      const trust = roles[scopedId as string]?.Properties.AssumeRolePolicyDocument.Statement;
+      expect(trust).toEqual([
+        {
+          Effect: "Allow",
+          Action: ["sts:AssumeRole", "sts:TagSession"],
+          Principal: { AWS: { "Fn::GetAtt": [taskId, "Arn"] } },
+          Condition: {
+            StringLike: { [`aws:RequestTag/${REQUEST_SESSION_TAG}`]: "?*" },
+            "ForAllValues:StringEquals": { "aws:TagKeys": [REQUEST_SESSION_TAG] },
+          },
+        },
+      ]);
+      // Every grant of the scoped role names the session's request.
+      const scoped = statementsOf(scopedId as string);
+      expect(scoped.length).toBeGreaterThanOrEqual(5);
+      for (const st of scoped) {
+        expect(JSON.stringify(st), JSON.stringify(st)).toContain(REQUEST_ID_POLICY_VARIABLE);
+      }
+      expect(scoped).toContainEqual(
+        expect.objectContaining({
+          Action: "dynamodb:UpdateItem",
+          Condition: {
+            "ForAllValues:StringEquals": {
+              "dynamodb:LeadingKeys": [
+                `${ITEM_KIND.request.pkPrefix}${REQUEST_ID_POLICY_VARIABLE}`,
+              ],
+            },
+          },
+        }),
+      );
+      const actions = scoped.flatMap((st) => asArray(st.Action));
+      expect(actions).not.toContain("dynamodb:GetItem");
+      expect(actions).not.toContain("dynamodb:DeleteItem");
+      // The runner learns the scoped role from its job definition.
+      const def = props("AWS::Batch::JobDefinition").find((d) =>
+        JSON.stringify(d.ContainerProperties.LogConfiguration).includes(`"${queue}"`),
+      );
+      expect(def?.ContainerProperties.JobRoleArn).toEqual({ "Fn::GetAtt": [taskId, "Arn"] });
+      expect(def?.ContainerProperties.Environment).toContainEqual({
+        Name: AWS_ENV.jobScopedRole,
+        Value: { "Fn::GetAtt": [scopedId, "Arn"] },
+      });
+    }
   });
 });
 
