@@ -33,6 +33,13 @@ export const AWS_ENV = {
   jobLogGroup: "LONGRUN_JOB_LOG_GROUP",
   /** JWT claim that names the tenant (default `sub`). */
   tenantClaim: "LONGRUN_TENANT_CLAIM",
+  /**
+   * JSON object: Cognito client id → tenant name, for deployments with named tenants. A
+   * token of a client in it acts as that tenant; any other as its tenant claim.
+   */
+  tenantClients: "LONGRUN_TENANT_CLIENTS",
+  /** Batch job containers: the queue's scoped role, assumed per request by the runner. */
+  jobScopedRole: "LONGRUN_SCOPED_ROLE_ARN",
   /** `1`: create missing table, queues and bucket at start (emulators, first runs). */
   bootstrap: "LONGRUN_AWS_BOOTSTRAP",
   /** Resource name prefix for bootstrap-created resources (default `longrun`). */

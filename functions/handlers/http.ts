@@ -9,10 +9,10 @@ import type {
 } from "aws-lambda";
 import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
 import { flushWebhooks } from "../adapters/aws/wiring.ts";
-import { ENV } from "../config/env.ts";
+import { AWS_ENV, ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { type Api, createApi } from "../http/app.ts";
-import { claimAuthenticator } from "../http/auth.ts";
+import { claimAuthenticator, parseTenantClients } from "../http/auth.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "./apigw.ts";
 import { lambdaClients, lambdaDeps, lambdaResources, logger, tenantClaim } from "./context.ts";
 
@@ -29,13 +29,15 @@ export function createHttpHandler(
   options: {
     webhookSecret?: (tenant: string) => Promise<string>;
     allowInsecureWebhooks?: boolean;
+    /** Client id → tenant name (LONGRUN_TENANT_CLIENTS). */
+    tenantClients?: ReadonlyMap<string, string>;
   } = {},
 ): (event: Event) => Promise<APIGatewayProxyStructuredResultV2> {
   const api: Api = createApi({
     deps,
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
-    authenticate: claimAuthenticator(claim),
+    authenticate: claimAuthenticator(claim, options.tenantClients),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
   });
@@ -59,6 +61,7 @@ export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2
     cached = createHttpHandler(lambdaDeps(), tenantClaim(), {
       ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+      tenantClients: parseTenantClients(process.env[AWS_ENV.tenantClients]),
     });
   }
   return cached(event);

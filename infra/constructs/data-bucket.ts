@@ -74,11 +74,6 @@ export class DataBucket extends Construct {
     );
   }
 
-  /** Write objects under one kind's prefix (multipart uploads included). */
-  grantPutPrefix(grantee: iam.IGrantable, kind: keyof typeof S3_PREFIX): iam.Grant {
-    return this.grantObjects(grantee, kind, ["s3:PutObject", "s3:AbortMultipartUpload"]);
-  }
-
   /** Read, write and delete under one kind's prefix (checkpoints are replaced). */
   grantReadWritePrefix(grantee: iam.IGrantable, kind: keyof typeof S3_PREFIX): iam.Grant {
     return this.grantObjects(grantee, kind, [

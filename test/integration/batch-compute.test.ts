@@ -155,6 +155,8 @@ describe("BatchCompute.start", () => {
       "longrun:tenant": "acme corp/ü",
       "longrun:queue": "finetune",
       "longrun:first-attempt": "2",
+      // The handlers' TerminateJob is conditioned on this tag (infra GpuCompute).
+      "longrun:job-queue": jobQueueArn,
     });
     // moto stores neither retryStrategy nor propagateTags of a SubmitJob: read what was sent.
     const submit = sent.find((c) => c.name === "SubmitJobCommand");

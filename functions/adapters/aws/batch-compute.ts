@@ -42,12 +42,17 @@ export const STOP_REASONS: Readonly<Record<StopReason | "superseded", string>> =
   superseded: "longrun: superseded by a newer attempt",
 };
 
-/** Tags every job gets (propagated to its ECS task), for cost reports and searches. */
+/**
+ * Tags every job gets at submit (propagated to its ECS task), for cost reports and
+ * searches; `jobQueue` is also what the handlers' TerminateJob permission is conditioned
+ * on (aws:ResourceTag), so they can stop only jobs longrun submitted to this deployment.
+ */
 export const JOB_TAGS = {
   requestId: "longrun:request",
   tenant: "longrun:tenant",
   queue: "longrun:queue",
   firstAttempt: FIRST_ATTEMPT_TAG,
+  jobQueue: "longrun:job-queue",
 } as const;
 
 /**
@@ -158,6 +163,7 @@ export class BatchCompute implements Compute {
             [JOB_TAGS.tenant]: tagValue(request.tenant),
             [JOB_TAGS.queue]: request.queue,
             [JOB_TAGS.firstAttempt]: String(attempt),
+            [JOB_TAGS.jobQueue]: this.#opts.jobQueueArn,
           },
           propagateTags: true,
         }),

@@ -30,7 +30,7 @@ import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
 import { listFiles } from "../list-files.ts";
-import { S3_PREFIX } from "./definitions.ts";
+import { requestObjects, S3_PREFIX } from "./definitions.ts";
 
 /** Request ids become key segments: accept only what cannot reach another request's keys. */
 function safeId(requestId: string): string {
@@ -277,7 +277,7 @@ export class S3AttemptStorage implements AttemptStorage {
   ) {
     this.#client = client;
     this.#bucket = bucket;
-    this.#root = `${S3_PREFIX.checkpoints}${safeId(requestId)}/`;
+    this.#root = requestObjects(safeId(requestId)).checkpoints;
     this.#options = options;
   }
 
@@ -520,7 +520,7 @@ export class S3ResultStore implements ResultStore {
   }
 
   async getResult(requestId: string): Promise<{ output: unknown; artifacts: Artifact[] }> {
-    const prefix = `${S3_PREFIX.outputs}${safeId(requestId)}/`;
+    const prefix = requestObjects(safeId(requestId)).outputs;
     const objects = (await listKeys(this.client, this.bucket, prefix)).sort((a, b) =>
       a.key < b.key ? -1 : a.key > b.key ? 1 : 0,
     );
@@ -566,7 +566,7 @@ export class S3InputStore {
 
   /** The key of a request's input. */
   key(requestId: string): string {
-    return `${S3_PREFIX.inputs}${safeId(requestId)}.json`;
+    return requestObjects(safeId(requestId)).input;
   }
 
   /** Stores `input` as JSON (overwriting: an input never changes once submitted). */
@@ -742,7 +742,7 @@ export class S3LogStore implements LogStore {
   }
 
   async read(requestId: string, cursor: string | undefined, limit: number): Promise<LogPage> {
-    const root = `${S3_PREFIX.logs}${safeId(requestId)}/`;
+    const root = requestObjects(safeId(requestId)).logs;
     const position = decodeLogCursor(cursor, root);
     const max = Math.max(1, Math.floor(limit));
     const lines: string[] = [];
