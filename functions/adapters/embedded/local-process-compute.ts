@@ -1,10 +1,11 @@
-import { rm } from "node:fs/promises";
+import { chmod, mkdir, rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AttemptHandle,
   type AttemptResult,
   type AttemptStorage,
   attemptPaths,
+  baseJobEnv,
   decodeJobRef,
   findJobsOfRequest,
   reapProcessGroup,
@@ -46,6 +47,12 @@ export interface LocalProcessComputeOptions {
   reapGraceMs?: number;
   /** Told about failures that have no caller to go to (an event handler that threw). */
   onError?: (error: unknown, context: string) => void;
+  /**
+   * Runs every job as this user (the server runs as root; SPEC §5 `LONGRUN_JOB_USER`). Its
+   * work dir is handed to it and is the only folder of the data directory it can enter;
+   * HOME is the work dir, as the server's own home is not the job's.
+   */
+  jobUser?: { name: string; uid: number; gid: number };
 }
 
 interface Running {
@@ -84,8 +91,11 @@ export class LocalProcessCompute implements Compute {
     this.#opts = options;
     this.#layout = new FsLayout(options.dataDir);
     this.#logs = options.logs ?? new FsLogStore(this.#layout);
+    const jobUid = options.jobUser?.uid;
     this.#storageFor =
-      options.storageFor ?? ((request) => new FsAttemptStorage(this.#layout, request.id));
+      options.storageFor ??
+      ((request) =>
+        new FsAttemptStorage(this.#layout, request.id, jobUid !== undefined ? { jobUid } : {}));
     this.#clock = options.clock ?? { now: () => Date.now() };
   }
 
@@ -126,6 +136,22 @@ export class LocalProcessCompute implements Compute {
       );
     };
 
+    const user = this.#opts.jobUser;
+    if (user) {
+      // The job user passes through (x, no listing) to its own work dir; umask made it 0700.
+      const root = this.#layout.workRoot(id);
+      await mkdir(root, { recursive: true });
+      await chmod(root, 0o711);
+    }
+    const baseEnv = user
+      ? {
+          ...(this.#opts.baseEnv ?? baseJobEnv()),
+          HOME: workDir,
+          USER: user.name,
+          LOGNAME: user.name,
+        }
+      : this.#opts.baseEnv;
+
     const handle = startAttempt({
       command: queue.command,
       env: queue.env,
@@ -135,7 +161,8 @@ export class LocalProcessCompute implements Compute {
       storage: this.#storageFor(request),
       timeoutSeconds: request.timeoutSeconds,
       cancelGraceSeconds: queue.cancelGraceSeconds,
-      ...(this.#opts.baseEnv ? { baseEnv: this.#opts.baseEnv } : {}),
+      ...(baseEnv ? { baseEnv } : {}),
+      ...(user ? { user: { uid: user.uid, gid: user.gid } } : {}),
       ...(this.#opts.pollIntervalMs ? { pollIntervalMs: this.#opts.pollIntervalMs } : {}),
       logSink: (line) => logLine(line),
       onStarted: ({ jobRef }) => {
