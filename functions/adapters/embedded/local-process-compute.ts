@@ -10,9 +10,10 @@ import {
   findJobsOfRequest,
   reapProcessGroup,
   startAttempt,
+  startTimeToEpochMs,
 } from "../../../jobs/runner/index.ts";
 import type { QueueConfig } from "../../config/schema.ts";
-import type { Clock, Compute, JobEvent, StopReason } from "../../core/ports.ts";
+import type { Clock, Compute, JobEvent, Reaped, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
 
@@ -239,22 +240,33 @@ export class LocalProcessCompute implements Compute {
     entry.handle.stop(reason);
   }
 
-  async reap(request: RequestRecord): Promise<void> {
+  async reap(request: RequestRecord): Promise<Reaped> {
     const own = this.#running.get(request.id);
     if (own) {
       // Still ours (not a leftover): stop it without reporting, as a shutdown would.
       await this.stop(request, "shutdown");
       await own.finished;
-      return;
+      return { runningSince: null };
     }
     const graceMs = this.#opts.reapGraceMs ?? 5000;
     let spawned = request.jobRef !== null;
+    // The dead server's job, if it was still running: when it started (SPEC §5: one that
+    // outlived its timeout ends the request `timeout`).
+    let runningSince: number | null = null;
+    const reapOne = async (ref: string) => {
+      const outcome = await reapProcessGroup(ref, { graceMs });
+      const startTime = decodeJobRef(ref)?.startTime ?? null;
+      if (outcome === "reaped" && startTime !== null) {
+        const since = await startTimeToEpochMs(startTime);
+        if (since !== null) runningSince = Math.min(runningSince ?? since, since);
+      }
+    };
     if (request.jobRef && decodeJobRef(request.jobRef)) {
-      await reapProcessGroup(request.jobRef, { graceMs });
+      await reapOne(request.jobRef);
     } else if (request.jobRef === null) {
       // The dead server may have spawned the job and died before it stored the handle.
       const leftovers = await findJobsOfRequest(request.id);
-      await Promise.all(leftovers.map((ref) => reapProcessGroup(ref, { graceMs })));
+      await Promise.all(leftovers.map(reapOne));
       spawned = leftovers.length > 0;
     }
     // A job that never spawned may have left a checkpoint restore that the crash cut short
@@ -264,6 +276,7 @@ export class LocalProcessCompute implements Compute {
     } else {
       await rm(this.#layout.workRoot(request.id), { recursive: true, force: true });
     }
+    return { runningSince };
   }
 
   /**
