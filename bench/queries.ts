@@ -151,6 +151,7 @@ function makeDataset(n: number, seed: number, now: number): Dataset {
       updatedAt: finishedAt ?? createdAt,
       attempt: ran ? 1 : 0,
       maxAttempts: 3,
+      platformRetries: 0,
       cancelRequested: status === RequestStatus.CANCELLED,
       timeoutSeconds: 3600,
       queueTtlSeconds,

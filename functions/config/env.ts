@@ -12,6 +12,8 @@ export const ENV = {
   webhookAllowPrivate: "LONGRUN_WEBHOOK_ALLOW_PRIVATE",
   sweepIntervalMs: "LONGRUN_SWEEP_INTERVAL_MS",
   publicUrl: "LONGRUN_PUBLIC_URL",
+  /** The user jobs run as when the server runs as root (SPEC §5). */
+  jobUser: "LONGRUN_JOB_USER",
 } as const;
 
 /**

@@ -35,7 +35,7 @@ import {
 } from "../core/index.ts";
 import type { JobEvent } from "../core/ports.ts";
 import { DispatchPoller } from "./dispatch-poller.ts";
-import { StartupError } from "./env.ts";
+import { type JobUser, StartupError } from "./env.ts";
 
 export interface AwsRuntimeOptions {
   config: LongrunConfig;
@@ -46,6 +46,8 @@ export interface AwsRuntimeOptions {
   allowPrivateWebhooks: boolean;
   /** Period of the TTL expiry sweep; every 30th sweep is a repair sweep. */
   sweepIntervalMs: number;
+  /** Who jobs run as (LONGRUN_JOB_USER); null or absent: the server's user. */
+  jobUser?: JobUser | null;
   log: (line: string) => void;
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
@@ -191,6 +193,7 @@ export class AwsRuntime {
       storageFor: (request) =>
         new S3AttemptStorage(s3, bucket, request.id, { onWarning: options.log }),
       onError: (error, context) => options.log(`${context}: ${String(error)}`),
+      ...(options.jobUser ? { jobUser: options.jobUser } : {}),
     });
     this.deps = createAwsDeps({
       config: options.config,

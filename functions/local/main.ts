@@ -5,6 +5,7 @@
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { KeyFileError } from "../adapters/embedded/artifact-urls.ts";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import type { LongrunConfig } from "../config/schema.ts";
@@ -12,6 +13,7 @@ import type { CoreDeps } from "../core/index.ts";
 import { createApi } from "../http/app.ts";
 import { tokenAuthenticator } from "../http/auth.ts";
 import { AwsRuntime } from "./aws-runtime.ts";
+import { prepareDataDir, SERVER_UMASK } from "./data-dir.ts";
 import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
 import { createRequestListener, type NodeAdapterOptions } from "./node-server.ts";
 import { EmbeddedRuntime } from "./runtime.ts";
@@ -48,6 +50,7 @@ async function createRuntime(
       env: process.env,
       allowPrivateWebhooks: settings.allowPrivateWebhooks,
       sweepIntervalMs: settings.sweepIntervalMs,
+      jobUser: settings.jobUser,
       log,
     });
     const r = runtime.resources;
@@ -62,19 +65,26 @@ async function createRuntime(
     dataDir: settings.dataDir,
     allowPrivateWebhooks: settings.allowPrivateWebhooks,
     sweepIntervalMs: settings.sweepIntervalMs,
+    jobUser: settings.jobUser,
     baseUrl,
     log,
   });
   return {
     runtime,
-    artifacts: { signer: runtime.signer, outputsDir: runtime.outputsDir },
+    artifacts: {
+      signer: runtime.signer,
+      open: (id, name) => runtime.results.openArtifact(id, name),
+    },
     webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
   };
 }
 
 async function main(): Promise<void> {
+  // Before anything is written: the databases, keys and request files get 0600 (SPEC §5).
+  process.umask(SERVER_UMASK);
   const settings = readLocalSettings(process.env, process.cwd());
   const config = loadConfigFile(settings.configPath);
+  prepareDataDir(settings.dataDir, { jobUser: settings.jobUser !== null });
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
   const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
     settings,
@@ -112,6 +122,9 @@ async function main(): Promise<void> {
   }
   log(`queues: ${Object.keys(config.queues).join(", ")} (config ${config.source})`);
   log(`data directory: ${settings.dataDir}`);
+  if (settings.jobUser) {
+    log(`jobs run as ${settings.jobUser.name} (uid ${settings.jobUser.uid})`);
+  }
   if (describe) log(describe);
   process.stdout.write(`longrun listening on http://${settings.host}:${port}\n`);
 
@@ -132,7 +145,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof StartupError) {
+  if (
+    error instanceof ConfigError ||
+    error instanceof StartupError ||
+    error instanceof KeyFileError
+  ) {
     process.stderr.write(`longrun: ${error.message}\n`);
   } else {
     process.stderr.write(`longrun: failed to start: ${(error as Error).stack ?? String(error)}\n`);

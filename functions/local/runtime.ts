@@ -23,12 +23,15 @@ import { purgeExpiredRequests } from "../core/usecases/retention.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../webhooks/outbox.ts";
 import { WebhookWorker } from "../webhooks/worker.ts";
+import type { JobUser } from "./env.ts";
 
 export interface EmbeddedOptions {
   config: LongrunConfig;
   dataDir: string;
   allowPrivateWebhooks: boolean;
   sweepIntervalMs: number;
+  /** Who jobs run as (LONGRUN_JOB_USER); null or absent: the server's user. */
+  jobUser?: JobUser | null;
   /** The URL clients reach this server on; artifact URLs are built on it. */
   baseUrl: () => string;
   log: (line: string) => void;
@@ -53,7 +56,8 @@ export class EmbeddedRuntime {
   readonly compute: LocalProcessCompute;
   readonly trigger: InProcessTrigger;
   readonly signer: ArtifactUrlSigner;
-  readonly outputsDir: string;
+  /** Results and artifacts of succeeded requests (the download route opens files here). */
+  readonly results: FsResultStore;
   /** Webhook deliveries (a durable outbox) and the tenants' signing secrets. */
   readonly hooks: SqliteWebhookOutbox;
   readonly #webhooks: WebhookWorker;
@@ -65,15 +69,19 @@ export class EmbeddedRuntime {
 
   constructor(private readonly options: EmbeddedOptions) {
     const { dataDir, config } = options;
-    mkdirSync(dataDir, { recursive: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const jobUser = options.jobUser ?? null;
     this.store = new SqliteRequestStore(join(dataDir, "longrun.db"));
     this.signer = new ArtifactUrlSigner(
       ArtifactUrlSigner.keyFromFile(join(dataDir, "artifact-url.key")),
       options.baseUrl,
     );
-    this.outputsDir = join(dataDir, "outputs");
     this.#layout = new FsLayout(dataDir);
-    const results = new FsResultStore(dataDir, (id, name) => this.signer.urlFor(id, name));
+    // Outputs are files the job's user made; anything else found there is not served.
+    const results = new FsResultStore(dataDir, (id, name) => this.signer.urlFor(id, name), {
+      ...(jobUser ? { jobUid: jobUser.uid } : {}),
+    });
+    this.results = results;
     this.hooks = new SqliteWebhookOutbox(join(dataDir, "webhooks.db"));
     const clock = { now: () => Date.now() };
     this.#webhooks = new WebhookWorker({
@@ -97,6 +105,7 @@ export class EmbeddedRuntime {
     this.compute = new LocalProcessCompute({
       dataDir,
       onEvent: (event) => this.#onJobEvent(event),
+      ...(jobUser ? { jobUser } : {}),
     });
     this.deps = {
       store: this.store,

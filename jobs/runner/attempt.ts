@@ -6,7 +6,7 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { lchown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { JOB_ENV } from "../../functions/config/env.ts";
@@ -75,6 +75,11 @@ export interface AttemptOptions {
   pollIntervalMs?: number;
   /** Stops the attempt when aborted (same as {@link AttemptHandle.stop} with its reason). */
   signal?: AbortSignal;
+  /**
+   * Run the job as this user and group (the runner runs as root). The prepared work dir is
+   * handed over to it first; supplementary groups are dropped at spawn.
+   */
+  user?: { uid: number; gid: number };
 }
 
 export interface AttemptStarted {
@@ -235,6 +240,16 @@ async function freshDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
 }
 
+/** Gives `dir` and everything in it to `uid:gid`; links are changed, not their targets. */
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await lchown(dir, uid, gid);
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) await chownTree(path, uid, gid);
+    else await lchown(path, uid, gid);
+  }
+}
+
 /**
  * Starts one attempt and returns at once; see {@link AttemptHandle}. The job runs in its
  * own process group (`detached`) so a stop reaches every process it forked.
@@ -329,6 +344,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
         if (step.status === "rejected") throw step.reason;
       }
       if (restore.status === "fulfilled") savedCheckpoint = restore.value;
+      if (options.user) await chownTree(options.workDir, options.user.uid, options.user.gid);
     } catch (error) {
       const message = `could not prepare the attempt: ${describeError(error)}`;
       rejectStarted(new Error(message, { cause: error }));
@@ -360,6 +376,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       cwd: options.workDir,
       env,
       detached: true,
+      ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
       stdio: ["ignore", "pipe", "pipe"],
     });
     child = proc;

@@ -75,6 +75,7 @@ function newScope(): Scope {
         updatedAt: 0,
         attempt: 0,
         maxAttempts: 3,
+        platformRetries: 0,
         cancelRequested: false,
         timeoutSeconds: 600,
         queueTtlSeconds,
@@ -714,6 +715,55 @@ export function describeRequestStoreContract(
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
       });
 
+      it("moves attempt and platformRetries together in a platform retry, keeping the slot", async () => {
+        // Prepare
+        const r = await put({ maxAttempts: 1 });
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({ id: r.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+
+        // Act
+        const retried = await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, platformRetries: 1, jobRef: null },
+        });
+
+        // Assess
+        expect(claim).toMatchObject({ kind: "started", request: { platformRetries: 0 } });
+        expect(retried).toMatchObject({ status: "STARTING", attempt: 2, platformRetries: 1 });
+        expect(await store.get(r.id)).toMatchObject({ attempt: 2, platformRetries: 1 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("refuses a platform retry decided on an attempt that has moved on", async () => {
+        // Prepare: the loss was already retried once (attempt 2, platformRetries 1).
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, platformRetries: 1 },
+        });
+        const before = await store.get(r.id);
+
+        // Act: a duplicate of the same loss, decided on attempt 1.
+        const late = await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, platformRetries: 1 },
+        });
+
+        // Assess
+        expect(late).toBeNull();
+        expect(await store.get(r.id)).toEqual(before);
+      });
+
       it("frees the queued count when a waiting request is cancelled", async () => {
         // Prepare
         const r = await put();
@@ -1204,6 +1254,32 @@ export function describeRequestStoreContract(
         // Assess
         expect(results.filter((x) => x !== null)).toHaveLength(1);
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
+      });
+
+      it("counts one loss once when several handlers retry it at the same time", async () => {
+        // Prepare: a server restart and a late event both see attempt 1 lost.
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const stores = [store, await fx.another(), await fx.another()];
+
+        // Act
+        const results = await Promise.all(
+          stores.map((own) =>
+            own.transition({
+              id: r.id,
+              from: ACTIVE_STATUSES,
+              to: RequestStatus.STARTING,
+              attempt: 1,
+              cancelRequested: false,
+              set: { attempt: 2, platformRetries: 1, jobRef: null },
+            }),
+          ),
+        );
+
+        // Assess
+        expect(results.filter((x) => x !== null)).toHaveLength(1);
+        expect(await store.get(r.id)).toMatchObject({ attempt: 2, platformRetries: 1 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
       });
 
       it("never exceeds maxRunning nor claims a request twice with parallel dispatchers", async () => {

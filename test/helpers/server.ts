@@ -52,6 +52,8 @@ export interface ServerOptions {
    * Scripts outside vitest (bench, chaos) must pass it.
    */
   awsEndpoint?: string;
+  /** Run the server process as this user (a test running as root drops to another user). */
+  user?: { uid: number; gid: number };
 }
 
 /**
@@ -71,12 +73,14 @@ export class TestServer {
   exitCode: number | null = null;
   #child: ChildProcess | undefined;
   readonly #env: Record<string, string>;
+  readonly #user: { uid: number; gid: number } | undefined;
 
   constructor(options: ServerOptions) {
     this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "longrun-e2e-"));
     this.configPath = join(this.dataDir, "..", `${this.dataDir.split("/").pop()}.config.json`);
     writeFileSync(this.configPath, JSON.stringify({ queues: options.queues }, null, 2));
     this.backend = options.backend ?? "embedded";
+    this.#user = options.user;
     this.awsPrefix = this.backend === "aws" ? uniquePrefix() : "";
     this.#env = {
       LONGRUN_CONFIG: this.configPath,
@@ -102,6 +106,7 @@ export class TestServer {
       cwd: ROOT,
       env: { ...process.env, ...this.#env },
       stdio: ["ignore", "pipe", "pipe"],
+      ...(this.#user ?? {}),
     });
     this.#child = child;
     await new Promise<void>((resolvePromise, reject) => {

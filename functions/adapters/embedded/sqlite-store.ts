@@ -32,7 +32,7 @@ import { openSqlite, statementCache } from "./sqlite-open.ts";
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
  * `#migrate` whenever the tables or indexes change.
  */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 // The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
 // uses a partial index when the query's WHERE clause literally implies the index's WHERE.
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS requests (
   updated_at        INTEGER NOT NULL,
   attempt           INTEGER NOT NULL,
   max_attempts      INTEGER NOT NULL,
+  platform_retries  INTEGER NOT NULL DEFAULT 0,
   cancel_requested  INTEGER NOT NULL CHECK (cancel_requested IN (0, 1)),
   timeout_seconds   INTEGER NOT NULL,
   queue_ttl_seconds INTEGER NOT NULL,
@@ -122,6 +123,10 @@ INSERT INTO queued_by_priority (queue, priority, queued)
   GROUP BY queue, priority;
 `;
 
+/** Schema 2 → 3: the count of retries of attempts the platform ended (0 for older rows). */
+const ADD_PLATFORM_RETRIES =
+  "ALTER TABLE requests ADD COLUMN platform_retries INTEGER NOT NULL DEFAULT 0";
+
 function migrate(db: Database.Database): void {
   db.transaction(() => {
     const version = db.pragma("user_version", { simple: true }) as number;
@@ -132,6 +137,9 @@ function migrate(db: Database.Database): void {
     }
     db.exec(SCHEMA);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
+    // A table an older schema made keeps its columns through CREATE TABLE IF NOT EXISTS.
+    const columns = db.pragma("table_info(requests)") as { name: string }[];
+    if (!columns.some((c) => c.name === "platform_retries")) db.exec(ADD_PLATFORM_RETRIES);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
     }
@@ -144,12 +152,12 @@ const SQL = {
   insertRequest: `
     INSERT INTO requests (
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
-      created_at, started_at, finished_at, updated_at, attempt, max_attempts, cancel_requested,
-      timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
+      created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
+      cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
-      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @cancel_requested,
-      @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
+      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
+      @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
     )`,
   getKey:
     "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
@@ -314,6 +322,7 @@ interface RequestRow {
   updated_at: number;
   attempt: number;
   max_attempts: number;
+  platform_retries: number;
   cancel_requested: 0 | 1;
   timeout_seconds: number;
   queue_ttl_seconds: number;
@@ -350,6 +359,7 @@ export function toRow(r: RequestRecord): RequestRow {
     updated_at: r.updatedAt,
     attempt: r.attempt,
     max_attempts: r.maxAttempts,
+    platform_retries: r.platformRetries,
     cancel_requested: r.cancelRequested ? 1 : 0,
     timeout_seconds: r.timeoutSeconds,
     queue_ttl_seconds: r.queueTtlSeconds,
@@ -377,6 +387,7 @@ function fromRow(row: RequestRow): RequestRecord {
     updatedAt: row.updated_at,
     attempt: row.attempt,
     maxAttempts: row.max_attempts,
+    platformRetries: row.platform_retries,
     cancelRequested: row.cancel_requested === 1,
     timeoutSeconds: row.timeout_seconds,
     queueTtlSeconds: row.queue_ttl_seconds,
@@ -398,6 +409,7 @@ const PATCH_COLUMNS: {
   finishedAt: { column: "finished_at", encode: (v) => v ?? null },
   updatedAt: { column: "updated_at", encode: (v) => v ?? 0 },
   attempt: { column: "attempt", encode: (v) => v ?? 0 },
+  platformRetries: { column: "platform_retries", encode: (v) => v ?? 0 },
   progress: { column: "progress", encode: jsonOrNull },
   error: { column: "error", encode: jsonOrNull },
   jobRef: { column: "job_ref", encode: (v) => v ?? null },

@@ -68,6 +68,7 @@ export async function submitRequest(
     updatedAt: now,
     attempt: 0,
     maxAttempts: queue.maxAttempts,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: body.timeoutSeconds ?? queue.timeoutSeconds,
     queueTtlSeconds,
