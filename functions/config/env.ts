@@ -14,6 +14,8 @@ export const ENV = {
   publicUrl: "LONGRUN_PUBLIC_URL",
   /** The user jobs run as when the server runs as root (SPEC §5). */
   jobUser: "LONGRUN_JOB_USER",
+  /** Largest upload accepted, in bytes (SPEC §2; default 5 GiB, the largest S3 PUT). */
+  maxUploadBytes: "LONGRUN_MAX_UPLOAD_BYTES",
 } as const;
 
 /**
@@ -54,6 +56,8 @@ export const JOB_ENV = {
   queue: "LONGRUN_QUEUE",
   attempt: "LONGRUN_ATTEMPT",
   inputFile: "LONGRUN_INPUT_FILE",
+  /** The request's uploaded files, read-only (an empty folder when it has none). */
+  inputDir: "LONGRUN_INPUT_DIR",
   outputDir: "LONGRUN_OUTPUT_DIR",
   checkpointDir: "LONGRUN_CHECKPOINT_DIR",
   progressFile: "LONGRUN_PROGRESS_FILE",

@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { ENV } from "../config/env.ts";
+import { DEFAULT_MAX_UPLOAD_BYTES } from "../core/usecases/uploads.ts";
 
 export class StartupError extends Error {
   override name = "StartupError";
@@ -23,6 +24,8 @@ export interface LocalSettings {
   publicUrl: string | undefined;
   /** Who jobs run as (`LONGRUN_JOB_USER`), or null: as the server's own user. */
   jobUser: JobUser | null;
+  /** Largest upload accepted, in bytes (`LONGRUN_MAX_UPLOAD_BYTES`). */
+  maxUploadBytes: number;
 }
 
 /** A user jobs run as, resolved once at start. */
@@ -146,5 +149,12 @@ export function readLocalSettings(env: NodeJS.ProcessEnv, cwd: string): LocalSet
     backend,
     publicUrl: env[ENV.publicUrl] || undefined,
     jobUser,
+    maxUploadBytes: intFrom(
+      env,
+      ENV.maxUploadBytes,
+      DEFAULT_MAX_UPLOAD_BYTES,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
   };
 }

@@ -39,6 +39,7 @@ async function createRuntime(
 ): Promise<{
   runtime: Runtime;
   artifacts?: NodeAdapterOptions["artifacts"];
+  uploads?: NodeAdapterOptions["uploads"];
   /** The tenants' webhook signing secrets, where the engine delivers webhooks. */
   webhookSecret?: (tenant: string) => Promise<string>;
   describe?: string;
@@ -51,6 +52,7 @@ async function createRuntime(
       allowPrivateWebhooks: settings.allowPrivateWebhooks,
       sweepIntervalMs: settings.sweepIntervalMs,
       jobUser: settings.jobUser,
+      maxUploadBytes: settings.maxUploadBytes,
       log,
     });
     const r = runtime.resources;
@@ -68,6 +70,7 @@ async function createRuntime(
     jobUser: settings.jobUser,
     baseUrl,
     log,
+    maxUploadBytes: settings.maxUploadBytes,
   });
   return {
     runtime,
@@ -75,6 +78,7 @@ async function createRuntime(
       signer: runtime.signer,
       open: (id, name) => runtime.results.openArtifact(id, name),
     },
+    uploads: runtime.uploadReceiver,
     webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
   };
 }
@@ -86,7 +90,7 @@ async function main(): Promise<void> {
   const config = loadConfigFile(settings.configPath);
   prepareDataDir(settings.dataDir, { jobUser: settings.jobUser !== null });
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
-  const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
+  const { runtime, artifacts, uploads, webhookSecret, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
@@ -106,10 +110,14 @@ async function main(): Promise<void> {
       handle: (req) => api.handle(req),
       maxBodyBytes: MAX_BODY_BYTES,
       ...(artifacts ? { artifacts } : {}),
+      ...(uploads ? { uploads } : {}),
       log,
     }),
   );
-  server.requestTimeout = 60_000;
+  // An upload's PUT takes as long as its bytes take to arrive, so no whole-request deadline
+  // (Node's requestTimeout) applies; a connection idle for a minute is closed instead.
+  server.requestTimeout = uploads ? 0 : 60_000;
+  server.timeout = 60_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(settings.port, settings.host, () => resolve());

@@ -3,7 +3,7 @@
  * DynamoDB table, the SQS queues. The CDK constructs (infra/) and the runtime bootstrap
  * (LONGRUN_AWS_BOOTSTRAP=1) both build from these, so they are never written twice.
  *
- * Single table: request, idempotency, counters and webhook-secret items, whose keys and
+ * Single table: request, idempotency, counters and webhook-secret and upload items, whose keys and
  * request-item rules live in items.ts beside this module.
  */
 
@@ -93,6 +93,8 @@ export const S3_PREFIX = {
   outputs: "outputs/",
   checkpoints: "checkpoints/",
   logs: "logs/",
+  /** Uploads' bytes, `uploads/<tenant>/<id>`; a lifecycle rule deletes them after a day. */
+  uploads: "uploads/",
 } as const;
 
 /** The S3 objects of one request: its input, and the folders of each kind under its prefix. */

@@ -123,9 +123,28 @@ INSERT INTO queued_by_priority (queue, priority, queued)
   GROUP BY queue, priority;
 `;
 
-/** Schema 2 → 3: the count of retries of attempts the platform ended (0 for older rows). */
-const ADD_PLATFORM_RETRIES =
-  "ALTER TABLE requests ADD COLUMN platform_retries INTEGER NOT NULL DEFAULT 0";
+/**
+ * Columns added after schema 2, each added where it is missing (a table an older schema made
+ * keeps its columns through CREATE TABLE IF NOT EXISTS). Adding a column with a default
+ * changes no index, so it needs no migration step of its own.
+ */
+const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
+  // Schema 3: the count of retries of attempts the platform ended (0 for older rows).
+  ["platform_retries", "INTEGER NOT NULL DEFAULT 0"],
+  // The request's input files, JSON `{name: {size}}` (uploads).
+  ["files", "TEXT"],
+  // The request this one retries.
+  ["retry_of", "TEXT"],
+];
+
+function addMissingColumns(db: Database.Database): void {
+  const have = new Set(
+    (db.prepare("PRAGMA table_info(requests)").all() as { name: string }[]).map((c) => c.name),
+  );
+  for (const [name, type] of ADDED_COLUMNS) {
+    if (!have.has(name)) db.exec(`ALTER TABLE requests ADD COLUMN ${name} ${type}`);
+  }
+}
 
 function migrate(db: Database.Database): void {
   db.transaction(() => {
@@ -136,10 +155,8 @@ function migrate(db: Database.Database): void {
       );
     }
     db.exec(SCHEMA);
+    addMissingColumns(db);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
-    // A table an older schema made keeps its columns through CREATE TABLE IF NOT EXISTS.
-    const columns = db.pragma("table_info(requests)") as { name: string }[];
-    if (!columns.some((c) => c.name === "platform_retries")) db.exec(ADD_PLATFORM_RETRIES);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
     }
@@ -153,11 +170,13 @@ const SQL = {
     INSERT INTO requests (
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
       created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
-      cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
+      cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
+      files, retry_of
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
       @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
-      @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
+      @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
+      @files, @retry_of
     )`,
   getKey:
     "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
@@ -330,6 +349,9 @@ interface RequestRow {
   progress: string | null;
   error: string | null;
   job_ref: string | null;
+  /** JSON `{name: {size}}`; null when the request has no files. */
+  files: string | null;
+  retry_of: string | null;
 }
 
 function jsonOrNull(value: unknown): string | null {
@@ -367,6 +389,8 @@ export function toRow(r: RequestRecord): RequestRow {
     progress: jsonOrNull(r.progress),
     error: jsonOrNull(r.error),
     job_ref: r.jobRef,
+    files: r.files && Object.keys(r.files).length > 0 ? JSON.stringify(r.files) : null,
+    retry_of: r.retryOf ?? null,
   };
 }
 
@@ -395,6 +419,9 @@ function fromRow(row: RequestRow): RequestRecord {
     progress: parseOrNull(row.progress),
     error: parseOrNull(row.error),
     jobRef: row.job_ref,
+    // Only when set, so a record without them reads back exactly as it was written.
+    ...(row.files !== null && row.files !== undefined ? { files: JSON.parse(row.files) } : {}),
+    ...(row.retry_of ? { retryOf: row.retry_of } : {}),
   };
 }
 
