@@ -13,7 +13,7 @@
  */
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { type FileHandle, lstat, mkdir, open } from "node:fs/promises";
+import { chmod, type FileHandle, lstat, mkdir, open } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -359,7 +359,10 @@ export class S3AttemptStorage implements AttemptStorage {
       if (!isFileName(name)) return;
       const file = join(resolve(dir), name);
       const res = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }));
-      await pipeline(res.Body as Readable, createWriteStream(file, { mode: 0o444 }));
+      await pipeline(res.Body as Readable, createWriteStream(file, { mode: 0o600 }));
+      // Read-only for whoever runs the job, whatever the process umask (the embedded server
+      // runs with 0077, which would leave a creation mode of 0444 at 0400).
+      await chmod(file, 0o444);
     });
   }
 
