@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -19,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 PACKAGE_ROOT = HERE.parent
@@ -163,3 +164,18 @@ def job_env(work: Path, attempt: int = 1) -> Dict[str, str]:
         "LONGRUN_CHECKPOINT_DIR": str(work / "checkpoint"),
         "LONGRUN_PROGRESS_FILE": str(work / "progress.json"),
     }
+
+
+#: Input that makes the finetune example train in a second or two.
+FAST = {"epochs": 2, "stepsPerEpoch": 300, "batchSize": 32, "hiddenUnits": 32, "learningRate": 0.2}
+
+
+def blobs(n: int = 300) -> List[Tuple[List[float], int]]:
+    """Three well separated clusters in 4 features, on a scale far from [-1, 1]."""
+    rng = random.Random(5)
+    centers = [(100.0, 0.0, 50.0, -20.0), (140.0, 30.0, 10.0, 0.0), (80.0, 60.0, 90.0, 40.0)]
+    rows = []
+    for i in range(n):
+        label = i % 3
+        rows.append(([c + rng.gauss(0, 4) for c in centers[label]], label))
+    return rows

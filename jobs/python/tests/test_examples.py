@@ -7,30 +7,15 @@ through the server with an uploaded file is in test_uploads.py.
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
-from support import FINETUNE, job_env
+from support import FAST, FINETUNE, blobs, job_env
 
 from longrun.data import read_labelled
-
-FAST = {"epochs": 2, "stepsPerEpoch": 300, "batchSize": 32, "hiddenUnits": 32, "learningRate": 0.2}
-
-
-def blobs(n: int = 300) -> List[Tuple[List[float], int]]:
-    """Three well separated clusters in 4 features, on a scale far from [-1, 1]."""
-    rng = random.Random(5)
-    centers = [(100.0, 0.0, 50.0, -20.0), (140.0, 30.0, 10.0, 0.0), (80.0, 60.0, 90.0, 40.0)]
-    rows = []
-    for i in range(n):
-        label = i % 3
-        rows.append(([c + rng.gauss(0, 4) for c in centers[label]], label))
-    return rows
-
 
 def run_example(work: Path, inp: Dict[str, Any]) -> Tuple[int, str, Any]:
     env = job_env(work)

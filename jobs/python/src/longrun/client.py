@@ -16,6 +16,7 @@ sent once: a submit without a key might otherwise run twice.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -337,15 +338,27 @@ class Client:
     # ---- uploads -----------------------------------------------------------------------
 
     def upload(
-        self, path: Union[str, "os.PathLike[str]"], *, filename: Optional[str] = None
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        filename: Optional[str] = None,
+        checksum: bool = False,
     ) -> str:
         """Uploads a local file (streamed, never read whole into memory); its upload id.
 
-        The id names the file in `submit(files=...)` for 24 hours.
+        The id names the file in `submit(files=...)` for 24 hours. With `checksum`, the
+        file's SHA-256 is computed first (one more read) and the server refuses other bytes.
         """
         size = os.stat(path).st_size
         name: str = filename or os.path.basename(os.fspath(path))
-        res = self._call("POST", "/v1/uploads", {"filename": name, "size": size})
+        body: Dict[str, Any] = {"filename": name, "size": size}
+        if checksum:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    digest.update(chunk)
+            body["sha256"] = digest.hexdigest()
+        res = self._call("POST", "/v1/uploads", body)
         ticket = res.json()
         signed = json_object(ticket.get("headers")) or {}
         headers = {str(k): str(v) for k, v in signed.items()}
