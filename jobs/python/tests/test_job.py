@@ -71,6 +71,17 @@ def test_progress_with_a_checkpoint_saves_the_checkpoint_first(
     assert job.load_checkpoint() == {"epoch": 1}
 
 
+def test_progress_refuses_counts_the_runner_could_not_read(in_job: Path) -> None:
+    for bad in (float("nan"), float("inf"), True, "3"):
+        with pytest.raises(ValueError, match="finite numbers"):
+            job.progress(bad, 10)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError):
+        job.progress(1, float("nan"))
+    assert not (in_job / "progress.json").exists()
+    job.progress(0.5, None, "half-way, total unknown")
+    assert json.loads((in_job / "progress.json").read_text())["total"] is None
+
+
 def test_a_checkpoint_that_cannot_be_saved_reports_no_progress(in_job: Path) -> None:
     job.progress(1, 4, checkpoint={"epoch": 1})
 

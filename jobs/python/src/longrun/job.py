@@ -24,6 +24,7 @@ longrun started they raise `NotInJobError`, which says what is missing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -34,7 +35,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Generator, NoReturn, Optional, Tuple, Union, cast
+from typing import IO, Any, Callable, Dict, Generator, NoReturn, Optional, Union, cast
 
 # Declared for type checkers; the values come from the module __getattr__ below, when used.
 #: The request's `input`: any JSON value, parsed.
@@ -183,9 +184,18 @@ def progress(
     With `checkpoint`, saves it first (as `save_checkpoint` does), so the folder the runner
     saves on this progress change holds the state this progress describes.
     """
+    for value in (current, total):
+        # Checked at run time too: a bool, a string or NaN would make a file the runner skips.
+        number: Any = value
+        if number is not None and (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+        ):
+            raise ValueError(f"progress counts are finite numbers, not {value!r}")
     if checkpoint is not _NOTHING:
         save_checkpoint(checkpoint)
-    body = {"current": current, "total": total, "message": message}
+    body = {"current": current, "total": total, "message": str(message)}
     with atomic_file(_env("progress_file")) as f:
         f.write(json.dumps(body).encode("utf-8"))
 
@@ -275,7 +285,7 @@ def checkpoint_path(name: str) -> Optional[Path]:
 
 _stop = threading.Event()
 _handler_lock = threading.Lock()
-_handler: Optional[Tuple[Any]] = None
+_handler_installed = False
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -290,12 +300,13 @@ def stop_requested() -> bool:
     the flag: the job should save its checkpoint and exit (`exit_stopped`) soon, since
     the runner sends SIGKILL after the queue's `cancelGraceSeconds`.
     """
-    global _handler
+    global _handler_installed
     with _handler_lock:
-        if _handler is None:
+        if not _handler_installed:
             if threading.current_thread() is not threading.main_thread():
                 raise RuntimeError("call longrun.job.stop_requested() first from the main thread")
-            _handler = (signal.signal(signal.SIGTERM, _on_sigterm),)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            _handler_installed = True
     return _stop.is_set()
 
 
