@@ -12,6 +12,8 @@ export const ENV = {
   webhookAllowPrivate: "LONGRUN_WEBHOOK_ALLOW_PRIVATE",
   sweepIntervalMs: "LONGRUN_SWEEP_INTERVAL_MS",
   publicUrl: "LONGRUN_PUBLIC_URL",
+  /** Largest upload accepted, in bytes (SPEC §2; default 5 GiB, the largest S3 PUT). */
+  maxUploadBytes: "LONGRUN_MAX_UPLOAD_BYTES",
 } as const;
 
 /**
@@ -45,6 +47,8 @@ export const JOB_ENV = {
   queue: "LONGRUN_QUEUE",
   attempt: "LONGRUN_ATTEMPT",
   inputFile: "LONGRUN_INPUT_FILE",
+  /** The request's uploaded files, read-only (an empty folder when it has none). */
+  inputDir: "LONGRUN_INPUT_DIR",
   outputDir: "LONGRUN_OUTPUT_DIR",
   checkpointDir: "LONGRUN_CHECKPOINT_DIR",
   progressFile: "LONGRUN_PROGRESS_FILE",

@@ -15,6 +15,7 @@ import {
   QueueNameSchema,
   queryParamDocs,
   RequestIdSchema,
+  UploadIdSchema,
 } from "./schemas.ts";
 
 type JsonSchema = Record<string, unknown>;
@@ -32,7 +33,7 @@ export interface Operation {
   /** Problem statuses this route can answer besides 401 (on auth routes) and 500. */
   readonly problems: readonly number[];
   readonly query?: "list" | "logs";
-  readonly body?: "SubmitBody";
+  readonly body?: "SubmitBody" | "RetryBody" | "CreateUploadBody";
   readonly headers?: Readonly<Record<string, { description: string; schema: string }>>;
 }
 
@@ -97,6 +98,44 @@ export const OPERATIONS = [
       },
     },
     problems: [404, 409],
+  },
+  {
+    operationId: "retryRequest",
+    method: "POST",
+    path: "/v1/requests/{id}/retry",
+    auth: true,
+    summary: "Submit a FAILED, CANCELLED or EXPIRED request again, from its last checkpoint",
+    body: "RetryBody",
+    success: {
+      "202": {
+        description: "A new request (`retryOf` names the old one; header Location).",
+        schema: "Request",
+      },
+      "200": {
+        description: "Replayed: the request an earlier retry with the same key created.",
+        schema: "Request",
+      },
+    },
+    problems: [400, 404, 409, 413, 429],
+  },
+  {
+    operationId: "createUpload",
+    method: "POST",
+    path: "/v1/uploads",
+    auth: true,
+    summary: "Start an upload: a signed URL to PUT a file's bytes to",
+    body: "CreateUploadBody",
+    success: { "201": { description: "PUT the bytes to `url`.", schema: "UploadCreated" } },
+    problems: [400, 404, 413],
+  },
+  {
+    operationId: "getUpload",
+    method: "GET",
+    path: "/v1/uploads/{id}",
+    auth: true,
+    summary: "Status of an upload",
+    success: { "200": { description: "The upload.", schema: "Upload" } },
+    problems: [404],
   },
   {
     operationId: "readLogs",
@@ -218,12 +257,13 @@ function pathParameters(path: string): JsonSchema[] {
   const params: JsonSchema[] = [];
   for (const m of path.matchAll(/\{([a-z]+)\}/g)) {
     const name = m[1] ?? "";
-    params.push({
-      name,
-      in: "path",
-      required: true,
-      schema: plainSchema(name === "queue" ? QueueNameSchema : RequestIdSchema),
-    });
+    const schema =
+      name === "queue"
+        ? QueueNameSchema
+        : path.startsWith("/v1/uploads/")
+          ? UploadIdSchema
+          : RequestIdSchema;
+    params.push({ name, in: "path", required: true, schema: plainSchema(schema) });
   }
   return params;
 }
@@ -245,7 +285,8 @@ function operationObject(op: Operation): JsonSchema {
   const parameters = [...pathParameters(op.path)];
   if (op.query === "list") parameters.push(...queryParameters(ListQuerySchema));
   if (op.query === "logs") parameters.push(...queryParameters(LogsQuerySchema));
-  if (op.body) {
+  // Submits and retries take an Idempotency-Key; creating an upload is cheap to repeat.
+  if (op.body === "SubmitBody" || op.body === "RetryBody") {
     parameters.push({
       name: "Idempotency-Key",
       in: "header",
@@ -257,13 +298,14 @@ function operationObject(op: Operation): JsonSchema {
   const responses: Record<string, JsonSchema> = {};
   for (const [status, s] of Object.entries(op.success)) {
     const headers: Record<string, unknown> = {};
-    if (op.operationId === "submitRequest" && status === "202") {
+    const submits = op.operationId === "submitRequest" || op.operationId === "retryRequest";
+    if (submits && status === "202") {
       headers.Location = {
         description: "/v1/requests/{id} of the new request.",
         schema: { type: "string" },
       };
     }
-    if (op.operationId === "submitRequest" && status === "200") {
+    if (submits && status === "200") {
       headers["Idempotent-Replayed"] = {
         description: "Always `true`: this answer replays an earlier submit.",
         schema: { type: "string", enum: ["true"] },
@@ -290,7 +332,8 @@ function operationObject(op: Operation): JsonSchema {
     ...(op.body
       ? {
           requestBody: {
-            required: true,
+            // A retry's body is optional: none means the defaults.
+            required: op.body !== "RetryBody",
             description: "JSON, at most 256 KiB unless configured. Unknown fields are refused.",
             content: { "application/json": { schema: ref(op.body) } },
           },

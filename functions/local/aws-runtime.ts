@@ -49,6 +49,8 @@ export interface AwsRuntimeOptions {
   log: (line: string) => void;
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`). */
+  maxUploadBytes?: number;
 }
 
 /** Resource names of bootstrap-created resources must suit S3, DynamoDB and SQS alike. */
@@ -199,6 +201,7 @@ export class AwsRuntime {
       compute: this.compute,
       logs: this.logs,
       allowPrivateWebhooks: options.allowPrivateWebhooks,
+      ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
     });
     this.#poller = new DispatchPoller({
       client: clients.sqs,

@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
 import { ENV } from "../config/env.ts";
+import { DEFAULT_MAX_UPLOAD_BYTES } from "../core/usecases/uploads.ts";
 
 export class StartupError extends Error {
   override name = "StartupError";
@@ -19,6 +20,8 @@ export interface LocalSettings {
   sweepIntervalMs: number;
   backend: "embedded" | "aws";
   publicUrl: string | undefined;
+  /** Largest upload accepted, in bytes (`LONGRUN_MAX_UPLOAD_BYTES`). */
+  maxUploadBytes: number;
 }
 
 /** Parses `token:tenant,token2:tenant2`. */
@@ -74,5 +77,12 @@ export function readLocalSettings(env: NodeJS.ProcessEnv, cwd: string): LocalSet
     sweepIntervalMs: intFrom(env, ENV.sweepIntervalMs, 1000, 50, 3_600_000),
     backend,
     publicUrl: env[ENV.publicUrl] || undefined,
+    maxUploadBytes: intFrom(
+      env,
+      ENV.maxUploadBytes,
+      DEFAULT_MAX_UPLOAD_BYTES,
+      0,
+      Number.MAX_SAFE_INTEGER,
+    ),
   };
 }

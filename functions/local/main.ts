@@ -37,6 +37,7 @@ async function createRuntime(
 ): Promise<{
   runtime: Runtime;
   artifacts?: NodeAdapterOptions["artifacts"];
+  uploads?: NodeAdapterOptions["uploads"];
   /** The tenants' webhook signing secrets, where the engine delivers webhooks. */
   webhookSecret?: (tenant: string) => Promise<string>;
   describe?: string;
@@ -48,6 +49,7 @@ async function createRuntime(
       env: process.env,
       allowPrivateWebhooks: settings.allowPrivateWebhooks,
       sweepIntervalMs: settings.sweepIntervalMs,
+      maxUploadBytes: settings.maxUploadBytes,
       log,
     });
     const r = runtime.resources;
@@ -64,10 +66,12 @@ async function createRuntime(
     sweepIntervalMs: settings.sweepIntervalMs,
     baseUrl,
     log,
+    maxUploadBytes: settings.maxUploadBytes,
   });
   return {
     runtime,
     artifacts: { signer: runtime.signer, outputsDir: runtime.outputsDir },
+    uploads: runtime.uploadReceiver,
     webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
   };
 }
@@ -76,7 +80,7 @@ async function main(): Promise<void> {
   const settings = readLocalSettings(process.env, process.cwd());
   const config = loadConfigFile(settings.configPath);
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
-  const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
+  const { runtime, artifacts, uploads, webhookSecret, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
@@ -96,10 +100,14 @@ async function main(): Promise<void> {
       handle: (req) => api.handle(req),
       maxBodyBytes: MAX_BODY_BYTES,
       ...(artifacts ? { artifacts } : {}),
+      ...(uploads ? { uploads } : {}),
       log,
     }),
   );
-  server.requestTimeout = 60_000;
+  // An upload's PUT takes as long as its bytes take to arrive, so no whole-request deadline
+  // (Node's requestTimeout) applies; a connection idle for a minute is closed instead.
+  server.requestTimeout = uploads ? 0 : 60_000;
+  server.timeout = 60_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(settings.port, settings.host, () => resolve());

@@ -3,6 +3,7 @@ import { stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join, normalize, sep } from "node:path";
 import type { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
+import { UPLOAD_PUT_ROUTE, type UploadReceiver } from "../adapters/embedded/upload-receiver.ts";
 import type { HttpRequest, HttpResponse } from "../http/types.ts";
 
 export interface NodeAdapterOptions {
@@ -14,6 +15,11 @@ export interface NodeAdapterOptions {
    * backend, whose artifact URLs are S3 presigned GETs: the route then does not exist.
    */
   artifacts?: { signer: ArtifactUrlSigner; outputsDir: string };
+  /**
+   * Serves the embedded backend's signed upload PUTs, streaming the body to disk. Absent on
+   * the AWS backend, whose upload URLs are S3 presigned PUTs.
+   */
+  uploads?: UploadReceiver;
   log: (line: string) => void;
 }
 
@@ -111,6 +117,13 @@ export function createRequestListener(opts: NodeAdapterOptions) {
         req.method === "GET" && opts.artifacts ? url.pathname.match(ARTIFACT_ROUTE) : null;
       if (artifact && opts.artifacts) {
         await serveArtifact(artifact, url, res, opts.artifacts);
+        return;
+      }
+      // Before readBody: an upload's body is streamed to disk, never read into memory.
+      const upload =
+        req.method === "PUT" && opts.uploads ? url.pathname.match(UPLOAD_PUT_ROUTE) : null;
+      if (upload && opts.uploads) {
+        await opts.uploads.handle(upload, url, req, res);
         return;
       }
       const body = await readBody(req, opts.maxBodyBytes + 1);

@@ -1,12 +1,15 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
+import { FsFileStore } from "../adapters/embedded/fs-files.ts";
 import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
+import { SqliteUploadStore } from "../adapters/embedded/sqlite-uploads.ts";
 import { SqliteWebhookOutbox } from "../adapters/embedded/sqlite-webhooks.ts";
-import { newRequestId } from "../adapters/ids.ts";
+import { UploadReceiver } from "../adapters/embedded/upload-receiver.ts";
+import { newRequestId, newUploadId } from "../adapters/ids.ts";
 import { createWebhookGuard } from "../adapters/net/webhook-guard.ts";
 import type { LongrunConfig } from "../config/schema.ts";
 import {
@@ -20,6 +23,7 @@ import {
 } from "../core/index.ts";
 import type { JobEvent } from "../core/ports.ts";
 import { purgeExpiredRequests } from "../core/usecases/retention.ts";
+import { purgeExpiredUploads } from "../core/usecases/uploads.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../webhooks/outbox.ts";
 import { WebhookWorker } from "../webhooks/worker.ts";
@@ -32,6 +36,8 @@ export interface EmbeddedOptions {
   /** The URL clients reach this server on; artifact URLs are built on it. */
   baseUrl: () => string;
   log: (line: string) => void;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB. */
+  maxUploadBytes?: number;
 }
 
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
@@ -40,6 +46,8 @@ const REPAIR_EVERY_SWEEPS = 30;
 const RETENTION_EVERY_SWEEPS = 60;
 /** How far back a start looks for webhooks a crash may have dropped (less than the history kept). */
 const WEBHOOK_RECONCILE_MS = 86_400_000;
+/** A PUT's temp file older than this was left by a crash (a PUT URL lives one hour). */
+const UPLOAD_TEMP_AGE_MS = 6 * 3_600_000;
 /** Delivered and dead webhook deliveries are kept this long for inspection. */
 const WEBHOOK_HISTORY_MS = 7 * 86_400_000;
 
@@ -56,6 +64,12 @@ export class EmbeddedRuntime {
   readonly outputsDir: string;
   /** Webhook deliveries (a durable outbox) and the tenants' signing secrets. */
   readonly hooks: SqliteWebhookOutbox;
+  /** Upload records, in the request database. */
+  readonly uploads: SqliteUploadStore;
+  /** Uploads' bytes, requests' files and checkpoint copies. */
+  readonly files: FsFileStore;
+  /** The signed upload PUT route the HTTP listener mounts. */
+  readonly uploadReceiver: UploadReceiver;
   readonly #webhooks: WebhookWorker;
   readonly #notifier: WebhookNotifier;
   readonly #layout: FsLayout;
@@ -98,6 +112,14 @@ export class EmbeddedRuntime {
       dataDir,
       onEvent: (event) => this.#onJobEvent(event),
     });
+    this.uploads = new SqliteUploadStore(join(dataDir, "longrun.db"));
+    this.files = new FsFileStore(this.#layout, this.signer, options.baseUrl);
+    this.uploadReceiver = new UploadReceiver({
+      layout: this.#layout,
+      uploads: this.uploads,
+      signer: this.signer,
+      clock,
+    });
     this.deps = {
       store: this.store,
       trigger: this.trigger,
@@ -105,10 +127,13 @@ export class EmbeddedRuntime {
       results,
       logs,
       clock,
-      ids: { requestId: newRequestId },
+      ids: { requestId: newRequestId, uploadId: newUploadId },
       queues: config.queues,
       webhookGuard: createWebhookGuard({ allowPrivate: options.allowPrivateWebhooks }),
       onChange: (request, change) => this.#notifier.onChange(request, change),
+      uploads: this.uploads,
+      files: this.files,
+      ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
     };
   }
 
@@ -168,6 +193,12 @@ export class EmbeddedRuntime {
           purgeData: (id) => this.#layout.deleteRequest(id),
         });
         if (purged > 0) this.options.log(`retention: deleted ${purged} finished request(s)`);
+        const uploads = await purgeExpiredUploads({
+          ...this.deps,
+          deleteBytes: (u) => this.files.deleteUpload(u.id),
+        });
+        if (uploads > 0) this.options.log(`retention: deleted ${uploads} expired upload(s)`);
+        await this.files.deleteLeftoverTemps(Date.now() - UPLOAD_TEMP_AGE_MS);
         this.hooks.purgeFinished(Date.now() - WEBHOOK_HISTORY_MS);
       }
     } catch (error) {
@@ -188,6 +219,7 @@ export class EmbeddedRuntime {
     await this.#notifier.idle();
     await this.#webhooks.stop();
     this.hooks.close();
+    this.uploads.close();
     this.store.close();
   }
 }

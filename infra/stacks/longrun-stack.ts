@@ -124,6 +124,11 @@ export class LongrunStack extends Stack {
     data.grantReadWritePrefix(functions.http, "inputs");
     data.grantReadPrefix(functions.http, "outputs");
     data.grantReadPrefix(functions.http, "logs");
+    // Uploads: POST /v1/uploads presigns PUTs (the URL acts with the signer's rights), GET
+    // and submit HEAD them, submit copies them under inputs/; a retry copies the old
+    // request's checkpoint to the new one's.
+    data.grantReadWritePrefix(functions.http, "uploads");
+    data.grantReadWritePrefix(functions.http, "checkpoints");
     jobs.grantReadLogs(functions.http);
     compute.grantTerminate(functions.http);
     // dispatcher: SubmitJob, and ListJobs by name before any resubmission.

@@ -19,6 +19,12 @@ export interface AttemptStorage {
   /** Fills `dir` (empty, existing) with the last saved checkpoint; nothing on a first attempt. */
   restoreCheckpoint(dir: string): Promise<void>;
   /**
+   * Fills `dir` (empty, existing) with the request's input files, read-only (SPEC §4
+   * LONGRUN_INPUT_DIR); nothing when it has none. Optional: a storage without it gives
+   * every job an empty folder.
+   */
+  restoreInputs?(dir: string): Promise<void>;
+  /**
    * Saves `dir` as the new checkpoint atomically: a reader never sees a half-saved one. The
    * runner skips the call when the folder is what was last restored or saved (see
    * {@link folderSignature}), so the storage must not change in between by other means.
@@ -49,7 +55,7 @@ export interface AttemptOptions {
   /** Identity of the attempt, exported to the job as LONGRUN_* variables. */
   job: { requestId: string; queue: string; attempt: number };
   /**
-   * A folder owned by this attempt; it is emptied first and holds input.json, output/,
+   * A folder owned by this attempt; it is emptied first and holds input.json, input/, output/,
    * checkpoint/, progress.json and the runner's own {@link AttemptPaths.clockFile}. The
    * caller removes it when the attempt has ended.
    */
@@ -115,6 +121,8 @@ export interface AttemptHandle {
 /** Paths of the job contract inside a work dir. */
 export interface AttemptPaths {
   inputFile: string;
+  /** LONGRUN_INPUT_DIR: the request's uploaded files. */
+  inputDir: string;
   outputDir: string;
   checkpointDir: string;
   progressFile: string;
@@ -126,6 +134,7 @@ export interface AttemptPaths {
 export function attemptPaths(workDir: string): AttemptPaths {
   return {
     inputFile: join(workDir, "input.json"),
+    inputDir: join(workDir, "input"),
     outputDir: join(workDir, "output"),
     checkpointDir: join(workDir, "checkpoint"),
     progressFile: join(workDir, "progress.json"),
@@ -345,12 +354,16 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
         return names.length === 0 ? EMPTY_FOLDER : null;
       });
       // Settled, not raced: nothing may still write into the folder once this returns.
-      const [output, input, restore] = await Promise.allSettled([
+      const inputs = mkdir(paths.inputDir).then(() =>
+        options.storage.restoreInputs?.(paths.inputDir),
+      );
+      const [output, input, restore, files] = await Promise.allSettled([
         mkdir(paths.outputDir),
         writeFile(paths.inputFile, JSON.stringify(options.input ?? null)),
         restored,
+        inputs,
       ]);
-      for (const step of [output, input, restore]) {
+      for (const step of [output, input, restore, files]) {
         if (step.status === "rejected") throw step.reason;
       }
       if (restore.status === "fulfilled") savedCheckpoint = restore.value;
@@ -376,6 +389,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       [JOB_ENV.queue]: options.job.queue,
       [JOB_ENV.attempt]: String(options.job.attempt),
       [JOB_ENV.inputFile]: paths.inputFile,
+      [JOB_ENV.inputDir]: paths.inputDir,
       [JOB_ENV.outputDir]: paths.outputDir,
       [JOB_ENV.checkpointDir]: paths.checkpointDir,
       [JOB_ENV.progressFile]: paths.progressFile,

@@ -162,6 +162,11 @@ describe("state", () => {
       .map((r) => r.Prefix)
       .filter(Boolean);
     expect(prefixes.sort()).toEqual(Object.values(S3_PREFIX).sort());
+    // Uploads are deleted a day after creation (SPEC §2); requests keep their own copies.
+    const uploadsRule = (
+      (data?.LifecycleConfiguration.Rules ?? []) as { Prefix?: string; ExpirationInDays?: number }[]
+    ).find((r) => r.Prefix === S3_PREFIX.uploads);
+    expect(uploadsRule).toMatchObject({ ExpirationInDays: 1, Status: "Enabled" });
     for (const policy of props("AWS::S3::BucketPolicy")) {
       expect(policy.PolicyDocument.Statement).toContainEqual(
         expect.objectContaining({

@@ -3,6 +3,8 @@
  *
  * ```
  * inputs/<id>.json                               the request's input (large inputs, Batch runner)
+ * inputs/<id>/<name>                             the request's own input files (s3-files.ts)
+ * uploads/<tenant>/<upload id>                   uploads' bytes, PUT by callers (s3-files.ts)
  * checkpoints/<id>/CURRENT                       manifest of the saved checkpoint (the publish point)
  * checkpoints/<id>/v-<ulid>/<relative path>      files uploaded by the save that made version v-<ulid>
  * outputs/<id>/<relative path>                   outputs of the successful attempt
@@ -16,6 +18,7 @@ import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
+  CopyObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   ListObjectsV2Command,
@@ -29,6 +32,7 @@ import { monotonicFactory } from "ulidx";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
+import { isFileName } from "../../core/upload.ts";
 import { listFiles } from "../list-files.ts";
 import { S3_PREFIX } from "./definitions.ts";
 
@@ -342,6 +346,23 @@ export class S3AttemptStorage implements AttemptStorage {
     this.#published = manifest;
   }
 
+  /**
+   * Downloads the request's input files (`inputs/<id>/<name>`) into `dir`, each made
+   * read-only (0444) once complete.
+   */
+  async restoreInputs(dir: string): Promise<void> {
+    const prefix = `${S3_PREFIX.inputs}${this.#root.slice(S3_PREFIX.checkpoints.length)}`;
+    const objects = await listKeys(this.#client, this.#bucket, prefix);
+    await forEachLimit(objects, this.#options.fileConcurrency ?? 4, async ({ key }) => {
+      const name = key.slice(prefix.length);
+      // Names are checked at submit; anything else under the prefix is not a file of the job's.
+      if (!isFileName(name)) return;
+      const file = join(resolve(dir), name);
+      const res = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }));
+      await pipeline(res.Body as Readable, createWriteStream(file, { mode: 0o444 }));
+    });
+  }
+
   saveCheckpoint(dir: string): Promise<void> {
     const run = this.#queue.then(() => this.#save(dir));
     this.#queue = run.catch(() => {});
@@ -493,6 +514,71 @@ export class S3AttemptStorage implements AttemptStorage {
       .filter((k) => !wanted.has(k));
     if (stale.length > 0) await deleteKeys(this.#client, this.#bucket, stale);
   }
+}
+
+/** Deletes every object under `prefix`; idempotent. */
+export async function deletePrefix(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+): Promise<void> {
+  const keys = (await listKeys(client, bucket, prefix)).map((o) => o.key);
+  if (keys.length > 0) await deleteKeys(client, bucket, keys);
+}
+
+/** `CopySource` of an object: bucket and key, the key URL-encoded per segment. */
+export function copySource(bucket: string, key: string): string {
+  return `${bucket}/${key.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+/**
+ * Copies the published checkpoint of request `from` to request `to` inside S3 (CopyObject:
+ * the bytes never leave the bucket): every file of `from`'s manifest to one new version of
+ * `to`, then `to`'s manifest, written last as a save writes it, so `to` has the whole
+ * checkpoint or none. `from` is not changed.
+ * @returns false when `from` has no checkpoint.
+ */
+export async function copyCheckpointObjects(
+  client: S3Client,
+  bucket: string,
+  from: string,
+  to: string,
+): Promise<boolean> {
+  const fromRoot = `${S3_PREFIX.checkpoints}${safeId(from)}/`;
+  const toRoot = `${S3_PREFIX.checkpoints}${safeId(to)}/`;
+  let manifest: CheckpointManifest;
+  try {
+    const res = await client.send(
+      new GetObjectCommand({ Bucket: bucket, Key: `${fromRoot}CURRENT` }),
+    );
+    manifest = parseManifest(await res.Body!.transformToString(), fromRoot);
+  } catch (error) {
+    if (isNoSuchKey(error)) return false;
+    throw error;
+  }
+  const version = `v-${monotonicFactory()()}`;
+  const files: CheckpointManifest["files"] = {};
+  await forEachLimit(Object.entries(manifest.files), 8, async ([path, entry]) => {
+    const key = `${toRoot}${version}/${path}`;
+    await client.send(
+      new CopyObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        CopySource: copySource(bucket, entry.key),
+      }),
+    );
+    files[path] = { ...entry, key };
+  });
+  const copy: CheckpointManifest = { format: 1, version, savedAt: Date.now(), files };
+  await client.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: `${toRoot}CURRENT`,
+      Body: JSON.stringify(copy),
+      ContentType: "application/json",
+    }),
+  );
+  return true;
 }
 
 /** Options of {@link S3ResultStore}. */

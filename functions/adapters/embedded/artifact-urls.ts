@@ -43,6 +43,26 @@ export class ArtifactUrlSigner {
     return `${this.baseUrl()}${path}?expires=${expires}&sig=${this.#mac(requestId, name, expires)}`;
   }
 
+  /**
+   * A signature over `purpose`, `fields` and `expires` (epoch seconds), for the server's other
+   * signed URLs (uploads' PUTs). `purpose` keeps one kind of URL from passing as another.
+   */
+  signFields(purpose: string, fields: readonly string[], expires: number): string {
+    return createHmac("sha256", this.#key)
+      .update(["signed-url", purpose, ...fields, String(expires)].join("\n"))
+      .digest("base64url");
+  }
+
+  /** True when `sig` is {@link signFields} of these values and `expires` has not passed. */
+  verifyFields(purpose: string, fields: readonly string[], expires: string, sig: string): boolean {
+    if (!/^\d{1,12}$/.test(expires)) return false;
+    const exp = Number(expires);
+    if (exp < Math.floor(this.now() / 1000)) return false;
+    const want = Buffer.from(this.signFields(purpose, fields, exp));
+    const got = Buffer.from(sig);
+    return want.length === got.length && timingSafeEqual(want, got);
+  }
+
   /** True when `sig` is this server's signature for the triple and it has not expired. */
   verify(requestId: string, name: string, expires: string, sig: string): boolean {
     if (!/^\d{1,12}$/.test(expires)) return false;

@@ -7,12 +7,17 @@
  * <dataDir>/outputs/<id>/                          outputs of the successful attempt (result.json + artifacts)
  * <dataDir>/logs/<id>.log                          stdout/stderr of every attempt, appended
  * <dataDir>/work/<id>/<attempt>/                   an attempt's work dir while it runs
+ * <dataDir>/uploads/<upload id>                    an upload's bytes, read-only (fs-files.ts)
+ * <dataDir>/inputs/<id>/<name>                     the request's own input files (hard links)
  * ```
  */
 import { randomBytes } from "node:crypto";
 import {
   appendFile,
+  chmod,
+  copyFile,
   cp,
+  link,
   lstat,
   mkdir,
   open,
@@ -62,6 +67,18 @@ export class FsLayout {
   workRoot(requestId: string): string {
     return join(this.dataDir, "work", safeId(requestId));
   }
+  /** The request's input files (SPEC §2 `files`), one per name. */
+  inputDir(requestId: string): string {
+    return join(this.dataDir, "inputs", safeId(requestId));
+  }
+  /** Folder of uploads' bytes and of the temp files PUTs stream into. */
+  uploadsDir(): string {
+    return join(this.dataDir, "uploads");
+  }
+  /** An upload's bytes once a PUT of exactly its size completed. */
+  uploadFile(uploadId: string): string {
+    return join(this.dataDir, "uploads", safeId(uploadId));
+  }
 
   /** Deletes everything kept for a request (retention). */
   async deleteRequest(requestId: string): Promise<void> {
@@ -70,6 +87,7 @@ export class FsLayout {
       rm(this.outputDir(requestId), { recursive: true, force: true }),
       rm(this.logFile(requestId), { force: true }),
       rm(this.workRoot(requestId), { recursive: true, force: true }),
+      rm(this.inputDir(requestId), { recursive: true, force: true }),
     ]);
   }
 }
@@ -127,6 +145,11 @@ export class FsAttemptStorage implements AttemptStorage {
       if (isMissing(error) && (await lstat(current).catch(() => null)) === null) return;
       throw error;
     }
+  }
+
+  /** Links the request's input files into `dir`, read-only (see {@link linkInputs}). */
+  async restoreInputs(dir: string): Promise<void> {
+    await linkInputs(this.#layout.inputDir(this.#requestId), dir);
   }
 
   saveCheckpoint(dir: string): Promise<void> {
@@ -193,6 +216,32 @@ export class FsAttemptStorage implements AttemptStorage {
     else if (aside !== null) throw aside;
     await rm(target, { recursive: true, force: true });
     await rename(tmp, target);
+  }
+}
+
+/**
+ * Hard-links every file of `from` into `to` (a copy across filesystems); nothing when `from`
+ * does not exist. The files are 0444 from the moment they were stored, and a job running as
+ * another user (`LONGRUN_JOB_USER`) cannot change the mode of a file it does not own, so the
+ * links are read-only to it; one link per attempt means the job cannot rename the request's
+ * own copy away either.
+ */
+export async function linkInputs(from: string, to: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(from);
+  } catch (error) {
+    if (isMissing(error)) return;
+    throw error;
+  }
+  for (const name of names) {
+    try {
+      await link(join(from, name), join(to, name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
+      await copyFile(join(from, name), join(to, name));
+      await chmod(join(to, name), 0o444);
+    }
   }
 }
 
