@@ -14,6 +14,7 @@ Input (LONGRUN_INPUT_FILE, all optional): trainFile, epochs (default $EPOCHS_DEF
 3), learningRate (0.1), seed (0), stepsPerEpoch (2000), batchSize (128), hiddenUnits (256).
 
 Falls back to the CPU when torch.cuda.is_available() is false, so it also runs on a laptop.
+`longrun` comes from PYTHONPATH under the embedded runner, from pip in the job image.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ The job contract (SPEC section 4) is longrun.job's (jobs/python):
       same weights as one that was never interrupted.
     * result.json: final loss and accuracy on the whole dataset, epochs, the epoch and step
       this attempt resumed from; the weights as the artifact model.npz.
+
+`longrun` is importable without installing it when the embedded server runs the job (its
+runner puts jobs/python/src on PYTHONPATH); the AWS job image installs it with pip.
 """
 
 from __future__ import annotations
