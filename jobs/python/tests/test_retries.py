@@ -1,4 +1,5 @@
-"""Which calls the client retries, and how long it waits: on idempotent calls only.
+"""Which calls the client retries, and how long it waits: on idempotent calls only; and
+what it refuses of a server's answer.
 
 The error paths (503 answers, dropped connections) come from a small stand-in HTTP server
 that answers as scripted, since a real longrun server does not fail on demand; the 429
@@ -10,8 +11,9 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from support import Server, wait_until
@@ -46,8 +48,9 @@ class Scripted:
     "drop" (close the connection without answering). `hits` records (method, path, key).
     """
 
-    def __init__(self, script: List[object]) -> None:
+    def __init__(self, script: List[object], body: Optional[Dict[str, Any]] = None) -> None:
         self.script = list(script)
+        self.body = body if body is not None else REQUEST
         self.hits: List[Tuple[str, str, str]] = []
         scripted = self
 
@@ -66,7 +69,7 @@ class Scripted:
                     self.connection.close()
                     return
                 assert isinstance(action, int)
-                body = json.dumps(REQUEST if action < 400 else {"code": "x", "detail": "busy"})
+                body = json.dumps(scripted.body if action < 400 else {"code": "x", "detail": "busy"})
                 self.send_response(action)
                 if action in (429, 503):
                     self.send_header("Retry-After", "2")
@@ -96,8 +99,10 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[float]]:
 
 
 @contextmanager
-def scripted(script: List[object]) -> Iterator[Tuple[Scripted, Client]]:
-    s = Scripted(script)
+def scripted(
+    script: List[object], body: Optional[Dict[str, Any]] = None
+) -> Iterator[Tuple[Scripted, Client]]:
+    s = Scripted(script, body)
     try:
         yield s, Client(s.url, "tok", retry=RetryPolicy(attempts=3, delay=0.5, max_delay=4))
     finally:
@@ -190,3 +195,13 @@ def test_queue_full_on_the_real_server_is_waited_out_by_a_keyed_submit(
     monkeypatch.undo()
     for id in (running.id, third.id):
         client.cancel(id)
+
+
+def test_download_refuses_an_artifact_name_that_leads_out_of_the_folder(tmp_path: Path) -> None:
+    artifact = {"name": "../escaped.bin", "size": 3, "url": "/elsewhere"}
+    result = {"id": REQUEST["id"], "output": None, "artifacts": [artifact]}
+    with scripted([200], result) as (s, client):
+        with pytest.raises(ValueError, match="leads out of"):
+            client.download(REQUEST["id"], tmp_path / "out")
+        assert [h[1] for h in s.hits] == [f"/v1/requests/{REQUEST['id']}/result"]
+    assert not (tmp_path / "escaped.bin").exists()
