@@ -6,8 +6,9 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { lchown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { delimiter, join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { JOB_ENV } from "../../functions/config/env.ts";
 import { EMPTY_FOLDER, folderSignature } from "./checkpoint-signature.ts";
@@ -178,6 +179,30 @@ export function baseJobEnv(from: NodeJS.ProcessEnv = process.env): Record<string
     if (value !== undefined) env[name] = value;
   }
   return env;
+}
+
+/**
+ * The source folder of the `longrun` Python package (jobs/python/src) when the runner runs
+ * from a checkout: {@link withPythonPackage} puts it on every job's PYTHONPATH, so a Python
+ * job of the embedded server can `import longrun` without installing it. Where the runner
+ * is bundled alone (the Batch image) the folder is absent and the image installs the
+ * package with pip instead.
+ */
+const PYTHON_PACKAGE_SRC = resolve(import.meta.dirname, "../python/src");
+const pythonPackageSrc = existsSync(join(PYTHON_PACKAGE_SRC, "longrun", "__init__.py"))
+  ? PYTHON_PACKAGE_SRC
+  : null;
+
+/**
+ * `env` with the longrun Python package's source folder appended to PYTHONPATH: after any
+ * folders the queue's env names, so a job that brings its own copy keeps it.
+ */
+export function withPythonPackage(env: Record<string, string>): Record<string, string> {
+  if (pythonPackageSrc === null) return env;
+  const path = env.PYTHONPATH
+    ? `${env.PYTHONPATH}${delimiter}${pythonPackageSrc}`
+    : pythonPackageSrc;
+  return { ...env, PYTHONPATH: path };
 }
 
 /** Lines longer than this are cut so a job printing without newlines cannot exhaust memory. */
@@ -388,7 +413,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
 
     const proc = spawn(program, args, {
       cwd: options.workDir,
-      env,
+      env: withPythonPackage(env),
       detached: true,
       ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
       stdio: ["ignore", "pipe", "pipe"],

@@ -1,5 +1,6 @@
+import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BACKENDS, ROOT, TestServer } from "../helpers/server.ts";
 
 /** Deadlines of the waits below; the test's own timeout is their sum plus two server starts. */
@@ -25,12 +26,12 @@ describe.each(BACKENDS)("finetune example (%s backend, e2e)", (backend) => {
       },
     },
   });
+  beforeAll(() => server.start());
   afterAll(() => server.dispose());
 
   it(
     "trains, survives a server kill, resumes from its checkpoint and returns metrics and weights",
     async () => {
-      await server.start();
       const sub = await server.submit("finetune", {
         input: { epochs: 6, learningRate: 0.5, seed: 7 },
       });
@@ -56,5 +57,46 @@ describe.each(BACKENDS)("finetune example (%s backend, e2e)", (backend) => {
       expect(bytes[0]).toBe(0x50); // "PK": an .npz is a zip archive
     },
     TEST_TIMEOUT_MS,
+  );
+
+  it(
+    "trains on an uploaded training file that the input names",
+    async () => {
+      // Two clusters in 3 features, far from [-1, 1]: the example standardises them.
+      const rows = Array.from({ length: 200 }, (_, i) => {
+        const label = i % 2;
+        const jitter = ((i * 37) % 11) / 10;
+        return `${label ? 120 + jitter : 80 - jitter},${50 + jitter},${label ? -9 : 9},${label}`;
+      });
+      const csv = Buffer.from(`a,b,c,label\n${rows.join("\n")}\n`);
+      const created = await server.fetch("/v1/uploads", {
+        body: { filename: "clusters.csv", size: csv.byteLength },
+      });
+      expect(created.status).toBe(201);
+      const put = await fetch(created.body.url, {
+        method: created.body.method,
+        headers: created.body.headers,
+        body: csv,
+      });
+      expect(put.ok).toBe(true);
+
+      const sub = await server.submit("finetune", {
+        input: {
+          epochs: 2,
+          stepsPerEpoch: 200,
+          batchSize: 32,
+          hiddenUnits: 16,
+          trainFile: "train.csv",
+        },
+        files: { "train.csv": created.body.id },
+      });
+      expect(sub.status).toBe(202);
+      await server.waitForStatus(sub.body.id, "SUCCEEDED", WAIT_MS.done);
+      const out = (await server.fetch(`/v1/requests/${sub.body.id}/result`)).body.output;
+      const digest = createHash("sha256").update(csv).digest("hex");
+      expect(out).toMatchObject({ data: `train.csv:sha256:${digest}`, examples: 200, classes: 2 });
+      expect(out.accuracy).toBeGreaterThan(0.95);
+    },
+    WAIT_MS.done + 20_000,
   );
 });

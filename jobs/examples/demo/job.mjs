@@ -32,6 +32,9 @@
  *
  * On SIGTERM (unless ignoreSigterm) it writes its checkpoint and exits 143.
  * Logs: one stdout line per step, and a start line on stderr.
+ *
+ * It keeps the job contract by hand, as a job in any language can. A Python job gets each
+ * rule from one call of `longrun.job` (jobs/python), as jobs/examples/finetune/train.py does.
  */
 import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
