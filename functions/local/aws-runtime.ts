@@ -29,6 +29,7 @@ import {
   type CoreDeps,
   dispatchQueue,
   expireQueued,
+  type LifecycleListener,
   recordJobEvent,
   recoverInFlight,
   repairSweep,
@@ -47,6 +48,8 @@ export interface AwsRuntimeOptions {
   /** Period of the TTL expiry sweep; every 30th sweep is a repair sweep. */
   sweepIntervalMs: number;
   log: (line: string) => void;
+  /** Told of every state change (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
 }
@@ -199,6 +202,7 @@ export class AwsRuntime {
       compute: this.compute,
       logs: this.logs,
       allowPrivateWebhooks: options.allowPrivateWebhooks,
+      ...(options.listeners ? { listeners: options.listeners } : {}),
     });
     this.#poller = new DispatchPoller({
       client: clients.sqs,

@@ -8,9 +8,12 @@ import type { AddressInfo } from "node:net";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import type { LongrunConfig } from "../config/schema.ts";
-import type { CoreDeps } from "../core/index.ts";
+import { type CoreDeps, type LifecycleListener, listQueues } from "../core/index.ts";
+import { dashboardFromBuild } from "../dashboard/build.ts";
 import { createApi } from "../http/app.ts";
 import { tokenAuthenticator } from "../http/auth.ts";
+import { QueueHistory } from "../metrics/history.ts";
+import { PrometheusMetrics } from "../metrics/prometheus.ts";
 import { AwsRuntime } from "./aws-runtime.ts";
 import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
 import { createRequestListener, type NodeAdapterOptions } from "./node-server.ts";
@@ -34,6 +37,7 @@ async function createRuntime(
   settings: LocalSettings,
   config: LongrunConfig,
   baseUrl: () => string,
+  observers: { listeners: readonly LifecycleListener[]; onWebhookTried: (ok: boolean) => void },
 ): Promise<{
   runtime: Runtime;
   artifacts?: NodeAdapterOptions["artifacts"];
@@ -49,6 +53,7 @@ async function createRuntime(
       allowPrivateWebhooks: settings.allowPrivateWebhooks,
       sweepIntervalMs: settings.sweepIntervalMs,
       log,
+      listeners: observers.listeners,
     });
     const r = runtime.resources;
     const endpoint = process.env.AWS_ENDPOINT_URL ? ` at ${process.env.AWS_ENDPOINT_URL}` : "";
@@ -64,6 +69,7 @@ async function createRuntime(
     sweepIntervalMs: settings.sweepIntervalMs,
     baseUrl,
     log,
+    ...observers,
   });
   return {
     runtime,
@@ -72,14 +78,36 @@ async function createRuntime(
   };
 }
 
+/** How often the queue history samples every queue's counts for the dashboard's chart. */
+const SAMPLE_EVERY_MS = 10_000;
+
+/** Samples every queue now and then every {@link SAMPLE_EVERY_MS}; failures are skipped. */
+function sampleQueues(deps: CoreDeps, history: QueueHistory): NodeJS.Timeout {
+  const sample = async () => {
+    for (const q of await listQueues(deps)) history.record(q.name, q, deps.clock.now());
+  };
+  const tick = () =>
+    void sample().catch((e: unknown) => log(`queue sampling failed: ${String(e)}`));
+  tick();
+  const timer = setInterval(tick, SAMPLE_EVERY_MS);
+  timer.unref();
+  return timer;
+}
+
 async function main(): Promise<void> {
   const settings = readLocalSettings(process.env, process.cwd());
   const config = loadConfigFile(settings.configPath);
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
+  const metrics = new PrometheusMetrics(config.queues);
+  const history = new QueueHistory();
   const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
+    {
+      listeners: [metrics.figures, history],
+      onWebhookTried: (ok) => metrics.figures.webhookTried(ok),
+    },
   );
   const recovered = await runtime.start();
   if (recovered > 0) log(`recovered ${recovered} request(s) left in flight by the previous run`);
@@ -90,7 +118,11 @@ async function main(): Promise<void> {
     maxBodyBytes: MAX_BODY_BYTES,
     allowInsecureWebhooks: settings.allowPrivateWebhooks,
     ...(webhookSecret ? { webhookSecret } : {}),
+    metrics: () => metrics.render(runtime.deps.store),
+    history,
+    dashboard: dashboardFromBuild(),
   });
+  const sampler = sampleQueues(runtime.deps, history);
   const server = createServer(
     createRequestListener({
       handle: (req) => api.handle(req),
@@ -119,6 +151,7 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    clearInterval(sampler);
     log(`${signal}: stopping (running jobs get SIGTERM and are resumed on the next start)`);
     server.close();
     server.closeAllConnections();

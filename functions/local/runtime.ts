@@ -14,6 +14,8 @@ import {
   dispatchQueue,
   expireQueued,
   isTerminal,
+  type LifecycleListener,
+  listenAll,
   RequestStatus,
   recordJobEvent,
   recoverInFlight,
@@ -32,6 +34,10 @@ export interface EmbeddedOptions {
   /** The URL clients reach this server on; artifact URLs are built on it. */
   baseUrl: () => string;
   log: (line: string) => void;
+  /** Told of every state change besides the webhooks (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
+  /** Told of every webhook delivery try (metrics). */
+  onWebhookTried?: (ok: boolean) => void;
 }
 
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
@@ -82,6 +88,9 @@ export class EmbeddedRuntime {
       deliver: createDeliverer({ allowPrivate: options.allowPrivateWebhooks }),
       clock,
       log: options.log,
+      ...(options.onWebhookTried
+        ? { onAttempt: (_d, result) => options.onWebhookTried?.(result.ok) }
+        : {}),
     });
     this.#notifier = createWebhookNotifier({
       outbox: this.hooks,
@@ -108,7 +117,10 @@ export class EmbeddedRuntime {
       ids: { requestId: newRequestId },
       queues: config.queues,
       webhookGuard: createWebhookGuard({ allowPrivate: options.allowPrivateWebhooks }),
-      onChange: (request, change) => this.#notifier.onChange(request, change),
+      ...listenAll([
+        { onChange: (request, change) => this.#notifier.onChange(request, change) },
+        ...(options.listeners ?? []),
+      ]),
     };
   }
 

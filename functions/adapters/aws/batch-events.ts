@@ -169,8 +169,19 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
       const last = attempts.at(-1);
       const at = detail.stoppedAt ?? last?.stoppedAt ?? fallbackAt;
       const attempt = base + Math.max(attempts.length, 1);
+      // The ended attempt's own start (metrics: run time per attempt); absent if it never ran.
+      const ranFrom = last?.startedAt ?? null;
+      const startedAt = ranFrom !== null ? { startedAt: ranFrom } : {};
       if (detail.status === "SUCCEEDED") {
-        return { type: "exited", requestId, attempt, at, outcome: "succeeded", jobRef };
+        return {
+          type: "exited",
+          requestId,
+          attempt,
+          at,
+          outcome: "succeeded",
+          jobRef,
+          ...startedAt,
+        };
       }
       const reasons = [detail.statusReason, last?.statusReason];
       if (reasons.some((r) => r && TIMEOUT_STATUS_REASON.test(r))) {
@@ -181,6 +192,7 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
           at,
           outcome: "timeout",
           jobRef,
+          ...startedAt,
           message: `attempt ${attempt} ran longer than its timeout (${detail.statusReason ?? last?.statusReason})`,
         };
       }
@@ -191,6 +203,7 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
         at,
         outcome: "failed",
         jobRef,
+        ...startedAt,
         message: failureMessage(detail, last),
       };
     }

@@ -7,7 +7,12 @@ import { AWS_ENV } from "../../config/env.ts";
 import type { LongrunConfig, QueueConfig } from "../../config/schema.ts";
 import type { Compute, LaunchOptions, LogStore } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
-import type { CoreDeps } from "../../core/usecases/deps.ts";
+import {
+  type ChangeEvent,
+  type CoreDeps,
+  type LifecycleListener,
+  listenAll,
+} from "../../core/usecases/deps.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../../webhooks/outbox.ts";
 import { newRequestId } from "../ids.ts";
 import { createWebhookGuard } from "../net/webhook-guard.ts";
@@ -142,6 +147,8 @@ export interface AwsDepsOptions {
   /** Default: CloudWatch Logs of the Batch jobs. */
   logs?: LogStore;
   allowPrivateWebhooks?: boolean;
+  /** Told of every state change besides the webhooks (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
 }
 
 /** CoreDeps on AWS, with the webhook notifier when the deployment has a webhooks queue. */
@@ -212,11 +219,12 @@ export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
     ids: { requestId: newRequestId },
     queues,
     webhookGuard: createWebhookGuard({ allowPrivate: opts.allowPrivateWebhooks === true }),
-    ...(webhooks
-      ? {
-          webhooks,
-          onChange: (request: RequestRecord, change) => webhooks.onChange(request, change),
-        }
-      : {}),
+    ...(webhooks ? { webhooks } : {}),
+    ...listenAll([
+      ...(webhooks
+        ? [{ onChange: (r: RequestRecord, c: ChangeEvent) => webhooks.onChange(r, c) }]
+        : []),
+      ...(opts.listeners ?? []),
+    ]),
   };
 }

@@ -12,7 +12,7 @@ import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
 
 type LifecycleDeps = Pick<
   CoreDeps,
-  "store" | "trigger" | "compute" | "clock" | "queues" | "onChange"
+  "store" | "trigger" | "compute" | "clock" | "queues" | "onChange" | "observe"
 >;
 
 /** A transition stamped with the time of the change (`updatedAt`). */
@@ -152,6 +152,9 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
           ...(event.jobRef ? { jobRef: event.jobRef } : {}),
         },
       });
+      if (updated) {
+        deps.observe?.({ type: "running", request: updated, attempt: event.attempt, at: event.at });
+      }
       if (updated && current.startedAt === null) deps.onChange?.(updated, "started");
       return;
     }
@@ -168,7 +171,12 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
     case "exited":
       await finishAttempt(
         current,
-        { outcome: event.outcome, message: event.message, at: event.at },
+        {
+          outcome: event.outcome,
+          message: event.message,
+          at: event.at,
+          ...(event.startedAt !== undefined ? { startedAt: event.startedAt } : {}),
+        },
         deps,
       );
       return;
@@ -179,6 +187,8 @@ export interface AttemptEnd {
   outcome: "succeeded" | "failed" | "timeout" | "lost";
   message?: string | undefined;
   at?: number;
+  /** When the attempt's job began to run, where the backend reports it (metrics only). */
+  startedAt?: number;
 }
 
 /**
@@ -227,6 +237,7 @@ async function tryFinishAttempt(
       set: { attempt: request.attempt + 1, jobRef: null },
     });
     if (!retried) return "raced";
+    observeAttemptEnd(deps, retried, request.attempt, at, end);
     await launchAttempt(retried, queue, deps);
     return "done";
   }
@@ -264,9 +275,27 @@ async function tryFinishAttempt(
     set: { finishedAt: at, error },
   });
   if (!finished) return "raced";
+  observeAttemptEnd(deps, finished, request.attempt, at, end);
   deps.onChange?.(finished, "completed");
   if (queue) await deps.trigger.wake(request.queue);
   return "done";
+}
+
+function observeAttemptEnd(
+  deps: Pick<CoreDeps, "observe">,
+  request: RequestRecord,
+  attempt: number,
+  at: number,
+  end: AttemptEnd,
+): void {
+  deps.observe?.({
+    type: "attemptEnded",
+    request,
+    attempt,
+    at,
+    outcome: end.outcome,
+    startedAt: end.startedAt,
+  });
 }
 
 /**

@@ -32,7 +32,10 @@ export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
  */
 export async function submitRequest(
   cmd: SubmitCommand,
-  deps: Pick<CoreDeps, "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard">,
+  deps: Pick<
+    CoreDeps,
+    "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard" | "observe"
+  >,
 ): Promise<SubmitOutcome> {
   const queue = queueOrThrow(deps.queues, cmd.queue);
   const { body } = cmd;
@@ -83,6 +86,7 @@ export async function submitRequest(
     maxQueued: queue.maxQueued,
     retryAfterSeconds: QUEUE_FULL_RETRY_AFTER_SECONDS,
   });
+  if (outcome.kind === "created") deps.observe?.({ type: "submitted", request: outcome.request });
   // A replay wakes the dispatcher too: if the first submit crashed between its write and
   // its wake-up, the retry by the caller is what gets the request going.
   await deps.trigger.wake(queue.name);
