@@ -4,6 +4,7 @@
  */
 import type { QueueConfig } from "../config/schema.ts";
 import type { Progress, RequestPatch, RequestRecord, RequestStatus } from "./request.ts";
+import type { UploadRecord } from "./upload.ts";
 
 export interface Clock {
   /** epoch milliseconds */
@@ -13,6 +14,8 @@ export interface Clock {
 export interface Ids {
   /** A new, sortable, unique request id (`req_<ULID>`). */
   requestId(): string;
+  /** A new unique upload id (`upl_<ULID>`); needed only where uploads are served. */
+  uploadId?(): string;
 }
 
 export interface IdempotencyClaim {
@@ -250,3 +253,63 @@ export interface LogStore {
 
 /** Checks a webhook target at submit; throws InvalidRequestError when it is refused. */
 export type WebhookGuard = (url: string) => Promise<void>;
+
+/**
+ * Upload records (SPEC §2 "Uploads"). Each method is one single-item write or read, O(1)
+ * whatever the number of uploads. An upload whose `expiresAt` has passed reads as absent
+ * even before it is deleted (DynamoDB TTL deletes late; the embedded sweep runs hourly).
+ */
+export interface UploadStore {
+  /** Inserts a new PENDING upload; the id is fresh, so this never overwrites. */
+  create(upload: UploadRecord): Promise<void>;
+  /** The upload, or null when there is none (or it has expired) at `now`. */
+  get(id: string, now: number): Promise<UploadRecord | null>;
+  /**
+   * PENDING → READY, one conditional write; the READY upload, or null when there is no
+   * such upload. Marking a READY upload again returns it unchanged.
+   */
+  markReady(id: string, now: number): Promise<UploadRecord | null>;
+  /** Optional (retention, where the database has no TTL): ids expired at `now`, oldest first. */
+  findExpired?(now: number, limit: number): Promise<string[]>;
+  /** Optional (retention): deletes the record; false when it was gone. */
+  delete?(id: string): Promise<boolean>;
+}
+
+/** Where and how a caller PUTs an upload's bytes (the `url` and `headers` of SPEC §2). */
+export interface UploadTarget {
+  url: string;
+  /** Headers the PUT must carry (they are part of the signature). */
+  headers: Record<string, string>;
+  /** Epoch ms after which the URL is refused. */
+  expiresAt: number;
+}
+
+/**
+ * The bytes behind uploads and request files, and checkpoints handed from one request to
+ * its retry (S3 on AWS, the data directory embedded). Copies are made by the storage
+ * itself (S3 CopyObject, a hard link): the bytes never pass through the caller.
+ */
+export interface FileStore {
+  /** A signed PUT for the upload's bytes, valid until `expiresAt` (epoch ms). */
+  uploadTarget(upload: UploadRecord, expiresAt: number): Promise<UploadTarget>;
+  /** Size of the upload's stored bytes; null when nothing has arrived. */
+  uploadedSize(upload: UploadRecord): Promise<number | null>;
+  /**
+   * Makes the request's own copy `name` of a READY upload's bytes.
+   * @throws InvalidRequestError (field `files.<name>`) when the bytes are gone or are not
+   *   `upload.size` long (a concurrent expiry): the request must not be written then.
+   */
+  attachUpload(requestId: string, name: string, upload: UploadRecord): Promise<void>;
+  /** Copies the files `names` of request `from` to request `to` (a retry keeps its own). */
+  copyRequestFiles(from: string, to: string, names: readonly string[]): Promise<void>;
+  /** Deletes every file of a request (a submit that was not written; retention). Idempotent. */
+  deleteRequestFiles(requestId: string): Promise<void>;
+  /**
+   * Copies the last saved checkpoint of request `from` to request `to` (which has none), so
+   * the first attempt of `to` starts from it; `from` stays as it was.
+   * @returns false when `from` has no checkpoint.
+   */
+  copyCheckpoint(from: string, to: string): Promise<boolean>;
+  /** Deletes the checkpoint of a request that was not written. Idempotent. */
+  deleteCheckpoint(requestId: string): Promise<void>;
+}

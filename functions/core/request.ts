@@ -133,6 +133,18 @@ export interface RequestRecord {
   error: RequestError | null;
   /** The compute backend's handle for the current attempt (a process id, a Batch job id). */
   jobRef: string | null;
+  /**
+   * The request's input files by name (SPEC §2 `files`): its own copies, made at submit,
+   * which the job finds in LONGRUN_INPUT_DIR. Absent reads as none.
+   */
+  files?: Record<string, RequestFile>;
+  /** The request this one retries (POST /v1/requests/{id}/retry); absent reads as null. */
+  retryOf?: string | null;
+}
+
+/** One input file a request keeps (its own copy of an upload, or of the request it retries). */
+export interface RequestFile {
+  size: number;
 }
 
 /** Fields a transition may change besides `status`. */

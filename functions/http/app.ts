@@ -7,6 +7,7 @@
 import type { z } from "zod";
 import { QUEUE_NAME_PATTERN } from "../config/schema.ts";
 import { NotFoundError } from "../core/errors.ts";
+import type { SubmitOutcome } from "../core/ports.ts";
 import { RequestStatus } from "../core/request.ts";
 import { type CoreDeps, queueOrThrow } from "../core/usecases/deps.ts";
 import { cancelRequest } from "../core/usecases/lifecycle.ts";
@@ -18,23 +19,27 @@ import {
   queueStats,
   readLogs,
 } from "../core/usecases/queries.ts";
-import { submitRequest } from "../core/usecases/submit.ts";
+import { retryRequest, submitRequest } from "../core/usecases/submit.ts";
+import { createUpload, getUpload } from "../core/usecases/uploads.ts";
 import { QueueHistory } from "../metrics/history.ts";
 import { type DashboardAssets, dashboardHeaders } from "./dashboard.ts";
 import { OPERATIONS, type OperationId, openApiJson } from "./openapi.ts";
 import { HttpProblem, toProblem, ValidationFailure } from "./problem.ts";
 import {
+  CreateUploadBodySchema,
   IdempotencyKeySchema,
   ListQuerySchema,
   LogsQuerySchema,
   parseSubmitBody,
   type QueueStatsJson,
   REQUEST_ID_PATTERN,
+  RetryBodySchema,
   StatsQuerySchema,
   submitBodySchema,
+  UPLOAD_ID_PATTERN,
 } from "./schemas.ts";
 import type { HttpRequest, HttpResponse } from "./types.ts";
-import { listView, queueView, requestView } from "./views.ts";
+import { listView, queueView, requestView, uploadView } from "./views.ts";
 
 /** Resolves the caller's tenant from the request headers; null when it is not known. */
 export type Authenticate = (
@@ -184,6 +189,21 @@ function queueParam(ctx: Context): string {
   return name;
 }
 
+/** A malformed upload id cannot name an upload, so it is simply not found. */
+function uploadIdParam(ctx: Context): string {
+  const id = ctx.params.id ?? "";
+  if (!UPLOAD_ID_PATTERN.test(id)) throw new NotFoundError("upload", id);
+  return id;
+}
+
+/** The `Idempotency-Key` header, validated; undefined when absent. */
+function idempotencyKeyOf(ctx: Context): string | undefined {
+  const keyHeader = ctx.request.headers["idempotency-key"];
+  return keyHeader === undefined
+    ? undefined
+    : validated(IdempotencyKeySchema, keyHeader, "Idempotency-Key");
+}
+
 /** A malformed id cannot name a request, so it is simply not found. */
 function idParam(ctx: Context): string {
   const id = ctx.params.id ?? "";
@@ -248,16 +268,27 @@ export function createApi(options: ApiOptions): Api {
     allowInsecureWebhooks: options.allowInsecureWebhooks ?? false,
   });
 
+  /** The answer to a submit or a retry: 202 with Location, or 200 for a replay. */
+  async function submitted(outcome: SubmitOutcome): Promise<HttpResponse> {
+    const r = outcome.request;
+    const position =
+      r.status !== RequestStatus.QUEUED
+        ? null
+        : outcome.kind === "created" && outcome.position !== undefined
+          ? outcome.position
+          : await deps.store.position(r);
+    const view = requestView(r, position);
+    return outcome.kind === "created"
+      ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
+      : json(200, view, { "idempotent-replayed": "true" });
+  }
+
   const handlers: Record<OperationId, Handler> = {
     async submitRequest(ctx) {
       const queue = queueParam(ctx);
       // An unknown queue answers 404 before the body is looked at: nothing else matters.
       queueOrThrow(deps.queues, queue);
-      const keyHeader = ctx.request.headers["idempotency-key"];
-      let idempotencyKey: string | undefined;
-      if (keyHeader !== undefined) {
-        idempotencyKey = validated(IdempotencyKeySchema, keyHeader, "Idempotency-Key");
-      }
+      const idempotencyKey = idempotencyKeyOf(ctx);
       const raw = parseJsonBody(ctx.request.body);
       const parsed = parseSubmitBody(raw, submitSchema);
       if (!parsed.success) throw new ValidationFailure(parsed.error, "(body)");
@@ -265,17 +296,47 @@ export function createApi(options: ApiOptions): Api {
         { tenant: ctx.tenant, queue, body: parsed.data, rawBody: raw, idempotencyKey },
         deps,
       );
-      const r = outcome.request;
-      const position =
-        r.status !== RequestStatus.QUEUED
-          ? null
-          : outcome.kind === "created" && outcome.position !== undefined
-            ? outcome.position
-            : await deps.store.position(r);
-      const view = requestView(r, position);
-      return outcome.kind === "created"
-        ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
-        : json(200, view, { "idempotent-replayed": "true" });
+      return submitted(outcome);
+    },
+
+    async retryRequest(ctx) {
+      const id = idParam(ctx);
+      const idempotencyKey = idempotencyKeyOf(ctx);
+      const raw = bodyLength(ctx.request.body) === 0 ? {} : parseJsonBody(ctx.request.body);
+      const body = validated(RetryBodySchema, raw, "(body)");
+      const outcome = await retryRequest(
+        {
+          tenant: ctx.tenant,
+          id,
+          fromCheckpoint: body.fromCheckpoint ?? true,
+          idempotencyKey,
+        },
+        deps,
+      );
+      return submitted(outcome);
+    },
+
+    async createUpload(ctx) {
+      const body = validated(CreateUploadBodySchema, parseJsonBody(ctx.request.body), "(body)");
+      const { upload, target } = await createUpload(
+        { tenant: ctx.tenant, filename: body.filename, size: body.size, sha256: body.sha256 },
+        deps,
+      );
+      return json(
+        201,
+        {
+          id: upload.id,
+          method: "PUT",
+          url: target.url,
+          headers: target.headers,
+          expiresAt: new Date(target.expiresAt).toISOString(),
+        },
+        { location: `/v1/uploads/${encodeURIComponent(upload.id)}` },
+      );
+    },
+
+    async getUpload(ctx) {
+      return json(200, uploadView(await getUpload(ctx.tenant, uploadIdParam(ctx), deps)));
     },
 
     async listRequests(ctx) {

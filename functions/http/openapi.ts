@@ -17,6 +17,7 @@ import {
   queryParamDocs,
   RequestIdSchema,
   StatsQuerySchema,
+  UploadIdSchema,
 } from "./schemas.ts";
 
 type JsonSchema = Record<string, unknown>;
@@ -39,7 +40,7 @@ export interface Operation {
   /** Problem statuses this route can answer besides 401 (on auth routes) and 500. */
   readonly problems: readonly number[];
   readonly query?: "list" | "logs" | "stats";
-  readonly body?: "SubmitBody";
+  readonly body?: "SubmitBody" | "RetryBody" | "CreateUploadBody";
   readonly headers?: Readonly<Record<string, { description: string; schema: string }>>;
 }
 
@@ -104,6 +105,44 @@ export const OPERATIONS = [
       },
     },
     problems: [404, 409],
+  },
+  {
+    operationId: "retryRequest",
+    method: "POST",
+    path: "/v1/requests/{id}/retry",
+    auth: true,
+    summary: "Submit a FAILED, CANCELLED or EXPIRED request again, from its last checkpoint",
+    body: "RetryBody",
+    success: {
+      "202": {
+        description: "A new request (`retryOf` names the old one; header Location).",
+        schema: "Request",
+      },
+      "200": {
+        description: "Replayed: the request an earlier retry with the same key created.",
+        schema: "Request",
+      },
+    },
+    problems: [400, 404, 409, 413, 429],
+  },
+  {
+    operationId: "createUpload",
+    method: "POST",
+    path: "/v1/uploads",
+    auth: true,
+    summary: "Start an upload: a signed URL to PUT a file's bytes to",
+    body: "CreateUploadBody",
+    success: { "201": { description: "PUT the bytes to `url`.", schema: "UploadCreated" } },
+    problems: [400, 404, 413],
+  },
+  {
+    operationId: "getUpload",
+    method: "GET",
+    path: "/v1/uploads/{id}",
+    auth: true,
+    summary: "Status of an upload",
+    success: { "200": { description: "The upload.", schema: "Upload" } },
+    problems: [404],
   },
   {
     operationId: "readLogs",
@@ -281,14 +320,15 @@ function pathParameters(path: string): JsonSchema[] {
   const params: JsonSchema[] = [];
   for (const m of path.matchAll(/\{([a-z]+)\}/g)) {
     const name = m[1] ?? "";
-    params.push({
-      name,
-      in: "path",
-      required: true,
-      schema: plainSchema(
-        name === "queue" ? QueueNameSchema : name === "asset" ? AssetNameSchema : RequestIdSchema,
-      ),
-    });
+    const schema =
+      name === "queue"
+        ? QueueNameSchema
+        : name === "asset"
+          ? AssetNameSchema
+          : path.startsWith("/v1/uploads/")
+            ? UploadIdSchema
+            : RequestIdSchema;
+    params.push({ name, in: "path", required: true, schema: plainSchema(schema) });
   }
   return params;
 }
@@ -311,7 +351,8 @@ function operationObject(op: Operation): JsonSchema {
   if (op.query === "list") parameters.push(...queryParameters(ListQuerySchema));
   if (op.query === "logs") parameters.push(...queryParameters(LogsQuerySchema));
   if (op.query === "stats") parameters.push(...queryParameters(StatsQuerySchema));
-  if (op.body) {
+  // Submits and retries take an Idempotency-Key; creating an upload is cheap to repeat.
+  if (op.body === "SubmitBody" || op.body === "RetryBody") {
     parameters.push({
       name: "Idempotency-Key",
       in: "header",
@@ -323,13 +364,14 @@ function operationObject(op: Operation): JsonSchema {
   const responses: Record<string, JsonSchema> = {};
   for (const [status, s] of Object.entries(op.success)) {
     const headers: Record<string, unknown> = {};
-    if (op.operationId === "submitRequest" && status === "202") {
+    const submits = op.operationId === "submitRequest" || op.operationId === "retryRequest";
+    if (submits && status === "202") {
       headers.Location = {
         description: "/v1/requests/{id} of the new request.",
         schema: { type: "string" },
       };
     }
-    if (op.operationId === "submitRequest" && status === "200") {
+    if (submits && status === "200") {
       headers["Idempotent-Replayed"] = {
         description: "Always `true`: this answer replays an earlier submit.",
         schema: { type: "string", enum: ["true"] },
@@ -363,7 +405,8 @@ function operationObject(op: Operation): JsonSchema {
     ...(op.body
       ? {
           requestBody: {
-            required: true,
+            // A retry's body is optional: none means the defaults.
+            required: op.body !== "RetryBody",
             description: "JSON, at most 256 KiB unless configured. Unknown fields are refused.",
             content: { "application/json": { schema: ref(op.body) } },
           },

@@ -357,6 +357,8 @@ describe("submit --wait progress on a terminal", () => {
       cancelRequested: false,
       position: null,
       error: null,
+      files: {},
+      retryOf: null,
     } satisfies Partial<LongrunRequest>;
     const at = (current: number, status: LongrunRequest["status"]): LongrunRequest => ({
       ...base,

@@ -189,7 +189,9 @@ describe("dashboard in Chromium", () => {
     await expect.poll(() => statusBadge(page).textContent()).toBe("FAILED");
     await page.getByRole("button", { name: "Retry" }).click();
     expectedErrors.push(/status of 429/);
-    await expect.poll(() => page.getByRole("alert").textContent()).toMatch(/full/);
+    await expect
+      .poll(() => page.getByRole("alert").textContent())
+      .toMatch(/queue "solo" already holds 1 queued/);
     await server.fetch(`/v1/requests/${holder}/cancel`, { method: "POST" });
   }, 120_000);
 

@@ -8,6 +8,7 @@
  *   idempotency  pk = IDEM#<tenant>#<key>     sk = IDEM
  *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
  *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
+ *   upload       pk = UPL#<id>                sk = UPL        (dynamo-uploads.ts; `ttl` at expiry)
  */
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
@@ -96,6 +97,8 @@ export const S3_PREFIX = {
   outputs: "outputs/",
   checkpoints: "checkpoints/",
   logs: "logs/",
+  /** Uploads' bytes, `uploads/<tenant>/<id>`; a lifecycle rule deletes them after a day. */
+  uploads: "uploads/",
 } as const;
 
 /** Names the embedded server and tests give resources when they create them themselves. */

@@ -227,6 +227,9 @@ export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): Request
     progress: plain(r.progress),
     error: plain(r.error),
     jobRef: r.jobRef,
+    // Written only when set, so items of requests without them stay as they were.
+    ...(r.files && Object.keys(r.files).length > 0 ? { files: plain(r.files) } : {}),
+    ...(r.retryOf ? { retryOf: r.retryOf } : {}),
     rev: 0,
     ...(idem ? { idemPk: idemPk(r.tenant, idem.key) } : {}),
     [INDEXES.ready.partitionKey]: readyPk(r.queue),
@@ -266,6 +269,9 @@ function fromItem(item: Record<string, unknown>): RequestRecord {
     progress: i.progress ?? null,
     error: i.error ?? null,
     jobRef: i.jobRef ?? null,
+    // Only when set, so a record without them reads back exactly as it was written.
+    ...(i.files ? { files: i.files } : {}),
+    ...(i.retryOf ? { retryOf: i.retryOf } : {}),
   };
 }
 

@@ -122,6 +122,27 @@ INSERT INTO queued_by_priority (queue, priority, queued)
   GROUP BY queue, priority;
 `;
 
+/**
+ * Columns added after schema 2, each added where it is missing. Adding a nullable column
+ * changes no row and no index, so it needs no version of its own: an older build simply
+ * never reads it.
+ */
+const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
+  // The request's input files, JSON `{name: {size}}` (uploads).
+  ["files", "TEXT"],
+  // The request this one retries.
+  ["retry_of", "TEXT"],
+];
+
+function addMissingColumns(db: Database.Database): void {
+  const have = new Set(
+    (db.prepare("PRAGMA table_info(requests)").all() as { name: string }[]).map((c) => c.name),
+  );
+  for (const [name, type] of ADDED_COLUMNS) {
+    if (!have.has(name)) db.exec(`ALTER TABLE requests ADD COLUMN ${name} ${type}`);
+  }
+}
+
 function migrate(db: Database.Database): void {
   db.transaction(() => {
     const version = db.pragma("user_version", { simple: true }) as number;
@@ -131,6 +152,7 @@ function migrate(db: Database.Database): void {
       );
     }
     db.exec(SCHEMA);
+    addMissingColumns(db);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
@@ -145,11 +167,13 @@ const SQL = {
     INSERT INTO requests (
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
       created_at, started_at, finished_at, updated_at, attempt, max_attempts, cancel_requested,
-      timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
+      timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
+      files, retry_of
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
       @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @cancel_requested,
-      @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
+      @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
+      @files, @retry_of
     )`,
   getKey:
     "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
@@ -321,6 +345,9 @@ interface RequestRow {
   progress: string | null;
   error: string | null;
   job_ref: string | null;
+  /** JSON `{name: {size}}`; null when the request has no files. */
+  files: string | null;
+  retry_of: string | null;
 }
 
 function jsonOrNull(value: unknown): string | null {
@@ -357,6 +384,8 @@ export function toRow(r: RequestRecord): RequestRow {
     progress: jsonOrNull(r.progress),
     error: jsonOrNull(r.error),
     job_ref: r.jobRef,
+    files: r.files && Object.keys(r.files).length > 0 ? JSON.stringify(r.files) : null,
+    retry_of: r.retryOf ?? null,
   };
 }
 
@@ -384,6 +413,9 @@ function fromRow(row: RequestRow): RequestRecord {
     progress: parseOrNull(row.progress),
     error: parseOrNull(row.error),
     jobRef: row.job_ref,
+    // Only when set, so a record without them reads back exactly as it was written.
+    ...(row.files !== null && row.files !== undefined ? { files: JSON.parse(row.files) } : {}),
+    ...(row.retry_of ? { retryOf: row.retry_of } : {}),
   };
 }
 

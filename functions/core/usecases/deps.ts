@@ -4,10 +4,12 @@ import type {
   Clock,
   Compute,
   DispatchTrigger,
+  FileStore,
   Ids,
   LogStore,
   RequestStore,
   ResultStore,
+  UploadStore,
   WebhookGuard,
 } from "../ports.ts";
 import type { RequestRecord } from "../request.ts";
@@ -23,6 +25,12 @@ export interface CoreDeps {
   ids: Ids;
   queues: Readonly<Record<string, QueueConfig>>;
   webhookGuard?: WebhookGuard;
+  /** Upload records; absent where uploads are not served (a submit naming files is refused). */
+  uploads?: UploadStore;
+  /** Upload bytes, request files and checkpoint copies; present with `uploads`. */
+  files?: FileStore;
+  /** Largest upload accepted, in bytes (`LONGRUN_MAX_UPLOAD_BYTES`). */
+  maxUploadBytes?: number;
   /** Told of every state change a use case made (webhooks, metrics). Must not throw. */
   onChange?: (request: RequestRecord, event: ChangeEvent) => void;
   /**

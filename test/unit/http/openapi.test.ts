@@ -33,6 +33,9 @@ const SPEC_ROUTES = [
   "get /v1/requests/{id}",
   "get /v1/requests/{id}/result",
   "post /v1/requests/{id}/cancel",
+  "post /v1/requests/{id}/retry",
+  "post /v1/uploads",
+  "get /v1/uploads/{id}",
   "get /v1/queues",
   "get /v1/queues/{queue}",
   "get /v1/requests/{id}/logs",
@@ -165,6 +168,8 @@ describe("OpenAPI document", () => {
         "position",
         "progress",
         "error",
+        "files",
+        "retryOf",
       ].sort(),
     );
     expect(doc.components.schemas.RequestSummary.properties.input).toBeUndefined();

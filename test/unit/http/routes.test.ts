@@ -48,6 +48,8 @@ describe("submit", () => {
       position: 0,
       progress: null,
       error: null,
+      files: {},
+      retryOf: null,
     });
     expect(Object.keys(r.json)).not.toContain("tenant");
   });
