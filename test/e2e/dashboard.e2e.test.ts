@@ -25,7 +25,7 @@ const expectedErrors: RegExp[] = [];
 async function screenshot(page: Page, name: string): Promise<void> {
   const dir = SHOTS ?? join(server.dataDir, "screenshots");
   mkdirSync(dir, { recursive: true });
-  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: SHOTS === undefined });
+  await page.screenshot({ path: join(dir, `${name}.png`), fullPage: true });
 }
 
 async function submit(queue: string, input: unknown): Promise<string> {
