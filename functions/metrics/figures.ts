@@ -4,6 +4,8 @@
  * publish them to CloudWatch in embedded metric format (emf.ts). This module is their one
  * home: names, help texts, buckets, and how lifecycle facts become figures.
  */
+import type { QueueConfig } from "../config/schema.ts";
+import type { RequestStore } from "../core/ports.ts";
 import type { RequestRecord, RequestStatus } from "../core/request.ts";
 import type { ChangeEvent, LifecycleEvent } from "../core/usecases/deps.ts";
 
@@ -39,6 +41,26 @@ export const PROM_METRICS = {
     help: "Webhook delivery tries by result: delivered (2xx) or failed (retried later or dead).",
     labels: ["result"],
   },
+} as const;
+
+/**
+ * The same figures on CloudWatch (Lambda, embedded metric format through Powertools
+ * Metrics): namespace and `service` dimension from POWERTOOLS_ENV, plus the dimensions named
+ * here. The stack's dashboard and alarms (infra/constructs/operations.ts) read these names.
+ */
+export const CLOUDWATCH_METRICS = {
+  /** Count; dimension `queue`. */
+  submitted: "RequestsSubmitted",
+  /** Count; dimensions `queue`, `status` (a final status). */
+  finished: "RequestsFinished",
+  /** Seconds; dimension `queue`. */
+  wait: "WaitSeconds",
+  /** Seconds per attempt; dimension `queue`. */
+  run: "RunSeconds",
+  /** Count; dimension `result` (delivered, failed). */
+  webhookDeliveries: "WebhookDeliveries",
+  /** Count, published by the repair sweep; dimensions `queue`, `status` (QUEUED, STARTING, RUNNING). */
+  queueRequests: "QueueRequests",
 } as const;
 
 /** The statuses `longrun_queue_requests` reports. */
@@ -127,4 +149,30 @@ export class LifecycleFigures {
       // As above.
     }
   }
+}
+
+/**
+ * Each queue's QUEUED, STARTING and RUNNING counts: QUEUED from the queue's counter, the
+ * others from the active requests, of which there are at most the sum of the queues'
+ * `maxRunning`, so this costs the same whatever the table holds.
+ */
+export async function countQueueRequests(
+  store: RequestStore,
+  queues: Readonly<Record<string, QueueConfig>>,
+): Promise<Map<string, Record<(typeof GAUGE_STATUSES)[number], number>>> {
+  const names = Object.keys(queues);
+  const limit = names.reduce((n, q) => n + (queues[q]?.maxRunning ?? 0), 0) + 1;
+  const [counts, active] = await Promise.all([
+    Promise.all(names.map((q) => store.queueCounts(q))),
+    store.findActive(limit),
+  ]);
+  const out = new Map<string, Record<(typeof GAUGE_STATUSES)[number], number>>();
+  names.forEach((queue, i) => {
+    out.set(queue, { QUEUED: counts[i]?.queued ?? 0, STARTING: 0, RUNNING: 0 });
+  });
+  for (const r of active) {
+    const row = out.get(r.queue);
+    if (row && (r.status === "STARTING" || r.status === "RUNNING")) row[r.status]++;
+  }
+  return out;
 }

@@ -8,6 +8,7 @@ import type { QueueConfig } from "../config/schema.ts";
 import type { RequestStore } from "../core/ports.ts";
 import { type RequestStatus, TERMINAL_STATUSES } from "../core/request.ts";
 import {
+  countQueueRequests,
   DURATION_BUCKETS,
   type FigureSink,
   GAUGE_STATUSES,
@@ -80,33 +81,17 @@ export class PrometheusMetrics implements FigureSink {
   }
 
   /**
-   * The text exposition (format 0.0.4). The gauge is read now: QUEUED from the queue's
-   * counter, STARTING and RUNNING from the active requests, of which there are at most the
-   * sum of the queues' `maxRunning`, so a scrape costs the same whatever the table holds.
+   * The text exposition (format 0.0.4). The gauge is read from the store now, so a scrape
+   * is never stale (see {@link countQueueRequests} for its cost).
    */
   async render(store: RequestStore): Promise<{ contentType: string; body: string }> {
-    const names = Object.keys(this.queues);
-    const limit = names.reduce((n, q) => n + (this.queues[q]?.maxRunning ?? 0), 0) + 1;
-    const [counts, active] = await Promise.all([
-      Promise.all(names.map((q) => store.queueCounts(q))),
-      store.findActive(limit),
-    ]);
+    const counts = await countQueueRequests(store, this.queues);
     this.#queueRequests.reset();
-    names.forEach((queue, i) => {
-      const byStatus: Record<(typeof GAUGE_STATUSES)[number], number> = {
-        QUEUED: counts[i]?.queued ?? 0,
-        STARTING: 0,
-        RUNNING: 0,
-      };
-      for (const r of active) {
-        if (r.queue === queue && (r.status === "STARTING" || r.status === "RUNNING")) {
-          byStatus[r.status]++;
-        }
-      }
+    for (const [queue, byStatus] of counts) {
       for (const status of GAUGE_STATUSES) {
         this.#queueRequests.set({ queue, status }, byStatus[status]);
       }
-    });
+    }
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
 }

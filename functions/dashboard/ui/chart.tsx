@@ -19,7 +19,7 @@ function scaleY(v: number, max: number): number {
   return PAD.top + (1 - v / Math.max(1, max)) * (H - PAD.top - PAD.bottom);
 }
 
-/** A step line: the count holds until the next sample. */
+/** A step line: each count holds until the next sample, the last one until now. */
 function stepPoints(
   points: { t: number; v: number }[],
   from: number,
@@ -33,6 +33,8 @@ function stepPoints(
     if (i > 0) out.push(`${x},${scaleY(points[i - 1]?.v ?? 0, max).toFixed(1)}`);
     out.push(`${x},${y}`);
   });
+  const last = points.at(-1);
+  if (last) out.push(`${scaleX(to, from, to).toFixed(1)},${scaleY(last.v, max).toFixed(1)}`);
   return out.join(" ");
 }
 
