@@ -12,6 +12,8 @@ export const ENV = {
   webhookAllowPrivate: "LONGRUN_WEBHOOK_ALLOW_PRIVATE",
   sweepIntervalMs: "LONGRUN_SWEEP_INTERVAL_MS",
   publicUrl: "LONGRUN_PUBLIC_URL",
+  /** A folder holding the built dashboard (the HTTP Lambda's bundle ships one). */
+  uiDir: "LONGRUN_UI_DIR",
 } as const;
 
 /**

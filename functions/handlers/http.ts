@@ -11,8 +11,10 @@ import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
 import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import { ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
+import { dashboardFromDir } from "../dashboard/assets.ts";
 import { type Api, createApi } from "../http/app.ts";
 import { claimAuthenticator } from "../http/auth.ts";
+import type { DashboardAssets } from "../http/dashboard.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "./apigw.ts";
 import { lambdaClients, lambdaDeps, lambdaResources, logger, tenantClaim } from "./context.ts";
 
@@ -29,12 +31,15 @@ export function createHttpHandler(
   options: {
     webhookSecret?: (tenant: string) => Promise<string>;
     allowInsecureWebhooks?: boolean;
+    /** The dashboard's files (the bundle's LONGRUN_UI_DIR). */
+    dashboard?: DashboardAssets;
   } = {},
 ): (event: Event) => Promise<APIGatewayProxyStructuredResultV2> {
   const api: Api = createApi({
     deps,
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
+    ...(options.dashboard ? { dashboard: options.dashboard } : {}),
     authenticate: claimAuthenticator(claim),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
@@ -53,12 +58,14 @@ let cached: ReturnType<typeof createHttpHandler> | undefined;
 export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2> => {
   if (!cached) {
     const resources = lambdaResources();
+    const uiDir = process.env[ENV.uiDir];
     const secrets = resources.webhooksQueueUrl
       ? new DynamoWebhookSecrets(lambdaClients().dynamo, resources.tableName)
       : undefined;
     cached = createHttpHandler(lambdaDeps(), tenantClaim(), {
       ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+      ...(uiDir ? { dashboard: dashboardFromDir(uiDir) } : {}),
     });
   }
   return cached(event);

@@ -432,6 +432,10 @@ export function createApi(options: ApiOptions): Api {
       return { status: 302, headers: { location: "/ui/" }, body: "" };
     },
 
+    async dashboardSlash() {
+      return { status: 302, headers: { location: "/ui/" }, body: "" };
+    },
+
     async dashboard() {
       return serveDashboardFile("index.html");
     },

@@ -209,6 +209,15 @@ export const OPERATIONS = [
     problems: [],
   },
   {
+    operationId: "dashboardSlash",
+    method: "GET",
+    path: "/ui",
+    auth: false,
+    summary: "Redirects to the dashboard",
+    success: { "302": { description: "Location: /ui/", schema: "-" } },
+    problems: [],
+  },
+  {
     operationId: "dashboard",
     method: "GET",
     path: "/ui/",

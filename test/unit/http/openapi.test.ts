@@ -45,12 +45,13 @@ const SPEC_ROUTES = [
   "get /v1/metrics",
   "get /v1/queues/{queue}/stats",
   "get /",
+  "get /ui",
   "get /ui/",
   "get /ui/{asset}",
 ];
 
 /** Routes open without a token: health, this document, and the dashboard's static files. */
-const OPEN_PATHS = new Set(["/v1/health", "/v1/openapi.json", "/", "/ui/", "/ui/{asset}"]);
+const OPEN_PATHS = new Set(["/v1/health", "/v1/openapi.json", "/", "/ui", "/ui/", "/ui/{asset}"]);
 
 describe("OpenAPI document", () => {
   const doc: Doc = buildOpenApiDocument();

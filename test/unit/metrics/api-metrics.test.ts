@@ -148,6 +148,8 @@ describe("dashboard files", () => {
     const root = await h.call("GET", "/", { token: null });
     expect(root.status).toBe(302);
     expect(root.headers.location).toBe("/ui/");
+    const bare = await h.call("GET", "/ui", { token: null });
+    expect([bare.status, bare.headers.location]).toEqual([302, "/ui/"]);
     const page = await h.call("GET", "/ui/", { token: null });
     expect(page.status).toBe(200);
     expect(page.headers["content-type"]).toMatch(/^text\/html/);
