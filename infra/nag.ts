@@ -46,6 +46,8 @@ export const NAG_REASONS = {
   cognitoPlus:
     "Tokens are issued to machine clients by the client-credentials grant; the Plus tier's threat protection acts on user sign-ins, which this pool does not have, and would add a monthly cost.",
   publicRoutes: "SPEC §2: GET /v1/health and GET /v1/openapi.json are public by contract.",
+  dashboardRoutes:
+    "SPEC §2: the dashboard's static files (and the redirects to it) need no token by contract; they hold no data, and every data call the page makes carries the tenant's bearer token through the authorized routes.",
 } as const;
 
 function ack(scope: IConstruct, id: string, reason: string): void {
@@ -106,4 +108,6 @@ export function applyNagAcknowledgements(scope: NagScope): void {
   if (scope.api.userPool) ack(scope.api.userPool, "AwsSolutions-COG8", NAG_REASONS.cognitoPlus);
   for (const route of scope.api.publicRoutes)
     ack(route, "AwsSolutions-APIG4", NAG_REASONS.publicRoutes);
+  for (const route of scope.api.dashboardRoutes)
+    ack(route, "AwsSolutions-APIG4", NAG_REASONS.dashboardRoutes);
 }

@@ -16,6 +16,8 @@ export const ENV = {
   jobUser: "LONGRUN_JOB_USER",
   /** Largest upload accepted, in bytes (SPEC §2; default 5 GiB, the largest S3 PUT). */
   maxUploadBytes: "LONGRUN_MAX_UPLOAD_BYTES",
+  /** A folder holding the built dashboard (the HTTP Lambda's bundle ships one). */
+  uiDir: "LONGRUN_UI_DIR",
 } as const;
 
 /**

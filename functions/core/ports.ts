@@ -242,6 +242,8 @@ export type JobEvent =
        * the current job, and its end is final.
        */
       jobRef?: string;
+      /** When this attempt's job began to run, if the backend reports it (metrics). */
+      startedAt?: number;
     };
 
 export interface Artifact {

@@ -11,8 +11,10 @@ import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
 import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import { AWS_ENV, ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
+import { dashboardFromDir } from "../dashboard/assets.ts";
 import { type Api, createApi } from "../http/app.ts";
 import { claimAuthenticator, parseTenantClients } from "../http/auth.ts";
+import type { DashboardAssets } from "../http/dashboard.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "./apigw.ts";
 import { lambdaClients, lambdaDeps, lambdaResources, logger, tenantClaim } from "./context.ts";
 
@@ -31,12 +33,15 @@ export function createHttpHandler(
     allowInsecureWebhooks?: boolean;
     /** Client id → tenant name (LONGRUN_TENANT_CLIENTS). */
     tenantClients?: ReadonlyMap<string, string>;
+    /** The dashboard's files (the bundle's LONGRUN_UI_DIR). */
+    dashboard?: DashboardAssets;
   } = {},
 ): (event: Event) => Promise<APIGatewayProxyStructuredResultV2> {
   const api: Api = createApi({
     deps,
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
+    ...(options.dashboard ? { dashboard: options.dashboard } : {}),
     authenticate: claimAuthenticator(claim, options.tenantClients),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
@@ -55,6 +60,7 @@ let cached: ReturnType<typeof createHttpHandler> | undefined;
 export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2> => {
   if (!cached) {
     const resources = lambdaResources();
+    const uiDir = process.env[ENV.uiDir];
     const secrets = resources.webhooksQueueUrl
       ? new DynamoWebhookSecrets(lambdaClients().dynamo, resources.tableName)
       : undefined;
@@ -62,6 +68,7 @@ export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2
       ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
       tenantClients: parseTenantClients(process.env[AWS_ENV.tenantClients]),
+      ...(uiDir ? { dashboard: dashboardFromDir(uiDir) } : {}),
     });
   }
   return cached(event);

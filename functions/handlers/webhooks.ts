@@ -30,7 +30,7 @@ import { createDeliverer, type Deliver } from "../webhooks/deliver.ts";
 import type { WebhookSecrets } from "../webhooks/outbox.ts";
 import { backoffSchedule, type RetrySchedule } from "../webhooks/schedule.ts";
 import { signatureHeaders } from "../webhooks/signing.ts";
-import { lambdaClients, lambdaResources, logger } from "./context.ts";
+import { lambdaClients, lambdaFigures, lambdaResources, logger } from "./context.ts";
 
 /** A message due within this long is tried now rather than delayed again. */
 const DUE_SLACK_MS = 1000;
@@ -46,6 +46,8 @@ export interface WebhooksHandlerOptions {
   clock: { now(): number };
   /** Jitter source of the schedule; default Math.random. */
   random?: () => number;
+  /** Told of each try's outcome (metrics); must not throw. */
+  onTried?: (ok: boolean) => void;
 }
 
 /** The handler over given ports (tests pass an emulator's clients and a test clock). */
@@ -78,6 +80,7 @@ export function createWebhooksHandler(
       body: m.payload,
       headers: { ...signatureHeaders(secret, m.id, Math.floor(now / 1000), m.payload) },
     });
+    options.onTried?.(result.ok);
     if (result.ok) {
       logger.info("webhook delivered", { ...where, attempt: m.attempt + 1, status: result.status });
       return;
@@ -120,6 +123,7 @@ export const handler = (event: SQSEvent, context: Context): Promise<SQSBatchResp
       sqs: clients.sqs,
       queueUrl,
       clock: { now: () => Date.now() },
+      onTried: (ok) => lambdaFigures.webhookTried(ok),
     });
   }
   return cached(event, context);

@@ -19,6 +19,8 @@ import {
 } from "../core/usecases/queries.ts";
 import { retryRequest, type SubmitResult, submitRequest } from "../core/usecases/submit.ts";
 import { createUpload, getUpload } from "../core/usecases/uploads.ts";
+import { QueueHistory } from "../metrics/history.ts";
+import { type DashboardAssets, dashboardHeaders } from "./dashboard.ts";
 import { OPERATIONS, type OperationId, openApiJson } from "./openapi.ts";
 import { HttpProblem, toProblem, ValidationFailure } from "./problem.ts";
 import {
@@ -27,8 +29,10 @@ import {
   ListQuerySchema,
   LogsQuerySchema,
   parseSubmitBody,
+  type QueueStatsJson,
   REQUEST_ID_PATTERN,
   RetryBodySchema,
+  StatsQuerySchema,
   submitBodySchema,
   UPLOAD_ID_PATTERN,
 } from "./schemas.ts";
@@ -64,6 +68,18 @@ export interface ApiOptions {
    * `GET /v1/webhook-secret`. Without it that route answers 404: webhooks are off.
    */
   webhookSecret?: (tenant: string) => Promise<string>;
+  /**
+   * The server's Prometheus text for `GET /v1/metrics`. Without it that route answers 404
+   * (a Lambda deployment publishes its figures to CloudWatch instead).
+   */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
+  /**
+   * The rolling queue history `GET /v1/queues/{queue}/stats` reads (default: one kept by
+   * this API object, fed by that route's own reads).
+   */
+  history?: QueueHistory;
+  /** The dashboard's static files; without them `/ui/` answers 404. */
+  dashboard?: DashboardAssets;
   /** Told of every failure that answered 500, for logging; must not throw. */
   onError?: (error: unknown, request: HttpRequest) => void;
 }
@@ -245,6 +261,7 @@ function matchRoute(
 export function createApi(options: ApiOptions): Api {
   const { deps, authenticate } = options;
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const history = options.history ?? new QueueHistory();
   const submitSchema = submitBodySchema({
     allowInsecureWebhooks: options.allowInsecureWebhooks ?? false,
   });
@@ -365,6 +382,55 @@ export function createApi(options: ApiOptions): Api {
       return json(200, queueView(await queueStats(queueParam(ctx), deps)));
     },
 
+    async getQueueStats(ctx) {
+      const queue = queueParam(ctx);
+      const query = validated(StatsQuerySchema, ctx.query, "(query)");
+      const counts = await queueStats(queue, deps);
+      const now = deps.clock.now();
+      // Every read is a sample too, so the chart ends at the present.
+      history.record(queue, counts, now);
+      const from = now - Math.min(query.minutes * 60_000, history.windowMs);
+      const view = history.view(queue, ctx.tenant, from);
+      const body: QueueStatsJson = {
+        queue,
+        from: new Date(from).toISOString(),
+        samples: view.samples.map((p) => ({
+          at: new Date(p.at).toISOString(),
+          queued: p.queued,
+          running: p.running,
+        })),
+        waits: view.waits.map((w) => ({ at: new Date(w.at).toISOString(), seconds: w.seconds })),
+      };
+      return json(200, body);
+    },
+
+    async getMetrics() {
+      if (!options.metrics) {
+        throw new HttpProblem(
+          "not_found",
+          "this deployment publishes its metrics to CloudWatch, not here",
+        );
+      }
+      const { contentType, body } = await options.metrics();
+      return { status: 200, headers: { "content-type": contentType }, body };
+    },
+
+    async dashboardRedirect() {
+      return { status: 302, headers: { location: "/ui/" }, body: "" };
+    },
+
+    async dashboardSlash() {
+      return { status: 302, headers: { location: "/ui/" }, body: "" };
+    },
+
+    async dashboard() {
+      return serveDashboardFile("index.html");
+    },
+
+    async dashboardAsset(ctx) {
+      return serveDashboardFile(ctx.params.asset ?? "");
+    },
+
     async getWebhookSecret(ctx) {
       if (!options.webhookSecret) {
         throw new HttpProblem("not_found", "webhooks are not enabled on this deployment");
@@ -384,6 +450,18 @@ export function createApi(options: ApiOptions): Api {
       };
     },
   };
+
+  async function serveDashboardFile(name: string): Promise<HttpResponse> {
+    const files = options.dashboard ? await options.dashboard() : undefined;
+    const file = files?.get(name);
+    if (!file) {
+      throw new HttpProblem(
+        "not_found",
+        files ? "no such file of the dashboard" : "the dashboard is not served by this deployment",
+      );
+    }
+    return { status: 200, headers: dashboardHeaders(file.contentType), body: file.body };
+  }
 
   const routes: CompiledRoute[] = OPERATIONS.map((op) => ({
     method: op.method,

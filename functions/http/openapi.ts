@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { PROBLEM_TYPE_BASE } from "./problem.ts";
 import {
+  AssetNameSchema,
   apiSchemas,
   IdempotencyKeySchema,
   LIMITS,
@@ -15,6 +16,7 @@ import {
   QueueNameSchema,
   queryParamDocs,
   RequestIdSchema,
+  StatsQuerySchema,
   UploadIdSchema,
 } from "./schemas.ts";
 
@@ -28,11 +30,16 @@ export interface Operation {
   /** False only for health and the document itself. */
   readonly auth: boolean;
   readonly summary: string;
-  /** HTTP status → description and the component schema of its JSON body (if any). */
-  readonly success: Readonly<Record<string, { description: string; schema: string }>>;
+  /**
+   * HTTP status → description and the component schema of its JSON body; `contentType`
+   * for a body that is not JSON (documented as a string), `schema` "-" for no body.
+   */
+  readonly success: Readonly<
+    Record<string, { description: string; schema: string; contentType?: string }>
+  >;
   /** Problem statuses this route can answer besides 401 (on auth routes) and 500. */
   readonly problems: readonly number[];
-  readonly query?: "list" | "logs";
+  readonly query?: "list" | "logs" | "stats";
   readonly body?: "SubmitBody" | "RetryBody" | "CreateUploadBody";
   readonly headers?: Readonly<Record<string, { description: string; schema: string }>>;
 }
@@ -166,6 +173,71 @@ export const OPERATIONS = [
     problems: [404],
   },
   {
+    operationId: "getQueueStats",
+    method: "GET",
+    path: "/v1/queues/{queue}/stats",
+    auth: true,
+    summary:
+      "The queue's queued and running counts over the last hour and the caller's own recent waits",
+    query: "stats",
+    success: { "200": { description: "The queue's recent history.", schema: "QueueStats" } },
+    problems: [400, 404],
+  },
+  {
+    operationId: "getMetrics",
+    method: "GET",
+    path: "/v1/metrics",
+    auth: true,
+    summary: "Prometheus metrics of the server (text exposition format 0.0.4)",
+    success: {
+      "200": {
+        description:
+          "Per queue: longrun_queue_requests, longrun_requests_submitted_total, longrun_requests_finished_total, longrun_wait_seconds, longrun_run_seconds; and longrun_webhook_deliveries_total.",
+        schema: "",
+        contentType: "text/plain; version=0.0.4",
+      },
+    },
+    problems: [404],
+  },
+  {
+    operationId: "dashboardRedirect",
+    method: "GET",
+    path: "/",
+    auth: false,
+    summary: "Redirects to the dashboard",
+    success: { "302": { description: "Location: /ui/", schema: "-" } },
+    problems: [],
+  },
+  {
+    operationId: "dashboardSlash",
+    method: "GET",
+    path: "/ui",
+    auth: false,
+    summary: "Redirects to the dashboard",
+    success: { "302": { description: "Location: /ui/", schema: "-" } },
+    problems: [],
+  },
+  {
+    operationId: "dashboard",
+    method: "GET",
+    path: "/ui/",
+    auth: false,
+    summary: "The web dashboard (sign in with a token; data calls carry it)",
+    success: { "200": { description: "Its page.", schema: "", contentType: "text/html" } },
+    problems: [404],
+  },
+  {
+    operationId: "dashboardAsset",
+    method: "GET",
+    path: "/ui/{asset}",
+    auth: false,
+    summary: "A static file of the dashboard (script, style sheet, icon)",
+    success: {
+      "200": { description: "The file.", schema: "", contentType: "application/octet-stream" },
+    },
+    problems: [404],
+  },
+  {
     operationId: "getWebhookSecret",
     method: "GET",
     path: "/v1/webhook-secret",
@@ -260,9 +332,11 @@ function pathParameters(path: string): JsonSchema[] {
     const schema =
       name === "queue"
         ? QueueNameSchema
-        : path.startsWith("/v1/uploads/")
-          ? UploadIdSchema
-          : RequestIdSchema;
+        : name === "asset"
+          ? AssetNameSchema
+          : path.startsWith("/v1/uploads/")
+            ? UploadIdSchema
+            : RequestIdSchema;
     params.push({ name, in: "path", required: true, schema: plainSchema(schema) });
   }
   return params;
@@ -285,6 +359,7 @@ function operationObject(op: Operation): JsonSchema {
   const parameters = [...pathParameters(op.path)];
   if (op.query === "list") parameters.push(...queryParameters(ListQuerySchema));
   if (op.query === "logs") parameters.push(...queryParameters(LogsQuerySchema));
+  if (op.query === "stats") parameters.push(...queryParameters(StatsQuerySchema));
   // Submits and retries take an Idempotency-Key; creating an upload is cheap to repeat.
   if (op.body === "SubmitBody" || op.body === "RetryBody") {
     parameters.push({
@@ -311,15 +386,22 @@ function operationObject(op: Operation): JsonSchema {
         schema: { type: "string", enum: ["true"] },
       };
     }
+    if (status === "302") headers.Location = { schema: { type: "string" } };
+    const content =
+      s.schema === "-"
+        ? undefined
+        : s.contentType
+          ? { [s.contentType]: { schema: { type: "string" } } }
+          : {
+              "application/json": {
+                // The document describes itself as an object; its own schema is OpenAPI's.
+                schema: s.schema === "" ? { type: "object" } : ref(s.schema),
+              },
+            };
     responses[status] = {
       description: s.description,
       ...(Object.keys(headers).length ? { headers } : {}),
-      content: {
-        "application/json": {
-          // The document describes itself as an object; its own schema is OpenAPI's.
-          schema: s.schema === "" ? { type: "object" } : ref(s.schema),
-        },
-      },
+      ...(content ? { content } : {}),
     };
   }
   const problems = [...op.problems, ...(op.auth ? [401] : []), 500].sort((a, b) => a - b);

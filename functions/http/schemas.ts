@@ -37,6 +37,8 @@ export const LIMITS = {
   cursorLength: 2048,
   files: MAX_FILES,
   filenameLength: 255,
+  /** How far back `GET /v1/queues/{queue}/stats` looks, at most (minutes). */
+  statsMinutes: 60,
 } as const;
 
 /**
@@ -320,6 +322,22 @@ export const ListQuerySchema = z.object({
   cursor: CursorSchema,
 });
 
+/** Query of `GET /v1/queues/{queue}/stats`. */
+export const StatsQuerySchema = z.object({
+  minutes: intParam(
+    1,
+    LIMITS.statsMinutes,
+    LIMITS.statsMinutes,
+    `How far back, 1–${LIMITS.statsMinutes} minutes, default ${LIMITS.statsMinutes}.`,
+  ),
+});
+
+/** A file name of the dashboard's static files. */
+export const AssetNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9.-]{0,63}$/)
+  .describe("A file of the dashboard.");
+
 /** Query of `GET /v1/requests/{id}/logs`. */
 export const LogsQuerySchema = z.object({
   limit: intParam(
@@ -449,6 +467,30 @@ export const QueueListSchema = z
   .array(QueueSchema)
   .describe("Every configured queue.")
   .register(apiSchemas, { id: "QueueList" });
+
+export const QueueStatsSchema = z
+  .strictObject({
+    queue: QueueNameSchema,
+    from: IsoTime.describe("Start of the window the series cover."),
+    samples: z
+      .array(
+        z.strictObject({
+          at: IsoTime,
+          queued: z.int().min(0),
+          running: z.int().min(0).describe("STARTING and RUNNING requests."),
+        }),
+      )
+      .describe(
+        "The queue's counts as this server sampled them, oldest first (all tenants, as GET /v1/queues/{queue} shows them).",
+      ),
+    waits: z
+      .array(z.strictObject({ at: IsoTime, seconds: z.number().min(0) }))
+      .describe(
+        "The caller's own requests that first ran in the window: when, and how long each waited since its submit; oldest first.",
+      ),
+  })
+  .register(apiSchemas, { id: "QueueStats" });
+export type QueueStatsJson = z.output<typeof QueueStatsSchema>;
 
 export const LogsSchema = z
   .strictObject({

@@ -29,6 +29,7 @@ import {
   type CoreDeps,
   dispatchQueue,
   expireQueued,
+  type LifecycleListener,
   recordJobEvent,
   recoverInFlight,
   repairSweep,
@@ -49,6 +50,8 @@ export interface AwsRuntimeOptions {
   /** Who jobs run as (LONGRUN_JOB_USER); null or absent: the server's user. */
   jobUser?: JobUser | null;
   log: (line: string) => void;
+  /** Told of every state change (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
   /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`). */
@@ -205,6 +208,7 @@ export class AwsRuntime {
       logs: this.logs,
       allowPrivateWebhooks: options.allowPrivateWebhooks,
       ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
+      ...(options.listeners ? { listeners: options.listeners } : {}),
     });
     this.#poller = new DispatchPoller({
       client: clients.sqs,

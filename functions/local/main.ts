@@ -9,9 +9,12 @@ import { KeyFileError } from "../adapters/embedded/artifact-urls.ts";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import type { LongrunConfig } from "../config/schema.ts";
-import type { CoreDeps } from "../core/index.ts";
+import { type CoreDeps, type LifecycleListener, listQueues } from "../core/index.ts";
+import { dashboardFromBuild } from "../dashboard/build.ts";
 import { createApi } from "../http/app.ts";
 import { tokenAuthenticator } from "../http/auth.ts";
+import { QueueHistory } from "../metrics/history.ts";
+import { PrometheusMetrics } from "../metrics/prometheus.ts";
 import { AwsRuntime } from "./aws-runtime.ts";
 import { prepareDataDir, SERVER_UMASK } from "./data-dir.ts";
 import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
@@ -36,6 +39,7 @@ async function createRuntime(
   settings: LocalSettings,
   config: LongrunConfig,
   baseUrl: () => string,
+  observers: { listeners: readonly LifecycleListener[]; onWebhookTried: (ok: boolean) => void },
 ): Promise<{
   runtime: Runtime;
   artifacts?: NodeAdapterOptions["artifacts"];
@@ -54,6 +58,7 @@ async function createRuntime(
       jobUser: settings.jobUser,
       maxUploadBytes: settings.maxUploadBytes,
       log,
+      listeners: observers.listeners,
     });
     const r = runtime.resources;
     const endpoint = process.env.AWS_ENDPOINT_URL ? ` at ${process.env.AWS_ENDPOINT_URL}` : "";
@@ -71,6 +76,7 @@ async function createRuntime(
     baseUrl,
     log,
     maxUploadBytes: settings.maxUploadBytes,
+    ...observers,
   });
   return {
     runtime,
@@ -83,6 +89,22 @@ async function createRuntime(
   };
 }
 
+/** How often the queue history samples every queue's counts for the dashboard's chart. */
+const SAMPLE_EVERY_MS = 10_000;
+
+/** Samples every queue now and then every {@link SAMPLE_EVERY_MS}; failures are skipped. */
+function sampleQueues(deps: CoreDeps, history: QueueHistory): NodeJS.Timeout {
+  const sample = async () => {
+    for (const q of await listQueues(deps)) history.record(q.name, q, deps.clock.now());
+  };
+  const tick = () =>
+    void sample().catch((e: unknown) => log(`queue sampling failed: ${String(e)}`));
+  tick();
+  const timer = setInterval(tick, SAMPLE_EVERY_MS);
+  timer.unref();
+  return timer;
+}
+
 async function main(): Promise<void> {
   // Before anything is written: the databases, keys and request files get 0600 (SPEC §5).
   process.umask(SERVER_UMASK);
@@ -90,10 +112,16 @@ async function main(): Promise<void> {
   const config = loadConfigFile(settings.configPath);
   prepareDataDir(settings.dataDir, { jobUser: settings.jobUser !== null });
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
+  const metrics = new PrometheusMetrics(config.queues);
+  const history = new QueueHistory();
   const { runtime, artifacts, uploads, webhookSecret, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
+    {
+      listeners: [metrics.figures, history],
+      onWebhookTried: (ok) => metrics.figures.webhookTried(ok),
+    },
   );
   const recovered = await runtime.start();
   if (recovered > 0) log(`recovered ${recovered} request(s) left in flight by the previous run`);
@@ -104,7 +132,11 @@ async function main(): Promise<void> {
     maxBodyBytes: MAX_BODY_BYTES,
     allowInsecureWebhooks: settings.allowPrivateWebhooks,
     ...(webhookSecret ? { webhookSecret } : {}),
+    metrics: () => metrics.render(runtime.deps.store),
+    history,
+    dashboard: dashboardFromBuild(),
   });
+  const sampler = sampleQueues(runtime.deps, history);
   const server = createServer(
     createRequestListener({
       handle: (req) => api.handle(req),
@@ -140,6 +172,7 @@ async function main(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    clearInterval(sampler);
     log(`${signal}: stopping (running jobs get SIGTERM and are resumed on the next start)`);
     server.close();
     server.closeAllConnections();

@@ -17,6 +17,8 @@ import {
   dispatchQueue,
   expireQueued,
   isTerminal,
+  type LifecycleListener,
+  listenAll,
   RequestStatus,
   recordJobEvent,
   recoverInFlight,
@@ -41,6 +43,10 @@ export interface EmbeddedOptions {
   log: (line: string) => void;
   /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB. */
   maxUploadBytes?: number;
+  /** Told of every state change besides the webhooks (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
+  /** Told of every webhook delivery try (metrics). */
+  onWebhookTried?: (ok: boolean) => void;
 }
 
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
@@ -104,6 +110,9 @@ export class EmbeddedRuntime {
       deliver: createDeliverer({ allowPrivate: options.allowPrivateWebhooks }),
       clock,
       log: options.log,
+      ...(options.onWebhookTried
+        ? { onAttempt: (_d, result) => options.onWebhookTried?.(result.ok) }
+        : {}),
     });
     this.#notifier = createWebhookNotifier({
       outbox: this.hooks,
@@ -139,10 +148,13 @@ export class EmbeddedRuntime {
       ids: { requestId: newRequestId, uploadId: newUploadId },
       queues: config.queues,
       webhookGuard: createWebhookGuard({ allowPrivate: options.allowPrivateWebhooks }),
-      onChange: (request, change) => this.#notifier.onChange(request, change),
       uploads: this.uploads,
       files: this.files,
       ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
+      ...listenAll([
+        { onChange: (request, change) => this.#notifier.onChange(request, change) },
+        ...(options.listeners ?? []),
+      ]),
     };
   }
 

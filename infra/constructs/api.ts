@@ -13,6 +13,8 @@ export interface ApiRoute {
   readonly method: apigw.HttpMethod;
   readonly path: string;
   readonly public: boolean;
+  /** One of the dashboard's static files (public, holding no data: every data call carries a token). */
+  readonly dashboard?: true;
 }
 
 /** The routes of SPEC §2 (v1). Only health and the OpenAPI document are public. */
@@ -28,6 +30,13 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/cancel", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/logs", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/webhook-secret", public: false },
+  { method: apigw.HttpMethod.GET, path: "/v1/metrics", public: false },
+  { method: apigw.HttpMethod.GET, path: "/v1/queues/{queue}/stats", public: false },
+  // The dashboard (SPEC §2 "GET /ui/"): `/` and `/ui` redirect to `/ui/`, whose page and
+  // files are `/ui/{asset}`; a request for `/ui/` itself is routed by `/ui`.
+  { method: apigw.HttpMethod.GET, path: "/", public: true, dashboard: true },
+  { method: apigw.HttpMethod.GET, path: "/ui", public: true, dashboard: true },
+  { method: apigw.HttpMethod.GET, path: "/ui/{asset}", public: true, dashboard: true },
 ];
 
 /** OAuth scope a Cognito machine client needs for the API (`<resource server>/<scope>`). */
@@ -81,6 +90,8 @@ export class Api extends Construct {
   readonly tokenUrl?: string;
   /** The unauthenticated routes (health, OpenAPI document). */
   readonly publicRoutes: apigw.HttpRoute[] = [];
+  /** The dashboard's unauthenticated routes (static files and redirects). */
+  readonly dashboardRoutes: apigw.HttpRoute[] = [];
   private readonly scope?: cognito.OAuthScope;
 
   constructor(scope: Construct, id: string, props: ApiProps) {
@@ -168,7 +179,8 @@ export class Api extends Construct {
         integration,
         ...(route.public ? { authorizer: new apigw.HttpNoneAuthorizer() } : protectedRoute),
       });
-      if (route.public) this.publicRoutes.push(...added);
+      if (route.dashboard) this.dashboardRoutes.push(...added);
+      else if (route.public) this.publicRoutes.push(...added);
     }
     // Unknown routes reach the handler too (behind the authorizer), so callers get the same
     // problem+json 404 as everywhere else instead of API Gateway's own body.

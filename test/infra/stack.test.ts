@@ -15,8 +15,10 @@ import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
 import { REQUEST_ID_POLICY_VARIABLE } from "../../functions/adapters/aws/job-scope.ts";
 import { AWS_ENV, ENV } from "../../functions/config/env.ts";
 import type { LongrunConfig } from "../../functions/config/schema.ts";
+import { CLOUDWATCH_METRICS } from "../../functions/metrics/figures.ts";
 import { API_ROUTES, type Api } from "../../infra/constructs/api.ts";
-import { SWEEP_METRICS } from "../../infra/constructs/operations.ts";
+import { LAMBDA_UI_DIR } from "../../infra/constructs/functions.ts";
+import { FAILED_RATE_ALARM, SWEEP_METRICS } from "../../infra/constructs/operations.ts";
 import { readSettings, SettingsError } from "../../infra/settings.ts";
 import { tenantNames } from "../../infra/stacks/longrun-stack.ts";
 import { asArray, buildStack, type Statement } from "./helpers.ts";
@@ -35,12 +37,18 @@ const resources = (type: string): Resources => template.findResources(type) as R
 const props = (type: string) => Object.values(resources(type)).map((r) => r.Properties);
 
 describe("API", () => {
-  it("protects every route with the JWT authorizer but health and the OpenAPI document", () => {
+  it("protects every route with the JWT authorizer but health, the OpenAPI document and the dashboard's files", () => {
     const routes = props("AWS::ApiGatewayV2::Route");
     const publicKeys = new Set(
       API_ROUTES.filter((r) => r.public).map((r) => `${r.method} ${r.path}`),
     );
-    expect(publicKeys).toEqual(new Set(["GET /v1/health", "GET /v1/openapi.json"]));
+    expect(publicKeys).toEqual(
+      new Set(["GET /v1/health", "GET /v1/openapi.json", "GET /", "GET /ui", "GET /ui/{asset}"]),
+    );
+    // Only the dashboard's static files join health and the document without a token.
+    for (const r of API_ROUTES.filter((x) => x.public)) {
+      expect(r.dashboard === true || r.path.startsWith("/v1/"), r.path).toBe(true);
+    }
     // Every SPEC route plus the $default catch-all.
     expect(routes).toHaveLength(API_ROUTES.length + 1);
     for (const route of routes) {
@@ -550,6 +558,43 @@ describe("operations", () => {
       }
     }
     template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
+  });
+
+  it("alarms on each queue's FAILED rate from the handlers' EMF figures", () => {
+    const alarms = props("AWS::CloudWatch::Alarm").filter((a) => Array.isArray(a.Metrics));
+    for (const queue of Object.keys(config.queues)) {
+      const alarm = alarms.find((a) =>
+        a.Metrics.some((m: any) =>
+          m.MetricStat?.Metric?.Dimensions?.some(
+            (d: any) => d.Name === "queue" && d.Value === queue,
+          ),
+        ),
+      );
+      expect(alarm, queue).toBeDefined();
+      expect(alarm?.Threshold).toBe(FAILED_RATE_ALARM.percent);
+      const stats = alarm?.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat);
+      expect(stats.map((m: any) => m.Metric.MetricName)).toEqual(
+        Array(4).fill(CLOUDWATCH_METRICS.finished),
+      );
+      for (const m of stats) {
+        expect(m.Metric.Namespace).toBe(SWEEP_METRICS.namespace);
+        const names = m.Metric.Dimensions.map((d: any) => d.Name).sort();
+        expect(names).toEqual(["queue", "service", "status"]);
+      }
+      const statuses = stats.map(
+        (m: any) => m.Metric.Dimensions.find((d: any) => d.Name === "status").Value,
+      );
+      expect(statuses.sort()).toEqual(["CANCELLED", "EXPIRED", "FAILED", "SUCCEEDED"]);
+    }
+  });
+
+  it("ships the dashboard in the HTTP handler and tells it where", () => {
+    const fns = props("AWS::Lambda::Function").filter(
+      (f) => f.Environment?.Variables?.[ENV.uiDir] !== undefined,
+    );
+    expect(fns).toHaveLength(1);
+    expect(fns[0]?.Environment.Variables[ENV.uiDir]).toBe(LAMBDA_UI_DIR);
+    expect(fns[0]?.Description).toMatch(/HTTP API/);
   });
 });
 

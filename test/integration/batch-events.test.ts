@@ -14,6 +14,8 @@ describe("parseBatchEvent", () => {
     expect(readdirSync(dir).sort()).toEqual(Object.keys(expected).sort());
   });
 
+  // Every fixture that ended an attempt says it began to run 100 s before it stopped.
+  const ATTEMPT_STARTED = 1641944300058;
   const expected: Record<string, unknown> = {
     "runnable.json": {
       type: "starting",
@@ -41,6 +43,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "succeeded",
       jobRef: JOB,
     },
@@ -49,6 +52,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "failed",
       jobRef: JOB,
       message: "Essential container in task exited; exit code 1",
@@ -72,6 +76,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "timeout",
       jobRef: JOB,
       message: "attempt 1 ran longer than its timeout (Job attempt duration exceeded timeout)",
@@ -92,6 +97,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "failed",
       jobRef: JOB,
       message:
@@ -102,6 +108,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 2,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "succeeded",
       jobRef: JOB,
     },

@@ -178,8 +178,19 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
       const last = attempts.at(-1);
       const at = detail.stoppedAt ?? last?.stoppedAt ?? fallbackAt;
       const attempt = base + Math.max(attempts.length, 1);
+      // The ended attempt's own start (metrics: run time per attempt); absent if it never ran.
+      const ranFrom = last?.startedAt ?? null;
+      const startedAt = ranFrom !== null ? { startedAt: ranFrom } : {};
       if (detail.status === "SUCCEEDED") {
-        return { type: "exited", requestId, attempt, at, outcome: "succeeded", jobRef };
+        return {
+          type: "exited",
+          requestId,
+          attempt,
+          at,
+          outcome: "succeeded",
+          jobRef,
+          ...startedAt,
+        };
       }
       const reasons = [detail.statusReason, last?.statusReason];
       const platform = reasons.find((r) => r && PLATFORM_STATUS_REASON.test(r));
@@ -202,6 +213,7 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
           at,
           outcome: "timeout",
           jobRef,
+          ...startedAt,
           message: `attempt ${attempt} ran longer than its timeout (${detail.statusReason ?? last?.statusReason})`,
         };
       }
@@ -212,6 +224,7 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
         at,
         outcome: "failed",
         jobRef,
+        ...startedAt,
         message: failureMessage(detail, last),
       };
     }

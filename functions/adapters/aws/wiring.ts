@@ -7,7 +7,12 @@ import { AWS_ENV } from "../../config/env.ts";
 import type { LongrunConfig, QueueConfig } from "../../config/schema.ts";
 import type { Compute, LaunchOptions, LogStore } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
-import type { CoreDeps } from "../../core/usecases/deps.ts";
+import {
+  type ChangeEvent,
+  type CoreDeps,
+  type LifecycleListener,
+  listenAll,
+} from "../../core/usecases/deps.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../../webhooks/outbox.ts";
 import { newRequestId, newUploadId } from "../ids.ts";
 import { createWebhookGuard } from "../net/webhook-guard.ts";
@@ -146,6 +151,8 @@ export interface AwsDepsOptions {
   allowPrivateWebhooks?: boolean;
   /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB, S3's PUT limit. */
   maxUploadBytes?: number;
+  /** Told of every state change besides the webhooks (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
 }
 
 /** CoreDeps on AWS, with the webhook notifier when the deployment has a webhooks queue. */
@@ -219,11 +226,12 @@ export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
     uploads: new DynamoUploadStore(clients.dynamo, resources.tableName),
     files: new S3FileStore(clients.s3, resources.bucketName),
     ...(opts.maxUploadBytes !== undefined ? { maxUploadBytes: opts.maxUploadBytes } : {}),
-    ...(webhooks
-      ? {
-          webhooks,
-          onChange: (request: RequestRecord, change) => webhooks.onChange(request, change),
-        }
-      : {}),
+    ...(webhooks ? { webhooks } : {}),
+    ...listenAll([
+      ...(webhooks
+        ? [{ onChange: (r: RequestRecord, c: ChangeEvent) => webhooks.onChange(r, c) }]
+        : []),
+      ...(opts.listeners ?? []),
+    ]),
   };
 }

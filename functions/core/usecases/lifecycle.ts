@@ -17,7 +17,7 @@ import type { RequestView } from "./queries.ts";
 
 type LifecycleDeps = Pick<
   CoreDeps,
-  "store" | "trigger" | "compute" | "clock" | "queues" | "onChange"
+  "store" | "trigger" | "compute" | "clock" | "queues" | "onChange" | "observe"
 >;
 
 /** A transition stamped with the time of the change (`updatedAt`). */
@@ -157,6 +157,9 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
           ...(event.jobRef ? { jobRef: event.jobRef } : {}),
         },
       });
+      if (updated) {
+        deps.observe?.({ type: "running", request: updated, attempt: event.attempt, at: event.at });
+      }
       if (updated && current.startedAt === null) deps.onChange?.(updated, "started");
       return;
     }
@@ -173,7 +176,12 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
     case "exited":
       await finishAttempt(
         current,
-        { outcome: event.outcome, message: event.message, at: event.at },
+        {
+          outcome: event.outcome,
+          message: event.message,
+          at: event.at,
+          ...(event.startedAt !== undefined ? { startedAt: event.startedAt } : {}),
+        },
         deps,
       );
       return;
@@ -184,6 +192,8 @@ export interface AttemptEnd {
   outcome: AttemptOutcome;
   message?: string | undefined;
   at?: number;
+  /** When the attempt's job began to run, where the backend reports it (metrics only). */
+  startedAt?: number;
 }
 
 /**
@@ -235,6 +245,7 @@ async function tryFinishAttempt(
       set: { ...next, jobRef: null },
     });
     if (!retried) return "raced";
+    observeAttemptEnd(deps, retried, request.attempt, at, end);
     await launchAttempt(retried, queue, deps);
     return "done";
   }
@@ -277,9 +288,27 @@ async function tryFinishAttempt(
     set: { finishedAt: at, error },
   });
   if (!finished) return "raced";
+  observeAttemptEnd(deps, finished, request.attempt, at, end);
   deps.onChange?.(finished, "completed");
   if (queue) await deps.trigger.wake(request.queue);
   return "done";
+}
+
+function observeAttemptEnd(
+  deps: Pick<CoreDeps, "observe">,
+  request: RequestRecord,
+  attempt: number,
+  at: number,
+  end: AttemptEnd,
+): void {
+  deps.observe?.({
+    type: "attemptEnded",
+    request,
+    attempt,
+    at,
+    outcome: end.outcome,
+    startedAt: end.startedAt,
+  });
 }
 
 /**

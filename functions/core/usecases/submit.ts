@@ -52,7 +52,10 @@ export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
  */
 export async function submitRequest(
   cmd: SubmitCommand,
-  deps: Pick<CoreDeps, "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard"> &
+  deps: Pick<
+    CoreDeps,
+    "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard" | "observe"
+  > &
     FilesDeps,
 ): Promise<SubmitResult> {
   const queue = queueOrThrow(deps.queues, cmd.queue);
@@ -118,6 +121,7 @@ export async function submitRequest(
   }
   // A replay answers with the earlier request, which has copies of its own.
   if (outcome.kind === "replayed") await undo();
+  if (outcome.kind === "created") deps.observe?.({ type: "submitted", request: outcome.request });
   // A replay wakes the dispatcher too: if the first submit crashed between its write and
   // its wake-up, the retry by the caller is what gets the request going.
   await deps.trigger.wake(queue.name);

@@ -1,8 +1,14 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { APIGatewayProxyEventV2, APIGatewayProxyEventV2WithJWTAuthorizer } from "aws-lambda";
 import { afterEach, describe, expect, it } from "vitest";
+import { dashboardFromDir } from "../../../functions/dashboard/assets.ts";
+import { writeDashboard } from "../../../functions/dashboard/build.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "../../../functions/handlers/apigw.ts";
 import { createHttpHandler } from "../../../functions/handlers/http.ts";
 import { parseTenantClients, TenantClientsError } from "../../../functions/http/auth.ts";
+import { DASHBOARD_CSP } from "../../../functions/http/dashboard.ts";
 import { makeDeps, type TestHarness } from "../../helpers/fakes.ts";
 
 /** An HTTP API (payload v2) event as API Gateway sends it, with or without a JWT authorizer. */
@@ -232,5 +238,32 @@ describe("parseTenantClients", () => {
     for (const bad of ["{", "[]", '"x"', '{"abc":1}', '{"abc":""}', '{"":"t"}']) {
       expect(() => parseTenantClients(bad), bad).toThrow(TenantClientsError);
     }
+  });
+});
+
+describe("the dashboard on the HTTP Lambda", () => {
+  let t: TestHarness | undefined;
+  let dir: string | undefined;
+  afterEach(() => {
+    t?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("serves the files the bundle holds without any claim, with the CSP", async () => {
+    dir = mkdtempSync(join(tmpdir(), "longrun-ui-"));
+    await writeDashboard(dir);
+    t = makeDeps({ gpu: {} });
+    const handler = createHttpHandler(t.deps, "sub", { dashboard: dashboardFromDir(dir) });
+    const page = await handler(event({ path: "/ui/", claims: null, headers: {} }));
+    expect(page.statusCode).toBe(200);
+    expect(page.headers?.["content-security-policy"]).toBe(DASHBOARD_CSP);
+    const js = await handler(event({ path: "/ui/app.js", claims: null, headers: {} }));
+    expect(js.statusCode).toBe(200);
+    const bytes = js.isBase64Encoded ? Buffer.from(String(js.body), "base64") : String(js.body);
+    expect(bytes.length).toBe(readFileSync(join(dir, "app.js")).length);
+    const root = await handler(event({ path: "/", claims: null, headers: {} }));
+    expect([root.statusCode, root.headers?.location]).toEqual([302, "/ui/"]);
+    // Data still needs the authorizer's claim.
+    expect((await handler(event({ path: "/v1/queues", claims: null }))).statusCode).toBe(401);
   });
 });
