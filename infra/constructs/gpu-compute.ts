@@ -91,8 +91,8 @@ export class GpuCompute extends Construct {
       subnets: [subnets],
     });
     if (natGateways === 0) {
-      // Without NAT these are what lets an instance join its ECS cluster, pull the image and
-      // ship logs. With NAT they would only save data-processing charges, so they are left out.
+      // Without NAT these are what lets an instance join its ECS cluster, pull the image,
+      // ship logs and scope a job's credentials (STS). With NAT they would only save data-processing charges, so they are left out.
       const interfaceServices: Record<string, ec2.InterfaceVpcEndpointAwsService> = {
         EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
         EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
@@ -100,6 +100,8 @@ export class GpuCompute extends Construct {
         Ecs: ec2.InterfaceVpcEndpointAwsService.ECS,
         EcsAgent: ec2.InterfaceVpcEndpointAwsService.ECS_AGENT,
         EcsTelemetry: ec2.InterfaceVpcEndpointAwsService.ECS_TELEMETRY,
+        // The job runner assumes its request's scoped role before the job starts.
+        Sts: ec2.InterfaceVpcEndpointAwsService.STS,
       };
       for (const [name, service] of Object.entries(interfaceServices)) {
         const endpoint = this.vpc.addInterfaceEndpoint(name, {

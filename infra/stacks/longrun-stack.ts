@@ -65,7 +65,10 @@ export function tenantNames(
   return [...names];
 }
 
-/** CloudFormation output ids are alphanumeric: `a.b-c` → `ABC`-style, kept apart by a hash. */
+/**
+ * Output ids must be alphanumeric: a name with other characters keeps its letters and
+ * digits plus a short hash of the whole name, so `team.b` and `teamb` never share an id.
+ */
 function outputSuffix(tenant: string): string {
   const alnum = tenant.replace(/[^A-Za-z0-9]/g, "");
   return alnum === tenant
@@ -222,8 +225,9 @@ export class LongrunStack extends Stack {
         description: `client_id of tenant ${tenant}`,
       });
     }
-    if (api.tenantClients.size > 0) {
+    if (api.userPool) {
       // Only the HTTP handler authenticates; the map turns a token's client_id into a name.
+      // Resolved at synth, so a named client added to `api` later is in it too.
       functions.http.addEnvironment(AWS_ENV.tenantClients, api.tenantClientsJson);
     }
     new CfnOutput(this, "BucketName", { value: data.bucketName });

@@ -379,7 +379,15 @@ describe("GPU compute", () => {
     template.resourceCountIs("AWS::EC2::NatGateway", 0);
     template.resourceCountIs("AWS::EC2::InternetGateway", 0);
     const services = props("AWS::EC2::VPCEndpoint").map((e) => JSON.stringify(e.ServiceName));
-    for (const service of [".s3", ".dynamodb", ".ecr.api", ".ecr.dkr", ".logs", ".ecs-agent"]) {
+    for (const service of [
+      ".s3",
+      ".dynamodb",
+      ".ecr.api",
+      ".ecr.dkr",
+      ".logs",
+      ".ecs-agent",
+      ".sts",
+    ]) {
       expect(
         services.some((s) => s.includes(service)),
         service,

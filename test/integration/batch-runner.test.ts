@@ -480,6 +480,28 @@ describe("credentials scoped to the request", () => {
     scopedS3.destroy();
   });
 
+  it("assumes the role again only when the session nears its end, once for many callers", async () => {
+    let now = Date.now();
+    const scoped = new ScopedCredentials(
+      sts,
+      { roleArn, requestId: "req_01REFRESH", bucket, table },
+      () => now,
+    );
+
+    const first = await Promise.all([scoped.get(), scoped.get(), scoped.provider()]);
+    now += 40 * 60_000;
+    const later = await scoped.get();
+    now += 10 * 60_000;
+    const renewed = await scoped.get();
+
+    // One session for the concurrent first callers, kept 40 minutes into its hour.
+    expect(new Set(first.map((c) => c.accessKeyId)).size).toBe(1);
+    expect(later.accessKeyId).toBe(first[0]?.accessKeyId);
+    // Ten minutes before its end: a new session.
+    expect(renewed.accessKeyId).not.toBe(first[0]?.accessKeyId);
+    expect(renewed.expiration.getTime()).toBeGreaterThan(Date.now() + 50 * 60_000);
+  });
+
   it("serves credentials only to a caller holding the token", async () => {
     const scoped = new ScopedCredentials(sts, {
       roleArn,

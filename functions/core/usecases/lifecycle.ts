@@ -314,7 +314,8 @@ function observeAttemptEnd(
 /**
  * SPEC cancel: QUEUED → CANCELLED at once; STARTING/RUNNING → cancelRequested and the job is
  * told to stop (it becomes CANCELLED when it has stopped). Cancelling a CANCELLED request
- * again changes nothing; a request that ended otherwise is a conflict.
+ * again changes nothing; a request that ended otherwise is a conflict. Returns the request
+ * as the route shows it.
  */
 export async function cancelRequest(
   tenant: string,
@@ -325,6 +326,7 @@ export async function cancelRequest(
   return { request: await cancelOwned(tenant, id, deps), position: null };
 }
 
+/** The cancel itself; returns the request as the cancel left it. */
 async function cancelOwned(
   tenant: string,
   id: string,
