@@ -28,7 +28,7 @@ export const NAG_REASONS = {
   requestObjects:
     "Object ARNs under one request's own folder (checkpoints, outputs, logs of the request named by the session's longrun-request tag): the files inside are named by the job, so the folder wildcard is the narrowest scope; actions are listed one by one.",
   prefixObjects:
-    "Object ARNs under one S3_PREFIX of the data bucket: object keys carry request ids unknown at deploy time, so a prefix wildcard is the narrowest static scope; actions are listed one by one.",
+    "Object ARNs under one S3_PREFIX of the data bucket: object keys carry request or upload ids unknown at deploy time, so a prefix wildcard is the narrowest static scope; actions are listed one by one.",
   tableIndexes:
     "All GSIs of the one request table (ready, list, listByStatus, sweep), defined in definitions.ts; queries need the index ARNs.",
   batchJobs:
@@ -87,7 +87,9 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     );
     ack(fn, "AwsSolutions-L1", NAG_REASONS.runtime);
   }
-  for (const prefix of ["inputs/", "outputs/", "logs/"]) {
+  // http: inputs, result and log reads, uploads (presigned PUTs, server-side copies at submit)
+  // and the checkpoint a retry copies.
+  for (const prefix of ["inputs/", "outputs/", "logs/", "uploads/", "checkpoints/"]) {
     ack(http.role ?? http, prefixFinding(prefix), NAG_REASONS.prefixObjects);
   }
   ack(batchEvents.role ?? batchEvents, prefixFinding("outputs/"), NAG_REASONS.prefixObjects);
