@@ -8,7 +8,6 @@ import type {
   APIGatewayProxyStructuredResultV2,
 } from "aws-lambda";
 import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
-import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import { ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { type Api, createApi } from "../http/app.ts";
@@ -39,13 +38,7 @@ export function createHttpHandler(
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
   });
-  return async (event) => {
-    try {
-      return toApiGatewayV2(await api.handle(fromApiGatewayV2(event)));
-    } finally {
-      await flushWebhooks(deps);
-    }
-  };
+  return async (event) => toApiGatewayV2(await api.handle(fromApiGatewayV2(event)));
 }
 
 let cached: ReturnType<typeof createHttpHandler> | undefined;

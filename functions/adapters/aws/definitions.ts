@@ -8,9 +8,30 @@
  *   idempotency  pk = IDEM#<tenant>#<key>     sk = IDEM
  *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
  *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
+ *   webhook order pk = WHORD#<request id>     sk = WHORD      (functions/webhooks/order.ts)
  */
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
+/**
+ * The table's stream: every write with the item before and after it. Webhook deliveries are
+ * derived from request items' old and new images (functions/adapters/aws/stream-webhooks.ts).
+ */
+export const TABLE_STREAM_VIEW = "NEW_AND_OLD_IMAGES";
+
+/**
+ * The event-source mapping from the stream to the webhooks handler: a failing batch is split
+ * in halves to isolate the record that fails, retried, and then recorded on its on-failure
+ * queue. Records stay in the stream 24 h, so retries never outlast them.
+ */
+export const WEBHOOKS_STREAM = {
+  batchSize: 100,
+  maxBatchingWindowSeconds: 1,
+  retryAttempts: 10,
+  bisectBatchOnError: true,
+  /** Only request items make webhooks; counters, keys and secrets are filtered out. */
+  partitionKeyPrefix: "REQ#",
+} as const;
+
 /** Attribute holding the epoch-seconds expiry DynamoDB TTL deletes on. */
 export const TTL_ATTRIBUTE = "ttl";
 

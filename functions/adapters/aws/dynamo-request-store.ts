@@ -1535,3 +1535,15 @@ export function requestItemKey(id: string): Record<string, string> {
 export function countersItemKey(queue: string): Record<string, string> {
   return countersKey(queue);
 }
+
+/**
+ * A request item as a stream image or a raw read shows it (plain values, already
+ * unmarshalled): the record and the item's `rev` (bumped by every write of the item, so it
+ * orders a request's writes); null for an item of another kind.
+ */
+export function requestItemImage(
+  item: Record<string, unknown>,
+): { request: RequestRecord; rev: number } | null {
+  if (item[TABLE_KEY.sortKey] !== REQUEST_SK || typeof item.id !== "string") return null;
+  return { request: fromItem(item), rev: typeof item.rev === "number" ? item.rev : 0 };
+}

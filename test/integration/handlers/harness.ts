@@ -223,7 +223,10 @@ export interface HarnessWebhooks {
 
 export interface Harness {
   prefix: string;
-  /** Present when made with `{ webhooks: true }`: state changes enqueue deliveries there. */
+  /**
+   * Present when made with `{ webhooks: true }`: the webhooks handler enqueues deliveries
+   * there from the table's stream.
+   */
   webhooks?: HarnessWebhooks;
   /** Receives up to `max` messages of any queue, leaving them in flight. */
   receive(queueUrl: string, max?: number): Promise<Message[]>;
@@ -322,7 +325,7 @@ export async function createHarness(
   label: string,
   queueConfigs: Record<string, QueueConfigInput> = DEFAULT_QUEUES,
   options: {
-    /** Create a webhooks queue, enqueue webhooks on state changes, allow loopback URLs. */
+    /** Create a webhooks queue and allow loopback webhook URLs. */
     webhooks?: boolean;
   } = {},
 ): Promise<Harness> {
