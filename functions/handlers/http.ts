@@ -19,7 +19,8 @@ type Event = APIGatewayProxyEventV2 | APIGatewayProxyEventV2WithJWTAuthorizer;
 
 /**
  * Builds the handler over given ports (tests pass ports on an emulator). With
- * `webhookSecret`, `GET /v1/webhook-secret` answers the tenant's secret (404 otherwise);
+ * `webhookSecret`, `GET /v1/webhook-secret` answers the tenant's secret (404 otherwise), and
+ * with `rotateWebhookSecret` `POST /v1/webhook-secret/rotate` makes a new one;
  * `allowInsecureWebhooks` accepts `http` webhook URLs (LONGRUN_WEBHOOK_ALLOW_PRIVATE=1).
  */
 export function createHttpHandler(
@@ -27,12 +28,14 @@ export function createHttpHandler(
   claim: string,
   options: {
     webhookSecret?: (tenant: string) => Promise<string>;
+    rotateWebhookSecret?: (tenant: string) => Promise<string>;
     allowInsecureWebhooks?: boolean;
   } = {},
 ): (event: Event) => Promise<APIGatewayProxyStructuredResultV2> {
   const api: Api = createApi({
     deps,
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
+    ...(options.rotateWebhookSecret ? { rotateWebhookSecret: options.rotateWebhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
     authenticate: claimAuthenticator(claim),
     onError: (error, request) =>
@@ -50,7 +53,12 @@ export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2
       ? new DynamoWebhookSecrets(lambdaClients().dynamo, resources.tableName)
       : undefined;
     cached = createHttpHandler(lambdaDeps(), tenantClaim(), {
-      ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
+      ...(secrets
+        ? {
+            webhookSecret: (tenant: string) => secrets.secretFor(tenant),
+            rotateWebhookSecret: (tenant: string) => secrets.rotate(tenant, Date.now()),
+          }
+        : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
     });
   }

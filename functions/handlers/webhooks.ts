@@ -1,29 +1,32 @@
 /**
  * The webhooks handler, fed by two event sources:
  * - the request table's stream: each record's state change becomes its deliveries on the
- *   webhooks queue (functions/adapters/aws/stream-webhooks.ts). A record whose enqueue failed
- *   is reported as the batch's failure; the mapping retries from it (bisecting the batch) and
- *   sends what keeps failing to its on-failure destination;
+ *   webhooks queue (functions/adapters/aws/stream-webhooks.ts), record after record in
+ *   stream order. The first record whose enqueue failed is reported as the batch's failure;
+ *   the mapping retries from it (bisecting the batch) and sends what keeps failing to its
+ *   on-failure destination;
  * - the webhooks queue: each message is one try of one delivery
- *   (functions/adapters/aws/webhook-delivery.ts); a failed record is received again.
+ *   (functions/adapters/aws/webhook-delivery.ts), a request's messages in their order; a
+ *   failed record is received again.
  */
-import { BatchProcessor, EventType, processPartialResponse } from "@aws-lambda-powertools/batch";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type {
   Context,
   DynamoDBBatchResponse,
-  DynamoDBRecord,
   DynamoDBStreamEvent,
   SQSBatchResponse,
   SQSEvent,
-  SQSRecord,
 } from "aws-lambda";
 import { DynamoDeliveryOrder, DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
 import {
   createStreamRecordHandler,
   type StreamRecordLike,
 } from "../adapters/aws/stream-webhooks.ts";
-import { createDeliveryStep, type DeliveryStepOptions } from "../adapters/aws/webhook-delivery.ts";
+import {
+  createDeliveryStep,
+  type DeliveryStepOptions,
+  runDeliveryBatch,
+} from "../adapters/aws/webhook-delivery.ts";
 import { AWS_ENV, ENV } from "../config/env.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
 import { lambdaClients, lambdaResources, logger } from "./context.ts";
@@ -50,20 +53,31 @@ export function createWebhooksHandler(
     },
   });
   const fromStream = createStreamRecordHandler({ sqs: options.sqs, queueUrl: options.queueUrl });
-  return async (event, context) => {
+  return async (event) => {
     if (isStreamEvent(event)) {
-      const processor = new BatchProcessor(EventType.DynamoDBStreams);
-      return processPartialResponse(
-        event,
-        async (r: DynamoDBRecord) => {
-          await fromStream(r as StreamRecordLike);
-        },
-        processor,
-        { context },
-      );
+      // In stream order; the first record that fails is reported, and the mapping hands
+      // the batch in again from it (records before it are not read again).
+      for (const record of event.Records) {
+        try {
+          await fromStream(record as StreamRecordLike);
+        } catch (error) {
+          logger.error("stream record not enqueued", {
+            sequenceNumber: record.dynamodb?.SequenceNumber,
+            error: String(error),
+          });
+          return {
+            batchItemFailures: [{ itemIdentifier: record.dynamodb?.SequenceNumber ?? "" }],
+          };
+        }
+      }
+      return { batchItemFailures: [] };
     }
-    const processor = new BatchProcessor(EventType.SQS);
-    return processPartialResponse(event, (r: SQSRecord) => step(r.body), processor, { context });
+    const failed = await runDeliveryBatch(
+      event.Records.map((r) => ({ id: r.messageId, body: r.body })),
+      step,
+      (message, fields) => logger.error(message, fields ?? {}),
+    );
+    return { batchItemFailures: failed.map((itemIdentifier) => ({ itemIdentifier })) };
   };
 }
 

@@ -61,6 +61,12 @@ export interface ApiOptions {
    * `GET /v1/webhook-secret`. Without it that route answers 404: webhooks are off.
    */
   webhookSecret?: (tenant: string) => Promise<string>;
+  /**
+   * Makes the tenant a new signing secret and returns it, for
+   * `POST /v1/webhook-secret/rotate` (SPEC §2: the replaced one keeps signing for 24 hours).
+   * Without it that route answers 404.
+   */
+  rotateWebhookSecret?: (tenant: string) => Promise<string>;
   /** Told of every failure that answered 500, for logging; must not throw. */
   onError?: (error: unknown, request: HttpRequest) => void;
 }
@@ -322,6 +328,13 @@ export function createApi(options: ApiOptions): Api {
         throw new HttpProblem("not_found", "webhooks are not enabled on this deployment");
       }
       return json(200, { secret: await options.webhookSecret(ctx.tenant) });
+    },
+
+    async rotateWebhookSecret(ctx) {
+      if (!options.rotateWebhookSecret) {
+        throw new HttpProblem("not_found", "webhooks are not enabled on this deployment");
+      }
+      return json(200, { secret: await options.rotateWebhookSecret(ctx.tenant) });
     },
 
     async health() {

@@ -11,6 +11,7 @@ import type { LongrunConfig } from "../config/schema.ts";
 import type { CoreDeps } from "../core/index.ts";
 import { createApi } from "../http/app.ts";
 import { tokenAuthenticator } from "../http/auth.ts";
+import type { WebhookSecrets } from "../webhooks/outbox.ts";
 import { AwsRuntime } from "./aws-runtime.ts";
 import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
 import { createRequestListener, type NodeAdapterOptions } from "./node-server.ts";
@@ -38,7 +39,7 @@ async function createRuntime(
   runtime: Runtime;
   artifacts?: NodeAdapterOptions["artifacts"];
   /** The tenants' webhook signing secrets, where the engine delivers webhooks. */
-  webhookSecret?: (tenant: string) => Promise<string>;
+  webhookSecrets?: WebhookSecrets;
   describe?: string;
 }> {
   if (settings.backend === "aws") {
@@ -54,6 +55,7 @@ async function createRuntime(
     const endpoint = process.env.AWS_ENDPOINT_URL ? ` at ${process.env.AWS_ENDPOINT_URL}` : "";
     return {
       runtime,
+      ...(runtime.webhookSecrets ? { webhookSecrets: runtime.webhookSecrets } : {}),
       describe: `AWS backend${endpoint}: table ${r.tableName}, bucket ${r.bucketName}, dispatch queue ${r.dispatchQueueUrl}`,
     };
   }
@@ -68,7 +70,7 @@ async function createRuntime(
   return {
     runtime,
     artifacts: { signer: runtime.signer, outputsDir: runtime.outputsDir },
-    webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
+    webhookSecrets: runtime.hooks,
   };
 }
 
@@ -76,7 +78,7 @@ async function main(): Promise<void> {
   const settings = readLocalSettings(process.env, process.cwd());
   const config = loadConfigFile(settings.configPath);
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
-  const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
+  const { runtime, artifacts, webhookSecrets, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
@@ -89,7 +91,12 @@ async function main(): Promise<void> {
     authenticate: tokenAuthenticator(settings.tokens),
     maxBodyBytes: MAX_BODY_BYTES,
     allowInsecureWebhooks: settings.allowPrivateWebhooks,
-    ...(webhookSecret ? { webhookSecret } : {}),
+    ...(webhookSecrets
+      ? {
+          webhookSecret: (tenant: string) => webhookSecrets.secretFor(tenant),
+          rotateWebhookSecret: (tenant: string) => webhookSecrets.rotate(tenant, Date.now()),
+        }
+      : {}),
   });
   const server = createServer(
     createRequestListener({

@@ -31,6 +31,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/cancel", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/logs", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/webhook-secret", public: false },
+  { method: apigw.HttpMethod.POST, path: "/v1/webhook-secret/rotate", public: false },
 ];
 
 /** OAuth scope a Cognito machine client needs for the API (`<resource server>/<scope>`). */

@@ -148,3 +148,47 @@ export function createDeliveryStep(options: DeliveryStepOptions): (body: string)
     await release(false);
   };
 }
+
+/** One received message of a batch: its id (to report it failed) and its body. */
+export interface ReceivedDelivery {
+  id: string;
+  body: string;
+}
+
+/**
+ * Runs the step on a batch of received messages: messages of different requests at once,
+ * those of one request one after another in their order (so a batch holding a request's
+ * `started` and `completed` sends both, in that order, instead of one finding the other's try
+ * in flight).
+ * @returns the ids of the messages whose step failed (left on the queue).
+ */
+export async function runDeliveryBatch(
+  messages: readonly ReceivedDelivery[],
+  step: (body: string) => Promise<void>,
+  log: (message: string, fields?: Record<string, unknown>) => void,
+): Promise<string[]> {
+  const byRequest = new Map<string, { order: number; m: ReceivedDelivery }[]>();
+  messages.forEach((m, n) => {
+    const parsed = parseWebhookMessage(m.body);
+    // Unparsable ones go alone (the step drops them); unordered ones keep their place.
+    const key = parsed ? parsed.requestId : `#${n}`;
+    const group = byRequest.get(key) ?? [];
+    group.push({ order: parsed?.order ?? Number.MAX_SAFE_INTEGER, m });
+    byRequest.set(key, group);
+  });
+  const failed: string[] = [];
+  await Promise.all(
+    [...byRequest.values()].map(async (group) => {
+      group.sort((a, b) => a.order - b.order);
+      for (const { m } of group) {
+        try {
+          await step(m.body);
+        } catch (error) {
+          log("webhook message failed", { messageId: m.id, error: String(error) });
+          failed.push(m.id);
+        }
+      }
+    }),
+  );
+  return failed;
+}

@@ -384,7 +384,11 @@ export async function createHarness(
     deps,
     "sub",
     webhooks
-      ? { webhookSecret: (t) => webhooks.secrets.secretFor(t), allowInsecureWebhooks: true }
+      ? {
+          webhookSecret: (t) => webhooks.secrets.secretFor(t),
+          rotateWebhookSecret: (t) => webhooks.secrets.rotate(t, Date.now()),
+          allowInsecureWebhooks: true,
+        }
       : {},
   );
   const dispatcher = createDispatcherHandler(deps, { sleep: async () => {} });

@@ -83,12 +83,15 @@ async function fromStream(records: readonly _Record[]): Promise<string[]> {
   return res.batchItemFailures.map((f) => f.itemIdentifier);
 }
 
-/** Receives from the webhooks queue until `count` messages came (or tries run out). */
-async function receiveHooks(count: number, tries = 40): Promise<Message[]> {
+/**
+ * Receives from the webhooks queue until `count` messages of `requestId` came (or tries run
+ * out); another request's message (an earlier test's retry) is left in flight.
+ */
+async function receiveHooks(count: number, requestId: string, tries = 40): Promise<Message[]> {
   const got: Message[] = [];
   for (let n = 0; got.length < count && n < tries; n++) {
     const batch = await h.receive(hooks.queueUrl, 10);
-    got.push(...batch);
+    got.push(...batch.filter((m) => bodyOf(m).requestId === requestId));
     if (batch.length === 0) await new Promise((r) => setTimeout(r, 50));
   }
   return got;
@@ -134,7 +137,7 @@ describe("webhooks on AWS", () => {
     const id = await runToCompletion(r.url);
     expect(await fromStream(await stream.readFor(id))).toEqual([]);
 
-    const messages = await receiveHooks(2);
+    const messages = await receiveHooks(2, id);
     const bodies = messages.map(bodyOf);
     expect(bodies.map((b) => b.event).sort()).toEqual(["completed", "started"]);
     for (const b of bodies) {
@@ -186,7 +189,7 @@ describe("webhooks on AWS", () => {
     await h.deliverEvents(await h.batchEvent(id, "SUCCEEDED"));
     expect(await fromStream(await stream.readFor(id))).toEqual([]);
 
-    const messages = await receiveHooks(4);
+    const messages = await receiveHooks(4, id);
     const bodies = messages.map(bodyOf);
     expect(bodies.map((b) => b.event).sort()).toEqual([
       "completed",
@@ -219,7 +222,7 @@ describe("webhooks on AWS", () => {
     await h.drainDispatch();
     await h.deliverEvents(await h.batchEvent(id, "RUNNING"));
     expect(await fromStream(await stream.readFor(id))).toEqual([]);
-    const [first] = await receiveHooks(1);
+    const [first] = await receiveHooks(1, id);
     if (!first) throw new Error("no webhook message was enqueued");
 
     const sent = recordCommands(h.clients.sqs);
@@ -241,7 +244,7 @@ describe("webhooks on AWS", () => {
 
     // The re-sent message arrives after its timer with the same webhook-id.
     await new Promise((res) => setTimeout(res, RETRY_DELAYS_MS[0]! + 500));
-    const [second] = await receiveHooks(1);
+    const [second] = await receiveHooks(1, id);
     if (!second) throw new Error("the failed delivery was not re-sent");
     expect(bodyOf(second)).toMatchObject({ id: bodyOf(first).id, attempt: 1 });
     await h.invoke(hooks.queueUrl, hooks.queueArn, [second], queueHandler());
@@ -352,12 +355,15 @@ describe("webhooks on AWS", () => {
   });
 });
 
-/** Receives from the webhooks queue until it stays empty. */
-async function drainHooks(): Promise<Message[]> {
+/**
+ * Receives from the webhooks queue until it stays empty; only `requestId`'s messages are
+ * kept (an earlier test's retry may arrive meanwhile: it is left in flight).
+ */
+async function drainHooks(requestId: string): Promise<Message[]> {
   const got: Message[] = [];
   for (let empty = 0; empty < 3; ) {
     const batch = await h.receive(hooks.queueUrl, 10);
-    got.push(...batch);
+    got.push(...batch.filter((m) => bodyOf(m).requestId === requestId));
     empty = batch.length === 0 ? empty + 1 : 0;
     if (batch.length === 0) await new Promise((r) => setTimeout(r, 50));
   }
@@ -402,7 +408,7 @@ describe("webhooks on AWS under crashes, duplicates and reordering", () => {
     // checkpoint reads them again).
     expect(await fromStream([...records, ...[...records].reverse()])).toEqual([]);
 
-    const messages = await drainHooks();
+    const messages = await drainHooks(id);
     const ids = new Set(messages.map((m) => bodyOf(m).id));
     expect(ids.size).toBe(2);
     expect(messages.length).toBeGreaterThan(2);
@@ -416,7 +422,7 @@ describe("webhooks on AWS under crashes, duplicates and reordering", () => {
     const r = await receiver(() => 204);
     const id = await runToCompletion(r.url);
     expect(await fromStream(await stream.readFor(id))).toEqual([]);
-    const messages = await drainHooks();
+    const messages = await drainHooks(id);
     expect(messages.map((m) => bodyOf(m).event).sort()).toEqual(["completed", "started"]);
     // The queue hands out completed first, then started, then both again.
     const reversed = [...messages].sort(byOrder).reverse();
@@ -430,36 +436,72 @@ describe("webhooks on AWS under crashes, duplicates and reordering", () => {
     const r = await receiver(status);
     const id = await runToCompletion(r.url);
     expect(await fromStream(await stream.readFor(id))).toEqual([]);
-    const [started, completed] = (await drainHooks()).sort(byOrder);
+    const [started, completed] = (await drainHooks(id)).sort(byOrder);
     if (!started || !completed) throw new Error("expected a started and a completed delivery");
     await deliverOneByOne([started, completed]);
     expect(r.received.map((g) => typeOf(g.body))).toEqual(["request.started", "request.completed"]);
     // The started's retry arrives after its timer: claimed by nothing, dropped, not sent.
     await new Promise((res) => setTimeout(res, RETRY_DELAYS_MS[0]! + 500));
-    const retry = await receiveHooks(1);
+    const retry = await receiveHooks(1, id);
     expect(retry.map((m) => bodyOf(m))).toMatchObject([{ id: bodyOf(started).id, attempt: 1 }]);
     await deliverOneByOne(retry);
     expect(r.received).toHaveLength(2);
     expect(accepted(r, status)).toEqual(["request.completed"]);
   }, 20_000);
 
-  it("lets one try per request out at a time; the others come back", async () => {
+  it("sends a batch's deliveries of one request one after another, in order", async () => {
     const r = await receiver(() => 204);
     const id = await runToCompletion(r.url);
     expect(await fromStream(await stream.readFor(id))).toEqual([]);
-    const messages = await drainHooks();
-    const sent = recordCommands(h.clients.sqs);
-    // Both in one batch: the handler tries them concurrently.
+    const messages = (await drainHooks(id)).sort(byOrder).reverse();
+    // One batch, completed first: the handler still sends started, then completed.
     const d = await h.invoke(hooks.queueUrl, hooks.queueArn, messages, queueHandler());
     expect(d.failed).toEqual([]);
-    const types = r.received.map((g) => typeOf(g.body));
-    // One of the two went out; the other found the order record held and was sent back to
-    // the queue with a short timer, not tried.
-    expect(types).toHaveLength(1);
+    expect(r.received.map((g) => typeOf(g.body))).toEqual(["request.started", "request.completed"]);
+  });
+
+  it("lets one try per request out at a time; another instance's try comes back later", async () => {
+    const r = await receiver(() => 204);
+    const id = await runToCompletion(r.url);
+    expect(await fromStream(await stream.readFor(id))).toEqual([]);
+    const [started, completed] = (await drainHooks(id)).sort(byOrder);
+    if (!started || !completed) throw new Error("expected a started and a completed delivery");
+    // The first try to claim the request's order record stays in flight until released.
+    let release = () => {};
+    const gate = new Promise<void>((res) => {
+      release = res;
+    });
+    const real = createDeliverer({ allowPrivate: true });
+    const gated = createWebhooksHandler({
+      secrets: hooks.secrets,
+      order: new DynamoDeliveryOrder(h.clients.dynamo, h.resources.tableName),
+      deliver: async (req) => {
+        await gate;
+        return real(req);
+      },
+      sqs: h.clients.sqs,
+      queueUrl: hooks.queueUrl,
+      clock: { now: () => Date.now() },
+    });
+    const handler = (e: SQSEvent) =>
+      gated(e, lambdaContext("webhooks")) as Promise<SQSBatchResponse>;
+    const sent = recordCommands(h.clients.sqs);
+    // Two instances, one message each, at once.
+    const a = h.invoke(hooks.queueUrl, hooks.queueArn, [started], handler);
+    const b = h.invoke(hooks.queueUrl, hooks.queueArn, [completed], handler);
+    // The one that lost the claim sends its message back with a short timer, untried.
+    for (let n = 0; n < 200 && !sent.some((c) => c.name === "SendMessageCommand"); n++) {
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    expect(r.received).toHaveLength(0);
+    release();
+    const results = await Promise.all([a, b]);
+    expect(results.map((x) => x.failed)).toEqual([[], []]);
     const back = sent.filter((c) => c.name === "SendMessageCommand");
     expect(back).toHaveLength(1);
     expect(back[0]?.input.DelaySeconds).toBe(5);
     expect(JSON.parse(back[0]?.input.MessageBody).attempt).toBe(0);
+    expect(r.received).toHaveLength(1);
   });
 });
 
