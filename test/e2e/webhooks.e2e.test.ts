@@ -134,6 +134,31 @@ describe.each(BACKENDS)("webhooks (%s server, e2e)", (backend) => {
     expect(completed.data).not.toHaveProperty("tenant");
   });
 
+  it("sends progress at most once a second per request, in order, before completed", async () => {
+    receiver.received.length = 0;
+    const sub = await server.submit("hooks", {
+      input: { steps: 8, sleepMs: 250 },
+      webhook: { url: receiver.url, events: ["progress", "completed"] },
+    });
+    await server.waitForStatus(sub.body.id, "SUCCEEDED");
+    const mine = () =>
+      receiver.received.map((r) => JSON.parse(r.body)).filter((p) => p.data.id === sub.body.id);
+    const deadline = Date.now() + 30_000;
+    while (!mine().some((p) => p.type === "request.completed") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const got = mine();
+    const progress = got.filter((p) => p.type === "request.progress");
+    expect(got.at(-1)?.type).toBe("request.completed");
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    // At most one per second: every progress webhook is of a second of its own.
+    const seconds = progress.map((p) => Math.floor(Date.parse(p.timestamp) / 1000));
+    expect(new Set(seconds).size).toBe(seconds.length);
+    // Never backwards.
+    const currents = progress.map((p) => p.data.progress.current as number);
+    expect(currents).toEqual([...currents].sort((a, b) => a - b));
+  });
+
   it("refuses a webhook target that is not https when private targets are not allowed", async () => {
     const strict = new TestServer({ backend, queues: { hooks: demoQueue() } });
     try {
