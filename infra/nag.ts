@@ -43,6 +43,10 @@ export const NAG_REASONS = {
     "Node.js 22 is the LTS the handlers are built and tested for (esbuild target node22, Powertools 2); it is supported by Lambda until 2027. Moving to nodejs24.x is a tested upgrade, not a synth default.",
   sweepDlq:
     "This queue is itself a dead-letter queue: the on-failure destination of the sweep function and the DLQ of its schedule rule (cdk-nag only recognises queues named in a RedrivePolicy).",
+  webhooksStreamDlq:
+    "This queue is itself a dead-letter queue: the on-failure destination of the webhooks handler's stream event source (cdk-nag only recognises queues named in a RedrivePolicy).",
+  streamList:
+    "dynamodb:ListStreams supports no resource-level permissions; the Lambda event source needs it to find the table's stream, and the stream reads themselves are scoped to the table's stream ARN.",
   cognitoPlus:
     "Tokens are issued to machine clients by the client-credentials grant; the Plus tier's threat protection acts on user sign-ins, which this pool does not have, and would add a monthly cost.",
   publicRoutes: "SPEC §2: GET /v1/health and GET /v1/openapi.json are public by contract.",
@@ -100,6 +104,9 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     ack(fn.role ?? fn, "AwsSolutions-IAM5[Resource::*]", NAG_REASONS.batchDescribe);
   }
   ack(scope.functions.sweepDlq, "AwsSolutions-SQS3", NAG_REASONS.sweepDlq);
+  ack(scope.functions.webhooksStreamDlq, "AwsSolutions-SQS3", NAG_REASONS.webhooksStreamDlq);
+  const { webhooks } = scope.functions;
+  ack(webhooks.role ?? webhooks, "AwsSolutions-IAM5[Resource::*]", NAG_REASONS.streamList);
 
   ack(
     scope.compute.instanceRole,

@@ -63,6 +63,7 @@ const OPTIONS = {
   status: { type: "string" },
   limit: { type: "string" },
   follow: { type: "boolean" },
+  rotate: { type: "boolean" },
 } as const satisfies ParseArgsConfig["options"];
 
 type OptionName = keyof typeof OPTIONS;
@@ -147,6 +148,19 @@ const COMMANDS = {
     usage: "longrun queues [--json]",
     summary: "List the queues with their limits and current counts.",
     flags: [["--json", "json", "print the queues as JSON"]],
+  },
+  "webhook-secret": {
+    args: [],
+    usage: "longrun webhook-secret [--rotate]",
+    summary: "Print your key for verifying webhook signatures (whsec_...).",
+    flags: [
+      [
+        "--rotate",
+        "rotate",
+        "make a new key and print it; for 24 hours deliveries are signed\n" +
+          "with the old key too",
+      ],
+    ],
   },
 } as const satisfies Record<string, CommandSpec>;
 
@@ -498,6 +512,14 @@ async function queuesCommand({ io, client, values }: Ctx): Promise<number> {
   return 0;
 }
 
+async function webhookSecretCommand({ io, client, values }: Ctx): Promise<number> {
+  write(
+    io.stdout,
+    values.rotate ? await client.rotateWebhookSecret() : await client.webhookSecret(),
+  );
+  return 0;
+}
+
 /** Parses the command line; throws {@link UsageError} on anything malformed. */
 function parse(argv: readonly string[]): {
   command: CommandName | undefined;
@@ -594,6 +616,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         return await logsCommand(ctx, arg);
       case "queues":
         return await queuesCommand(ctx);
+      case "webhook-secret":
+        return await webhookSecretCommand(ctx);
     }
   } catch (err) {
     if (err instanceof UsageError) {

@@ -29,6 +29,7 @@ import {
   RequestStatusSchema,
   ResultSchema,
   type SubmitBodySchema,
+  WebhookSecretSchema,
 } from "../http/schemas.ts";
 
 // ---- response schemas, relaxed for forward compatibility ------------------------------
@@ -46,6 +47,7 @@ const ResultBody = ResultSchema.extend({ artifacts: z.array(ArtifactBody) }).str
 const QueueBody = QueueSchema.strip();
 const QueueListBody = z.array(QueueBody);
 const LogsBody = LogsSchema.strip();
+const WebhookSecretBody = WebhookSecretSchema.strip();
 
 // ---- public types ---------------------------------------------------------------------
 
@@ -324,6 +326,22 @@ export class LongrunClient {
   /** One queue's limits and counts. */
   async queue(name: string): Promise<QueueInfo> {
     return this.#read(await this.#call("GET", `/v1/queues/${seg(name)}`), QueueBody);
+  }
+
+  /** The caller's current key for verifying webhook signatures (`whsec_<base64 key>`). */
+  async webhookSecret(): Promise<string> {
+    return (await this.#read(await this.#call("GET", "/v1/webhook-secret"), WebhookSecretBody))
+      .secret;
+  }
+
+  /**
+   * Makes a new webhook signing secret and returns it. For 24 hours deliveries carry a
+   * signature with the old key as well, so receivers can switch keys without a gap.
+   */
+  async rotateWebhookSecret(): Promise<string> {
+    return (
+      await this.#read(await this.#call("POST", "/v1/webhook-secret/rotate"), WebhookSecretBody)
+    ).secret;
   }
 
   /** One page of the job's stdout and stderr, all attempts, oldest first. */

@@ -5,7 +5,6 @@
 import { BatchProcessor, EventType, processPartialResponse } from "@aws-lambda-powertools/batch";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { parseBatchEvent } from "../adapters/aws/batch-events.ts";
-import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import { AWS_ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { recordJobEvent } from "../core/usecases/lifecycle.ts";
@@ -34,11 +33,7 @@ export function createBatchEventsHandler(
   };
   return async (event, context) => {
     const processor = new BatchProcessor(EventType.SQS);
-    try {
-      return await processPartialResponse(event, record, processor, { context });
-    } finally {
-      await flushWebhooks(deps);
-    }
+    return processPartialResponse(event, record, processor, { context });
   };
 }
 

@@ -47,8 +47,8 @@ export function lambdaResources(): AwsResources {
 }
 
 /**
- * The core's ports for this process, from LONGRUN_CONFIG and the AWS_ENV variables. With
- * LONGRUN_WEBHOOKS_QUEUE_URL set, state changes enqueue webhook deliveries there.
+ * The core's ports for this process, from LONGRUN_CONFIG and the AWS_ENV variables. Webhooks
+ * follow from the table's stream (the webhooks handler), not from these ports' writes.
  */
 export function lambdaDeps(): CoreDeps {
   deps ??= createAwsDeps({

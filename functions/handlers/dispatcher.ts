@@ -7,7 +7,6 @@
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { dispatchUntilSettled, parseDispatchMessage } from "../adapters/aws/sqs-trigger.ts";
-import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { dispatchQueue } from "../core/usecases/lifecycle.ts";
 import { lambdaDeps, logger } from "./context.ts";
@@ -36,11 +35,7 @@ export function createDispatcherHandler(
   };
   return async (event, context) => {
     const processor = new SqsFifoPartialProcessorAsync();
-    try {
-      return await processPartialResponse(event, record, processor, { context });
-    } finally {
-      await flushWebhooks(deps);
-    }
+    return processPartialResponse(event, record, processor, { context });
   };
 }
 

@@ -8,7 +8,6 @@ import type {
   APIGatewayProxyStructuredResultV2,
 } from "aws-lambda";
 import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
-import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import { AWS_ENV, ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { dashboardFromDir } from "../dashboard/assets.ts";
@@ -22,7 +21,8 @@ type Event = APIGatewayProxyEventV2 | APIGatewayProxyEventV2WithJWTAuthorizer;
 
 /**
  * Builds the handler over given ports (tests pass ports on an emulator). With
- * `webhookSecret`, `GET /v1/webhook-secret` answers the tenant's secret (404 otherwise);
+ * `webhookSecret`, `GET /v1/webhook-secret` answers the tenant's secret (404 otherwise), and
+ * with `rotateWebhookSecret` `POST /v1/webhook-secret/rotate` makes a new one;
  * `allowInsecureWebhooks` accepts `http` webhook URLs (LONGRUN_WEBHOOK_ALLOW_PRIVATE=1).
  */
 export function createHttpHandler(
@@ -30,6 +30,7 @@ export function createHttpHandler(
   claim: string,
   options: {
     webhookSecret?: (tenant: string) => Promise<string>;
+    rotateWebhookSecret?: (tenant: string) => Promise<string>;
     allowInsecureWebhooks?: boolean;
     /** Client id → tenant name (LONGRUN_TENANT_CLIENTS). */
     tenantClients?: ReadonlyMap<string, string>;
@@ -40,19 +41,14 @@ export function createHttpHandler(
   const api: Api = createApi({
     deps,
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
+    ...(options.rotateWebhookSecret ? { rotateWebhookSecret: options.rotateWebhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
     ...(options.dashboard ? { dashboard: options.dashboard } : {}),
     authenticate: claimAuthenticator(claim, options.tenantClients),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
   });
-  return async (event) => {
-    try {
-      return toApiGatewayV2(await api.handle(fromApiGatewayV2(event)));
-    } finally {
-      await flushWebhooks(deps);
-    }
-  };
+  return async (event) => toApiGatewayV2(await api.handle(fromApiGatewayV2(event)));
 }
 
 let cached: ReturnType<typeof createHttpHandler> | undefined;
@@ -65,7 +61,12 @@ export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2
       ? new DynamoWebhookSecrets(lambdaClients().dynamo, resources.tableName)
       : undefined;
     cached = createHttpHandler(lambdaDeps(), tenantClaim(), {
-      ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
+      ...(secrets
+        ? {
+            webhookSecret: (tenant: string) => secrets.secretFor(tenant),
+            rotateWebhookSecret: (tenant: string) => secrets.rotate(tenant, Date.now()),
+          }
+        : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
       tenantClients: parseTenantClients(process.env[AWS_ENV.tenantClients]),
       ...(uiDir ? { dashboard: dashboardFromDir(uiDir) } : {}),

@@ -4,7 +4,6 @@
  * with work and free slots, and publishes per-queue health metrics for the alarms.
  */
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
-import { flushWebhooks } from "../adapters/aws/wiring.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { type RepairOptions, type RepairReport, repairSweep } from "../core/usecases/repair.ts";
 import { emfMetrics, lambdaDeps, logger } from "./context.ts";
@@ -51,12 +50,7 @@ export function createSweepHandler(
   },
 ): () => Promise<RepairReport> {
   return async () => {
-    let report: RepairReport;
-    try {
-      report = await repairSweep(deps, options);
-    } finally {
-      await flushWebhooks(deps);
-    }
+    const report = await repairSweep(deps, options);
     if (report.counterDrift.length > 0) {
       logger.error("queue counters differ from a recount", { drift: report.counterDrift });
     }

@@ -80,6 +80,12 @@ export interface ApiOptions {
   history?: QueueHistory;
   /** The dashboard's static files; without them `/ui/` answers 404. */
   dashboard?: DashboardAssets;
+  /**
+   * Makes the tenant a new signing secret and returns it, for
+   * `POST /v1/webhook-secret/rotate` (SPEC §2: the replaced one keeps signing for 24 hours).
+   * Without it that route answers 404.
+   */
+  rotateWebhookSecret?: (tenant: string) => Promise<string>;
   /** Told of every failure that answered 500, for logging; must not throw. */
   onError?: (error: unknown, request: HttpRequest) => void;
 }
@@ -436,6 +442,13 @@ export function createApi(options: ApiOptions): Api {
         throw new HttpProblem("not_found", "webhooks are not enabled on this deployment");
       }
       return json(200, { secret: await options.webhookSecret(ctx.tenant) });
+    },
+
+    async rotateWebhookSecret(ctx) {
+      if (!options.rotateWebhookSecret) {
+        throw new HttpProblem("not_found", "webhooks are not enabled on this deployment");
+      }
+      return json(200, { secret: await options.rotateWebhookSecret(ctx.tenant) });
     },
 
     async health() {

@@ -247,6 +247,16 @@ export const OPERATIONS = [
     problems: [404],
   },
   {
+    operationId: "rotateWebhookSecret",
+    method: "POST",
+    path: "/v1/webhook-secret/rotate",
+    auth: true,
+    summary:
+      "Make a new webhook signing secret; for 24 hours deliveries are signed with the old one too",
+    success: { "200": { description: "The new secret.", schema: "WebhookSecret" } },
+    problems: [404],
+  },
+  {
     operationId: "health",
     method: "GET",
     path: "/v1/health",

@@ -3,17 +3,23 @@
  * requests, the SQS FIFO dispatch queue for wake-ups, S3 for checkpoints, outputs and logs —
  * against whatever endpoint the SDK is given (`AWS_ENDPOINT_URL`), with jobs still run as
  * local processes. What the dispatcher Lambda and the scheduled repair sweep do on AWS is
- * done here by a dispatch poller and a sweep timer.
+ * done here by a dispatch poller and a sweep timer, and what the webhooks Lambda does (the
+ * table's stream to deliveries, the webhooks queue to receivers) by two webhook pollers.
  */
 import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { DescribeTableCommand } from "@aws-sdk/client-dynamodb";
+import { DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { HeadBucketCommand } from "@aws-sdk/client-s3";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
-import { createTable } from "../adapters/aws/bootstrap.ts";
+import { createTable, tableStreamArn } from "../adapters/aws/bootstrap.ts";
 import { createBucket } from "../adapters/aws/bootstrap-s3.ts";
-import { createQueues } from "../adapters/aws/bootstrap-sqs.ts";
+import { createQueues, createWebhooksQueue } from "../adapters/aws/bootstrap-sqs.ts";
 import { resourceNames } from "../adapters/aws/definitions.ts";
 import { S3AttemptStorage, S3LogStore } from "../adapters/aws/s3-storage.ts";
+import { DynamoDeliveryOrder, DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
+import { createStreamRecordHandler } from "../adapters/aws/stream-webhooks.ts";
+import { createDeliveryStep, runDeliveryBatch } from "../adapters/aws/webhook-delivery.ts";
 import {
   type AwsClients,
   type AwsResources,
@@ -35,8 +41,11 @@ import {
   repairSweep,
 } from "../core/index.ts";
 import type { JobEvent } from "../core/ports.ts";
+import { createDeliverer } from "../webhooks/deliver.ts";
+import type { WebhookSecrets } from "../webhooks/outbox.ts";
 import { DispatchPoller } from "./dispatch-poller.ts";
 import { type JobUser, StartupError } from "./env.ts";
+import { StreamPoller, WebhookQueuePoller } from "./webhook-pollers.ts";
 
 export interface AwsRuntimeOptions {
   config: LongrunConfig;
@@ -104,21 +113,33 @@ export async function resolveAwsResources(
   const tableName = env[AWS_ENV.table] || names.tableName;
   const bucketName = env[AWS_ENV.bucket] || names.bucketName;
   const givenQueueUrl = env[AWS_ENV.dispatchQueueUrl];
-  const [, bucket, dispatchQueueUrl] = await Promise.all([
+  const givenWebhooksUrl = env[AWS_ENV.webhooksQueueUrl];
+  const [, bucket, dispatchQueueUrl, webhooksQueueUrl] = await Promise.all([
     createTable(clients.dynamo, tableName),
     createBucket(clients.s3, bucketName),
     givenQueueUrl
       ? Promise.resolve(givenQueueUrl)
       : createQueues(clients.sqs, names).then((urls) => urls.dispatchQueueUrl),
+    givenWebhooksUrl
+      ? Promise.resolve(givenWebhooksUrl)
+      : createWebhooksQueue(clients.sqs, names).then((q) => q.url),
   ]);
   if (bucket.created) log(`created bucket ${bucketName}`);
-  return { tableName, bucketName, dispatchQueueUrl, jobDefinitions: {} };
+  return { tableName, bucketName, dispatchQueueUrl, webhooksQueueUrl, jobDefinitions: {} };
 }
 
 /** Fails start-up with a message naming a resource that does not exist. */
 async function checkResources(resources: AwsResources, clients: AwsClients): Promise<void> {
   const hint = `(create it, or set ${AWS_ENV.bootstrap}=1)`;
   await Promise.all([
+    resources.webhooksQueueUrl
+      ? tableStreamArn(clients.dynamo, resources.tableName).catch((error: unknown) => {
+          if (errorName(error) === "ResourceNotFoundException") return;
+          throw new StartupError(
+            `${(error as Error).message} (${AWS_ENV.webhooksQueueUrl} is set; enable the stream, or set ${AWS_ENV.bootstrap}=1)`,
+          );
+        })
+      : Promise.resolve(),
     clients.dynamo
       .send(new DescribeTableCommand({ TableName: resources.tableName }))
       .catch((error: unknown) => {
@@ -166,6 +187,10 @@ export class AwsRuntime {
   readonly resources: AwsResources;
   readonly #clients: AwsClients;
   readonly #poller: DispatchPoller;
+  /** The tenants' webhook secrets; absent when the deployment has no webhooks queue. */
+  readonly webhookSecrets: WebhookSecrets | undefined;
+  readonly #webhooks: { stream: StreamPoller; queue: WebhookQueuePoller } | undefined;
+  readonly #streams: DynamoDBStreamsClient | undefined;
   readonly #options: AwsRuntimeOptions;
   #sweep: NodeJS.Timeout | undefined;
   #sweeping: Promise<void> | null = null;
@@ -180,10 +205,18 @@ export class AwsRuntime {
       throw new StartupError(`AWS_REGION must be set for ${ENV.backend}=aws`);
     }
     const resources = await resolveAwsResources(options.env, clients, options.log);
-    return new AwsRuntime(options, clients, resources);
+    const streamArn = resources.webhooksQueueUrl
+      ? await tableStreamArn(clients.dynamo, resources.tableName)
+      : undefined;
+    return new AwsRuntime(options, clients, resources, streamArn);
   }
 
-  private constructor(options: AwsRuntimeOptions, clients: AwsClients, resources: AwsResources) {
+  private constructor(
+    options: AwsRuntimeOptions,
+    clients: AwsClients,
+    resources: AwsResources,
+    streamArn: string | undefined,
+  ) {
     this.#options = options;
     this.#clients = clients;
     this.resources = resources;
@@ -217,6 +250,45 @@ export class AwsRuntime {
       isKnownQueue: (queue) => Object.hasOwn(this.deps.queues, queue),
       log: options.log,
     });
+    const queueUrl = resources.webhooksQueueUrl;
+    if (queueUrl && streamArn) {
+      const secrets = new DynamoWebhookSecrets(clients.dynamo, resources.tableName);
+      this.webhookSecrets = secrets;
+      // The same endpoint, region and credentials as the table's client.
+      const d = clients.dynamo.config;
+      this.#streams = new DynamoDBStreamsClient({
+        region: d.region,
+        credentials: d.credentials,
+        ...(d.endpoint ? { endpoint: d.endpoint } : {}),
+      });
+      const stream = createStreamRecordHandler({ sqs: clients.sqs, queueUrl });
+      const note = (message: string, fields?: Record<string, unknown>) =>
+        options.log(`${message} ${JSON.stringify(fields ?? {})}`);
+      const step = createDeliveryStep({
+        secrets,
+        order: new DynamoDeliveryOrder(clients.dynamo, resources.tableName),
+        deliver: createDeliverer({ allowPrivate: options.allowPrivateWebhooks }),
+        sqs: clients.sqs,
+        queueUrl,
+        clock: { now: () => Date.now() },
+        log: { info: () => {}, warn: note, error: note },
+      });
+      this.#webhooks = {
+        stream: new StreamPoller({
+          streams: this.#streams,
+          streamArn,
+          checkpointPath: join(options.dataDir, "webhooks-stream.json"),
+          handle: stream,
+          log: options.log,
+        }),
+        queue: new WebhookQueuePoller({
+          sqs: clients.sqs,
+          queueUrl,
+          run: (messages) => runDeliveryBatch(messages, step, note),
+          log: options.log,
+        }),
+      };
+    }
   }
 
   /**
@@ -249,6 +321,8 @@ export class AwsRuntime {
     const recovered = await recoverInFlight(this.deps);
     await expireQueued(this.deps);
     this.#poller.start();
+    this.#webhooks?.stream.start();
+    this.#webhooks?.queue.start();
     this.#sweep = setInterval(() => {
       this.#sweeping ??= this.#runSweep().finally(() => {
         this.#sweeping = null;
@@ -286,8 +360,11 @@ export class AwsRuntime {
     if (this.#sweep) clearInterval(this.#sweep);
     await this.#poller.stop();
     await this.#sweeping;
+    await this.#webhooks?.stream.stop();
+    await this.#webhooks?.queue.stop();
     await this.compute.shutdown(graceMs);
     await this.logs.flush();
     for (const client of Object.values(this.#clients)) client.destroy();
+    this.#streams?.destroy();
   }
 }

@@ -15,6 +15,7 @@ import { createApi } from "../http/app.ts";
 import { tokenAuthenticator } from "../http/auth.ts";
 import { QueueHistory } from "../metrics/history.ts";
 import { PrometheusMetrics } from "../metrics/prometheus.ts";
+import type { WebhookSecrets } from "../webhooks/outbox.ts";
 import { AwsRuntime } from "./aws-runtime.ts";
 import { prepareDataDir, SERVER_UMASK } from "./data-dir.ts";
 import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
@@ -45,7 +46,7 @@ async function createRuntime(
   artifacts?: NodeAdapterOptions["artifacts"];
   uploads?: NodeAdapterOptions["uploads"];
   /** The tenants' webhook signing secrets, where the engine delivers webhooks. */
-  webhookSecret?: (tenant: string) => Promise<string>;
+  webhookSecrets?: WebhookSecrets;
   describe?: string;
 }> {
   if (settings.backend === "aws") {
@@ -64,6 +65,7 @@ async function createRuntime(
     const endpoint = process.env.AWS_ENDPOINT_URL ? ` at ${process.env.AWS_ENDPOINT_URL}` : "";
     return {
       runtime,
+      ...(runtime.webhookSecrets ? { webhookSecrets: runtime.webhookSecrets } : {}),
       describe: `AWS backend${endpoint}: table ${r.tableName}, bucket ${r.bucketName}, dispatch queue ${r.dispatchQueueUrl}`,
     };
   }
@@ -85,7 +87,7 @@ async function createRuntime(
       open: (id, name) => runtime.results.openArtifact(id, name),
     },
     uploads: runtime.uploadReceiver,
-    webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
+    webhookSecrets: runtime.hooks,
   };
 }
 
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
   const metrics = new PrometheusMetrics(config.queues);
   const history = new QueueHistory();
-  const { runtime, artifacts, uploads, webhookSecret, describe } = await createRuntime(
+  const { runtime, artifacts, uploads, webhookSecrets, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
@@ -131,7 +133,12 @@ async function main(): Promise<void> {
     authenticate: tokenAuthenticator(settings.tokens),
     maxBodyBytes: MAX_BODY_BYTES,
     allowInsecureWebhooks: settings.allowPrivateWebhooks,
-    ...(webhookSecret ? { webhookSecret } : {}),
+    ...(webhookSecrets
+      ? {
+          webhookSecret: (tenant: string) => webhookSecrets.secretFor(tenant),
+          rotateWebhookSecret: (tenant: string) => webhookSecrets.rotate(tenant, Date.now()),
+        }
+      : {}),
     metrics: () => metrics.render(runtime.deps.store),
     history,
     dashboard: dashboardFromBuild(),

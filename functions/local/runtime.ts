@@ -16,10 +16,8 @@ import {
   type CoreDeps,
   dispatchQueue,
   expireQueued,
-  isTerminal,
   type LifecycleListener,
   listenAll,
-  RequestStatus,
   recordJobEvent,
   recoverInFlight,
 } from "../core/index.ts";
@@ -27,7 +25,7 @@ import type { JobEvent } from "../core/ports.ts";
 import { purgeExpiredRequests } from "../core/usecases/retention.ts";
 import { purgeExpiredUploads } from "../core/usecases/uploads.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
-import { createWebhookNotifier, type WebhookNotifier } from "../webhooks/outbox.ts";
+import { changesBetween, createWebhookNotifier, type WebhookNotifier } from "../webhooks/outbox.ts";
 import { WebhookWorker } from "../webhooks/worker.ts";
 import type { JobUser } from "./env.ts";
 
@@ -193,8 +191,7 @@ export class EmbeddedRuntime {
   async #reconcileWebhooks(): Promise<void> {
     const since = Date.now() - WEBHOOK_RECONCILE_MS;
     for (const r of await this.store.withWebhookSince(since, 100_000)) {
-      if (r.status === RequestStatus.RUNNING) this.#notifier.onChange(r, "started");
-      else if (isTerminal(r.status)) this.#notifier.onChange(r, "completed");
+      for (const change of changesBetween(null, r)) this.#notifier.onChange(r, change);
     }
     await this.#notifier.idle();
   }

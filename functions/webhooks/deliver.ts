@@ -1,16 +1,18 @@
 /**
- * One webhook delivery attempt, SSRF-safe: the target's host is resolved now, every address
- * must be public (unless private targets are allowed), and the connection is made to the
+ * One webhook delivery attempt, SSRF-safe: the target passes the one target check
+ * (`vetTarget` of adapters/net/webhook-guard.ts) now, and the connection is made to the
  * vetted address itself, so a DNS answer that changes between the check and the connect
  * (DNS rebinding) cannot move it. Redirects are never followed.
  */
-import { lookup } from "node:dns/promises";
 import http from "node:http";
 import https from "node:https";
 import ipaddr from "ipaddr.js";
-import { isDeliverableAddress } from "../adapters/net/webhook-guard.ts";
-
-export { isDeliverableAddress };
+import {
+  type TargetCheckOptions,
+  TargetRefusedError,
+  type VettedTarget,
+  vetTarget,
+} from "../adapters/net/webhook-guard.ts";
 
 /** What one attempt sends. */
 export interface DeliveryRequest {
@@ -38,15 +40,9 @@ export interface DeliveryResult {
 }
 
 /** Options of {@link createDeliverer}. */
-export interface DelivererOptions {
-  /** LONGRUN_WEBHOOK_ALLOW_PRIVATE=1: any address, and `http` as well as `https`. */
-  allowPrivate: boolean;
+export interface DelivererOptions extends TargetCheckOptions {
   /** No answer within this many ms fails the attempt; default 10 000 (SPEC). */
   timeoutMs?: number;
-  /** Resolves a host name to all its addresses; default `dns.lookup(host, {all: true})`. */
-  resolve?: (host: string) => Promise<string[]>;
-  /** Which addresses may be called when private ones are not allowed; default {@link isDeliverableAddress}. */
-  isAllowedAddress?: (address: string) => boolean;
   /** Extra trusted CA certificates (PEM) for https targets; default the system's. */
   ca?: string | Buffer | Array<string | Buffer>;
 }
@@ -59,89 +55,6 @@ export const USER_AGENT = "longrun-webhooks/1";
 
 /** SPEC §2: no answer in 10 s is a failure. */
 export const DEFAULT_TIMEOUT_MS = 10_000;
-
-async function resolveAll(host: string): Promise<string[]> {
-  const found = await lookup(host, { all: true, verbatim: true });
-  return found.map((a) => a.address);
-}
-
-/** A target that passed the checks: where to connect and what to call it. */
-export interface VettedTarget {
-  url: URL;
-  /** The host name (brackets of an IPv6 literal removed). */
-  host: string;
-  /** The address the connection goes to; the host resolved to it at check time. */
-  address: string;
-  port: number;
-}
-
-/** Thrown by {@link vetTarget}; `retryable` tells whether the refusal may pass later. */
-export class TargetRefusedError extends Error {
-  constructor(
-    message: string,
-    readonly retryable: boolean,
-  ) {
-    super(message);
-    this.name = "TargetRefusedError";
-  }
-}
-
-/**
- * Parses and checks a webhook URL at delivery time and picks the address to connect to.
- * @throws TargetRefusedError when the URL may not be called (or its host does not resolve,
- *   which is retryable).
- */
-export async function vetTarget(
-  raw: string,
-  options: Pick<DelivererOptions, "allowPrivate" | "resolve" | "isAllowedAddress">,
-): Promise<VettedTarget> {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new TargetRefusedError("webhook URL is not a valid URL", false);
-  }
-  const allowed = options.allowPrivate ? ["https:", "http:"] : ["https:"];
-  if (!allowed.includes(url.protocol)) {
-    throw new TargetRefusedError(
-      `webhook URL scheme ${url.protocol} refused (${allowed.join(" or ")} only)`,
-      false,
-    );
-  }
-  if (url.username || url.password) {
-    throw new TargetRefusedError("webhook URL must not carry credentials", false);
-  }
-  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
-  let addresses: string[];
-  if (ipaddr.isValid(host)) {
-    addresses = [host];
-  } else {
-    try {
-      addresses = await (options.resolve ?? resolveAll)(host);
-    } catch (error) {
-      throw new TargetRefusedError(
-        `webhook host ${host} does not resolve: ${(error as Error).message}`,
-        true,
-      );
-    }
-  }
-  const first = addresses[0];
-  if (first === undefined) {
-    throw new TargetRefusedError(`webhook host ${host} resolves to no address`, true);
-  }
-  if (!options.allowPrivate) {
-    const isAllowed = options.isAllowedAddress ?? isDeliverableAddress;
-    const refused = addresses.find((a) => !isAllowed(a));
-    if (refused !== undefined) {
-      throw new TargetRefusedError(
-        `webhook host ${host} resolves to non-public address ${refused}`,
-        false,
-      );
-    }
-  }
-  const port = url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
-  return { url, host, address: first, port };
-}
 
 /**
  * Builds the {@link Deliver} function: vet the target, then POST the body to the vetted

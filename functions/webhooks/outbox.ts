@@ -19,7 +19,12 @@
  * superseded or declared dead.
  */
 
-import type { RequestRecord, WebhookEvent } from "../core/request.ts";
+import {
+  isTerminal,
+  type RequestRecord,
+  RequestStatus,
+  type WebhookEvent,
+} from "../core/request.ts";
 import type { ChangeEvent } from "../core/usecases/deps.ts";
 import type { RequestJson } from "../http/schemas.ts";
 import { requestView } from "../http/views.ts";
@@ -86,10 +91,48 @@ export interface WebhookOutbox {
   markDead(id: string, lastError: string): Promise<void>;
 }
 
+/**
+ * SPEC §2: for this long after a rotation, deliveries carry a signature with the secret the
+ * rotation replaced as well as with the new one.
+ */
+export const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+
+/** A tenant's stored secrets: the current one, and the one its last rotation replaced. */
+export interface StoredWebhookSecret {
+  secret: string;
+  /** The secret before the last rotation; null when never rotated. */
+  previous: string | null;
+  /** When the last rotation happened (epoch ms); null when never rotated. */
+  rotatedAt: number | null;
+}
+
+/**
+ * The secrets a delivery at `now` is signed with: the current one, then the replaced one
+ * while the rotation is less than {@link ROTATION_OVERLAP_MS} old. A second rotation within
+ * the overlap ends the overlap of the first (only the last replaced secret keeps signing).
+ */
+export function signingSecrets(stored: StoredWebhookSecret, now: number): string[] {
+  const overlapping =
+    stored.previous !== null &&
+    stored.rotatedAt !== null &&
+    now - stored.rotatedAt < ROTATION_OVERLAP_MS;
+  return overlapping && stored.previous !== null
+    ? [stored.secret, stored.previous]
+    : [stored.secret];
+}
+
 /** Tenants' signing secrets. */
 export interface WebhookSecrets {
-  /** The tenant's `whsec_…` secret, created (and stored) on first use. */
+  /** The tenant's current `whsec_…` secret, created (and stored) on first use. */
   secretFor(tenant: string): Promise<string>;
+  /** The secrets a delivery made at `now` is signed with ({@link signingSecrets}). */
+  signingSecretsFor(tenant: string, now: number): Promise<string[]>;
+  /**
+   * Makes a new current secret; the one it replaces keeps signing for
+   * {@link ROTATION_OVERLAP_MS}. One atomic write: concurrent rotations each replace the
+   * secret they read, in some order, and every caller gets the secret it made.
+   */
+  rotate(tenant: string, now: number): Promise<string>;
 }
 
 /** The webhook body of SPEC §2. */
@@ -112,6 +155,34 @@ export function webhookEventsFor(request: RequestRecord, change: ChangeEvent): W
   if (!chosen.includes(change)) return [];
   if (change === "started" && request.status !== "RUNNING") return [];
   return [change];
+}
+
+/**
+ * The one rule of which state change makes which change event, read from a request before
+ * and after one write (the stream's old and new images on AWS; `before` null for a request
+ * seen without its previous state, as the embedded start-up reconcile sees it):
+ * - `started` when `startedAt` became set (the first RUNNING; a retry's RUNNING is not);
+ * - `progress` when the progress changed while RUNNING;
+ * - `completed` when the status became terminal.
+ * Which of them the request's webhook sends is {@link webhookEventsFor}'s.
+ */
+export function changesBetween(before: RequestRecord | null, after: RequestRecord): ChangeEvent[] {
+  const changes: ChangeEvent[] = [];
+  if (after.startedAt !== null && (before === null || before.startedAt === null)) {
+    changes.push("started");
+  }
+  if (
+    before !== null &&
+    after.status === RequestStatus.RUNNING &&
+    after.progress !== null &&
+    JSON.stringify(before.progress) !== JSON.stringify(after.progress)
+  ) {
+    changes.push("progress");
+  }
+  if (isTerminal(after.status) && (before === null || !isTerminal(before.status))) {
+    changes.push("completed");
+  }
+  return changes;
 }
 
 /** The dedup key of `event` of `requestId` at `now`. */

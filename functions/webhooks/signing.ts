@@ -2,7 +2,9 @@
  * Standard Webhooks signing (https://www.standardwebhooks.com): every delivery carries
  * `webhook-id`, `webhook-timestamp` (Unix seconds of the attempt) and
  * `webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, keyed with
- * the tenant's secret `whsec_<base64 key>`.
+ * the tenant's secret `whsec_<base64 key>`. While a rotated-out secret still signs (SPEC §2:
+ * 24 hours), the header holds one `v1,` entry per secret, space-separated, as the
+ * specification allows; a receiver accepts the delivery when any entry verifies.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { ulid } from "ulidx";
@@ -54,17 +56,23 @@ export function sign(secret: string, id: string, timestamp: number, body: string
   return `v1,${hmac(secretKey(secret), id, timestamp, body).toString("base64")}`;
 }
 
-/** The signature headers of one attempt; a retry passes the same `id` and a fresh `timestamp`. */
+/**
+ * The signature headers of one attempt; a retry passes the same `id` and a fresh `timestamp`.
+ * With several secrets (current first), `webhook-signature` carries one entry per secret.
+ * @throws Error when no secret is given.
+ */
 export function signatureHeaders(
-  secret: string,
+  secrets: string | readonly string[],
   id: string,
   timestamp: number,
   body: string,
 ): SignatureHeaders {
+  const keys = typeof secrets === "string" ? [secrets] : secrets;
+  if (keys.length === 0) throw new Error("no webhook secret to sign with");
   return {
     "webhook-id": id,
     "webhook-timestamp": String(timestamp),
-    "webhook-signature": sign(secret, id, timestamp, body),
+    "webhook-signature": keys.map((k) => sign(k, id, timestamp, body)).join(" "),
   };
 }
 

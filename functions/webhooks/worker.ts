@@ -1,12 +1,66 @@
 /**
- * The webhook worker: takes due deliveries from the outbox, signs each try (the delivery's
- * own `webhook-id`, a fresh `webhook-timestamp`), sends it, and records the outcome: done,
- * tried again later per the schedule, or dead.
+ * One webhook try ({@link tryDelivery}: sign, send, and what comes next per the schedule),
+ * shared by both delivery paths, and the embedded worker that takes due deliveries from the
+ * outbox and records each try's outcome there. On AWS the webhooks handler records the
+ * outcome on the SQS delivery queue instead (functions/handlers/webhooks.ts).
  */
 import type { Deliver, DeliveryResult } from "./deliver.ts";
 import type { WebhookDelivery, WebhookOutbox, WebhookSecrets } from "./outbox.ts";
 import { backoffSchedule, type RetrySchedule } from "./schedule.ts";
 import { signatureHeaders } from "./signing.ts";
+
+/** What one try needs to know of a delivery. */
+export type TryableDelivery = Pick<
+  WebhookDelivery,
+  "id" | "tenant" | "url" | "payload" | "attempts"
+>;
+
+/** The ports of one try. */
+export interface TryPorts {
+  secrets: Pick<WebhookSecrets, "signingSecretsFor">;
+  deliver: Deliver;
+  clock: { now(): number };
+  /** Default {@link backoffSchedule}. */
+  schedule?: RetrySchedule;
+  /** Jitter source of the schedule; default Math.random. */
+  random?: () => number;
+}
+
+/** What one try came to, and what is to happen next. */
+export type TryOutcome =
+  | { kind: "delivered"; result: DeliveryResult; status: number; at: number }
+  | { kind: "retry"; result: DeliveryResult; error: string; nextAt: number; at: number }
+  | { kind: "dead"; result: DeliveryResult; error: string; at: number };
+
+/**
+ * One try of a delivery: signs the payload with every secret the tenant signs with now (the
+ * delivery's own `webhook-id`, a fresh `webhook-timestamp`), sends it, and decides from the
+ * answer: delivered; tried again at the schedule's next time (a retryable failure with tries
+ * left); or dead (tries used up, or a target that retrying cannot fix). Recording the outcome
+ * is the caller's.
+ * @throws when the secrets cannot be read (nothing was sent).
+ */
+export async function tryDelivery(delivery: TryableDelivery, ports: TryPorts): Promise<TryOutcome> {
+  const now = ports.clock.now();
+  const secrets = await ports.secrets.signingSecretsFor(delivery.tenant, now);
+  const result = await ports.deliver({
+    url: delivery.url,
+    body: delivery.payload,
+    headers: {
+      ...signatureHeaders(secrets, delivery.id, Math.floor(now / 1000), delivery.payload),
+    },
+  });
+  const at = ports.clock.now();
+  if (result.ok) return { kind: "delivered", result, status: result.status ?? 200, at };
+  const error = result.error ?? `HTTP ${result.status ?? "?"}`;
+  const schedule = ports.schedule ?? backoffSchedule;
+  const nextAt = result.retryable
+    ? schedule.nextAttemptAt(delivery.attempts + 1, at, ports.random ?? Math.random)
+    : null;
+  return nextAt === null
+    ? { kind: "dead", result, error, at }
+    : { kind: "retry", result, error, nextAt, at };
+}
 
 /** Options of {@link WebhookWorker}. */
 export interface WebhookWorkerOptions {
@@ -142,34 +196,21 @@ export class WebhookWorker {
   async #attempt(delivery: WebhookDelivery): Promise<void> {
     const o = this.#o;
     try {
-      const secret = await o.secrets.secretFor(delivery.tenant);
-      const timestamp = Math.floor(o.clock.now() / 1000);
-      const result = await o.deliver({
-        url: delivery.url,
-        body: delivery.payload,
-        headers: { ...signatureHeaders(secret, delivery.id, timestamp, delivery.payload) },
-      });
+      const outcome = await tryDelivery(delivery, o);
       try {
-        o.onAttempt?.(delivery, result);
+        o.onAttempt?.(delivery, outcome.result);
       } catch {
         // an observer's failure is not the delivery's
       }
-      const now = o.clock.now();
-      if (result.ok) {
-        await o.outbox.complete(delivery.id, { status: result.status ?? 200, at: now });
-        return;
-      }
-      const error = result.error ?? `HTTP ${result.status ?? "?"}`;
-      const next = result.retryable
-        ? o.schedule.nextAttemptAt(delivery.attempts + 1, now, o.random)
-        : null;
-      if (next === null) {
-        await o.outbox.markDead(delivery.id, error);
-        o.log(
-          `webhook ${delivery.id} (${delivery.event} of ${delivery.requestId}) is dead after ${delivery.attempts + 1} tries: ${error}`,
-        );
+      if (outcome.kind === "delivered") {
+        await o.outbox.complete(delivery.id, { status: outcome.status, at: outcome.at });
+      } else if (outcome.kind === "retry") {
+        await o.outbox.reschedule(delivery.id, outcome.nextAt, outcome.error);
       } else {
-        await o.outbox.reschedule(delivery.id, next, error);
+        await o.outbox.markDead(delivery.id, outcome.error);
+        o.log(
+          `webhook ${delivery.id} (${delivery.event} of ${delivery.requestId}) is dead after ${delivery.attempts + 1} tries: ${outcome.error}`,
+        );
       }
     } catch (error) {
       // Left leased: the delivery is due again when its lease ends.

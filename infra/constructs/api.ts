@@ -30,6 +30,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/cancel", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/logs", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/webhook-secret", public: false },
+  { method: apigw.HttpMethod.POST, path: "/v1/webhook-secret/rotate", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/metrics", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/queues/{queue}/stats", public: false },
   // The dashboard (SPEC §2 "GET /ui/"): `/` and `/ui` redirect to `/ui/`, whose page and

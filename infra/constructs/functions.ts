@@ -1,13 +1,15 @@
 import { basename, join } from "node:path";
 import { Duration, RemovalPolicy } from "aws-cdk-lib";
+import type * as dynamodb from "aws-cdk-lib/aws-dynamodb";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as destinations from "aws-cdk-lib/aws-lambda-destinations";
-import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
+import { DynamoEventSource, SqsDlq, SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
+import { TABLE_KEY, WEBHOOKS_STREAM } from "../../functions/adapters/aws/definitions.ts";
 import { AWS_ENV, ENV } from "../../functions/config/env.ts";
 
 /**
@@ -51,6 +53,8 @@ export interface FunctionsProps {
   readonly eventsQueue: sqs.IQueue;
   /** Webhook deliveries, consumed by the webhooks handler. */
   readonly webhooksQueue: sqs.IQueue;
+  /** The request table; its stream feeds the webhooks handler. */
+  readonly requestTable: dynamodb.ITable;
   readonly logRetention: logs.RetentionDays;
   readonly removalPolicy?: RemovalPolicy;
 }
@@ -70,10 +74,15 @@ export class Functions extends Construct {
   readonly batchEvents: nodejs.NodejsFunction;
   /** The scheduled repair sweep. */
   readonly sweep: nodejs.NodejsFunction;
-  /** Consumes the webhooks queue: signs and sends each delivery, re-sends failed ones. */
+  /**
+   * Consumes the request table's stream (state changes become deliveries on the webhooks
+   * queue) and the webhooks queue (signs and sends each delivery, re-sends failed ones).
+   */
   readonly webhooks: nodejs.NodejsFunction;
   /** Failed asynchronous sweep invocations (the only async-invoked handler). */
   readonly sweepDlq: sqs.Queue;
+  /** Stream batches the webhooks handler kept failing on, after every retry (metadata). */
+  readonly webhooksStreamDlq: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: FunctionsProps) {
     super(scope, id);
@@ -184,7 +193,8 @@ export class Functions extends Construct {
       // A try is at most 10 s plus DNS; a batch of 10 runs concurrently. Below the queue's
       // visibility timeout, as SQS event sources require.
       timeout: Duration.seconds(30),
-      description: "longrun webhook deliveries (signed, retried by message timers)",
+      description:
+        "longrun webhooks: table stream -> deliveries; deliveries signed, retried by message timers",
     });
 
     // FIFO: batches keep message-group order; one group per longrun queue means a queue is
@@ -202,6 +212,36 @@ export class Functions extends Construct {
 
     this.webhooks.addEventSource(
       new SqsEventSource(props.webhooksQueue, { batchSize: 10, reportBatchItemFailures: true }),
+    );
+    this.webhooksStreamDlq = new sqs.Queue(this, "WebhooksStreamDlq", {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    // Webhooks follow from committed writes: a record whose enqueue fails is retried from
+    // its sequence number (partial batch responses), the batch halved to isolate it; what
+    // still fails is recorded on the DLQ (and alarmed on) instead of blocking the shard.
+    this.webhooks.addEventSource(
+      new DynamoEventSource(props.requestTable, {
+        startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+        batchSize: WEBHOOKS_STREAM.batchSize,
+        maxBatchingWindow: Duration.seconds(WEBHOOKS_STREAM.maxBatchingWindowSeconds),
+        retryAttempts: WEBHOOKS_STREAM.retryAttempts,
+        bisectBatchOnError: WEBHOOKS_STREAM.bisectBatchOnError,
+        reportBatchItemFailures: true,
+        onFailure: new SqsDlq(this.webhooksStreamDlq),
+        filters: [
+          lambda.FilterCriteria.filter({
+            dynamodb: {
+              Keys: {
+                [TABLE_KEY.partitionKey]: {
+                  S: lambda.FilterRule.beginsWith(WEBHOOKS_STREAM.partitionKeyPrefix),
+                },
+              },
+            },
+          }),
+        ],
+      }),
     );
 
     this.sweepDlq = new sqs.Queue(this, "SweepDlq", {

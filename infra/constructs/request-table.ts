@@ -2,7 +2,12 @@ import { RemovalPolicy } from "aws-cdk-lib";
 import * as dynamodb from "aws-cdk-lib/aws-dynamodb";
 import * as iam from "aws-cdk-lib/aws-iam";
 import { Construct } from "constructs";
-import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "../../functions/adapters/aws/definitions.ts";
+import {
+  INDEXES,
+  TABLE_KEY,
+  TABLE_STREAM_VIEW,
+  TTL_ATTRIBUTE,
+} from "../../functions/adapters/aws/definitions.ts";
 import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
 
 /** Props of {@link RequestTable}. */
@@ -40,6 +45,8 @@ export class RequestTable extends Construct {
       deletionProtection: props.deletionProtection ?? true,
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      // Webhook deliveries are derived from each committed write's old and new images.
+      stream: dynamodb.StreamViewType[TABLE_STREAM_VIEW],
     });
     for (const index of Object.values(INDEXES)) {
       this.table.addGlobalSecondaryIndex({
@@ -57,6 +64,19 @@ export class RequestTable extends Construct {
   /** Table name, for the handlers' environment. */
   get tableName(): string {
     return this.table.tableName;
+  }
+
+  /**
+   * Get, Put and Update of webhook order records only (`pk` starting `WHORD#`): what the
+   * webhooks handler needs to keep each request's deliveries in order.
+   */
+  grantWebhookOrder(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+      resourceArns: [this.table.tableArn],
+      conditions: leadingKeys(`${ITEM_KIND.webhookOrder.pkPrefix}*`),
+    });
   }
 
   /**

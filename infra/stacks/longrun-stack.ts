@@ -129,6 +129,7 @@ export class LongrunStack extends Stack {
       dispatchQueue: workQueues.dispatch,
       eventsQueue: workQueues.events,
       webhooksQueue: workQueues.webhooks,
+      requestTable: table.table,
       logRetention,
       removalPolicy,
       environment: {
@@ -151,10 +152,12 @@ export class LongrunStack extends Stack {
       table.grantReadWriteData(fn);
       workQueues.grantWakeDispatcher(fn);
     }
-    // Every handler that changes a request's state enqueues its webhooks; the webhooks
-    // handler re-sends failed deliveries and reads (or creates) tenants' secrets.
-    functions.grantAll((fn) => workQueues.grantSendWebhooks(fn));
+    // Only the webhooks handler enqueues deliveries (from the table's stream, which its
+    // event source may read) and re-sends failed ones; it reads (or creates) tenants'
+    // secrets and keeps each request's order record.
+    workQueues.grantSendWebhooks(webhooks);
     table.grantWebhookSecrets(webhooks);
+    table.grantWebhookOrder(webhooks);
     // http: submit stores the input, result presigns outputs, logs reads job logs; cancel
     // terminates a running job.
     data.grantReadWritePrefix(functions.http, "inputs");
@@ -200,7 +203,11 @@ export class LongrunStack extends Stack {
     const ops = new Operations(this, "Operations", {
       queues,
       functions: functions.all,
-      deadLetterQueues: [...workQueues.deadLetterQueues, functions.sweepDlq],
+      deadLetterQueues: [
+        ...workQueues.deadLetterQueues,
+        functions.sweepDlq,
+        functions.webhooksStreamDlq,
+      ],
       workQueues: [workQueues.dispatch, workQueues.events, workQueues.webhooks],
       httpApi: api.httpApi,
       alarmEmail: settings.alarmEmail,

@@ -1,8 +1,11 @@
+import { execFile } from "node:child_process";
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { demoQueue, TestServer } from "../helpers/server.ts";
+import { BACKENDS, demoQueue, ROOT, TestServer } from "../helpers/server.ts";
 
 interface Received {
   headers: IncomingHttpHeaders;
@@ -70,10 +73,25 @@ class Receiver {
   }
 }
 
-/** SPEC §2 Webhooks, end to end: signed, ordered, retried, durable across a server kill. */
-describe("webhooks (embedded server, e2e)", () => {
+/** `longrun …args` against `server` as alice; its standard output. */
+async function cli(server: TestServer, ...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [join(ROOT, "bin/longrun.mjs"), ...args],
+    { env: { ...process.env, LONGRUN_URL: server.url, LONGRUN_TOKEN: "t-alice" } },
+  );
+  return stdout.trim();
+}
+
+/**
+ * SPEC §2 Webhooks, end to end on both backends (the aws one on the emulator, where the
+ * server consumes the table's stream and the webhooks queue itself): signed, ordered,
+ * retried, durable across a server kill, and verifiable with either key after a rotation.
+ */
+describe.each(BACKENDS)("webhooks (%s server, e2e)", (backend) => {
   const receiver = new Receiver();
   const server = new TestServer({
+    backend,
     queues: { hooks: demoQueue({ maxRunning: 1 }) },
     // Loopback targets are private: lifted for this local test, as SPEC allows.
     env: { LONGRUN_WEBHOOK_ALLOW_PRIVATE: "1" },
@@ -116,8 +134,33 @@ describe("webhooks (embedded server, e2e)", () => {
     expect(completed.data).not.toHaveProperty("tenant");
   });
 
+  it("sends progress at most once a second per request, in order, before completed", async () => {
+    receiver.received.length = 0;
+    const sub = await server.submit("hooks", {
+      input: { steps: 8, sleepMs: 250 },
+      webhook: { url: receiver.url, events: ["progress", "completed"] },
+    });
+    await server.waitForStatus(sub.body.id, "SUCCEEDED");
+    const mine = () =>
+      receiver.received.map((r) => JSON.parse(r.body)).filter((p) => p.data.id === sub.body.id);
+    const deadline = Date.now() + 30_000;
+    while (!mine().some((p) => p.type === "request.completed") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const got = mine();
+    const progress = got.filter((p) => p.type === "request.progress");
+    expect(got.at(-1)?.type).toBe("request.completed");
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    // At most one per second: every progress webhook is of a second of its own.
+    const seconds = progress.map((p) => Math.floor(Date.parse(p.timestamp) / 1000));
+    expect(new Set(seconds).size).toBe(seconds.length);
+    // Never backwards.
+    const currents = progress.map((p) => p.data.progress.current as number);
+    expect(currents).toEqual([...currents].sort((a, b) => a - b));
+  });
+
   it("refuses a webhook target that is not https when private targets are not allowed", async () => {
-    const strict = new TestServer({ queues: { hooks: demoQueue() } });
+    const strict = new TestServer({ backend, queues: { hooks: demoQueue() } });
     try {
       await strict.start();
       for (const url of [
@@ -134,6 +177,33 @@ describe("webhooks (embedded server, e2e)", () => {
     } finally {
       await strict.dispose();
     }
+  });
+
+  it("signs with both keys for a day after a rotation, so a receiver verifies with either", async () => {
+    const old = await cli(server, "webhook-secret");
+    expect(old).toBe(secret);
+    const rotated = await cli(server, "webhook-secret", "--rotate");
+    expect(rotated).toMatch(/^whsec_[A-Za-z0-9+/]+=*$/);
+    expect(rotated).not.toBe(old);
+    expect((await server.fetch("/v1/webhook-secret")).body.secret).toBe(rotated);
+    // Another tenant's secret is its own and did not change.
+    const bob = await server.fetch("/v1/webhook-secret", { token: "t-bob" });
+    expect(bob.body.secret).not.toBe(rotated);
+
+    receiver.received.length = 0;
+    const sub = await server.submit("hooks", {
+      input: { steps: 1, sleepMs: 10 },
+      webhook: { url: receiver.url },
+    });
+    const got = await receiver.until(1);
+    const delivered = got.find((r) => JSON.parse(r.body).data.id === sub.body.id);
+    if (!delivered) throw new Error("the completed webhook did not arrive");
+    expect(String(delivered.headers["webhook-signature"]).split(" ")).toHaveLength(2);
+    // A receiver still on the old key and one already on the new key both accept it.
+    expect(verify(old, delivered.headers, delivered.body)).toBe(true);
+    expect(verify(rotated, delivered.headers, delivered.body)).toBe(true);
+    expect(verify(String(bob.body.secret), delivered.headers, delivered.body)).toBe(false);
+    secret = rotated;
   });
 
   it("retries a failed delivery with the same webhook-id, across a SIGKILL of the server", async () => {

@@ -8,8 +8,10 @@ import {
   INDEXES,
   REQUEST_SESSION_TAG,
   S3_PREFIX,
+  TABLE_STREAM_VIEW,
   TTL_ATTRIBUTE,
   WEBHOOKS_QUEUE,
+  WEBHOOKS_STREAM,
 } from "../../functions/adapters/aws/definitions.ts";
 import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
 import { REQUEST_ID_POLICY_VARIABLE } from "../../functions/adapters/aws/job-scope.ts";
@@ -207,6 +209,9 @@ describe("least privilege", () => {
           expect(action).not.toBe("*");
           expect(action).not.toMatch(/^[a-z0-9]+:\*$/);
         }
+        // The one exception: dynamodb:ListStreams has no resource-level permissions, and the
+        // stream event source needs it alone (NAG_REASONS.streamList).
+        if (actions.length === 1 && actions[0] === "dynamodb:ListStreams") continue;
         for (const resource of asArray(statement.Resource)) expect(resource).not.toBe("*");
       }
     }
@@ -474,9 +479,9 @@ describe("functions", () => {
     }
   });
 
-  it("report partial batch failures from SQS", () => {
+  it("report partial batch failures from SQS and the table's stream", () => {
     const mappings = props("AWS::Lambda::EventSourceMapping");
-    expect(mappings).toHaveLength(3);
+    expect(mappings).toHaveLength(4);
     for (const m of mappings) expect(m.FunctionResponseTypes).toEqual(["ReportBatchItemFailures"]);
   });
 
@@ -494,17 +499,30 @@ describe("functions", () => {
       EventSourceArn: { "Fn::GetAtt": [Match.stringLikeRegexp("^QueuesWebhooks(?!Dlq)"), "Arn"] },
       FunctionResponseTypes: ["ReportBatchItemFailures"],
     });
-    // Its table access is the secrets' GetItem and PutItem, nothing else.
+    // Its item access is the secrets' GetItem and PutItem and the order records' reads and
+    // writes (only items whose key starts WHORD#); the stream reads are the event source's.
     const policies = props("AWS::IAM::Policy").filter((p) =>
       JSON.stringify(p.Roles).includes("HandlerswebhooksRole"),
     );
-    const actions = policies.flatMap((p) =>
-      (p.PolicyDocument.Statement as Statement[]).flatMap((s) => asArray(s.Action)),
+    const statements = policies.flatMap((p) => p.PolicyDocument.Statement as Statement[]);
+    const actions = statements.flatMap((s) => asArray(s.Action));
+    const itemActions = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"];
+    expect([...new Set(actions.filter((a) => itemActions.includes(a)))].sort()).toEqual(
+      itemActions,
     );
-    expect(actions.filter((a) => a.startsWith("dynamodb:")).sort()).toEqual([
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-    ]);
+    for (const s of statements.filter((s) => asArray(s.Action).includes("dynamodb:UpdateItem"))) {
+      expect(s.Condition).toEqual({
+        "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["WHORD#*"] },
+      });
+    }
+    expect(
+      actions.filter(
+        (a) =>
+          a.startsWith("dynamodb:") &&
+          !itemActions.includes(a) &&
+          !/Stream|GetRecords|GetShardIterator/.test(a),
+      ),
+    ).toEqual([]);
     expect(actions).toContain("sqs:SendMessage");
     // ... and only on webhook-secret items: every DynamoDB statement names the table (no
     // index) and holds the LeadingKeys condition on the WHSEC# prefix of items.ts.
@@ -524,21 +542,51 @@ describe("functions", () => {
     }
   });
 
-  it("let every state-changing handler enqueue webhooks", () => {
+  it("derive webhooks from the table's stream, with retries, bisection and a DLQ", () => {
+    template.hasResourceProperties("AWS::DynamoDB::Table", {
+      StreamSpecification: { StreamViewType: TABLE_STREAM_VIEW },
+    });
+    const [fnId] = Object.keys(resources("AWS::Lambda::Function")).filter((id) =>
+      id.startsWith("Handlerswebhooks"),
+    );
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      FunctionName: { Ref: fnId },
+      EventSourceArn: { "Fn::GetAtt": [Match.stringLikeRegexp("^RequestsTable"), "StreamArn"] },
+      StartingPosition: "TRIM_HORIZON",
+      BisectBatchOnFunctionError: WEBHOOKS_STREAM.bisectBatchOnError,
+      MaximumRetryAttempts: WEBHOOKS_STREAM.retryAttempts,
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      DestinationConfig: {
+        OnFailure: {
+          Destination: {
+            "Fn::GetAtt": [Match.stringLikeRegexp("^HandlersWebhooksStreamDlq"), "Arn"],
+          },
+        },
+      },
+      FilterCriteria: {
+        Filters: [
+          { Pattern: JSON.stringify({ dynamodb: { Keys: { pk: { S: [{ prefix: "REQ#" }] } } } }) },
+        ],
+      },
+    });
+  });
+
+  it("let only the webhooks handler send to the webhooks queue: writers no longer enqueue", () => {
+    const sends = (name: string) =>
+      props("AWS::IAM::Policy")
+        .filter((p) => JSON.stringify(p.Roles).includes(`Handlers${name}Role`))
+        .some((p) =>
+          (p.PolicyDocument.Statement as Statement[]).some(
+            (s) =>
+              asArray(s.Action).includes("sqs:SendMessage") &&
+              JSON.stringify(s.Resource).includes("QueuesWebhooks") &&
+              !JSON.stringify(s.Resource).includes("WebhooksDlq"),
+          ),
+        );
     for (const name of ["http", "dispatcher", "batchEvents", "sweep"]) {
-      const policies = props("AWS::IAM::Policy").filter((p) =>
-        JSON.stringify(p.Roles).includes(`Handlers${name}Role`),
-      );
-      const sendsWebhooks = policies.some((p) =>
-        (p.PolicyDocument.Statement as Statement[]).some(
-          (s) =>
-            asArray(s.Action).includes("sqs:SendMessage") &&
-            JSON.stringify(s.Resource).includes("QueuesWebhooks") &&
-            !JSON.stringify(s.Resource).includes("WebhooksDlq"),
-        ),
-      );
-      expect(sendsWebhooks, name).toBe(true);
+      expect(sends(name), name).toBe(false);
     }
+    expect(sends("webhooks")).toBe(true);
   });
 
   it("sends failed sweep runs to a dead-letter queue", () => {
@@ -553,8 +601,9 @@ describe("operations", () => {
   it("alarms on dead letters, stuck STARTING and old QUEUED requests of every queue", () => {
     const alarms = props("AWS::CloudWatch::Alarm");
     const dlqAlarms = alarms.filter((a) => a.MetricName === "ApproximateNumberOfMessagesVisible");
-    // dispatch, events and webhooks DLQs, and the sweep's failure destination.
-    expect(dlqAlarms).toHaveLength(4);
+    // dispatch, events and webhooks DLQs, and the sweep's and the stream's failure
+    // destinations.
+    expect(dlqAlarms).toHaveLength(5);
     for (const queue of Object.keys(config.queues)) {
       for (const metric of [SWEEP_METRICS.stuckStarting, SWEEP_METRICS.oldestQueuedAge]) {
         template.hasResourceProperties("AWS::CloudWatch::Alarm", {

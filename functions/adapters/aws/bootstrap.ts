@@ -12,10 +12,11 @@ import {
   type GlobalSecondaryIndex,
   ResourceInUseException,
   ResourceNotFoundException,
+  UpdateTableCommand,
   UpdateTimeToLiveCommand,
   waitUntilTableExists,
 } from "@aws-sdk/client-dynamodb";
-import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
+import { INDEXES, TABLE_KEY, TABLE_STREAM_VIEW, TTL_ATTRIBUTE } from "./definitions.ts";
 
 /** How long {@link createTable} waits for a new table to become ACTIVE. */
 const TABLE_ACTIVE_TIMEOUT_SECONDS = 120;
@@ -27,6 +28,7 @@ export function requestTableDefinition(tableName: string): {
   KeySchema: { AttributeName: string; KeyType: "HASH" | "RANGE" }[];
   GlobalSecondaryIndexes: GlobalSecondaryIndex[];
   BillingMode: "PAY_PER_REQUEST";
+  StreamSpecification: { StreamEnabled: true; StreamViewType: typeof TABLE_STREAM_VIEW };
 } {
   const keyNames = new Set<string>([TABLE_KEY.partitionKey, TABLE_KEY.sortKey]);
   for (const index of Object.values(INDEXES)) {
@@ -53,12 +55,14 @@ export function requestTableDefinition(tableName: string): {
       Projection: { ProjectionType: index.projection },
     })),
     BillingMode: "PAY_PER_REQUEST",
+    StreamSpecification: { StreamEnabled: true, StreamViewType: TABLE_STREAM_VIEW },
   };
 }
 
 /**
  * Creates the request table if it does not exist (on demand billing, every index of
- * {@link INDEXES}), waits until it is ACTIVE and turns on TTL on {@link TTL_ATTRIBUTE}.
+ * {@link INDEXES}, the stream webhooks follow from), waits until it is ACTIVE, turns the
+ * stream on for a table made without it, and turns on TTL on {@link TTL_ATTRIBUTE}.
  * Safe to call concurrently and repeatedly.
  * @throws Error when a table of that name exists without one of the indexes.
  */
@@ -83,7 +87,39 @@ export async function createTable(client: DynamoDBClient, tableName: string): Pr
       `table ${tableName} exists without the index(es) ${missing.join(", ")}; it was not made by this version of longrun`,
     );
   }
+  if (!Table?.LatestStreamArn || Table.StreamSpecification?.StreamEnabled !== true) {
+    await client.send(
+      new UpdateTableCommand({
+        TableName: tableName,
+        StreamSpecification: { StreamEnabled: true, StreamViewType: TABLE_STREAM_VIEW },
+      }),
+    );
+    await waitUntilTableExists(
+      { client, maxWaitTime: TABLE_ACTIVE_TIMEOUT_SECONDS, minDelay: 1, maxDelay: 5 },
+      { TableName: tableName },
+    );
+  }
   await enableTimeToLive(client, tableName);
+}
+
+/**
+ * The ARN of the table's stream, checked to carry both images (webhooks are derived from
+ * them).
+ * @throws Error naming the table when it has no such stream.
+ */
+export async function tableStreamArn(client: DynamoDBClient, tableName: string): Promise<string> {
+  const { Table } = await client.send(new DescribeTableCommand({ TableName: tableName }));
+  const spec = Table?.StreamSpecification;
+  if (
+    !Table?.LatestStreamArn ||
+    spec?.StreamEnabled !== true ||
+    spec.StreamViewType !== TABLE_STREAM_VIEW
+  ) {
+    throw new Error(
+      `table ${tableName} has no ${TABLE_STREAM_VIEW} stream; webhooks are derived from it`,
+    );
+  }
+  return Table.LatestStreamArn;
 }
 
 /**

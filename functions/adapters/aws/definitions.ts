@@ -3,11 +3,31 @@
  * DynamoDB table, the SQS queues. The CDK constructs (infra/) and the runtime bootstrap
  * (LONGRUN_AWS_BOOTSTRAP=1) both build from these, so they are never written twice.
  *
- * Single table: request, idempotency, counters and webhook-secret and upload items, whose keys and
- * request-item rules live in items.ts beside this module.
+ * Single table: request, idempotency, counters, webhook-secret, webhook-order and upload
+ * items, whose keys and request-item rules live in items.ts beside this module.
  */
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
+/**
+ * The table's stream: every write with the item before and after it. Webhook deliveries are
+ * derived from request items' old and new images (functions/adapters/aws/stream-webhooks.ts).
+ */
+export const TABLE_STREAM_VIEW = "NEW_AND_OLD_IMAGES";
+
+/**
+ * The event-source mapping from the stream to the webhooks handler: a failing batch is split
+ * in halves to isolate the record that fails, retried, and then recorded on its on-failure
+ * queue. Records stay in the stream 24 h, so retries never outlast them.
+ */
+export const WEBHOOKS_STREAM = {
+  batchSize: 100,
+  maxBatchingWindowSeconds: 1,
+  retryAttempts: 10,
+  bisectBatchOnError: true,
+  /** Only request items make webhooks; counters, keys and secrets are filtered out. */
+  partitionKeyPrefix: "REQ#",
+} as const;
+
 /** Attribute holding the epoch-seconds expiry DynamoDB TTL deletes on. */
 export const TTL_ATTRIBUTE = "ttl";
 

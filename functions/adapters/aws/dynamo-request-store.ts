@@ -55,6 +55,7 @@ import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 import { ItemMemo } from "./item-memo.ts";
 import {
   countersKey,
+  ITEM_KIND,
   idemKey,
   idemKeyOfPk,
   idemPk,
@@ -1512,4 +1513,16 @@ export function requestItemKey(id: string): Record<string, string> {
 /** Exposed for tests and repair tools: the key of a queue's counters item. */
 export function countersItemKey(queue: string): Record<string, string> {
   return countersKey(queue);
+}
+
+/**
+ * A request item as a stream image or a raw read shows it (plain values, already
+ * unmarshalled): the record and the item's `rev` (bumped by every write of the item, so it
+ * orders a request's writes); null for an item of another kind.
+ */
+export function requestItemImage(
+  item: Record<string, unknown>,
+): { request: RequestRecord; rev: number } | null {
+  if (item[TABLE_KEY.sortKey] !== ITEM_KIND.request.sk || typeof item.id !== "string") return null;
+  return { request: fromItem(item), rev: typeof item.rev === "number" ? item.rev : 0 };
 }

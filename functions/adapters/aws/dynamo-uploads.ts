@@ -9,13 +9,7 @@ import {
 import type { UploadStore } from "../../core/ports.ts";
 import { type UploadRecord, UploadStatus } from "../../core/upload.ts";
 import { TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
-
-const UPLOAD_SK = "UPL";
-
-/** Key of an upload item: `UPL#<id>` / `UPL` (definitions.ts lists every item kind). */
-export function uploadItemKey(id: string): Record<string, string> {
-  return { [TABLE_KEY.partitionKey]: `UPL#${id}`, [TABLE_KEY.sortKey]: UPLOAD_SK };
-}
+import { uploadKey } from "./items.ts";
 
 function fromItem(item: Record<string, unknown>): UploadRecord {
   const i = item as unknown as UploadRecord;
@@ -60,7 +54,7 @@ export class DynamoUploadStore implements UploadStore {
       new PutCommand({
         TableName: this.tableName,
         Item: {
-          ...uploadItemKey(upload.id),
+          ...uploadKey(upload.id),
           ...upload,
           [TTL_ATTRIBUTE]: Math.ceil(upload.expiresAt / 1000),
         },
@@ -73,7 +67,7 @@ export class DynamoUploadStore implements UploadStore {
 
   async get(id: string, now: number): Promise<UploadRecord | null> {
     const out = await this.#doc.send(
-      new GetCommand({ TableName: this.tableName, Key: uploadItemKey(id), ConsistentRead: true }),
+      new GetCommand({ TableName: this.tableName, Key: uploadKey(id), ConsistentRead: true }),
     );
     if (!out.Item) return null;
     const upload = fromItem(out.Item);
@@ -85,7 +79,7 @@ export class DynamoUploadStore implements UploadStore {
       const out = await this.#doc.send(
         new UpdateCommand({
           TableName: this.tableName,
-          Key: uploadItemKey(id),
+          Key: uploadKey(id),
           UpdateExpression: "SET #status = :ready",
           ConditionExpression: "attribute_exists(#pk) AND #expiresAt > :now",
           ExpressionAttributeNames: {
@@ -109,7 +103,7 @@ export class DynamoUploadStore implements UploadStore {
     const out = await this.#doc.send(
       new DeleteCommand({
         TableName: this.tableName,
-        Key: uploadItemKey(id),
+        Key: uploadKey(id),
         ReturnValues: "ALL_OLD",
       }),
     );

@@ -9,6 +9,8 @@
  *   idempotency  pk = IDEM#<escaped tenant>#<key>  sk = IDEM
  *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
  *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
+ *   webhook order pk = WHORD#<request id>     sk = WHORD      (order of a request's deliveries)
+ *   upload       pk = UPL#<id>                sk = UPL        (`ttl` at expiry)
  */
 import { ACTIVE_STATUSES, type RequestStatus } from "../../core/request.ts";
 import { TABLE_KEY } from "./definitions.ts";
@@ -19,6 +21,8 @@ export const ITEM_KIND = {
   idempotency: { pkPrefix: "IDEM#", sk: "IDEM" },
   counters: { pkPrefix: "QUEUE#", sk: "COUNTERS" },
   webhookSecret: { pkPrefix: "WHSEC#", sk: "WHSEC" },
+  webhookOrder: { pkPrefix: "WHORD#", sk: "WHORD" },
+  upload: { pkPrefix: "UPL#", sk: "UPL" },
 } as const;
 
 /** A table key: `pk` and `sk`. */
@@ -76,6 +80,22 @@ export function webhookSecretKey(tenant: string): ItemKey {
   return {
     [TABLE_KEY.partitionKey]: `${ITEM_KIND.webhookSecret.pkPrefix}${escapeTenant(tenant)}`,
     [TABLE_KEY.sortKey]: ITEM_KIND.webhookSecret.sk,
+  };
+}
+
+/** Key of the order record of a request's webhook deliveries. */
+export function webhookOrderKey(requestId: string): ItemKey {
+  return {
+    [TABLE_KEY.partitionKey]: `${ITEM_KIND.webhookOrder.pkPrefix}${requestId}`,
+    [TABLE_KEY.sortKey]: ITEM_KIND.webhookOrder.sk,
+  };
+}
+
+/** Key of an upload item. */
+export function uploadKey(id: string): ItemKey {
+  return {
+    [TABLE_KEY.partitionKey]: `${ITEM_KIND.upload.pkPrefix}${id}`,
+    [TABLE_KEY.sortKey]: ITEM_KIND.upload.sk,
   };
 }
 

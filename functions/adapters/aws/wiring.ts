@@ -7,13 +7,7 @@ import { AWS_ENV } from "../../config/env.ts";
 import type { LongrunConfig, QueueConfig } from "../../config/schema.ts";
 import type { Compute, LaunchOptions, LogStore } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
-import {
-  type ChangeEvent,
-  type CoreDeps,
-  type LifecycleListener,
-  listenAll,
-} from "../../core/usecases/deps.ts";
-import { createWebhookNotifier, type WebhookNotifier } from "../../webhooks/outbox.ts";
+import { type CoreDeps, type LifecycleListener, listenAll } from "../../core/usecases/deps.ts";
 import { newRequestId, newUploadId } from "../ids.ts";
 import { createWebhookGuard } from "../net/webhook-guard.ts";
 import { BatchCompute } from "./batch-compute.ts";
@@ -23,7 +17,6 @@ import { DynamoUploadStore } from "./dynamo-uploads.ts";
 import { S3FileStore } from "./s3-files.ts";
 import { S3InputStore, S3ResultStore } from "./s3-storage.ts";
 import { SqsDispatchTrigger } from "./sqs-trigger.ts";
-import { SqsWebhookOutbox } from "./sqs-webhooks.ts";
 
 /** Where the deployment's resources are, as the CDK app (or the bootstrap) tells each process. */
 export interface AwsResources {
@@ -35,7 +28,10 @@ export interface AwsResources {
   /** longrun queue name → Batch job definition ARN. */
   jobDefinitions: Record<string, string>;
   jobLogGroup?: string | undefined;
-  /** The webhooks queue; absent: state changes send no webhooks. */
+  /**
+   * The webhooks queue; absent: no webhooks. Deliveries are enqueued by the consumer of the
+   * table's stream (functions/adapters/aws/stream-webhooks.ts), not by the writers.
+   */
   webhooksQueueUrl?: string | undefined;
 }
 
@@ -155,23 +151,8 @@ export interface AwsDepsOptions {
   listeners?: readonly LifecycleListener[];
 }
 
-/** CoreDeps on AWS, with the webhook notifier when the deployment has a webhooks queue. */
-export interface AwsCoreDeps extends CoreDeps {
-  /** Enqueues webhook deliveries from `onChange`; a handler awaits `idle()` before it ends. */
-  webhooks?: WebhookNotifier;
-}
-
-/**
- * Waits until every webhook delivery enqueued by `deps.onChange` so far has been sent to the
- * queue. Lambda handlers call it before returning: work left pending when an invocation
- * ends is frozen, and lost if the environment is then recycled.
- */
-export async function flushWebhooks(deps: CoreDeps): Promise<void> {
-  await (deps as AwsCoreDeps).webhooks?.idle();
-}
-
 /** The core's ports on AWS: DynamoDB, SQS, S3, Batch and CloudWatch Logs. */
-export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
+export function createAwsDeps(opts: AwsDepsOptions): CoreDeps {
   const { config, resources, clients } = opts;
   const queues = config.queues;
   const store = new DynamoRequestStore({
@@ -207,12 +188,6 @@ export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
       ...(resources.jobLogGroup ? { logGroup: resources.jobLogGroup } : {}),
       jobRefOf: async (id) => (await store.get(id))?.jobRef ?? null,
     });
-  const webhooks = resources.webhooksQueueUrl
-    ? createWebhookNotifier({
-        outbox: new SqsWebhookOutbox(clients.sqs, resources.webhooksQueueUrl),
-        clock: { now: () => Date.now() },
-      })
-    : undefined;
   return {
     store,
     trigger: new SqsDispatchTrigger({ client: clients.sqs, queueUrl: resources.dispatchQueueUrl }),
@@ -226,12 +201,6 @@ export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
     uploads: new DynamoUploadStore(clients.dynamo, resources.tableName),
     files: new S3FileStore(clients.s3, resources.bucketName),
     ...(opts.maxUploadBytes !== undefined ? { maxUploadBytes: opts.maxUploadBytes } : {}),
-    ...(webhooks ? { webhooks } : {}),
-    ...listenAll([
-      ...(webhooks
-        ? [{ onChange: (r: RequestRecord, c: ChangeEvent) => webhooks.onChange(r, c) }]
-        : []),
-      ...(opts.listeners ?? []),
-    ]),
+    ...listenAll(opts.listeners ?? []),
   };
 }

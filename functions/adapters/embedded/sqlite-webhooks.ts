@@ -9,13 +9,15 @@
  * contending for the request store's write lock.
  */
 import type Database from "better-sqlite3";
-import type {
-  DeliveredInfo,
-  NewWebhookDelivery,
-  WebhookDelivery,
-  WebhookDeliveryStatus,
-  WebhookOutbox,
-  WebhookSecrets,
+import {
+  type DeliveredInfo,
+  type NewWebhookDelivery,
+  type StoredWebhookSecret,
+  signingSecrets,
+  type WebhookDelivery,
+  type WebhookDeliveryStatus,
+  type WebhookOutbox,
+  type WebhookSecrets,
 } from "../../webhooks/outbox.ts";
 import { generateSecret } from "../../webhooks/signing.ts";
 import { openSqlite, statementCache } from "./sqlite-open.ts";
@@ -57,11 +59,32 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_finished
   ON webhook_deliveries (created_at) WHERE status <> 'pending';
 
 CREATE TABLE IF NOT EXISTS webhook_secrets (
-  tenant     TEXT PRIMARY KEY,
-  secret     TEXT NOT NULL,
-  created_at INTEGER NOT NULL
+  tenant          TEXT PRIMARY KEY,
+  secret          TEXT NOT NULL,
+  created_at      INTEGER NOT NULL,
+  -- The secret the last rotation replaced, and when (it keeps signing for a while).
+  previous_secret TEXT,
+  rotated_at      INTEGER
 );
 `;
+
+/** Columns added after the first release, with their definitions, for older files. */
+const ADDED_SECRET_COLUMNS = {
+  previous_secret: "TEXT",
+  rotated_at: "INTEGER",
+} as const;
+
+/** Adds the columns an older file lacks (inside the schema transaction). */
+function migrate(db: Database.Database): void {
+  const have = new Set(
+    (db.prepare("PRAGMA table_info(webhook_secrets)").all() as { name: string }[]).map(
+      (c) => c.name,
+    ),
+  );
+  for (const [column, type] of Object.entries(ADDED_SECRET_COLUMNS)) {
+    if (!have.has(column)) db.exec(`ALTER TABLE webhook_secrets ADD COLUMN ${column} ${type}`);
+  }
+}
 
 /** Every statement, by name, so tests can check their query plans. */
 const SQL = {
@@ -113,7 +136,13 @@ const SQL = {
   insertSecret: `
     INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES (@tenant, @secret, @now)
     ON CONFLICT (tenant) DO NOTHING`,
-  getSecret: "SELECT secret FROM webhook_secrets WHERE tenant = @tenant",
+  getSecret: `
+    SELECT secret, previous_secret, rotated_at FROM webhook_secrets WHERE tenant = @tenant`,
+  rotateSecret: `
+    INSERT INTO webhook_secrets (tenant, secret, created_at, previous_secret, rotated_at)
+    VALUES (@tenant, @secret, @now, NULL, @now)
+    ON CONFLICT (tenant) DO UPDATE SET
+      previous_secret = webhook_secrets.secret, secret = excluded.secret, rotated_at = @now`,
 } as const;
 
 type StatementName = keyof typeof SQL;
@@ -186,7 +215,14 @@ export class SqliteWebhookOutbox implements WebhookOutbox, WebhookSecrets {
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string) {
-    this.#db = openSqlite(path, (db) => db.transaction(() => db.exec(SCHEMA)).immediate());
+    this.#db = openSqlite(path, (db) =>
+      db
+        .transaction(() => {
+          db.exec(SCHEMA);
+          migrate(db);
+        })
+        .immediate(),
+    );
     this.#stmt = statementCache(this.#db, SQL);
   }
 
@@ -260,11 +296,31 @@ export class SqliteWebhookOutbox implements WebhookOutbox, WebhookSecrets {
 
   /** {@inheritDoc WebhookSecrets.secretFor} */
   async secretFor(tenant: string): Promise<string> {
+    return this.#storedSecret(tenant).secret;
+  }
+
+  /** {@inheritDoc WebhookSecrets.signingSecretsFor} */
+  async signingSecretsFor(tenant: string, now: number): Promise<string[]> {
+    return signingSecrets(this.#storedSecret(tenant), now);
+  }
+
+  /** {@inheritDoc WebhookSecrets.rotate} One upsert: the replaced secret moves to `previous`. */
+  async rotate(tenant: string, now: number): Promise<string> {
+    const secret = generateSecret();
+    this.#db.transaction(() => this.#stmt("rotateSecret").run({ tenant, secret, now })).immediate();
+    return secret;
+  }
+
+  #storedSecret(tenant: string): StoredWebhookSecret {
     return this.#db
-      .transaction((): string => {
+      .transaction((): StoredWebhookSecret => {
         this.#stmt("insertSecret").run({ tenant, secret: generateSecret(), now: Date.now() });
-        const row = this.#stmt("getSecret").get({ tenant }) as { secret: string };
-        return row.secret;
+        const row = this.#stmt("getSecret").get({ tenant }) as {
+          secret: string;
+          previous_secret: string | null;
+          rotated_at: number | null;
+        };
+        return { secret: row.secret, previous: row.previous_secret, rotatedAt: row.rotated_at };
       })
       .immediate();
   }

@@ -1,3 +1,10 @@
+/**
+ * The one check of a webhook target (SPEC §2), used at submit (the guard answers 400) and
+ * before every delivery attempt (the deliverer connects to the address it vetted): the URL
+ * parses, its scheme is `https` (or `http` too when private targets are allowed), it carries
+ * no credentials, its host resolves, and (unless private targets are allowed) every address
+ * it resolves to is deliverable.
+ */
 import { lookup } from "node:dns/promises";
 import ipaddr from "ipaddr.js";
 import { InvalidRequestError } from "../../core/errors.ts";
@@ -27,9 +34,9 @@ export function isPublicAddress(address: string): boolean {
 const DENIED_ADDRESSES = new Set(["168.63.129.16"]);
 
 /**
- * The delivery-time address rule: {@link isPublicAddress}, and additionally neither an
- * IPv4-compatible IPv6 address (`::a.b.c.d`, deprecated, which ipaddr.js calls unicast but
- * some stacks tunnel to the embedded IPv4 address) nor a {@link DENIED_ADDRESSES} entry.
+ * The address rule: {@link isPublicAddress}, and additionally neither an IPv4-compatible
+ * IPv6 address (`::a.b.c.d`, deprecated, which ipaddr.js calls unicast but some stacks
+ * tunnel to the embedded IPv4 address) nor a {@link DENIED_ADDRESSES} entry.
  */
 export function isDeliverableAddress(address: string): boolean {
   if (!isPublicAddress(address)) return false;
@@ -42,11 +49,38 @@ export function isDeliverableAddress(address: string): boolean {
   return !DENIED_ADDRESSES.has(ip.toString());
 }
 
-export interface WebhookGuardOptions {
-  /** LONGRUN_WEBHOOK_ALLOW_PRIVATE=1: any scheme-valid URL, any address (local development). */
+/** Options of {@link vetTarget} and {@link createWebhookGuard}. */
+export interface TargetCheckOptions {
+  /** LONGRUN_WEBHOOK_ALLOW_PRIVATE=1: any address, and `http` as well as `https`. */
   allowPrivate: boolean;
-  /** Resolves a host name to its addresses; injectable for tests. */
+  /** Resolves a host name to all its addresses; default `dns.lookup(host, {all: true})`. */
   resolve?: (host: string) => Promise<string[]>;
+  /** Which addresses may be called when private ones are not allowed; default {@link isDeliverableAddress}. */
+  isAllowedAddress?: (address: string) => boolean;
+}
+
+/** A target that passed the checks: where to connect and what to call it. */
+export interface VettedTarget {
+  url: URL;
+  /** The host name (brackets of an IPv6 literal removed). */
+  host: string;
+  /** The address the connection goes to; the host resolved to it at check time. */
+  address: string;
+  port: number;
+}
+
+/**
+ * Thrown by {@link vetTarget}. `retryable` says whether the refusal may pass later (a host
+ * that does not resolve now may resolve at the next delivery try); submit refuses either way.
+ */
+export class TargetRefusedError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+    this.name = "TargetRefusedError";
+  }
 }
 
 async function resolveAll(host: string): Promise<string[]> {
@@ -55,49 +89,70 @@ async function resolveAll(host: string): Promise<string[]> {
 }
 
 /**
- * Builds the submit-time check of a webhook target: `https` only, and every address the host
- * resolves to must be public. Delivery checks the address again (DNS may change).
+ * Parses and checks a webhook URL and picks the address to connect to (the first one the
+ * host resolved to; every one of them passed the address rule).
+ * @throws TargetRefusedError when the URL may not be called.
  */
-export function createWebhookGuard(options: WebhookGuardOptions): WebhookGuard {
-  const resolve = options.resolve ?? resolveAll;
-  return async (raw: string) => {
-    let url: URL;
+export async function vetTarget(raw: string, options: TargetCheckOptions): Promise<VettedTarget> {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new TargetRefusedError("webhook URL is not a valid URL", false);
+  }
+  const allowed = options.allowPrivate ? ["https:", "http:"] : ["https:"];
+  if (!allowed.includes(url.protocol)) {
+    throw new TargetRefusedError(
+      `webhook URL scheme ${url.protocol} refused (${allowed.join(" or ")} only)`,
+      false,
+    );
+  }
+  if (url.username || url.password) {
+    throw new TargetRefusedError("webhook URL must not carry credentials", false);
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  let addresses: string[];
+  if (ipaddr.isValid(host)) {
+    addresses = [host];
+  } else {
     try {
-      url = new URL(raw);
-    } catch {
-      throw new InvalidRequestError("webhook.url is not a valid URL", "webhook.url");
-    }
-    if (options.allowPrivate) {
-      if (url.protocol !== "https:" && url.protocol !== "http:") {
-        throw new InvalidRequestError("webhook.url must be an http(s) URL", "webhook.url");
-      }
-      return;
-    }
-    if (url.protocol !== "https:") {
-      throw new InvalidRequestError("webhook.url must use https", "webhook.url");
-    }
-    if (url.username || url.password) {
-      throw new InvalidRequestError("webhook.url must not carry credentials", "webhook.url");
-    }
-    const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
-    let addresses: string[];
-    if (ipaddr.isValid(host)) {
-      addresses = [host];
-    } else {
-      try {
-        addresses = await resolve(host);
-      } catch {
-        throw new InvalidRequestError(
-          `webhook.url host ${JSON.stringify(host)} does not resolve`,
-          "webhook.url",
-        );
-      }
-    }
-    if (addresses.length === 0 || !addresses.every(isDeliverableAddress)) {
-      throw new InvalidRequestError(
-        "webhook.url must resolve to public addresses only (private, loopback, link-local and metadata addresses are refused)",
-        "webhook.url",
+      addresses = await (options.resolve ?? resolveAll)(host);
+    } catch (error) {
+      throw new TargetRefusedError(
+        `webhook host ${host} does not resolve: ${(error as Error).message}`,
+        true,
       );
+    }
+  }
+  const first = addresses[0];
+  if (first === undefined) {
+    throw new TargetRefusedError(`webhook host ${host} resolves to no address`, true);
+  }
+  if (!options.allowPrivate) {
+    const isAllowed = options.isAllowedAddress ?? isDeliverableAddress;
+    const refused = addresses.find((a) => !isAllowed(a));
+    if (refused !== undefined) {
+      throw new TargetRefusedError(
+        `webhook host ${host} resolves to non-public address ${refused} (private, loopback, link-local and metadata addresses are refused)`,
+        false,
+      );
+    }
+  }
+  const port = url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
+  return { url, host, address: first, port };
+}
+
+/**
+ * The submit-time guard: {@link vetTarget}, every refusal a 400 on `webhook.url`. Delivery
+ * runs the same check again (DNS may have changed since).
+ */
+export function createWebhookGuard(options: TargetCheckOptions): WebhookGuard {
+  return async (raw: string) => {
+    try {
+      await vetTarget(raw, options);
+    } catch (error) {
+      if (!(error instanceof TargetRefusedError)) throw error;
+      throw new InvalidRequestError(`webhook.url refused: ${error.message}`, "webhook.url");
     }
   };
 }

@@ -283,7 +283,10 @@ export interface HarnessWebhooks {
 
 export interface Harness {
   prefix: string;
-  /** Present when made with `{ webhooks: true }`: state changes enqueue deliveries there. */
+  /**
+   * Present when made with `{ webhooks: true }`: the webhooks handler enqueues deliveries
+   * there from the table's stream.
+   */
   webhooks?: HarnessWebhooks;
   /** Receives up to `max` messages of any queue, leaving them in flight. */
   receive(queueUrl: string, max?: number): Promise<Message[]>;
@@ -382,7 +385,7 @@ export async function createHarness(
   label: string,
   queueConfigs: Record<string, QueueConfigInput> = DEFAULT_QUEUES,
   options: {
-    /** Create a webhooks queue, enqueue webhooks on state changes, allow loopback URLs. */
+    /** Create a webhooks queue and allow loopback webhook URLs. */
     webhooks?: boolean;
   } = {},
 ): Promise<Harness> {
@@ -441,7 +444,11 @@ export async function createHarness(
     deps,
     "sub",
     webhooks
-      ? { webhookSecret: (t) => webhooks.secrets.secretFor(t), allowInsecureWebhooks: true }
+      ? {
+          webhookSecret: (t) => webhooks.secrets.secretFor(t),
+          rotateWebhookSecret: (t) => webhooks.secrets.rotate(t, Date.now()),
+          allowInsecureWebhooks: true,
+        }
       : {},
   );
   const dispatcher = createDispatcherHandler(deps, { sleep: async () => {} });

@@ -272,9 +272,11 @@ describe("WebhookWorker", () => {
     let failSecrets = true;
     const { w, logs } = worker({
       secrets: {
-        secretFor: async (tenant) => {
+        secretFor: (tenant) => outbox.secretFor(tenant),
+        rotate: (tenant, now) => outbox.rotate(tenant, now),
+        signingSecretsFor: async (tenant, now) => {
           if (failSecrets) throw new Error("secrets unavailable");
-          return outbox.secretFor(tenant);
+          return outbox.signingSecretsFor(tenant, now);
         },
       },
       leaseMs: 1000,

@@ -40,6 +40,7 @@ const SPEC_ROUTES = [
   "get /v1/queues/{queue}",
   "get /v1/requests/{id}/logs",
   "get /v1/webhook-secret",
+  "post /v1/webhook-secret/rotate",
   "get /v1/health",
   "get /v1/openapi.json",
   "get /v1/metrics",

@@ -479,6 +479,27 @@ describe("webhook secret", () => {
   it("answers 404 when the deployment has no webhook secrets", async () => {
     h = makeApi(undefined, { webhookSecret: undefined });
     expectProblem(await h.call("GET", "/v1/webhook-secret"), 404, "not_found");
+    expectProblem(await h.call("POST", "/v1/webhook-secret/rotate"), 404, "not_found");
+  });
+
+  it("rotates the caller's secret on POST /v1/webhook-secret/rotate", async () => {
+    const rotated: string[] = [];
+    h = makeApi(undefined, {
+      rotateWebhookSecret: async (tenant) => {
+        rotated.push(tenant);
+        return `whsec_${Buffer.from(`new-key-of-${tenant}`).toString("base64")}`;
+      },
+    });
+    const r = await h.call("POST", "/v1/webhook-secret/rotate", { token: "tok-bob" });
+    expect(r.status).toBe(200);
+    expect(r.json).toEqual({ secret: `whsec_${Buffer.from("new-key-of-bob").toString("base64")}` });
+    expect(rotated).toEqual(["bob"]);
+    expectProblem(
+      await h.call("POST", "/v1/webhook-secret/rotate", { token: null }),
+      401,
+      "unauthorized",
+    );
+    expect(rotated).toEqual(["bob"]);
   });
 });
 

@@ -5,6 +5,7 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { ROTATION_OVERLAP_MS, signingSecrets } from "../../../functions/webhooks/outbox.ts";
 import {
   generateSecret,
   newMessageId,
@@ -107,5 +108,40 @@ describe("verifyWebhook", () => {
       "webhook-signature": headers["webhook-signature"].slice(0, 20),
     };
     no(verifyWebhook(secret, truncated, body, { nowSeconds: now }));
+  });
+});
+
+describe("signing with two keys after a rotation", () => {
+  const rotatedAt = 1_700_000_000_000;
+  const stored = { secret: generateSecret(), previous: generateSecret(), rotatedAt };
+
+  it("puts one v1 entry per key in webhook-signature, and either key verifies", () => {
+    const body = '{"type":"request.completed"}';
+    const headers: Record<string, string> = {
+      ...signatureHeaders([stored.secret, stored.previous], "msg_2k", 1700000000, body),
+    };
+    const entries = (headers["webhook-signature"] ?? "").split(" ");
+    expect(entries).toHaveLength(2);
+    expect(entries[0]).toBe(sign(stored.secret, "msg_2k", 1700000000, body));
+    expect(entries[1]).toBe(sign(stored.previous, "msg_2k", 1700000000, body));
+    for (const key of [stored.secret, stored.previous]) {
+      expect(independentVerify(key, headers, body)).toBe(true);
+      expect(verifyWebhook(key, headers, body, { nowSeconds: 1700000000 })).toEqual({ ok: true });
+    }
+    expect(independentVerify(generateSecret(), headers, body)).toBe(false);
+    expect(() => signatureHeaders([], "msg_2k", 1700000000, body)).toThrow(/no webhook secret/);
+  });
+
+  it("signs with the replaced key for 24 hours after the rotation, then with the new one only", () => {
+    expect(signingSecrets(stored, rotatedAt)).toEqual([stored.secret, stored.previous]);
+    expect(signingSecrets(stored, rotatedAt + ROTATION_OVERLAP_MS - 1)).toEqual([
+      stored.secret,
+      stored.previous,
+    ]);
+    expect(signingSecrets(stored, rotatedAt + ROTATION_OVERLAP_MS)).toEqual([stored.secret]);
+    expect(
+      signingSecrets({ secret: stored.secret, previous: null, rotatedAt: null }, rotatedAt),
+    ).toEqual([stored.secret]);
+    expect(ROTATION_OVERLAP_MS).toBe(24 * 3_600_000);
   });
 });

@@ -8,7 +8,7 @@ import {
   isDeliverableAddress,
   TargetRefusedError,
   vetTarget,
-} from "../../../functions/webhooks/deliver.ts";
+} from "../../../functions/adapters/net/webhook-guard.ts";
 
 const strict = { allowPrivate: false };
 
