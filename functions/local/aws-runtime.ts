@@ -61,6 +61,8 @@ export interface AwsRuntimeOptions {
   log: (line: string) => void;
   /** Told of every state change (metrics, the queue history). */
   listeners?: readonly LifecycleListener[];
+  /** Told of every webhook delivery try (metrics). */
+  onWebhookTried?: (ok: boolean) => void;
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
   /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`). */
@@ -272,6 +274,9 @@ export class AwsRuntime {
         queueUrl,
         clock: { now: () => Date.now() },
         log: { info: () => {}, warn: note, error: note },
+        ...(options.onWebhookTried
+          ? { onTry: (_m, outcome) => options.onWebhookTried?.(outcome === "delivered") }
+          : {}),
       });
       this.#webhooks = {
         stream: new StreamPoller({

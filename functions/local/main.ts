@@ -59,7 +59,7 @@ async function createRuntime(
       jobUser: settings.jobUser,
       maxUploadBytes: settings.maxUploadBytes,
       log,
-      listeners: observers.listeners,
+      ...observers,
     });
     const r = runtime.resources;
     const endpoint = process.env.AWS_ENDPOINT_URL ? ` at ${process.env.AWS_ENDPOINT_URL}` : "";
