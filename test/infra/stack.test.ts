@@ -524,21 +524,29 @@ describe("functions", () => {
       ),
     ).toEqual([]);
     expect(actions).toContain("sqs:SendMessage");
-    // ... and only on webhook-secret items: every DynamoDB statement names the table (no
-    // index) and holds the LeadingKeys condition on the WHSEC# prefix of items.ts.
-    const tableStatements = policies
-      .flatMap((p) => p.PolicyDocument.Statement as Statement[])
-      .filter((st) => asArray(st.Action).some((a) => a.startsWith("dynamodb:")));
+    // ... and only on its own items: every item statement names the table (no index) and
+    // holds a LeadingKeys condition on the WHSEC# (secrets) or WHORD# (order) prefix of
+    // items.ts; the stream's reads are the event source mapping's.
+    const tableStatements = statements.filter((st) =>
+      asArray(st.Action).some((a) => itemActions.includes(a)),
+    );
     expect(tableStatements.length).toBeGreaterThan(0);
     for (const st of tableStatements) {
       expect(asArray(st.Resource)).toEqual([
         { "Fn::GetAtt": [expect.stringMatching(/^RequestsTable/), "Arn"] },
       ]);
-      expect(st.Condition).toEqual({
-        "ForAllValues:StringLike": {
-          "dynamodb:LeadingKeys": [`${ITEM_KIND.webhookSecret.pkPrefix}*`],
+      expect([
+        {
+          "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [`${ITEM_KIND.webhookSecret.pkPrefix}*`],
+          },
         },
-      });
+        {
+          "ForAllValues:StringLike": {
+            "dynamodb:LeadingKeys": [`${ITEM_KIND.webhookOrder.pkPrefix}*`],
+          },
+        },
+      ]).toContainEqual(st.Condition);
     }
   });
 
