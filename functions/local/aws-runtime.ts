@@ -231,7 +231,10 @@ export class AwsRuntime {
       onEvent: (event) => this.#onJobEvent(event),
       logs: this.logs,
       storageFor: (request) =>
-        new S3AttemptStorage(s3, bucket, request.id, { onWarning: options.log }),
+        new S3AttemptStorage(s3, bucket, request.id, {
+          onWarning: options.log,
+          ...(options.jobUser ? { jobUid: options.jobUser.uid } : {}),
+        }),
       onError: (error, context) => options.log(`${context}: ${String(error)}`),
       ...(options.jobUser ? { jobUser: options.jobUser } : {}),
     });

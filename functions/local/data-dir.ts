@@ -18,7 +18,8 @@ const WORK = "work";
  * Creates the data directory 0700, or tightens one that exists (an older version made it
  * 0755 and its databases 0644): the directory and everything at its top level lose every
  * permission for group and others. Deeper entries need no pass of their own: nobody else
- * can reach them through a 0700 directory.
+ * can reach them through a 0700 directory (with a job user, the folders they are in are 0700
+ * and the files the server writes 0600 through its umask).
  *
  * With a job user, the directory and its `work` folder are 0711 instead: the job user may
  * pass through to its own work dir (handed to it by the runner) but list nothing, and every
@@ -33,7 +34,11 @@ export function prepareDataDir(dataDir: string, options: { jobUser: boolean }): 
     const path = join(dataDir, name);
     const info = lstatSync(path);
     if (info.isSymbolicLink()) continue; // chmod would change the link's target
-    if (info.isDirectory()) chmodSync(path, name === WORK ? passThrough : 0o700);
-    else chmodSync(path, 0o600);
+    if (info.isDirectory() && name === WORK) {
+      chmodSync(path, passThrough);
+    } else if ((info.mode & 0o077) !== 0) {
+      // Only group and others lose their bits: the owner's stay as they are.
+      chmodSync(path, info.mode & 0o700);
+    }
   }
 }

@@ -116,8 +116,14 @@ async function serveArtifact(
   // fails after the headers went out (an I/O error, a file truncated meanwhile) can only cut
   // the response short: pipeline destroys it, the client sees an incomplete body, and the
   // error stays here instead of becoming an unhandled 'error' event.
+  const stream = handle.createReadStream({ start: 0, end: size - 1 });
+  // A file truncated after fstat ends early without a read error; the promised length was
+  // not sent, so the connection is closed rather than left waiting for the rest.
+  stream.once("end", () => {
+    if (stream.bytesRead < size) res.destroy();
+  });
   try {
-    await pipeline(handle.createReadStream({ start: 0, end: size - 1 }), res);
+    await pipeline(stream, res);
   } catch {
     res.destroy();
   } finally {

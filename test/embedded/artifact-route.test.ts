@@ -3,7 +3,7 @@
  * HTTP server over a real outputs folder: links a job leaves in its outputs never reach a
  * file elsewhere, and what cannot be opened is a 404, not a crash.
  */
-import { link, mkdir, symlink, writeFile } from "node:fs/promises";
+import { link, mkdir, open, symlink, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -18,6 +18,8 @@ let server: Server;
 let baseUrl = "";
 let results: FsResultStore;
 let layout: FsLayout;
+/** What the route opens with: the real store, unless a test stands in for a failing disk. */
+let opener: FsResultStore["openArtifact"];
 const id = "req_01HZZZZZZZZZZZZZZZZZZZZZZZ";
 const secret = "the server's secret";
 
@@ -26,11 +28,12 @@ beforeEach(async () => {
   layout = new FsLayout(dataDir);
   const signer = new ArtifactUrlSigner(Buffer.alloc(32, 7), () => baseUrl);
   results = new FsResultStore(layout, (rid, name) => signer.urlFor(rid, name));
+  opener = (rid, name) => results.openArtifact(rid, name);
   server = createServer(
     createRequestListener({
       handle: async () => ({ status: 200, headers: {}, body: "api" }),
       maxBodyBytes: 1024,
-      artifacts: { signer, open: (rid, name) => results.openArtifact(rid, name) },
+      artifacts: { signer, open: (rid, name) => opener(rid, name) },
       log: () => {},
     }),
   );
@@ -87,5 +90,36 @@ describe("artifact route", () => {
 
     expect((await fetch(url)).status).toBe(404);
     expect((await fetch(urlOf("ok.txt"))).status).toBe(200);
+  });
+
+  it("cuts the response short when the file fails or shrinks after the headers went out", async () => {
+    const file = join(layout.outputDir(id), "ok.txt");
+    // A read that fails after the headers: the descriptor is already closed (EBADF).
+    opener = async () => {
+      const handle = await open(file, "r");
+      await handle.close();
+      return { handle, size: 4 };
+    };
+    const failed = await fetch(urlOf("ok.txt"))
+      .then((r) => r.arrayBuffer())
+      .then(
+        (b) => b.byteLength,
+        (e: unknown) => e,
+      );
+    // A file truncated after fstat: fewer bytes than promised.
+    opener = async () => ({ handle: await open(file, "r"), size: 4096 });
+    const short = await fetch(urlOf("ok.txt"))
+      .then((r) => r.arrayBuffer())
+      .then(
+        (b) => b.byteLength,
+        (e: unknown) => e,
+      );
+
+    expect(failed).toBeInstanceOf(Error);
+    expect(short).toBeInstanceOf(Error);
+    opener = (rid, name) => results.openArtifact(rid, name);
+    const again = await fetch(urlOf("ok.txt"));
+    expect(again.status).toBe(200);
+    expect(await again.text()).toBe("fine");
   });
 });

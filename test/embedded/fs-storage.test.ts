@@ -1,6 +1,7 @@
 import {
   access,
   appendFile,
+  link,
   lutimes,
   mkdir,
   readdir,
@@ -79,6 +80,20 @@ describe("FsAttemptStorage checkpoints", () => {
     await storage.restoreCheckpoint(target);
 
     expect(await readTree(target)).toEqual({ "a.txt": "2", "deep/b.bin": "b" });
+  });
+
+  it("with a job user, does not copy a file hard-linked into the checkpoint", async () => {
+    const storage = new FsAttemptStorage(layout, newId(), { jobUid: process.getuid?.() ?? 0 });
+    const secret = join(dataDir, "artifact-url.key");
+    await writeFile(secret, "key material");
+    const dir = await folderWith({ "state.json": "{}" });
+    await link(secret, join(dir, "stolen.key"));
+
+    await storage.saveCheckpoint(dir);
+    const target = await folderWith({});
+    await storage.restoreCheckpoint(target);
+
+    expect(await readTree(target)).toEqual({ "state.json": "{}" });
   });
 
   it("keeps one version, and ignores then removes what a crash mid-save left behind", async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { link, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import {
   GetBucketEncryptionCommand,
@@ -291,6 +291,28 @@ describe("S3AttemptStorage outputs and S3ResultStore", () => {
       expect(res.status).toBe(200);
       expect(await res.text()).toBe(artifact.name === "model.npz" ? "weights!" : "1,2,3");
     }
+  });
+
+  it("uploads only the job user's own files: not a hard link, not another owner's file", async () => {
+    const id = newId();
+    const secret = join(root, `secret-${id}`);
+    await writeFile(secret, "server credentials");
+    const dir = await folderWith({ "result.json": "{}", "own.bin": "mine" });
+    await link(secret, join(dir, "linked.bin"));
+    const uid = process.getuid?.() ?? 0;
+
+    await new S3AttemptStorage(s3.client, bucket, id, { jobUid: uid }).saveOutputs(dir);
+
+    const result = await new S3ResultStore(s3.client, bucket).getResult(id);
+    expect(result.artifacts.map((a) => a.name)).toEqual(["own.bin"]);
+    // The same folder saved for a job of another user uploads none of it.
+    const other = newId();
+    const again = await folderWith({ "result.json": "{}", "own.bin": "mine" });
+    await new S3AttemptStorage(s3.client, bucket, other, { jobUid: uid + 1 }).saveOutputs(again);
+    expect(await new S3ResultStore(s3.client, bucket).getResult(other)).toEqual({
+      output: null,
+      artifacts: [],
+    });
   });
 
   it("answers no output and no artifacts for a request without outputs", async () => {

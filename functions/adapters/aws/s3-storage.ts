@@ -242,6 +242,11 @@ interface LocalFileState {
 export interface S3AttemptStorageOptions extends S3UploadOptions {
   /** Told about best-effort clean-up that failed (old versions left behind). */
   onWarning?: (message: string) => void;
+  /**
+   * The uid the job runs as (`LONGRUN_JOB_USER`): only its own single-link files are
+   * uploaded as checkpoint or outputs, never a hard link to someone else's file.
+   */
+  jobUid?: number;
 }
 
 /**
@@ -263,6 +268,11 @@ export class S3AttemptStorage implements AttemptStorage {
   readonly #root: string;
   readonly #options: S3AttemptStorageOptions;
   readonly #ulid = monotonicFactory();
+  /** The listing filter of {@link S3AttemptStorageOptions.jobUid}. */
+  #ownFiles(): { ownedBy?: number } {
+    const uid = this.#options.jobUid;
+    return uid === undefined ? {} : { ownedBy: uid };
+  }
   /** Local state per relative path as of the last save or restore. */
   #local = new Map<string, LocalFileState>();
   /** The manifest this instance last published or restored. */
@@ -377,7 +387,7 @@ export class S3AttemptStorage implements AttemptStorage {
     const files: CheckpointManifest["files"] = {};
     const local = new Map<string, LocalFileState>();
     const uploaded: string[] = [];
-    const names = await listFiles(dir);
+    const names = await listFiles(dir, this.#ownFiles());
     try {
       await forEachLimit(names, this.#options.fileConcurrency ?? 4, async (path) => {
         const state = await this.#saveFile(dir, path, version, uploaded);
@@ -501,7 +511,7 @@ export class S3AttemptStorage implements AttemptStorage {
    */
   async saveOutputs(dir: string): Promise<void> {
     const prefix = `${S3_PREFIX.outputs}${this.#root.slice(S3_PREFIX.checkpoints.length)}`;
-    const names = await listFiles(dir);
+    const names = await listFiles(dir, this.#ownFiles());
     await forEachLimit(names, this.#options.fileConcurrency ?? 4, (name) =>
       uploadFile(
         this.#client,

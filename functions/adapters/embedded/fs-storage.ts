@@ -12,7 +12,7 @@
  * ```
  */
 import { randomBytes } from "node:crypto";
-import { constants, type Stats } from "node:fs";
+import { constants } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import {
   appendFile,
@@ -35,7 +35,7 @@ import { dirname, join, resolve, sep } from "node:path";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
-import { listFiles } from "../list-files.ts";
+import { isOwnOutput, listFiles } from "../list-files.ts";
 
 /** Request ids become path segments: accept only what cannot escape its folder. */
 function safeId(requestId: string): string {
@@ -273,16 +273,6 @@ async function moveAside(from: string, to: string): Promise<NodeJS.ErrnoExceptio
   } catch (error) {
     return error as NodeJS.ErrnoException;
   }
-}
-
-/**
- * Whether a file found in a request's outputs is the job's own output: a regular file,
- * owned by the user jobs run as, with no other name. A job that hard-links a file it can
- * reach (the server's signing key, a database) into its outputs gives that file a second
- * link and someone else's owner, so it is never listed nor served.
- */
-export function isOwnOutput(info: Stats, jobUid: number | null): boolean {
-  return info.isFile() && info.nlink === 1 && (jobUid === null || info.uid === jobUid);
 }
 
 /** An artifact opened for download: the open file and its size when it was opened. */
