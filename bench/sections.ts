@@ -8,6 +8,7 @@ import { queriesSection } from "./queries.ts";
 import { dispatchScaleSection, startSection } from "./scheduling.ts";
 import type { BenchSection } from "./section.ts";
 import { submitSection } from "./submit.ts";
+import { uploadsSection } from "./uploads.ts";
 
 export const SECTIONS: readonly BenchSection[] = [
   submitSection,
@@ -16,4 +17,5 @@ export const SECTIONS: readonly BenchSection[] = [
   queriesSection,
   lostWorkSection,
   lifecycleSection,
+  uploadsSection,
 ];

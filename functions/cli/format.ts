@@ -158,3 +158,57 @@ function lineView(stream: ProgressStream): ProgressView {
     stop() {},
   };
 }
+
+/** Shows the bytes of an upload's PUT as they go out. */
+export interface UploadProgress {
+  /** `n` more bytes were sent. */
+  add(n: number): void;
+  /** Ends the display. */
+  stop(): void;
+}
+
+/** Mebibytes with one decimal, for upload progress. */
+function mib(bytes: number): string {
+  return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+}
+
+/**
+ * A byte progress bar with speed on a terminal for files of at least `minBytes` (a small
+ * file is done before a bar is worth drawing); nothing otherwise, so logs stay clean.
+ */
+export function uploadProgress(
+  stream: ProgressStream,
+  name: string,
+  total: number,
+  minBytes = 1024 * 1024,
+): UploadProgress {
+  if (!stream.isTTY || total < minBytes) return { add() {}, stop() {} };
+  const bar = new SingleBar(
+    {
+      stream,
+      format: "{bar} {percentage}% | {sent} of {size} | {speed} | {name}",
+      barsize: 30,
+      hideCursor: false,
+      clearOnComplete: false,
+    },
+    Presets.shades_classic,
+  );
+  const started = Date.now();
+  let sent = 0;
+  const payload = () => ({
+    name,
+    sent: mib(sent),
+    size: mib(total),
+    speed: `${mib(sent / Math.max(0.001, (Date.now() - started) / 1000))}/s`,
+  });
+  bar.start(total, 0, payload());
+  return {
+    add(n) {
+      sent += n;
+      bar.update(sent, payload());
+    },
+    stop() {
+      bar.stop();
+    },
+  };
+}

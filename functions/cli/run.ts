@@ -3,9 +3,9 @@
  * for people or, with `--json`, for programs. Exit status: 0 success; 1 an API problem, an
  * unreachable server or (`submit --wait`) a request that did not succeed; 2 a usage error.
  */
-import { createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
-import { dirname, join, resolve, sep } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
@@ -20,6 +20,7 @@ import {
   type RequestStatus,
   type RequestSummary,
   type SubmitBody,
+  type UploadInfo,
 } from "../client/index.ts";
 import {
   describeRequest,
@@ -27,6 +28,7 @@ import {
   progressView,
   requestTable,
   table,
+  uploadProgress,
 } from "./format.ts";
 
 /** Where the CLI reads and writes; the real process's streams in production. */
@@ -64,11 +66,17 @@ const OPTIONS = {
   limit: { type: "string" },
   follow: { type: "boolean" },
   rotate: { type: "boolean" },
+  file: { type: "string", multiple: true },
+  "no-checkpoint": { type: "boolean" },
 } as const satisfies ParseArgsConfig["options"];
 
 type OptionName = keyof typeof OPTIONS;
 type Values = {
-  [K in OptionName]?: (typeof OPTIONS)[K]["type"] extends "string" ? string : boolean;
+  [K in OptionName]?: (typeof OPTIONS)[K] extends { multiple: true }
+    ? string[]
+    : (typeof OPTIONS)[K]["type"] extends "string"
+      ? string
+      : boolean;
 };
 
 interface CommandSpec {
@@ -83,7 +91,7 @@ const COMMANDS = {
     args: ["queue"],
     usage:
       "longrun submit <queue> [--input JSON | --input-file F] [--priority N] [--idempotency-key K]\n" +
-      "               [--timeout S] [--ttl S] [--wait] [--json]",
+      "               [--timeout S] [--ttl S] [--file NAME=PATH ...] [--wait] [--json]",
     summary: "Submit a request to a queue and print its id.",
     flags: [
       ["--input JSON", "input", "the request's input, any JSON value (default {})"],
@@ -92,6 +100,12 @@ const COMMANDS = {
       ["--idempotency-key K", "idempotency-key", "resubmitting with K returns the same request"],
       ["--timeout S", "timeout", "seconds per attempt, at most the queue's"],
       ["--ttl S", "ttl", "seconds the request may wait before it starts, else EXPIRED"],
+      [
+        "--file NAME=PATH",
+        "file",
+        "upload PATH and give it to the job as LONGRUN_INPUT_DIR/NAME\n" +
+          "(repeatable; PATH may also be an upload id upl_…)",
+      ],
       [
         "--wait",
         "wait",
@@ -142,6 +156,23 @@ const COMMANDS = {
     usage: "longrun logs <id> [--follow]",
     summary: "Print the job's stdout and stderr, every attempt, oldest first.",
     flags: [["--follow", "follow", "keep printing new lines until the request ends"]],
+  },
+  retry: {
+    args: ["id"],
+    usage: "longrun retry <id> [--no-checkpoint] [--wait]",
+    summary: "Submit a FAILED, CANCELLED or EXPIRED request again, from its last checkpoint.",
+    flags: [
+      ["--no-checkpoint", "no-checkpoint", "start clean instead of from the last checkpoint"],
+      ["--idempotency-key K", "idempotency-key", "retrying again with K returns the same request"],
+      ["--wait", "wait", "as submit --wait"],
+      ["--json", "json", "as submit --json"],
+    ],
+  },
+  upload: {
+    args: ["path"],
+    usage: "longrun upload <path>",
+    summary: "Upload a file (a progress bar on a terminal) and print its upload id.",
+    flags: [["--json", "json", "print the upload (id, size, status, expiresAt) as JSON"]],
   },
   queues: {
     args: [],
@@ -319,12 +350,96 @@ async function submitCommand(ctx: Ctx, queue: string): Promise<number> {
   if (priority !== undefined) body.priority = priority;
   if (timeout !== undefined) body.timeoutSeconds = timeout;
   if (ttl !== undefined) body.queueTtlSeconds = ttl;
+  const files = await uploadFiles(ctx, values.file ?? []);
+  if (Object.keys(files).length > 0) body.files = files;
   const key = values["idempotency-key"];
   const { request, replayed } = await client.submit(
     queue,
     body,
     key !== undefined ? { idempotencyKey: key } : {},
   );
+  return followSubmitted(ctx, request, replayed, queue);
+}
+
+/**
+ * `--file NAME=PATH` options → `files`: each PATH is uploaded (an `upl_…` id is used as it
+ * is). Names are checked by the server, which names any it refuses.
+ */
+async function uploadFiles(ctx: Ctx, specs: readonly string[]): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const spec of specs) {
+    const eq = spec.indexOf("=");
+    if (eq <= 0 || eq === spec.length - 1) {
+      throw new UsageError(`--file takes NAME=PATH, not ${JSON.stringify(spec)}`, "submit");
+    }
+    const name = spec.slice(0, eq);
+    const path = spec.slice(eq + 1);
+    if (Object.hasOwn(files, name)) {
+      throw new UsageError(`--file names ${JSON.stringify(name)} twice`, "submit");
+    }
+    files[name] = /^upl_[0-9A-Z]{26}$/.test(path)
+      ? path
+      : (await uploadFile(ctx, path, "submit")).id;
+  }
+  return files;
+}
+
+/** Uploads one file: POST /v1/uploads, then a streamed PUT; the upload READY. */
+async function uploadFile(
+  { io, client }: Ctx,
+  path: string,
+  command: CommandName,
+): Promise<UploadInfo> {
+  let size: number;
+  try {
+    const info = await stat(path);
+    if (!info.isFile()) throw new Error("not a file");
+    size = info.size;
+  } catch (err) {
+    throw new UsageError(`cannot upload ${path}: ${(err as Error).message}`, command);
+  }
+  const name = basename(path);
+  const created = await client.createUpload({ filename: name, size });
+  const progress = uploadProgress(io.stderr, name, size);
+  try {
+    const stream = createReadStream(path);
+    stream.on("data", (chunk) => progress.add(chunk.length));
+    await client.putUpload(created, Readable.toWeb(stream) as ReadableStream<Uint8Array>);
+  } finally {
+    progress.stop();
+  }
+  const upload = await client.getUpload(created.id);
+  if (upload.status !== "READY") {
+    throw new Error(`upload ${upload.id} of ${path} is ${upload.status} after its PUT`);
+  }
+  return upload;
+}
+
+async function uploadCommand(ctx: Ctx, path: string): Promise<number> {
+  const upload = await uploadFile(ctx, path, "upload");
+  if (ctx.values.json) printJson(ctx.io, upload);
+  else write(ctx.io.stdout, upload.id);
+  return 0;
+}
+
+async function retryCommand(ctx: Ctx, id: string): Promise<number> {
+  const { client, values } = ctx;
+  const key = values["idempotency-key"];
+  const { request, replayed } = await client.retry(id, {
+    fromCheckpoint: values["no-checkpoint"] !== true,
+    ...(key !== undefined ? { idempotencyKey: key } : {}),
+  });
+  return followSubmitted(ctx, request, replayed, request.queue);
+}
+
+/** After a submit or a retry: print the id, or with --wait follow it to its end. */
+async function followSubmitted(
+  ctx: Ctx,
+  request: LongrunRequest,
+  replayed: boolean,
+  queue: string,
+): Promise<number> {
+  const { io, client, values } = ctx;
   const replayNote = replayed ? " (replayed: an earlier submit with this idempotency key)" : "";
   if (!values.wait) {
     if (values.json) printJson(io, request);
@@ -618,6 +733,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         return await queuesCommand(ctx);
       case "webhook-secret":
         return await webhookSecretCommand(ctx);
+      case "retry":
+        return await retryCommand(ctx, arg);
+      case "upload":
+        return await uploadCommand(ctx, arg);
     }
   } catch (err) {
     if (err instanceof UsageError) {

@@ -29,6 +29,8 @@ import {
   RequestStatusSchema,
   ResultSchema,
   type SubmitBodySchema,
+  UploadCreatedSchema,
+  UploadSchema,
   WebhookSecretSchema,
 } from "../http/schemas.ts";
 
@@ -48,6 +50,8 @@ const QueueBody = QueueSchema.strip();
 const QueueListBody = z.array(QueueBody);
 const LogsBody = LogsSchema.strip();
 const WebhookSecretBody = WebhookSecretSchema.strip();
+const UploadBody = UploadSchema.strip();
+const UploadCreatedBody = UploadCreatedSchema.strip();
 
 // ---- public types ---------------------------------------------------------------------
 
@@ -69,6 +73,10 @@ export type QueueInfo = z.output<typeof QueueBody>;
 export type LogsPage = z.output<typeof LogsBody>;
 /** The body of a submit, as a caller writes it (defaults not yet applied). */
 export type SubmitBody = z.input<typeof SubmitBodySchema>;
+/** An upload's state (`GET /v1/uploads/{id}`). */
+export type UploadInfo = z.output<typeof UploadBody>;
+/** Where to PUT an upload's bytes (`POST /v1/uploads`). */
+export type UploadCreated = z.output<typeof UploadCreatedBody>;
 /** RFC 9457 problem details as the API sends them. */
 export type Problem = z.output<typeof ProblemSchema>;
 
@@ -199,6 +207,14 @@ export interface SubmitOutcome {
   replayed: boolean;
 }
 
+/** Options of {@link LongrunClient.retry}. */
+export interface RetryOptions {
+  /** Start from the old request's last checkpoint (default true). */
+  fromCheckpoint?: boolean;
+  /** As on submit: the same key gives back the same new request. */
+  idempotencyKey?: string;
+}
+
 /** Options of {@link LongrunClient.list} and {@link LongrunClient.listAll}. */
 export interface ListOptions {
   /** Only requests in this status (or any of these). */
@@ -269,6 +285,68 @@ export class LongrunClient {
     const request = await this.#read(res, RequestBody);
     const replayed = res.status === 200 || res.headers.get("idempotent-replayed") === "true";
     return { request, replayed };
+  }
+
+  /**
+   * Submits a FAILED, CANCELLED or EXPIRED request again as a new request
+   * (`POST /v1/requests/{id}/retry`), from its last checkpoint unless told otherwise.
+   */
+  async retry(id: string, options: RetryOptions = {}): Promise<SubmitOutcome> {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (options.idempotencyKey !== undefined) headers["idempotency-key"] = options.idempotencyKey;
+    const body =
+      options.fromCheckpoint === undefined ? {} : { fromCheckpoint: options.fromCheckpoint };
+    const res = await this.#call("POST", `/v1/requests/${seg(id)}/retry`, {
+      headers,
+      body: JSON.stringify(body),
+    });
+    const request = await this.#read(res, RequestBody);
+    return { request, replayed: res.status === 200 };
+  }
+
+  /** Starts an upload (`POST /v1/uploads`): where to PUT exactly `size` bytes. */
+  async createUpload(body: {
+    filename: string;
+    size: number;
+    sha256?: string;
+  }): Promise<UploadCreated> {
+    const res = await this.#call("POST", "/v1/uploads", {
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return this.#read(res, UploadCreatedBody);
+  }
+
+  /** An upload's state (`GET /v1/uploads/{id}`). */
+  async getUpload(id: string): Promise<UploadInfo> {
+    return this.#read(await this.#call("GET", `/v1/uploads/${seg(id)}`), UploadBody);
+  }
+
+  /**
+   * PUTs an upload's bytes to its signed URL (no token: the URL is the credential; on AWS it
+   * is S3's). `body` may be a stream, so a large file never sits in memory; it must be
+   * exactly the size the upload was created with.
+   */
+  async putUpload(
+    created: Pick<UploadCreated, "url" | "headers">,
+    body: NonNullable<RequestInit["body"]>,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<void> {
+    let res: Response;
+    try {
+      res = await this.#fetch(created.url, {
+        method: "PUT",
+        headers: created.headers,
+        body,
+        // A stream body needs half-duplex in fetch; harmless for the others.
+        duplex: "half",
+        ...(options.signal ? { signal: options.signal } : {}),
+      } as RequestInit);
+    } catch (err) {
+      throw new LongrunConnectionError(created.url, err);
+    }
+    if (!res.ok) throw await this.#problem(res, `the upload PUT answered ${res.status}`);
+    await res.body?.cancel();
   }
 
   /** The request's current state (`GET /v1/requests/{id}`). */

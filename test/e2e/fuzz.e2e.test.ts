@@ -15,9 +15,11 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
     queues: { fz: demoQueue({ maxRunning: 1, maxQueued: 5 }) },
   });
   let knownId = "";
+  let uploadId = "";
   beforeAll(async () => {
     await server.start();
     knownId = (await server.submit("fz", { input: { steps: 1 } })).body.id;
+    uploadId = (await server.fetch("/v1/uploads", { body: { filename: "f", size: 8 } })).body.id;
   });
   afterAll(() => server.dispose());
 
@@ -37,6 +39,10 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
       "%00",
       "req_",
       "artifacts",
+      "uploads",
+      "retry",
+      "content",
+      "upl_",
     ),
     fc.string({ maxLength: 12 }).map(encodeURIComponent),
   );
@@ -48,7 +54,11 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
       "/v1/requests/KNOWN/result",
       "/v1/requests/KNOWN/cancel",
       "/v1/requests/KNOWN/logs",
+      "/v1/requests/KNOWN/retry",
       "/v1/queues/fz",
+      "/v1/uploads",
+      "/v1/uploads/UPLOAD",
+      "/v1/uploads/UPLOAD/content",
     ),
   );
   const query = fc.dictionary(
@@ -74,7 +84,22 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
             fc.record({ url: fc.webUrl(), events: fc.array(fc.string(), { maxLength: 3 }) }),
             fc.jsonValue(),
           ),
+          files: fc.oneof(
+            fc.dictionary(fc.string({ maxLength: 10 }), fc.constantFrom("UPLOAD", "upl_x")),
+            fc.jsonValue(),
+          ),
           extra: fc.jsonValue(),
+        },
+        { requiredKeys: [] },
+      )
+      .map((v) => JSON.stringify(v)),
+    fc
+      .record(
+        {
+          filename: fc.string({ maxLength: 30 }),
+          size: fc.oneof(fc.integer({ min: -2, max: 64 }), fc.constant(2 ** 62), fc.string()),
+          sha256: fc.string({ maxLength: 70 }),
+          fromCheckpoint: fc.oneof(fc.boolean(), fc.jsonValue()),
         },
         { requiredKeys: [] },
       )
@@ -110,7 +135,7 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
         fc.option(jsonBody, { nil: undefined }),
         async (method, p, q, h, body) => {
           const qs = new URLSearchParams(q).toString();
-          const url = `${server.url}${p.replace("KNOWN", knownId)}${qs ? `?${qs}` : ""}`;
+          const url = `${server.url}${p.replace("KNOWN", knownId).replace("UPLOAD", uploadId)}${qs ? `?${qs}` : ""}`;
           const safeHeaders: Record<string, string> = {};
           for (const [k, v] of Object.entries(h)) {
             // fetch refuses header values with control characters: those never reach a server
@@ -119,7 +144,9 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
           const res = await fetch(url, {
             method,
             headers: safeHeaders,
-            ...(body !== undefined && method !== "GET" && method !== "HEAD" ? { body } : {}),
+            ...(body !== undefined && method !== "GET" && method !== "HEAD"
+              ? { body: body.replaceAll("UPLOAD", uploadId) }
+              : {}),
           });
           await res.arrayBuffer();
           expect(res.status, `${method} ${url}`).toBeLessThan(500);

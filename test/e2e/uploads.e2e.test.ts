@@ -4,9 +4,14 @@
  * checksum, a PUT of the wrong length, forged URLs, another tenant's upload, and a retry
  * that resumes from the failed request's checkpoint.
  */
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { uploadProgress } from "../../functions/cli/format.ts";
 import { BACKENDS, ROOT, TestServer } from "../helpers/server.ts";
 
 const FILES_JOB = join(ROOT, "test/fixtures/jobs/files-job.mjs");
@@ -198,4 +203,125 @@ describe.each(BACKENDS)("uploads and retry on the %s backend", (backend) => {
     const result = await server.fetch(`/v1/requests/${retry.body.id}/result`);
     expect(result.body.output.files["d.bin"].sha256).toBe(sha256(data));
   }, 120_000);
+});
+
+describe("longrun upload, submit --file and retry on the command line", () => {
+  const BIN = join(ROOT, "bin/longrun.mjs");
+  const server = new TestServer({
+    queues: {
+      files: {
+        command: [process.execPath, FILES_JOB],
+        maxQueued: 50,
+        maxRunning: 2,
+        timeoutSeconds: 120,
+        maxAttempts: 1,
+        cancelGraceSeconds: 2,
+      },
+    },
+  });
+  const dir = mkdtempSync(join(tmpdir(), "longrun-cli-files-"));
+
+  function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args], {
+        cwd: dir,
+        env: { ...process.env, LONGRUN_URL: server.url, LONGRUN_TOKEN: "t-alice" },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (c: Buffer) => {
+        stdout += c.toString();
+      });
+      child.stderr.on("data", (c: Buffer) => {
+        stderr += c.toString();
+      });
+      child.once("error", reject);
+      child.once("close", (code) => resolve({ code, stdout, stderr }));
+    });
+  }
+
+  beforeAll(() => server.start(), 30_000);
+  afterAll(async () => {
+    await server.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("upload prints a READY upload's id", async () => {
+    const data = bytes(3 * 1024 * 1024, 21);
+    writeFileSync(join(dir, "a.bin"), data);
+    const run = await cli(["upload", join(dir, "a.bin")]);
+    expect(run.code, run.stderr).toBe(0);
+    const id = run.stdout.trim();
+    expect(id).toMatch(/^upl_/);
+    expect((await server.fetch(`/v1/uploads/${id}`)).body).toMatchObject({
+      status: "READY",
+      size: data.length,
+      filename: "a.bin",
+    });
+  }, 60_000);
+
+  it("submit --file NAME=PATH uploads the file and the job reads it; retry --wait resumes", async () => {
+    const data = bytes(200_000, 22);
+    writeFileSync(join(dir, "train.jsonl"), data);
+    const run = await cli([
+      "submit",
+      "files",
+      "--input",
+      JSON.stringify({ steps: 3, failAt: 2 }),
+      "--file",
+      `train.jsonl=${join(dir, "train.jsonl")}`,
+      "--wait",
+    ]);
+    // The job fails at step 2 on its first run.
+    expect(run.code).toBe(1);
+    const id = /(req_[0-9A-Z]{26})/.exec(run.stderr)?.[1] ?? "";
+    const failed = await server.fetch(`/v1/requests/${id}`);
+    expect(failed.body).toMatchObject({
+      status: "FAILED",
+      files: { "train.jsonl": { size: 200_000 } },
+    });
+
+    const retried = await cli(["retry", id, "--wait"]);
+    expect(retried.code, retried.stderr).toBe(0);
+    const output = JSON.parse(retried.stdout);
+    expect(output).toMatchObject({ resumedFrom: 2, steps: 3 });
+    expect(output.files["train.jsonl"].sha256).toBe(sha256(data));
+
+    const clean = await cli(["retry", id, "--no-checkpoint"]);
+    expect(clean.code, clean.stderr).toBe(0);
+    const cleanId = clean.stdout.trim();
+    expect((await server.waitForStatus(cleanId, ["FAILED", "SUCCEEDED"])).status).toBe("FAILED");
+  }, 90_000);
+
+  it("refuses a --file without NAME=PATH as a usage error", async () => {
+    const run = await cli(["submit", "files", "--file", "nopath"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain("NAME=PATH");
+  });
+
+  it("draws a byte progress bar on a terminal for a large file, and nothing otherwise", () => {
+    const out = new PassThrough();
+    let drawn = "";
+    out.on("data", (c: Buffer) => {
+      drawn += c.toString();
+    });
+    const tty = Object.assign(out, { isTTY: true, columns: 120 });
+    const bar = uploadProgress(tty, "big.bin", 8 * 1024 * 1024);
+    bar.add(4 * 1024 * 1024);
+    bar.add(4 * 1024 * 1024);
+    bar.stop();
+    expect(drawn).toContain("100%");
+    expect(drawn).toContain("8.0 MiB of 8.0 MiB");
+
+    const plain = new PassThrough();
+    let text = "";
+    plain.on("data", (c: Buffer) => {
+      text += c.toString();
+    });
+    const none = uploadProgress(plain, "big.bin", 8 * 1024 * 1024);
+    none.add(8 * 1024 * 1024);
+    none.stop();
+    expect(text).toBe("");
+  });
 });

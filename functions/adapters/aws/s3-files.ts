@@ -9,7 +9,7 @@ import {
   CopyObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
-  type S3Client,
+  S3Client,
 } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { InvalidRequestError } from "../../core/errors.ts";
@@ -45,16 +45,31 @@ function isGone(error: unknown): boolean {
   return name === "NoSuchKey" || name === "NotFound" || [404, 412].includes(httpStatus(error) ?? 0);
 }
 
+/**
+ * A client like `client` (region, credentials, endpoint, addressing) that computes request
+ * checksums only where S3 requires them. The default (`WHEN_SUPPORTED`) would put a CRC32
+ * of the empty body the presigner sees into an upload URL, and S3 would refuse every PUT.
+ */
+export function presigningClient(client: S3Client): S3Client {
+  const c = client.config;
+  return new S3Client({
+    region: c.region,
+    credentials: c.credentials,
+    forcePathStyle: c.forcePathStyle,
+    ...(c.endpoint ? { endpoint: c.endpoint } : {}),
+    requestChecksumCalculation: "WHEN_REQUIRED",
+  });
+}
+
 export class S3FileStore implements FileStore {
+  readonly #signer: S3Client;
+
   constructor(
     private readonly client: S3Client,
     private readonly bucket: string,
-    /**
-     * Client that signs upload URLs (default: `client`). It must not add SDK checksums of its
-     * own to what it signs: a URL signed with the checksum of an empty body refuses every PUT.
-     */
-    private readonly signer: S3Client = client,
-  ) {}
+  ) {
+    this.#signer = presigningClient(client);
+  }
 
   /**
    * An S3 presigned PUT whose signature covers `Content-Length` (S3 refuses a PUT of another
@@ -66,7 +81,7 @@ export class S3FileStore implements FileStore {
     const headers: Record<string, string> = { "content-length": String(upload.size) };
     if (upload.sha256) headers["x-amz-checksum-sha256"] = checksumHeader(upload.sha256);
     const url = await getSignedUrl(
-      this.signer,
+      this.#signer,
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: uploadKey(upload),

@@ -109,7 +109,8 @@ export class UploadReceiver {
         error instanceof Refusal
           ? error
           : new Refusal(400, "invalid_request", `the upload failed: ${(error as Error).message}`);
-      if (res.headersSent || req.destroyed) res.destroy();
+      // A body cut off midway took its connection with it: nothing can be answered there.
+      if (res.headersSent || (req.destroyed && !req.readableEnded)) res.destroy();
       else problem(res, refusal, !bodyRead || !req.readableEnded);
     }
   }

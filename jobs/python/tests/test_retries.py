@@ -8,6 +8,7 @@ path runs against the real server, whose `tight` queue refuses a third request.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 from contextlib import contextmanager
@@ -205,3 +206,31 @@ def test_download_refuses_an_artifact_name_that_leads_out_of_the_folder(tmp_path
             client.download(REQUEST["id"], tmp_path / "out")
         assert [h[1] for h in s.hits] == [f"/v1/requests/{REQUEST['id']}/result"]
     assert not (tmp_path / "escaped.bin").exists()
+
+
+def test_download_is_retried_and_leaves_only_whole_files(
+    tmp_path: Path, sleeps: List[float]
+) -> None:
+    # The stand-in answers every GET with the same body, so an artifact whose URL is the
+    # result route itself downloads as that body.
+    path = f"/v1/requests/{REQUEST['id']}/result"
+
+    def result_of(size_delta: int) -> Dict[str, Any]:
+        artifact: Dict[str, Any] = {"name": "a.json", "size": 0, "url": path}
+        result = {"id": REQUEST["id"], "output": None, "artifacts": [artifact]}
+        while artifact["size"] != len(json.dumps(result)):  # the size's own digits count
+            artifact["size"] = len(json.dumps(result))
+        artifact["size"] += size_delta
+        return result
+
+    body = result_of(0)
+    with scripted([200, 503, 200], body) as (s, client):
+        saved = client.download(REQUEST["id"], tmp_path / "ok")
+        assert json.loads(saved["a.json"].read_text()) == body
+        assert len(s.hits) == 3 and sleeps == [2.0]
+
+    with scripted([200] * 4, result_of(+1)) as (s, client):
+        with pytest.raises(http.client.IncompleteRead):  # short every time, 3 tries
+            client.download(REQUEST["id"], tmp_path / "short")
+        assert len(s.hits) == 4
+    assert list((tmp_path / "short").iterdir()) == []

@@ -1,5 +1,14 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
+import { ArtifactUrlSigner } from "../../../functions/adapters/embedded/artifact-urls.ts";
+import { FsFileStore } from "../../../functions/adapters/embedded/fs-files.ts";
+import { FsLayout } from "../../../functions/adapters/embedded/fs-storage.ts";
+import { SqliteUploadStore } from "../../../functions/adapters/embedded/sqlite-uploads.ts";
+import { newUploadId } from "../../../functions/adapters/ids.ts";
 import type { HttpRequest } from "../../../functions/http/types.ts";
 import { makeApi } from "./api-harness.ts";
 
@@ -14,11 +23,26 @@ describe("fuzzing handle()", () => {
   );
   const unexpected: unknown[] = [];
   const ids: string[] = [];
-  afterAll(() => h.close());
+  // Uploads and files on the embedded adapters, so the upload routes and submit `files` are
+  // exercised past their schemas.
+  const dataDir = mkdtempSync(join(tmpdir(), "longrun-fuzz-"));
+  const uploads = new SqliteUploadStore(":memory:");
+  const signer = new ArtifactUrlSigner(randomBytes(32), () => "http://127.0.0.1:1");
+  h.deps.uploads = uploads;
+  h.deps.files = new FsFileStore(new FsLayout(dataDir), signer, () => "http://127.0.0.1:1");
+  h.deps.ids = { requestId: () => h.ids.requestId(), uploadId: newUploadId };
+  h.deps.maxUploadBytes = 5 * 1024 ** 3;
+  const uploadIds: string[] = [];
+  afterAll(() => {
+    h.close();
+    uploads.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
 
   const segment = fc.oneof(
     fc.constantFrom("v1", "queues", "requests", "result", "cancel", "logs", "health"),
     fc.constantFrom("openapi.json", "webhook-secret", "gpu", "cpu", "nope", ""),
+    fc.constantFrom("uploads", "retry", "content", "upl_00000000000000000000000000"),
     fc.constant("req_00000000000000000000000000"),
     fc.constantFrom("%", "%zz", "%00", "%2F", "..", "%E2%82%AC", "\u0000", "req_"),
     fc.string({ maxLength: 40 }),
@@ -33,10 +57,12 @@ describe("fuzzing handle()", () => {
       "/v1/health",
       "/v1/openapi.json",
       "/v1/webhook-secret",
+      "/v1/uploads",
     ),
     fc
-      .tuple(fc.nat(), fc.constantFrom("", "/result", "/cancel", "/logs"))
+      .tuple(fc.nat(), fc.constantFrom("", "/result", "/cancel", "/logs", "/retry"))
       .map(([i, tail]) => `/v1/requests/${ids[i % ids.length]}${tail}`),
+    fc.nat().map((i) => `/v1/uploads/${uploadIds[i % uploadIds.length]}`),
   );
   const randomPath = fc
     .array(segment, { minLength: 0, maxLength: 6 })
@@ -66,9 +92,46 @@ describe("fuzzing handle()", () => {
         metadata: fc.dictionary(fc.string({ maxLength: 70 }), fc.oneof(fc.string(), fc.integer()), {
           maxKeys: 20,
         }),
+        files: fc.oneof(
+          fc.dictionary(
+            fc.oneof(fc.constantFrom("a.csv", ".", "..", "__proto__", "x/y"), fc.string()),
+            fc.oneof(
+              fc.nat().map((i) => uploadIds[i % uploadIds.length] as string),
+              fc.constantFrom("upl_00000000000000000000000000", "upl_", ""),
+              fc.jsonValue(),
+            ),
+            { maxKeys: 4 },
+          ),
+          fc.jsonValue(),
+        ),
         unknownField: fc.jsonValue(),
       },
       { requiredKeys: [] },
+    )
+    .map((o) => JSON.stringify(o));
+
+  const uploadLike = fc
+    .record(
+      {
+        filename: fc.oneof(fc.string({ maxLength: 300 }), fc.constant("train.jsonl")),
+        size: fc.oneof(
+          fc.integer({ min: -1, max: 10 }),
+          fc.constantFrom(5 * 1024 ** 3, 5 * 1024 ** 3 + 1, 2 ** 60, 1.5),
+          fc.string(),
+        ),
+        sha256: fc.oneof(fc.constant("ab".repeat(32)), fc.string()),
+        other: fc.jsonValue(),
+      },
+      { requiredKeys: [] },
+    )
+    .map((o) => JSON.stringify(o));
+
+  const retryLike = fc
+    .record(
+      { fromCheckpoint: fc.oneof(fc.boolean(), fc.jsonValue()), x: fc.jsonValue() },
+      {
+        requiredKeys: [],
+      },
     )
     .map((o) => JSON.stringify(o));
 
@@ -76,6 +139,8 @@ describe("fuzzing handle()", () => {
     fc.constant(undefined),
     submitLike,
     submitLike,
+    uploadLike,
+    retryLike,
     fc.json({ maxDepth: 4 }),
     fc.string({ maxLength: 200 }),
     fc.uint8Array({ maxLength: 300 }),
@@ -155,10 +220,23 @@ describe("fuzzing handle()", () => {
         },
         {
           weight: 3,
+          arbitrary: fc.oneof(
+            fc.constant("POST /v1/uploads"),
+            fc.nat().map((i) => `GET /v1/uploads/${uploadIds[i % uploadIds.length]}`),
+          ),
+        },
+        {
+          weight: 3,
           arbitrary: fc
             .tuple(
               fc.nat(),
-              fc.constantFrom("GET :", "GET :/result", "POST :/cancel", "GET :/logs"),
+              fc.constantFrom(
+                "GET :",
+                "GET :/result",
+                "POST :/cancel",
+                "GET :/logs",
+                "POST :/retry",
+              ),
             )
             .map(([i, r]) => r.replace(":", `/v1/requests/${ids[i % ids.length]}`)),
         },
@@ -169,7 +247,13 @@ describe("fuzzing handle()", () => {
       ),
       key: fc.option(fc.oneof(fc.constantFrom("k1", "k2", "k3"), fc.string({ maxLength: 260 }))),
       query,
-      body: fc.oneof({ weight: 5, arbitrary: submitLike }, { weight: 3, arbitrary: body }),
+      body: fc.oneof(
+        { weight: 5, arbitrary: submitLike },
+        { weight: 2, arbitrary: uploadLike },
+        { weight: 1, arbitrary: fc.constant('{"filename":"x.csv","size":3}') },
+        { weight: 1, arbitrary: retryLike },
+        { weight: 3, arbitrary: body },
+      ),
     })
     .map(({ route, token, key, query: q, body: b }) => {
       const [m, p] = route.split(" ") as [string, string];
@@ -199,9 +283,29 @@ describe("fuzzing handle()", () => {
     return res.status;
   }
 
+  /** An upload of alice's (READY: its bytes are in place) and one of bob's (PENDING). */
+  async function seedUploads(): Promise<void> {
+    if (uploadIds.length > 0) return;
+    for (const token of ["tok-alice", "tok-bob"]) {
+      const r = await h.call("POST", "/v1/uploads", {
+        token,
+        body: { filename: "f.csv", size: 0 },
+      });
+      expect(r.status).toBe(201);
+      uploadIds.push(r.json.id);
+    }
+    const { writeFile, mkdir } = await import("node:fs/promises");
+    await mkdir(join(dataDir, "uploads"), { recursive: true });
+    await writeFile(join(dataDir, "uploads", uploadIds[0] as string), "");
+  }
+
   it("never answers 5xx to anything, and refused requests change nothing", async () => {
+    await seedUploads();
     for (let i = 0; i < 3; i++) ids.push(await h.submit("gpu", { input: i }));
     ids.push(await h.submit("gpu", { input: "bob" }, "tok-bob"));
+    // A CANCELLED request, so that retries get past their status check.
+    ids.push(await h.submit("gpu", { input: "again" }));
+    expect((await h.call("POST", `/v1/requests/${ids.at(-1)}/cancel`)).status).toBe(202);
     await fc.assert(
       fc.asyncProperty(request, async (req) => {
         await check(req);
@@ -212,6 +316,7 @@ describe("fuzzing handle()", () => {
   });
 
   it("never answers 5xx to well-routed requests with random content", async () => {
+    await seedUploads();
     const seen = new Map<number, number>();
     await fc.assert(
       fc.asyncProperty(routed, async (req) => {
@@ -222,7 +327,7 @@ describe("fuzzing handle()", () => {
     );
     expect(unexpected).toEqual([]);
     // The generators are only useful if they reach past routing and auth both ways.
-    for (const status of [200, 202, 400, 401, 409, 413, 429]) {
+    for (const status of [200, 201, 202, 400, 401, 404, 409, 413, 429]) {
       expect(seen.get(status) ?? 0, `status ${status} in ${[...seen]}`).toBeGreaterThan(0);
     }
   });

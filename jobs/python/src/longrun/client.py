@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -455,16 +456,29 @@ class Client:
         return res
 
     def _send(
-        self, method: str, url: str, body: _Body, headers: Mapping[str, str], *, repeatable: bool
+        self,
+        method: str,
+        url: str,
+        body: _Body,
+        headers: Mapping[str, str],
+        *,
+        repeatable: bool,
+        sink: Optional[Callable[[IO[bytes]], None]] = None,
     ) -> _Response:
-        """One HTTP exchange, tried again on connection errors and 429/503 if `repeatable`."""
+        """One HTTP exchange, tried again on connection errors and 429/503 if `repeatable`.
+
+        `sink`, when given, reads a successful answer's body itself (a download streaming
+        to a file); an exception it raises for a short body counts as a connection error.
+        """
         policy = self.retry_policy
         tries = 0
         while True:
             tries += 1
             stream = body() if callable(body) else None
             try:
-                res = self._exchange(method, url, stream if stream is not None else body, headers)
+                res = self._exchange(
+                    method, url, stream if stream is not None else body, headers, sink
+                )
             except (OSError, http.client.HTTPException):
                 if not repeatable or tries >= policy.attempts:
                     raise
@@ -480,13 +494,21 @@ class Client:
             time.sleep(delay)
 
     def _exchange(
-        self, method: str, url: str, data: Any, headers: Mapping[str, str]
+        self,
+        method: str,
+        url: str,
+        data: Any,
+        headers: Mapping[str, str],
+        sink: Optional[Callable[[IO[bytes]], None]] = None,
     ) -> _Response:
         all_headers = {"User-Agent": f"longrun-python/{__version__}", **headers}
         req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         try:
             with self._opener.open(req, timeout=self.timeout) as res:
-                return _Response(res.status, res.headers, res.read())
+                if sink is None:
+                    return _Response(res.status, res.headers, res.read())
+                sink(res)
+                return _Response(res.status, res.headers, b"")
         except urllib.error.HTTPError as e:
             with e:
                 return _Response(e.code, e.headers, e.read())
@@ -494,36 +516,21 @@ class Client:
     def _fetch_to(self, url: str, target: Path, size: int) -> None:
         """Streams a signed URL (no token: the signature is the credential) to `target`."""
         tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
-        policy = self.retry_policy
-        tries = 0
-        while True:
-            tries += 1
-            req = urllib.request.Request(url, headers={"User-Agent": f"longrun-python/{__version__}"})
-            try:
-                with self._opener.open(req, timeout=self.timeout) as res, open(tmp, "wb") as out:
-                    while True:
-                        chunk = res.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                got = tmp.stat().st_size
-                if got != size:
-                    raise http.client.IncompleteRead(b"", size - got)
-                os.replace(tmp, target)
-                return
-            except urllib.error.HTTPError as e:
-                with e:
-                    res = _Response(e.code, e.headers, e.read())
-                if res.status not in _RETRY_STATUSES or tries >= policy.attempts:
-                    tmp.unlink(missing_ok=True)
-                    raise _problem(res) from None
-                after = _retry_after(res.headers)
-                time.sleep(_backoff(policy, tries) if after is None else after)
-            except (OSError, http.client.HTTPException):
-                if tries >= policy.attempts:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                time.sleep(_backoff(policy, tries))
+
+        def write(res: IO[bytes]) -> None:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(res, out, _CHUNK)
+            got = tmp.stat().st_size
+            if got != size:
+                raise http.client.IncompleteRead(b"", size - got)
+
+        try:
+            res = self._send("GET", url, None, {}, repeatable=True, sink=write)
+            if res.status >= 400:
+                raise _problem(res)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _seg(value: str) -> str:
