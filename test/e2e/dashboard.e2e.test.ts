@@ -46,6 +46,31 @@ async function progressValue(page: Page): Promise<number | null> {
   return Number(await bar.getAttribute("value"));
 }
 
+/**
+ * Form controls without a label and buttons or links without a name, on the current view
+ * (page-side code as text: the test's own types know nothing of the DOM).
+ */
+function unnamedControls(page: Page): Promise<string[]> {
+  return page.evaluate(`[
+    ...[...document.querySelectorAll("input, select, textarea, progress")]
+      .filter((e) => e.labels.length === 0 && !e.getAttribute("aria-label")),
+    ...[...document.querySelectorAll("button, a[href]")]
+      .filter((e) => (e.textContent ?? "").trim() === "" && !e.getAttribute("aria-label")),
+  ].map((e) => e.outerHTML)`);
+}
+
+/** Presses Tab until the focused element is the link named `name` (at most 30 times). */
+async function tabTo(page: Page, name: string): Promise<void> {
+  for (let i = 0; i < 30; i++) {
+    await page.keyboard.press("Tab");
+    const focused = await page.evaluate(
+      'document.activeElement?.tagName + " " + document.activeElement?.textContent',
+    );
+    if (focused === `A ${name}`) return;
+  }
+  throw new Error(`no link named ${name} is reachable with Tab`);
+}
+
 function statusBadge(page: Page) {
   return page.locator(".status-line .badge");
 }
@@ -76,6 +101,7 @@ describe("dashboard in Chromium", () => {
     const token = page.getByLabel("API token");
     await expect.poll(() => page.evaluate("document.activeElement?.id")).toBe("token");
 
+    expect(await unnamedControls(page)).toEqual([]);
     await token.fill("not-a-token");
     await page.getByRole("button", { name: "Sign in" }).click();
     expectedErrors.push(/status of 401/);
@@ -104,8 +130,10 @@ describe("dashboard in Chromium", () => {
       output: { answer: 42 },
     });
 
-    // The queue: its counts, its chart, the two requests newest first.
-    await page.getByRole("link", { name: "demo" }).click();
+    // The queue (reached by keyboard): its counts, its chart, the two requests newest first.
+    expect(await unnamedControls(page)).toEqual([]);
+    await tabTo(page, "demo");
+    await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "Queue demo" }).waitFor();
     const rows = page.locator("tbody tr");
     await expect.poll(() => rows.count()).toBe(2);
@@ -118,6 +146,7 @@ describe("dashboard in Chromium", () => {
     expect(await rows.nth(0).textContent()).toContain(blocker);
     await page.getByLabel("Status").selectOption("");
     await expect.poll(() => rows.count()).toBe(2);
+    expect(await unnamedControls(page)).toEqual([]);
     if (SHOTS) await screenshot(page, "dashboard-queue");
 
     // The waiting request shows where it stands.
@@ -142,6 +171,7 @@ describe("dashboard in Chromium", () => {
     await expect.poll(() => page.getByTestId("logs").textContent()).toMatch(/demo: step \d\/6/);
     await expect.poll(() => statusBadge(page).textContent(), { timeout: 30_000 }).toBe("SUCCEEDED");
     expect(await progressValue(page)).toBe(6);
+    expect(await unnamedControls(page)).toEqual([]);
     await expect.poll(() => page.getByTestId("logs").textContent()).toContain("demo: done");
     await expect.poll(() => page.getByTestId("output").textContent()).toContain('"answer": 42');
 
