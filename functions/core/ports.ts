@@ -181,14 +181,27 @@ export interface Compute {
   ): Promise<{ jobRef: string }>;
   /** Asks the current attempt to stop: SIGTERM, then SIGKILL after the queue's grace. */
   stop(request: RequestRecord, reason: StopReason): Promise<void>;
-  /** Makes sure nothing of an attempt launched by an earlier server process still runs. */
-  reap(request: RequestRecord): Promise<void>;
+  /**
+   * Makes sure nothing of an attempt launched by an earlier server process still runs.
+   * Resolves with what it found where the backend can tell (see {@link Reaped}).
+   */
+  reap(request: RequestRecord): Promise<Reaped | undefined>;
   /**
    * Optional, for the repair sweep: for each request (all with a jobRef), the JobEvent its
    * job's current state implies (what a missed event would have said), or null when the
    * backend does not know the job. Requests left out of the map are not known yet.
    */
   inspect?(requests: readonly RequestRecord[]): Promise<ReadonlyMap<string, JobEvent | null>>;
+}
+
+/** What {@link Compute.reap} found of an earlier server's attempt. */
+export interface Reaped {
+  /**
+   * When the job it stopped had started (epoch ms): it was still running, outliving the
+   * server that ran it. null when nothing of the attempt was still running (or the start
+   * is unknown): it ended with its server.
+   */
+  runningSince: number | null;
 }
 
 /** What the caller of {@link Compute.start} knows about the launch. */
@@ -217,7 +230,11 @@ export type JobEvent =
       requestId: string;
       attempt: number;
       at: number;
-      outcome: "succeeded" | "failed" | "timeout";
+      /**
+       * `lost`: the platform ended the attempt, not the job (a Spot interruption, a host
+       * that went away); it is retried without counting against `maxAttempts` (SPEC §3).
+       */
+      outcome: "succeeded" | "failed" | "timeout" | "lost";
       message?: string;
       /**
        * The job that ended. With a backend that retries, a job stopped between two of its

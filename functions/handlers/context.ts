@@ -56,9 +56,20 @@ export function lambdaDeps(): CoreDeps {
     resources: lambdaResources(),
     clients: lambdaClients(),
     allowPrivateWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+    ...maxUploadBytesFrom(process.env[ENV.maxUploadBytes]),
     listeners: [lambdaFigures],
   });
   return deps;
+}
+
+/** `LONGRUN_MAX_UPLOAD_BYTES` when set; a value that is not a byte count stops the handler. */
+function maxUploadBytesFrom(raw: string | undefined): { maxUploadBytes?: number } {
+  if (raw === undefined || raw === "") return {};
+  const n = Number(raw);
+  if (!/^[0-9]{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw new Error(`${ENV.maxUploadBytes} must be a whole number of bytes, got ${raw}`);
+  }
+  return { maxUploadBytes: n };
 }
 
 /** The JWT claim naming the tenant (default `sub`). */

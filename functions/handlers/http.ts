@@ -9,11 +9,11 @@ import type {
 } from "aws-lambda";
 import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
 import { flushWebhooks } from "../adapters/aws/wiring.ts";
-import { ENV } from "../config/env.ts";
+import { AWS_ENV, ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { dashboardFromDir } from "../dashboard/assets.ts";
 import { type Api, createApi } from "../http/app.ts";
-import { claimAuthenticator } from "../http/auth.ts";
+import { claimAuthenticator, parseTenantClients } from "../http/auth.ts";
 import type { DashboardAssets } from "../http/dashboard.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "./apigw.ts";
 import { lambdaClients, lambdaDeps, lambdaResources, logger, tenantClaim } from "./context.ts";
@@ -31,6 +31,8 @@ export function createHttpHandler(
   options: {
     webhookSecret?: (tenant: string) => Promise<string>;
     allowInsecureWebhooks?: boolean;
+    /** Client id → tenant name (LONGRUN_TENANT_CLIENTS). */
+    tenantClients?: ReadonlyMap<string, string>;
     /** The dashboard's files (the bundle's LONGRUN_UI_DIR). */
     dashboard?: DashboardAssets;
   } = {},
@@ -40,7 +42,7 @@ export function createHttpHandler(
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
     ...(options.dashboard ? { dashboard: options.dashboard } : {}),
-    authenticate: claimAuthenticator(claim),
+    authenticate: claimAuthenticator(claim, options.tenantClients),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
   });
@@ -65,6 +67,7 @@ export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2
     cached = createHttpHandler(lambdaDeps(), tenantClaim(), {
       ...(secrets ? { webhookSecret: (tenant: string) => secrets.secretFor(tenant) } : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+      tenantClients: parseTenantClients(process.env[AWS_ENV.tenantClients]),
       ...(uiDir ? { dashboard: dashboardFromDir(uiDir) } : {}),
     });
   }

@@ -7,8 +7,6 @@
 import type { z } from "zod";
 import { QUEUE_NAME_PATTERN } from "../config/schema.ts";
 import { NotFoundError } from "../core/errors.ts";
-import type { SubmitOutcome } from "../core/ports.ts";
-import { RequestStatus } from "../core/request.ts";
 import { type CoreDeps, queueOrThrow } from "../core/usecases/deps.ts";
 import { cancelRequest } from "../core/usecases/lifecycle.ts";
 import {
@@ -19,7 +17,7 @@ import {
   queueStats,
   readLogs,
 } from "../core/usecases/queries.ts";
-import { retryRequest, submitRequest } from "../core/usecases/submit.ts";
+import { retryRequest, type SubmitResult, submitRequest } from "../core/usecases/submit.ts";
 import { createUpload, getUpload } from "../core/usecases/uploads.ts";
 import { QueueHistory } from "../metrics/history.ts";
 import { type DashboardAssets, dashboardHeaders } from "./dashboard.ts";
@@ -269,15 +267,10 @@ export function createApi(options: ApiOptions): Api {
   });
 
   /** The answer to a submit or a retry: 202 with Location, or 200 for a replay. */
-  async function submitted(outcome: SubmitOutcome): Promise<HttpResponse> {
+  /** The answer to a submit or a retry: 202 with Location when created, 200 when replayed. */
+  function submitted(outcome: SubmitResult): HttpResponse {
     const r = outcome.request;
-    const position =
-      r.status !== RequestStatus.QUEUED
-        ? null
-        : outcome.kind === "created" && outcome.position !== undefined
-          ? outcome.position
-          : await deps.store.position(r);
-    const view = requestView(r, position);
+    const view = requestView(r, outcome.position);
     return outcome.kind === "created"
       ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
       : json(200, view, { "idempotent-replayed": "true" });
@@ -352,11 +345,7 @@ export function createApi(options: ApiOptions): Api {
         },
         deps,
       );
-      // The page's QUEUED items are counted together: the cost is that of the deepest.
-      const positions = await deps.store.positions(
-        page.items.filter((r) => r.status === RequestStatus.QUEUED),
-      );
-      return json(200, listView(page, positions));
+      return json(200, listView(page, page.positions));
     },
 
     async getRequest(ctx) {
@@ -374,9 +363,7 @@ export function createApi(options: ApiOptions): Api {
     },
 
     async cancelRequest(ctx) {
-      const request = await cancelRequest(ctx.tenant, idParam(ctx), deps);
-      const position =
-        request.status === RequestStatus.QUEUED ? await deps.store.position(request) : null;
+      const { request, position } = await cancelRequest(ctx.tenant, idParam(ctx), deps);
       return json(202, requestView(request, position));
     },
 

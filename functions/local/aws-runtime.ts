@@ -36,7 +36,7 @@ import {
 } from "../core/index.ts";
 import type { JobEvent } from "../core/ports.ts";
 import { DispatchPoller } from "./dispatch-poller.ts";
-import { StartupError } from "./env.ts";
+import { type JobUser, StartupError } from "./env.ts";
 
 export interface AwsRuntimeOptions {
   config: LongrunConfig;
@@ -47,11 +47,15 @@ export interface AwsRuntimeOptions {
   allowPrivateWebhooks: boolean;
   /** Period of the TTL expiry sweep; every 30th sweep is a repair sweep. */
   sweepIntervalMs: number;
+  /** Who jobs run as (LONGRUN_JOB_USER); null or absent: the server's user. */
+  jobUser?: JobUser | null;
   log: (line: string) => void;
   /** Told of every state change (metrics, the queue history). */
   listeners?: readonly LifecycleListener[];
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`). */
+  maxUploadBytes?: number;
 }
 
 /** Resource names of bootstrap-created resources must suit S3, DynamoDB and SQS alike. */
@@ -194,6 +198,7 @@ export class AwsRuntime {
       storageFor: (request) =>
         new S3AttemptStorage(s3, bucket, request.id, { onWarning: options.log }),
       onError: (error, context) => options.log(`${context}: ${String(error)}`),
+      ...(options.jobUser ? { jobUser: options.jobUser } : {}),
     });
     this.deps = createAwsDeps({
       config: options.config,
@@ -202,6 +207,7 @@ export class AwsRuntime {
       compute: this.compute,
       logs: this.logs,
       allowPrivateWebhooks: options.allowPrivateWebhooks,
+      ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
       ...(options.listeners ? { listeners: options.listeners } : {}),
     });
     this.#poller = new DispatchPoller({

@@ -5,6 +5,7 @@
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { KeyFileError } from "../adapters/embedded/artifact-urls.ts";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import type { LongrunConfig } from "../config/schema.ts";
@@ -15,6 +16,7 @@ import { tokenAuthenticator } from "../http/auth.ts";
 import { QueueHistory } from "../metrics/history.ts";
 import { PrometheusMetrics } from "../metrics/prometheus.ts";
 import { AwsRuntime } from "./aws-runtime.ts";
+import { prepareDataDir, SERVER_UMASK } from "./data-dir.ts";
 import { type LocalSettings, readLocalSettings, StartupError } from "./env.ts";
 import { createRequestListener, type NodeAdapterOptions } from "./node-server.ts";
 import { EmbeddedRuntime } from "./runtime.ts";
@@ -41,6 +43,7 @@ async function createRuntime(
 ): Promise<{
   runtime: Runtime;
   artifacts?: NodeAdapterOptions["artifacts"];
+  uploads?: NodeAdapterOptions["uploads"];
   /** The tenants' webhook signing secrets, where the engine delivers webhooks. */
   webhookSecret?: (tenant: string) => Promise<string>;
   describe?: string;
@@ -52,6 +55,8 @@ async function createRuntime(
       env: process.env,
       allowPrivateWebhooks: settings.allowPrivateWebhooks,
       sweepIntervalMs: settings.sweepIntervalMs,
+      jobUser: settings.jobUser,
+      maxUploadBytes: settings.maxUploadBytes,
       log,
       listeners: observers.listeners,
     });
@@ -67,13 +72,19 @@ async function createRuntime(
     dataDir: settings.dataDir,
     allowPrivateWebhooks: settings.allowPrivateWebhooks,
     sweepIntervalMs: settings.sweepIntervalMs,
+    jobUser: settings.jobUser,
     baseUrl,
     log,
+    maxUploadBytes: settings.maxUploadBytes,
     ...observers,
   });
   return {
     runtime,
-    artifacts: { signer: runtime.signer, outputsDir: runtime.outputsDir },
+    artifacts: {
+      signer: runtime.signer,
+      open: (id, name) => runtime.results.openArtifact(id, name),
+    },
+    uploads: runtime.uploadReceiver,
     webhookSecret: (tenant) => runtime.hooks.secretFor(tenant),
   };
 }
@@ -95,12 +106,15 @@ function sampleQueues(deps: CoreDeps, history: QueueHistory): NodeJS.Timeout {
 }
 
 async function main(): Promise<void> {
+  // Before anything is written: the databases, keys and request files get 0600 (SPEC §5).
+  process.umask(SERVER_UMASK);
   const settings = readLocalSettings(process.env, process.cwd());
   const config = loadConfigFile(settings.configPath);
+  prepareDataDir(settings.dataDir, { jobUser: settings.jobUser !== null });
   let baseUrl = settings.publicUrl ?? `http://${settings.host}:${settings.port}`;
   const metrics = new PrometheusMetrics(config.queues);
   const history = new QueueHistory();
-  const { runtime, artifacts, webhookSecret, describe } = await createRuntime(
+  const { runtime, artifacts, uploads, webhookSecret, describe } = await createRuntime(
     settings,
     config,
     () => baseUrl,
@@ -128,10 +142,14 @@ async function main(): Promise<void> {
       handle: (req) => api.handle(req),
       maxBodyBytes: MAX_BODY_BYTES,
       ...(artifacts ? { artifacts } : {}),
+      ...(uploads ? { uploads } : {}),
       log,
     }),
   );
-  server.requestTimeout = 60_000;
+  // An upload's PUT takes as long as its bytes take to arrive, so no whole-request deadline
+  // (Node's requestTimeout) applies; a connection idle for a minute is closed instead.
+  server.requestTimeout = uploads ? 0 : 60_000;
+  server.timeout = 60_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(settings.port, settings.host, () => resolve());
@@ -144,6 +162,9 @@ async function main(): Promise<void> {
   }
   log(`queues: ${Object.keys(config.queues).join(", ")} (config ${config.source})`);
   log(`data directory: ${settings.dataDir}`);
+  if (settings.jobUser) {
+    log(`jobs run as ${settings.jobUser.name} (uid ${settings.jobUser.uid})`);
+  }
   if (describe) log(describe);
   process.stdout.write(`longrun listening on http://${settings.host}:${port}\n`);
 
@@ -165,7 +186,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof ConfigError || error instanceof StartupError) {
+  if (
+    error instanceof ConfigError ||
+    error instanceof StartupError ||
+    error instanceof KeyFileError
+  ) {
     process.stderr.write(`longrun: ${error.message}\n`);
   } else {
     process.stderr.write(`longrun: failed to start: ${(error as Error).stack ?? String(error)}\n`);

@@ -81,6 +81,17 @@ describe("parseBatchEvent", () => {
       jobRef: JOB,
       message: "attempt 1 ran longer than its timeout (Job attempt duration exceeded timeout)",
     },
+    // A Spot reclaim or lost host, which the retry strategy EXITs on: the platform's doing.
+    "failed-host-terminated.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 1,
+      at: 1641944400058,
+      outcome: "lost",
+      jobRef: JOB,
+      message:
+        "attempt 1 was ended by the platform (Host EC2 (instance i-0123456789abcdef0) terminated.)",
+    },
     "failed-cancelled.json": {
       type: "exited",
       requestId: ID,

@@ -20,6 +20,7 @@ import type { WebhookEvent } from "../../core/request.ts";
 import type { NewWebhookDelivery, WebhookOutbox, WebhookSecrets } from "../../webhooks/outbox.ts";
 import { generateSecret } from "../../webhooks/signing.ts";
 import { TABLE_KEY } from "./definitions.ts";
+import { webhookSecretKey } from "./items.ts";
 
 /** Longest SQS message timer (DelaySeconds). */
 export const MAX_SQS_DELAY_SECONDS = 900;
@@ -93,12 +94,6 @@ export class SqsWebhookOutbox implements Pick<WebhookOutbox, "enqueue"> {
     await sendWebhookMessage(this.sqs, this.queueUrl, { v: 1, ...delivery, attempt: 0 });
     return true;
   }
-}
-
-/** `WHSEC#<tenant>` with `%` and `#` escaped, as the idempotency keys escape tenants. */
-export function webhookSecretKey(tenant: string): Record<string, string> {
-  const safe = tenant.replaceAll("%", "%25").replaceAll("#", "%23");
-  return { [TABLE_KEY.partitionKey]: `WHSEC#${safe}`, [TABLE_KEY.sortKey]: "WHSEC" };
 }
 
 /**

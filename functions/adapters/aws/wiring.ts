@@ -14,11 +14,13 @@ import {
   listenAll,
 } from "../../core/usecases/deps.ts";
 import { createWebhookNotifier, type WebhookNotifier } from "../../webhooks/outbox.ts";
-import { newRequestId } from "../ids.ts";
+import { newRequestId, newUploadId } from "../ids.ts";
 import { createWebhookGuard } from "../net/webhook-guard.ts";
 import { BatchCompute } from "./batch-compute.ts";
 import { CloudWatchLogStore } from "./cloudwatch-logs.ts";
 import { DynamoRequestStore } from "./dynamo-request-store.ts";
+import { DynamoUploadStore } from "./dynamo-uploads.ts";
+import { S3FileStore } from "./s3-files.ts";
 import { S3InputStore, S3ResultStore } from "./s3-storage.ts";
 import { SqsDispatchTrigger } from "./sqs-trigger.ts";
 import { SqsWebhookOutbox } from "./sqs-webhooks.ts";
@@ -147,6 +149,8 @@ export interface AwsDepsOptions {
   /** Default: CloudWatch Logs of the Batch jobs. */
   logs?: LogStore;
   allowPrivateWebhooks?: boolean;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB, S3's PUT limit. */
+  maxUploadBytes?: number;
   /** Told of every state change besides the webhooks (metrics, the queue history). */
   listeners?: readonly LifecycleListener[];
 }
@@ -216,9 +220,12 @@ export function createAwsDeps(opts: AwsDepsOptions): AwsCoreDeps {
     results: new S3ResultStore(clients.s3, resources.bucketName),
     logs,
     clock: { now: () => Date.now() },
-    ids: { requestId: newRequestId },
+    ids: { requestId: newRequestId, uploadId: newUploadId },
     queues,
     webhookGuard: createWebhookGuard({ allowPrivate: opts.allowPrivateWebhooks === true }),
+    uploads: new DynamoUploadStore(clients.dynamo, resources.tableName),
+    files: new S3FileStore(clients.s3, resources.bucketName),
+    ...(opts.maxUploadBytes !== undefined ? { maxUploadBytes: opts.maxUploadBytes } : {}),
     ...(webhooks ? { webhooks } : {}),
     ...listenAll([
       ...(webhooks

@@ -32,7 +32,7 @@ import { openSqlite, statementCache } from "./sqlite-open.ts";
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
  * `#migrate` whenever the tables or indexes change.
  */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 // The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
 // uses a partial index when the query's WHERE clause literally implies the index's WHERE.
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS requests (
   updated_at        INTEGER NOT NULL,
   attempt           INTEGER NOT NULL,
   max_attempts      INTEGER NOT NULL,
+  platform_retries  INTEGER NOT NULL DEFAULT 0,
   cancel_requested  INTEGER NOT NULL CHECK (cancel_requested IN (0, 1)),
   timeout_seconds   INTEGER NOT NULL,
   queue_ttl_seconds INTEGER NOT NULL,
@@ -123,11 +124,13 @@ INSERT INTO queued_by_priority (queue, priority, queued)
 `;
 
 /**
- * Columns added after schema 2, each added where it is missing. Adding a nullable column
- * changes no row and no index, so it needs no version of its own: an older build simply
- * never reads it.
+ * Columns added after schema 2, each added where it is missing (a table an older schema made
+ * keeps its columns through CREATE TABLE IF NOT EXISTS). Adding a column with a default
+ * changes no index, so it needs no migration step of its own.
  */
 const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
+  // Schema 3: the count of retries of attempts the platform ended (0 for older rows).
+  ["platform_retries", "INTEGER NOT NULL DEFAULT 0"],
   // The request's input files, JSON `{name: {size}}` (uploads).
   ["files", "TEXT"],
   // The request this one retries.
@@ -166,13 +169,13 @@ const SQL = {
   insertRequest: `
     INSERT INTO requests (
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
-      created_at, started_at, finished_at, updated_at, attempt, max_attempts, cancel_requested,
-      timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
+      created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
+      cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
       files, retry_of
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
-      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @cancel_requested,
-      @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
+      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
+      @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
       @files, @retry_of
     )`,
   getKey:
@@ -338,6 +341,7 @@ interface RequestRow {
   updated_at: number;
   attempt: number;
   max_attempts: number;
+  platform_retries: number;
   cancel_requested: 0 | 1;
   timeout_seconds: number;
   queue_ttl_seconds: number;
@@ -377,6 +381,7 @@ export function toRow(r: RequestRecord): RequestRow {
     updated_at: r.updatedAt,
     attempt: r.attempt,
     max_attempts: r.maxAttempts,
+    platform_retries: r.platformRetries,
     cancel_requested: r.cancelRequested ? 1 : 0,
     timeout_seconds: r.timeoutSeconds,
     queue_ttl_seconds: r.queueTtlSeconds,
@@ -406,6 +411,7 @@ function fromRow(row: RequestRow): RequestRecord {
     updatedAt: row.updated_at,
     attempt: row.attempt,
     maxAttempts: row.max_attempts,
+    platformRetries: row.platform_retries,
     cancelRequested: row.cancel_requested === 1,
     timeoutSeconds: row.timeout_seconds,
     queueTtlSeconds: row.queue_ttl_seconds,
@@ -430,6 +436,7 @@ const PATCH_COLUMNS: {
   finishedAt: { column: "finished_at", encode: (v) => v ?? null },
   updatedAt: { column: "updated_at", encode: (v) => v ?? 0 },
   attempt: { column: "attempt", encode: (v) => v ?? 0 },
+  platformRetries: { column: "platform_retries", encode: (v) => v ?? 0 },
   progress: { column: "progress", encode: jsonOrNull },
   error: { column: "error", encode: jsonOrNull },
   jobRef: { column: "job_ref", encode: (v) => v ?? null },

@@ -8,6 +8,7 @@ import {
   type WebhookSpec,
 } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
+import { type RequestView, viewOf } from "./queries.ts";
 import { attachUploads, type FilesDeps } from "./uploads.ts";
 
 /** The submit body after schema validation (functions/http/schemas.ts). */
@@ -37,6 +38,11 @@ export interface SubmitCommand {
   retry?: { of: RequestRecord; fromCheckpoint: boolean } | undefined;
 }
 
+/** What a submit did (created or replayed) and the request with its position. */
+export interface SubmitResult extends RequestView {
+  kind: SubmitOutcome["kind"];
+}
+
 /** Seconds a caller is told to wait after `queue_full`. */
 export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
@@ -51,7 +57,7 @@ export async function submitRequest(
     "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard" | "observe"
   > &
     FilesDeps,
-): Promise<SubmitOutcome> {
+): Promise<SubmitResult> {
   const queue = queueOrThrow(deps.queues, cmd.queue);
   const { body } = cmd;
   if (body.timeoutSeconds !== undefined && body.timeoutSeconds > queue.timeoutSeconds) {
@@ -80,6 +86,7 @@ export async function submitRequest(
     updatedAt: now,
     attempt: 0,
     maxAttempts: queue.maxAttempts,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: body.timeoutSeconds ?? queue.timeoutSeconds,
     queueTtlSeconds,
@@ -118,7 +125,8 @@ export async function submitRequest(
   // A replay wakes the dispatcher too: if the first submit crashed between its write and
   // its wake-up, the retry by the caller is what gets the request going.
   await deps.trigger.wake(queue.name);
-  return outcome;
+  const known = outcome.kind === "created" ? outcome.position : undefined;
+  return { kind: outcome.kind, ...(await viewOf(outcome.request, deps, known)) };
 }
 
 /**
@@ -197,7 +205,7 @@ export async function retryRequest(
   cmd: RetryCommand,
   deps: Pick<CoreDeps, "store" | "trigger" | "clock" | "ids" | "queues" | "webhookGuard"> &
     FilesDeps,
-): Promise<SubmitOutcome> {
+): Promise<SubmitResult> {
   const old = await getOwned(deps.store, cmd.tenant, cmd.id);
   if (!RETRYABLE_STATUSES.includes(old.status)) {
     throw new ConflictError(

@@ -112,6 +112,10 @@ describe("fuzzing handle()", () => {
         fc.string({ maxLength: 40 }),
         fc.constantFrom("QUEUED", "QUEUED,RUNNING", "0", "1", "1000", "1001", "-1", "1e3"),
         fc.base64String({ maxLength: 60 }),
+        // Shaped like a list cursor (base64url JSON `[createdAt, id]`), with crafted contents.
+        fc
+          .tuple(fc.oneof(fc.integer(), fc.double()), fc.string({ maxLength: 30, unit: "binary" }))
+          .map((v) => Buffer.from(JSON.stringify(v)).toString("base64url")),
       ),
       { maxKeys: 4 },
     ),
