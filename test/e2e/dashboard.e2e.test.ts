@@ -46,6 +46,39 @@ async function progressValue(page: Page): Promise<number | null> {
   return Number(await bar.getAttribute("value"));
 }
 
+/**
+ * Form controls without a label and buttons or links without a name, on the current view
+ * (page-side code as text: the test's own types know nothing of the DOM).
+ */
+function unnamedControls(page: Page): Promise<string[]> {
+  return page.evaluate(`[
+    ...[...document.querySelectorAll("input, select, textarea, progress")]
+      .filter((e) => e.labels.length === 0 && !e.getAttribute("aria-label")),
+    ...[...document.querySelectorAll("button, a[href]")]
+      .filter((e) => (e.textContent ?? "").trim() === "" && !e.getAttribute("aria-label")),
+  ].map((e) => e.outerHTML)`);
+}
+
+/** Presses Tab until the focused element is the link named `name` (at most 30 times). */
+async function tabTo(page: Page, name: string): Promise<void> {
+  for (let i = 0; i < 30; i++) {
+    await page.keyboard.press("Tab");
+    const focused = await page.evaluate(
+      'document.activeElement?.tagName + " " + document.activeElement?.textContent',
+    );
+    if (focused === `A ${name}`) return;
+  }
+  throw new Error(`no link named ${name} is reachable with Tab`);
+}
+
+/**
+ * `expect.poll` with room for the page's refresh interval (1.5 s) and a loaded machine:
+ * vitest's own default of one second is shorter than one refresh.
+ */
+function poll<T>(read: () => Promise<T> | T, timeout = 15_000) {
+  return expect.poll(read, { timeout, interval: 100 });
+}
+
 function statusBadge(page: Page) {
   return page.locator(".status-line .badge");
 }
@@ -74,14 +107,15 @@ describe("dashboard in Chromium", () => {
     await page.goto(`${server.url}/`);
     expect(new URL(page.url()).pathname).toBe("/ui/");
     const token = page.getByLabel("API token");
-    await expect.poll(() => page.evaluate("document.activeElement?.id")).toBe("token");
+    await poll(() => page.evaluate("document.activeElement?.id")).toBe("token");
 
+    expect(await unnamedControls(page)).toEqual([]);
     await token.fill("not-a-token");
     await page.getByRole("button", { name: "Sign in" }).click();
     expectedErrors.push(/status of 401/);
-    await expect
-      .poll(() => page.getByRole("alert").textContent())
-      .toContain("a valid Authorization: Bearer <token> header is required");
+    await poll(() => page.getByRole("alert").textContent()).toContain(
+      "a valid Authorization: Bearer <token> header is required",
+    );
 
     await token.fill("t-alice");
     await page.keyboard.press("Enter");
@@ -90,7 +124,7 @@ describe("dashboard in Chromium", () => {
     expect(await page.evaluate("document.cookie")).toBe("");
     expect(page.url()).not.toContain("t-alice");
     const row = page.getByRole("row", { name: /demo/ });
-    await expect.poll(() => row.textContent()).toContain("0 / 1");
+    await poll(() => row.textContent()).toContain("0 / 1");
   });
 
   it("watches a request QUEUED → RUNNING → SUCCEEDED, follows its logs, cancels the job ahead", async () => {
@@ -104,46 +138,50 @@ describe("dashboard in Chromium", () => {
       output: { answer: 42 },
     });
 
-    // The queue: its counts, its chart, the two requests newest first.
-    await page.getByRole("link", { name: "demo" }).click();
+    // The queue (reached by keyboard): its counts, its chart, the two requests newest first.
+    expect(await unnamedControls(page)).toEqual([]);
+    await tabTo(page, "demo");
+    await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "Queue demo" }).waitFor();
     const rows = page.locator("tbody tr");
-    await expect.poll(() => rows.count()).toBe(2);
+    await poll(() => rows.count()).toBe(2);
     expect(await rows.nth(0).textContent()).toContain(watched);
     expect(await rows.nth(0).textContent()).toContain("QUEUED");
     expect(await rows.nth(1).textContent()).toContain("RUNNING");
     await page.locator("svg.chart").first().waitFor();
     await page.getByLabel("Status").selectOption("RUNNING");
-    await expect.poll(() => rows.count()).toBe(1);
+    await poll(() => rows.count()).toBe(1);
     expect(await rows.nth(0).textContent()).toContain(blocker);
     await page.getByLabel("Status").selectOption("");
-    await expect.poll(() => rows.count()).toBe(2);
+    await poll(() => rows.count()).toBe(2);
+    expect(await unnamedControls(page)).toEqual([]);
     if (SHOTS) await screenshot(page, "dashboard-queue");
 
     // The waiting request shows where it stands.
     await page.getByRole("link", { name: watched }).click();
-    await expect.poll(() => statusBadge(page).textContent()).toBe("QUEUED");
-    await expect.poll(() => page.locator(".waiting").textContent()).toContain("Position");
+    await poll(() => statusBadge(page).textContent()).toBe("QUEUED");
+    await poll(() => page.locator(".waiting").textContent()).toContain("Position");
 
     // Cancel the running job ahead of it.
     await open(page, `#/requests/${blocker}`);
-    await expect.poll(() => statusBadge(page).textContent()).toBe("RUNNING");
+    await poll(() => statusBadge(page).textContent()).toBe("RUNNING");
     await page.getByRole("button", { name: "Cancel" }).click();
-    await expect.poll(() => page.getByRole("status").textContent()).toMatch(/Cancel/);
-    await expect.poll(() => statusBadge(page).textContent(), { timeout: 20_000 }).toBe("CANCELLED");
-    await expect.poll(() => page.getByTestId("logs").textContent()).toContain("got SIGTERM");
+    await poll(() => page.getByRole("status").textContent()).toMatch(/Cancel/);
+    await poll(() => statusBadge(page).textContent(), 20_000).toBe("CANCELLED");
+    await poll(() => page.getByTestId("logs").textContent()).toContain("got SIGTERM");
 
     // Now the watched request runs: its bar moves and its log follows.
     await open(page, `#/requests/${watched}`);
-    await expect.poll(() => statusBadge(page).textContent(), { timeout: 20_000 }).toBe("RUNNING");
-    await expect.poll(() => progressValue(page), { timeout: 20_000 }).toBeGreaterThanOrEqual(1);
+    await poll(() => statusBadge(page).textContent(), 20_000).toBe("RUNNING");
+    await poll(() => progressValue(page), 20_000).toBeGreaterThanOrEqual(1);
     const first = (await progressValue(page)) ?? 0;
-    await expect.poll(() => progressValue(page), { timeout: 20_000 }).toBeGreaterThan(first);
-    await expect.poll(() => page.getByTestId("logs").textContent()).toMatch(/demo: step \d\/6/);
-    await expect.poll(() => statusBadge(page).textContent(), { timeout: 30_000 }).toBe("SUCCEEDED");
+    await poll(() => progressValue(page), 20_000).toBeGreaterThan(first);
+    await poll(() => page.getByTestId("logs").textContent()).toMatch(/demo: step \d\/6/);
+    await poll(() => statusBadge(page).textContent(), 30_000).toBe("SUCCEEDED");
     expect(await progressValue(page)).toBe(6);
-    await expect.poll(() => page.getByTestId("logs").textContent()).toContain("demo: done");
-    await expect.poll(() => page.getByTestId("output").textContent()).toContain('"answer": 42');
+    expect(await unnamedControls(page)).toEqual([]);
+    await poll(() => page.getByTestId("logs").textContent()).toContain("demo: done");
+    await poll(() => page.getByTestId("output").textContent()).toContain('"answer": 42');
 
     // The artifact downloads with its bytes.
     const [download] = await Promise.all([
@@ -160,9 +198,9 @@ describe("dashboard in Chromium", () => {
     const { page } = browser;
     await open(page, "#/requests/req_00000000000000000000000000");
     expectedErrors.push(/status of 404/);
-    await expect
-      .poll(() => page.getByRole("alert").textContent())
-      .toContain("req_00000000000000000000000000");
+    await poll(() => page.getByRole("alert").textContent()).toContain(
+      "req_00000000000000000000000000",
+    );
   });
 
   it("retries a failed request, and shows the detail when the queue is full", async () => {
@@ -170,28 +208,28 @@ describe("dashboard in Chromium", () => {
     const failed = await submit("solo", { steps: 2, sleepMs: 50, fail: "always" });
     await server.waitForStatus(failed, "FAILED");
     await open(page, `#/requests/${failed}`);
-    await expect.poll(() => statusBadge(page).textContent()).toBe("FAILED");
+    await poll(() => statusBadge(page).textContent()).toBe("FAILED");
     await page.getByRole("button", { name: "Retry" }).click();
     const outcome = page.getByRole("status");
-    await expect.poll(() => outcome.textContent()).toMatch(/Retried as req_/);
+    await poll(() => outcome.textContent()).toMatch(/Retried as req_/);
     const retry = ((await outcome.textContent()) ?? "").match(/req_[0-9A-Z]{26}/)?.[0] ?? "";
     await page.getByRole("link", { name: retry }).click();
-    await expect.poll(() => page.locator("h1").textContent()).toBe(retry);
-    await expect.poll(() => page.locator(".facts").first().textContent()).toBeTruthy();
-    await expect.poll(() => page.getByRole("link", { name: failed }).count()).toBe(1);
-    await expect.poll(() => statusBadge(page).textContent(), { timeout: 20_000 }).toBe("FAILED");
+    await poll(() => page.locator("h1").textContent()).toBe(retry);
+    await poll(() => page.locator(".facts").first().textContent()).toBeTruthy();
+    await poll(() => page.getByRole("link", { name: failed }).count()).toBe(1);
+    await poll(() => statusBadge(page).textContent(), 20_000).toBe("FAILED");
 
     // Fill the queue: one running, one waiting; a retry now is refused with 429.
     const holder = await submit("solo", { steps: 300, sleepMs: 100 });
     await server.waitForStatus(holder, "RUNNING");
     await submit("solo", { steps: 1 });
     await open(page, `#/requests/${failed}`);
-    await expect.poll(() => statusBadge(page).textContent()).toBe("FAILED");
+    await poll(() => statusBadge(page).textContent()).toBe("FAILED");
     await page.getByRole("button", { name: "Retry" }).click();
     expectedErrors.push(/status of 429/);
-    await expect
-      .poll(() => page.getByRole("alert").textContent())
-      .toMatch(/queue "solo" already holds 1 queued/);
+    await poll(() => page.getByRole("alert").textContent()).toMatch(
+      /queue "solo" already holds 1 queued/,
+    );
     await server.fetch(`/v1/requests/${holder}/cancel`, { method: "POST" });
   }, 120_000);
 

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseScrape } from "../helpers/prometheus.ts";
 import { BACKENDS, demoQueue, TestServer } from "../helpers/server.ts";
+import { type Receiver, startReceiver } from "../integration/webhooks/receiver.ts";
 
 describe.each(BACKENDS)("GET /v1/metrics (%s backend)", (backend) => {
   const server = new TestServer({
@@ -68,4 +69,43 @@ describe.each(BACKENDS)("GET /v1/metrics (%s backend)", (backend) => {
       after.value("longrun_requests_finished_total", { queue: "work", status: "CANCELLED" }),
     ).toBe(1);
   }, 120_000);
+});
+
+describe("longrun_webhook_deliveries_total (embedded server, which delivers webhooks)", () => {
+  const server = new TestServer({
+    queues: { hooks: demoQueue() },
+    // Loopback targets are private: lifted for this local test, as SPEC allows.
+    env: { LONGRUN_WEBHOOK_ALLOW_PRIVATE: "1" },
+  });
+  let receiver: Receiver;
+  beforeAll(async () => {
+    // The first try of each delivery fails, the next one succeeds.
+    receiver = await startReceiver({ answer: (n) => (n === 0 ? 500 : 204) });
+    await server.start();
+  }, 60_000);
+  afterAll(async () => {
+    await server.dispose();
+    await receiver.close();
+  });
+
+  it("counts delivered and failed tries", async () => {
+    const res = await server.submit("hooks", {
+      input: { steps: 1, sleepMs: 10 },
+      webhook: { url: `${receiver.url}/hook`, events: ["completed"] },
+    });
+    expect(res.status).toBe(202);
+    // One failed try, then the retry (SPEC: first retry after about 5 s) is delivered.
+    await receiver.waitFor(2, 60_000);
+    let delivered: number | undefined;
+    for (let i = 0; i < 50 && delivered !== 1; i++) {
+      const m = parseScrape((await server.fetch("/v1/metrics")).body as string);
+      delivered = m.value("longrun_webhook_deliveries_total", { result: "delivered" });
+      if (delivered === 1) {
+        expect(m.value("longrun_webhook_deliveries_total", { result: "failed" })).toBe(1);
+      } else {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    expect(delivered).toBe(1);
+  }, 90_000);
 });

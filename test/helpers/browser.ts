@@ -51,6 +51,8 @@ export async function launchChromium(
     viewport,
     acceptDownloads: true,
   });
+  // Failures should say so promptly; every wait in the tests is a poll of its own.
+  context.setDefaultTimeout(10_000);
   const page = context.pages()[0] ?? (await context.newPage());
   const errors: string[] = [];
   const requests: string[] = [];

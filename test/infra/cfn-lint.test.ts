@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LAMBDA_CONFIG_PATH } from "../../infra/constructs/functions.ts";
+import { DASHBOARD_FILES } from "../../functions/dashboard/assets.ts";
+import { LAMBDA_CONFIG_PATH, LAMBDA_UI_DIR } from "../../infra/constructs/functions.ts";
 import { PROJECT_ROOT } from "./helpers.ts";
 
 const run = promisify(execFile);
@@ -100,6 +101,18 @@ describe("cdk synth", () => {
       existsSync(join(outDir, b.source.path, LAMBDA_CONFIG_PATH.split("/").pop() as string)),
     );
     expect(withConfig.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it("ships the built dashboard inside the HTTP handler's bundle only", () => {
+    const manifest = JSON.parse(readFileSync(join(outDir, "Longrun.assets.json"), "utf8")) as {
+      files: Record<string, { source: { path: string; packaging?: string } }>;
+    };
+    const bundles = Object.values(manifest.files).filter((f) => f.source.packaging === "zip");
+    const ui = LAMBDA_UI_DIR.split("/").pop() as string;
+    const withUi = bundles.filter((b) => existsSync(join(outDir, b.source.path, ui)));
+    expect(withUi).toHaveLength(1);
+    const dir = join(outDir, (withUi[0] as { source: { path: string } }).source.path, ui);
+    for (const name of DASHBOARD_FILES) expect(existsSync(join(dir, name)), name).toBe(true);
   });
 });
 

@@ -40,7 +40,8 @@ function stepPoints(
 
 function Axes(props: { from: number; to: number; max: number; unit: string }) {
   const { from, to, max } = props;
-  const minutes = Math.round((to - from) / 60_000);
+  const span = (to - from) / 1000;
+  const ago = span < 120 ? `${Math.round(span)} s` : `${Math.round(span / 60)} min`;
   const bottom = H - PAD.bottom;
   return (
     <g class="axes">
@@ -53,7 +54,7 @@ function Axes(props: { from: number; to: number; max: number; unit: string }) {
         0
       </text>
       <text x={PAD.left} y={H - 4}>
-        −{minutes} min
+        −{ago}
       </text>
       <text x={W - PAD.right} y={H - 4} text-anchor="end">
         now
@@ -63,13 +64,20 @@ function Axes(props: { from: number; to: number; max: number; unit: string }) {
 }
 
 export function QueueChart(props: { stats: QueueStatsJson; now: number }) {
-  const from = Date.parse(props.stats.from);
-  const to = Math.max(props.now, from + 1);
   const samples = props.stats.samples.map((s) => ({
     t: Date.parse(s.at),
     queued: s.queued,
     running: s.running,
   }));
+  // The window is the last hour, or the time since the server's first sample when that is
+  // shorter: a fresh server's few minutes then fill the chart instead of its last pixel.
+  const windowStart = Date.parse(props.stats.from);
+  const firstAt = Math.min(
+    ...samples.map((s) => s.t),
+    ...props.stats.waits.map((w) => Date.parse(w.at)),
+  );
+  const from = Number.isFinite(firstAt) ? Math.max(windowStart, firstAt) : windowStart;
+  const to = Math.max(props.now, from + 1000);
   const max = Math.max(1, ...samples.map((s) => Math.max(s.queued, s.running)));
   const last = samples.at(-1);
   const peakQueued = Math.max(0, ...samples.map((s) => s.queued));
@@ -86,7 +94,7 @@ export function QueueChart(props: { stats: QueueStatsJson; now: number }) {
   return (
     <div class="charts">
       <figure>
-        <figcaption>Queued and running, last hour</figcaption>
+        <figcaption>Queued and running, up to the last hour</figcaption>
         <svg
           viewBox={`0 0 ${W} ${H}`}
           role="img"

@@ -559,6 +559,9 @@ function Logs(props: { token: string; id: string; finished: boolean }) {
     setLines([]);
     let cursor: string | undefined;
     let stopped = false;
+    // Reads that brought nothing since the request finished: its last lines (the job's exit,
+    // the server's own note) may land just after the status changed.
+    let quietAfterFinish = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const read = async () => {
       let more = false;
@@ -577,8 +580,10 @@ function Logs(props: { token: string; id: string; finished: boolean }) {
         if (stopped) return;
         setProblem(error instanceof ApiProblem ? error : null);
       }
-      // A finished request's log is complete once a read brings nothing new.
-      if (!stopped && (more || !finished.current)) {
+      if (finished.current && !more) quietAfterFinish++;
+      else quietAfterFinish = 0;
+      // A finished request's log is complete once a few reads in a row bring nothing new.
+      if (!stopped && quietAfterFinish < 3) {
         timer = setTimeout(read, more ? 0 : POLL_MS);
       }
     };
