@@ -78,7 +78,8 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     );
     ack(fn, "AwsSolutions-L1", NAG_REASONS.runtime);
   }
-  for (const prefix of ["inputs/", "outputs/", "logs/"]) {
+  // uploads/ and checkpoints/: uploads are presigned and copied, retries copy checkpoints.
+  for (const prefix of ["inputs/", "outputs/", "logs/", "uploads/", "checkpoints/"]) {
     ack(http.role ?? http, prefixFinding(prefix), NAG_REASONS.prefixObjects);
   }
   ack(batchEvents.role ?? batchEvents, prefixFinding("outputs/"), NAG_REASONS.prefixObjects);

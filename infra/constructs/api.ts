@@ -29,6 +29,9 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/result", public: false },
   { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/cancel", public: false },
+  { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/retry", public: false },
+  { method: apigw.HttpMethod.POST, path: "/v1/uploads", public: false },
+  { method: apigw.HttpMethod.GET, path: "/v1/uploads/{id}", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/logs", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/webhook-secret", public: false },
 ];
