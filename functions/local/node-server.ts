@@ -20,6 +20,12 @@ export interface NodeAdapterOptions {
    * the AWS backend, whose upload URLs are S3 presigned PUTs.
    */
   uploads?: UploadReceiver;
+  /**
+   * Longest time an API request's body may take to arrive (default 60 s). It stands in for
+   * Node's whole-request `requestTimeout`, which the server turns off so that an upload's
+   * PUT may take as long as its bytes take; a body trickled slower is cut off.
+   */
+  bodyTimeoutMs?: number;
   log: (line: string) => void;
 }
 
@@ -31,17 +37,39 @@ export interface ArtifactRoute {
 
 const ARTIFACT_ROUTE = /^\/v1\/artifacts\/(req_[0-9A-Za-z]{26})\/(.+)$/;
 
-/** Reads at most `limit` bytes of the body; the rest is discarded, not buffered. */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/** Default of {@link NodeAdapterOptions.bodyTimeoutMs}. */
+const BODY_TIMEOUT_MS = 60_000;
+
+/**
+ * Reads at most `limit` bytes of the body; the rest is discarded, not buffered. A body not
+ * complete within `timeoutMs` closes the connection (null: nothing is answered).
+ */
+async function readBody(
+  req: IncomingMessage,
+  limit: number,
+  timeoutMs: number,
+): Promise<Buffer | null> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    if (size >= limit) continue; // drain without keeping it
-    const take = chunk.subarray(0, limit - size);
-    chunks.push(take);
-    size += take.length;
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    req.destroy();
+  }, timeoutMs);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      if (size >= limit) continue; // drain without keeping it
+      const take = chunk.subarray(0, limit - size);
+      chunks.push(take);
+      size += take.length;
+    }
+  } catch (error) {
+    if (late) return null;
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
-  return Buffer.concat(chunks, size);
+  return late ? null : Buffer.concat(chunks, size);
 }
 
 function send(res: ServerResponse, out: HttpResponse): void {
@@ -152,7 +180,12 @@ export function createRequestListener(opts: NodeAdapterOptions) {
         await opts.uploads.handle(upload, url, req, res);
         return;
       }
-      const body = await readBody(req, opts.maxBodyBytes + 1);
+      const body = await readBody(
+        req,
+        opts.maxBodyBytes + 1,
+        opts.bodyTimeoutMs ?? BODY_TIMEOUT_MS,
+      );
+      if (body === null) return; // too slow: the connection is closed
       const headers: Record<string, string | undefined> = {};
       for (const [k, v] of Object.entries(req.headers)) {
         headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;

@@ -10,6 +10,7 @@ import { createWriteStream } from "node:fs";
 import { chmod, mkdir, rename, rm } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { join } from "node:path";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Clock, UploadStore } from "../../core/ports.ts";
 import { UPLOAD_ID_PATTERN } from "../../core/upload.ts";
@@ -126,19 +127,22 @@ export class UploadReceiver {
     const hash = upload.sha256 ? createHash("sha256") : null;
     let received = 0;
     try {
+      // A Transform, not an async generator: one promise per chunk showed in the bench.
+      const meter = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          received += chunk.length;
+          if (received > upload.size) {
+            done(new Refusal(400, "invalid_request", `more than ${upload.size} bytes were sent`));
+            return;
+          }
+          hash?.update(chunk);
+          done(null, chunk);
+        },
+      });
       await pipeline(
         req,
-        async function* (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) {
-            received += chunk.length;
-            if (received > upload.size) {
-              throw new Refusal(400, "invalid_request", `more than ${upload.size} bytes were sent`);
-            }
-            hash?.update(chunk);
-            yield chunk;
-          }
-        },
-        createWriteStream(tmp, { flags: "wx", mode: 0o600 }),
+        meter,
+        createWriteStream(tmp, { flags: "wx", mode: 0o600, highWaterMark: 1024 * 1024 }),
       );
       if (received !== upload.size) {
         throw new Refusal(
