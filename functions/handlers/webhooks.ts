@@ -52,7 +52,15 @@ export function createWebhooksHandler(
       error: (message, fields = {}) => logger.error(message, fields),
     },
   });
-  const fromStream = createStreamRecordHandler({ sqs: options.sqs, queueUrl: options.queueUrl });
+  const fromStream = createStreamRecordHandler({
+    sqs: options.sqs,
+    queueUrl: options.queueUrl,
+    onUnreadable: (record, error) =>
+      logger.error("unreadable stream record skipped", {
+        sequenceNumber: record.dynamodb?.SequenceNumber,
+        error: String(error),
+      }),
+  });
   return async (event) => {
     if (isStreamEvent(event)) {
       // In stream order; the first record that fails is reported, and the mapping hands

@@ -251,9 +251,17 @@ export class AwsRuntime {
         credentials: d.credentials,
         ...(d.endpoint ? { endpoint: d.endpoint } : {}),
       });
-      const stream = createStreamRecordHandler({ sqs: clients.sqs, queueUrl });
       const note = (message: string, fields?: Record<string, unknown>) =>
         options.log(`${message} ${JSON.stringify(fields ?? {})}`);
+      const stream = createStreamRecordHandler({
+        sqs: clients.sqs,
+        queueUrl,
+        onUnreadable: (record, error) =>
+          note("unreadable stream record skipped", {
+            sequenceNumber: record.dynamodb?.SequenceNumber,
+            error: String(error),
+          }),
+      });
       const step = createDeliveryStep({
         secrets,
         order: new DynamoDeliveryOrder(clients.dynamo, resources.tableName),

@@ -63,8 +63,6 @@ export interface DeliveryStepOptions {
   /** Jitter source of the schedule; default Math.random. */
   random?: () => number;
   log: DeliveryLog;
-  /** Told of every try (metrics, tests). Must not throw. */
-  onTry?: (message: WebhookMessage, outcome: "delivered" | "retry" | "dead") => void;
 }
 
 /**
@@ -119,7 +117,6 @@ export function createDeliveryStep(options: DeliveryStepOptions): (body: string)
       await release(false);
       throw error;
     }
-    options.onTry?.(m, outcome.kind);
     const tries = m.attempt + 1;
     const { notBefore: _previous, ...rest } = m;
     if (outcome.kind === "delivered") {
