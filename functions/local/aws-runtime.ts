@@ -62,6 +62,8 @@ export interface AwsRuntimeOptions {
 
 /** Resource names of bootstrap-created resources must suit S3, DynamoDB and SQS alike. */
 const PREFIX_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
+/** The order lease of this server's webhook tries (see createDeliveryStep's `leaseMs`). */
+const SERVER_ORDER_LEASE_MS = 30_000;
 /** Every this many sweeps (30 s at the default second), the repair sweep runs instead. */
 const REPAIR_EVERY_SWEEPS = 30;
 
@@ -270,6 +272,9 @@ export class AwsRuntime {
         queueUrl,
         clock: { now: () => Date.now() },
         log: { info: () => {}, warn: note, error: note },
+        // Tries are bounded (10 s lookup, 10 s answer) and this process has no Lambda time
+        // limit to outlive: a shorter lease lets a restart resume a killed try sooner.
+        leaseMs: SERVER_ORDER_LEASE_MS,
       });
       this.#webhooks = {
         stream: new StreamPoller({
