@@ -39,6 +39,7 @@ import { createRng } from "../chaos/prng.ts";
 import { createTable } from "../functions/adapters/aws/bootstrap.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "../functions/adapters/aws/definitions.ts";
 import { DynamoRequestStore, toItem } from "../functions/adapters/aws/dynamo-request-store.ts";
+import { countersKey, requestKey } from "../functions/adapters/aws/items.ts";
 import {
   EXPLAINABLE_QUERIES,
   SqliteRequestStore,
@@ -150,6 +151,7 @@ function makeDataset(n: number, seed: number, now: number): Dataset {
       updatedAt: finishedAt ?? createdAt,
       attempt: ran ? 1 : 0,
       maxAttempts: 3,
+      platformRetries: 0,
       cancelRequested: status === RequestStatus.CANCELLED,
       timeoutSeconds: 3600,
       queueTtlSeconds,
@@ -716,8 +718,7 @@ function dynamoCounters(
   running: number,
 ): Record<string, unknown> {
   const item: Record<string, unknown> = {
-    [TABLE_KEY.partitionKey]: `QUEUE#${queue}`,
-    [TABLE_KEY.sortKey]: "COUNTERS",
+    ...countersKey(queue),
     queued: queuedByPriority.reduce((a, b) => a + b, 0),
     running,
   };
@@ -829,7 +830,7 @@ async function checkDynamoFormat(
     const raw = await doc.send(
       new GetCommand({
         TableName: table,
-        Key: { [TABLE_KEY.partitionKey]: `REQ#${base.id}`, [TABLE_KEY.sortKey]: "REQ" },
+        Key: requestKey(base.id),
         ConsistentRead: true,
       }),
     );
@@ -847,10 +848,7 @@ async function checkDynamoFormat(
   const counters = await doc.send(
     new GetCommand({
       TableName: table,
-      Key: {
-        [TABLE_KEY.partitionKey]: `QUEUE#${FORMAT_CHECK_QUEUE}`,
-        [TABLE_KEY.sortKey]: "COUNTERS",
-      },
+      Key: countersKey(FORMAT_CHECK_QUEUE),
       ConsistentRead: true,
     }),
   );
@@ -1016,17 +1014,13 @@ async function measureDynamoSize(
     }
     return itemSize(item);
   };
-  const readyEntryBytes = await sizeOf(
-    {
-      [TABLE_KEY.partitionKey]: `REQ#${(ds.startOrder[0] as RequestRecord).id}`,
-      [TABLE_KEY.sortKey]: "REQ",
-    },
-    [TABLE_KEY.partitionKey, TABLE_KEY.sortKey, INDEXES.ready.partitionKey, INDEXES.ready.sortKey],
-  );
-  const countersBytes = await sizeOf({
-    [TABLE_KEY.partitionKey]: `QUEUE#${QUEUE}`,
-    [TABLE_KEY.sortKey]: "COUNTERS",
-  });
+  const readyEntryBytes = await sizeOf(requestKey((ds.startOrder[0] as RequestRecord).id), [
+    TABLE_KEY.partitionKey,
+    TABLE_KEY.sortKey,
+    INDEXES.ready.partitionKey,
+    INDEXES.ready.sortKey,
+  ]);
+  const countersBytes = await sizeOf(countersKey(QUEUE));
 
   const measures: DynamoMeasure[] = [];
   /** One metered call (RRU, items, calls) and `samples` unmetered ones (moto latency). */

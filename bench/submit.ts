@@ -47,6 +47,12 @@ import Database from "better-sqlite3";
 import { createTable } from "../functions/adapters/aws/bootstrap.ts";
 import { createQueues } from "../functions/adapters/aws/bootstrap-sqs.ts";
 import { resourceNames } from "../functions/adapters/aws/definitions.ts";
+import {
+  countersKey,
+  ITEM_KIND,
+  idemPk as idemPkOf,
+  requestPk,
+} from "../functions/adapters/aws/items.ts";
 import { ROOT, TestServer } from "../test/helpers/server.ts";
 import type { BenchContext, BenchSection, SummaryRow } from "./section.ts";
 import { distribution, ms, ratioText } from "./stats.ts";
@@ -277,6 +283,9 @@ function embeddedFloor(config: EmbeddedFloorConfig): { handle: FloorHandler; clo
 
 const S = (s: string): AttributeValue => ({ S: s });
 const N = (n: number): AttributeValue => ({ N: String(n) });
+/** A key of items.ts in the low-level client's attribute form. */
+const asAttributes = (key: Record<string, string>): Record<string, AttributeValue> =>
+  Object.fromEntries(Object.entries(key).map(([k, v]) => [k, S(v)]));
 const NULL: AttributeValue = { NULL: true };
 const pad15 = (n: number) => String(n).padStart(15, "0");
 
@@ -298,12 +307,12 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
       const now = Date.now();
       const priority = body.priority ?? 0;
       const expiresAt = now + QUEUE_TTL_SECONDS * 1000;
-      const idemPk = key === undefined ? undefined : `IDEM#${TENANT}#${key}`;
+      const idemPk = key === undefined ? undefined : idemPkOf(TENANT, key);
       const readySk = `${9 - priority}#${pad15(now)}#${id}`;
       // The attributes dynamo-request-store.ts toItem writes for a new request.
       const item: Record<string, AttributeValue> = {
-        pk: S(`REQ#${id}`),
-        sk: S("REQ"),
+        pk: S(requestPk(id)),
+        sk: S(ITEM_KIND.request.sk),
         id: S(id),
         tenant: S(TENANT),
         queue: S(QUEUE),
@@ -349,7 +358,7 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
                       TableName: table,
                       Item: {
                         pk: S(idemPk),
-                        sk: S("IDEM"),
+                        sk: S(ITEM_KIND.idempotency.sk),
                         requestId: S(id),
                         bodyHash: S(bodyHash),
                       },
@@ -371,7 +380,7 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
             {
               Update: {
                 TableName: table,
-                Key: { pk: S(`QUEUE#${QUEUE}`), sk: S("COUNTERS") },
+                Key: asAttributes(countersKey(QUEUE)),
                 // The queue's `queued` and its per-priority split, moved together.
                 UpdateExpression: "ADD #queued :one, #qp :one",
                 ConditionExpression: "attribute_not_exists(#queued) OR #queued < :max",
@@ -389,7 +398,7 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
       const counters = await dynamo.send(
         new GetItemCommand({
           TableName: table,
-          Key: { pk: S(`QUEUE#${QUEUE}`), sk: S("COUNTERS") },
+          Key: asAttributes(countersKey(QUEUE)),
           ConsistentRead: true,
         }),
       );

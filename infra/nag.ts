@@ -5,6 +5,7 @@
  */
 import { type CfnResource, Stack, Validations } from "aws-cdk-lib";
 import type { IConstruct } from "constructs";
+import { REQUEST_SESSION_TAG } from "../functions/adapters/aws/definitions.ts";
 import type { Api } from "./constructs/api.ts";
 import type { DataBucket } from "./constructs/data-bucket.ts";
 import type { Functions } from "./constructs/functions.ts";
@@ -24,12 +25,14 @@ export interface NagScope {
 
 /** Reasons, by finding family; docs/aws.md repeats them. */
 export const NAG_REASONS = {
+  requestObjects:
+    "Object ARNs under one request's own folder (checkpoints, outputs, logs of the request named by the session's longrun-request tag): the files inside are named by the job, so the folder wildcard is the narrowest scope; actions are listed one by one.",
   prefixObjects:
-    "Object ARNs under one S3_PREFIX of the data bucket: object keys carry request ids unknown at deploy time, so a prefix wildcard is the narrowest static scope; actions are listed one by one.",
+    "Object ARNs under one S3_PREFIX of the data bucket: object keys carry request or upload ids unknown at deploy time, so a prefix wildcard is the narrowest static scope; actions are listed one by one.",
   tableIndexes:
     "All GSIs of the one request table (ready, list, listByStatus, sweep), defined in definitions.ts; queries need the index ARNs.",
   batchJobs:
-    "batch:TerminateJob accepts only job ARNs, whose ids are assigned at submit time; scoped to this account and region.",
+    "batch:TerminateJob and batch:TagResource accept only job ARNs, whose ids are assigned at submit time; both are conditioned on the longrun:job-queue tag holding this deployment's job queue (set at SubmitJob), in this account and region.",
   batchDescribe:
     "batch:DescribeJobs and batch:ListJobs support no resource-level permissions (Service Authorization Reference); the statement holds only these read actions.",
   ecrToken:
@@ -47,6 +50,8 @@ export const NAG_REASONS = {
   cognitoPlus:
     "Tokens are issued to machine clients by the client-credentials grant; the Plus tier's threat protection acts on user sign-ins, which this pool does not have, and would add a monthly cost.",
   publicRoutes: "SPEC §2: GET /v1/health and GET /v1/openapi.json are public by contract.",
+  dashboardRoutes:
+    "SPEC §2: the dashboard's static files (and the redirects to it) need no token by contract; they hold no data, and every data call the page makes carries the tenant's bearer token through the authorized routes.",
 } as const;
 
 function ack(scope: IConstruct, id: string, reason: string): void {
@@ -66,8 +71,12 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:<AWS::Region>:<AWS::AccountId>:job/*]";
 
   for (const job of scope.jobs.jobs.values()) {
-    for (const prefix of ["inputs/", "checkpoints/", "outputs/", "logs/"]) {
-      ack(job.role, prefixFinding(prefix), NAG_REASONS.prefixObjects);
+    for (const prefix of ["checkpoints/", "outputs/", "logs/"]) {
+      ack(
+        job.scopedRole,
+        prefixFinding(`${prefix}<aws:PrincipalTag/${REQUEST_SESSION_TAG}>/`),
+        NAG_REASONS.requestObjects,
+      );
     }
     const executionRole = job.definition.container.executionRole;
     ack(executionRole, "AwsSolutions-IAM5[Resource::*]", NAG_REASONS.ecrToken);
@@ -82,11 +91,15 @@ export function applyNagAcknowledgements(scope: NagScope): void {
     );
     ack(fn, "AwsSolutions-L1", NAG_REASONS.runtime);
   }
-  for (const prefix of ["inputs/", "outputs/", "logs/"]) {
+  // http: inputs, result and log reads, uploads (presigned PUTs, server-side copies at submit)
+  // and the checkpoint a retry copies.
+  for (const prefix of ["inputs/", "outputs/", "logs/", "uploads/", "checkpoints/"]) {
     ack(http.role ?? http, prefixFinding(prefix), NAG_REASONS.prefixObjects);
   }
   ack(batchEvents.role ?? batchEvents, prefixFinding("outputs/"), NAG_REASONS.prefixObjects);
-  for (const fn of [http, sweep]) ack(fn.role ?? fn, batchJobFinding, NAG_REASONS.batchJobs);
+  for (const fn of [http, dispatcher, sweep]) {
+    ack(fn.role ?? fn, batchJobFinding, NAG_REASONS.batchJobs);
+  }
   for (const fn of [dispatcher, sweep]) {
     ack(fn.role ?? fn, "AwsSolutions-IAM5[Resource::*]", NAG_REASONS.batchDescribe);
   }
@@ -104,4 +117,6 @@ export function applyNagAcknowledgements(scope: NagScope): void {
   if (scope.api.userPool) ack(scope.api.userPool, "AwsSolutions-COG8", NAG_REASONS.cognitoPlus);
   for (const route of scope.api.publicRoutes)
     ack(route, "AwsSolutions-APIG4", NAG_REASONS.publicRoutes);
+  for (const route of scope.api.dashboardRoutes)
+    ack(route, "AwsSolutions-APIG4", NAG_REASONS.dashboardRoutes);
 }

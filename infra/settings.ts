@@ -27,6 +27,11 @@ export interface DeploySettings {
   auth: AuthSettings;
   /** JWT claim naming the tenant (default `sub`). */
   tenantClaim: string;
+  /**
+   * Tenants given a Cognito machine client each (and resolved by name from its tokens);
+   * the stack adds the names the config's `tenants` overrides use. Cognito auth only.
+   */
+  tenants: string[];
   /** GPU instance families or types Batch may launch (default g5, g6). */
   gpuInstanceTypes: string[];
   /** Instance families for queues that ask for no GPU (default m6i, c6i). */
@@ -57,6 +62,7 @@ export const CONTEXT_KEYS = {
   jwtIssuer: "longrun:jwtIssuer",
   jwtAudience: "longrun:jwtAudience",
   tenantClaim: "longrun:tenantClaim",
+  tenants: "longrun:tenants",
   authDomainPrefix: "longrun:authDomainPrefix",
   gpuInstanceTypes: "longrun:gpuInstanceTypes",
   cpuInstanceTypes: "longrun:cpuInstanceTypes",
@@ -70,6 +76,12 @@ export const CONTEXT_KEYS = {
   logRetentionDays: "longrun:logRetentionDays",
   alarmEmail: "longrun:alarmEmail",
 } as const;
+
+/**
+ * A tenant name that is also a valid Cognito app client name and construct id part
+ * (the client is `Tenant-<name>`).
+ */
+export const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Thrown when a context value cannot be used; names the key. */
 export class SettingsError extends Error {
@@ -131,10 +143,24 @@ export function readSettings(node: Node, env: NodeJS.ProcessEnv = process.env): 
     throw new SettingsError(`${CONTEXT_KEYS.removalPolicy}: expected retain or destroy`);
   }
   const maxvCpus = str(node, CONTEXT_KEYS.maxvCpus);
+  const tenants = list(node, CONTEXT_KEYS.tenants, []);
+  if (issuer && tenants.length > 0) {
+    throw new SettingsError(
+      `${CONTEXT_KEYS.tenants}: Cognito auth only; with ${CONTEXT_KEYS.jwtIssuer} the tenant is a claim of the issuer's tokens`,
+    );
+  }
+  for (const tenant of tenants) {
+    if (!TENANT_NAME.test(tenant)) {
+      throw new SettingsError(
+        `${CONTEXT_KEYS.tenants}: ${JSON.stringify(tenant)} is not a tenant name (letters, digits, . _ -; at most 64)`,
+      );
+    }
+  }
   return {
     configPath: str(node, CONTEXT_KEYS.config) ?? env.LONGRUN_CONFIG ?? "longrun.config.json",
     auth: issuer ? { kind: "external", issuer, audience } : { kind: "cognito", domainPrefix },
     tenantClaim: str(node, CONTEXT_KEYS.tenantClaim) ?? "sub",
+    tenants: [...new Set(tenants)],
     gpuInstanceTypes: list(node, CONTEXT_KEYS.gpuInstanceTypes, ["g5", "g6"]),
     cpuInstanceTypes: list(node, CONTEXT_KEYS.cpuInstanceTypes, ["m6i", "c6i"]),
     maxvCpus: maxvCpus === undefined ? undefined : int(node, CONTEXT_KEYS.maxvCpus, 0, 1, 100_000),

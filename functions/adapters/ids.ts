@@ -11,3 +11,8 @@ const nextUlid = monotonicFactory();
 export function newRequestId(): string {
   return `req_${nextUlid()}`;
 }
+
+/** Upload ids: `upl_` and a ULID (SPEC §2 Uploads). */
+export function newUploadId(): string {
+  return `upl_${nextUlid()}`;
+}

@@ -12,6 +12,12 @@ export const ENV = {
   webhookAllowPrivate: "LONGRUN_WEBHOOK_ALLOW_PRIVATE",
   sweepIntervalMs: "LONGRUN_SWEEP_INTERVAL_MS",
   publicUrl: "LONGRUN_PUBLIC_URL",
+  /** The user jobs run as when the server runs as root (SPEC §5). */
+  jobUser: "LONGRUN_JOB_USER",
+  /** Largest upload accepted, in bytes (SPEC §2; default 5 GiB, the largest S3 PUT). */
+  maxUploadBytes: "LONGRUN_MAX_UPLOAD_BYTES",
+  /** A folder holding the built dashboard (the HTTP Lambda's bundle ships one). */
+  uiDir: "LONGRUN_UI_DIR",
 } as const;
 
 /**
@@ -33,6 +39,13 @@ export const AWS_ENV = {
   jobLogGroup: "LONGRUN_JOB_LOG_GROUP",
   /** JWT claim that names the tenant (default `sub`). */
   tenantClaim: "LONGRUN_TENANT_CLAIM",
+  /**
+   * JSON object: Cognito client id → tenant name, for deployments with named tenants. A
+   * token of a client in it acts as that tenant; any other as its tenant claim.
+   */
+  tenantClients: "LONGRUN_TENANT_CLIENTS",
+  /** Batch job containers: the queue's scoped role, assumed per request by the runner. */
+  jobScopedRole: "LONGRUN_SCOPED_ROLE_ARN",
   /** `1`: create missing table, queues and bucket at start (emulators, first runs). */
   bootstrap: "LONGRUN_AWS_BOOTSTRAP",
   /** Resource name prefix for bootstrap-created resources (default `longrun`). */
@@ -45,6 +58,8 @@ export const JOB_ENV = {
   queue: "LONGRUN_QUEUE",
   attempt: "LONGRUN_ATTEMPT",
   inputFile: "LONGRUN_INPUT_FILE",
+  /** The request's uploaded files, read-only (an empty folder when it has none). */
+  inputDir: "LONGRUN_INPUT_DIR",
   outputDir: "LONGRUN_OUTPUT_DIR",
   checkpointDir: "LONGRUN_CHECKPOINT_DIR",
   progressFile: "LONGRUN_PROGRESS_FILE",

@@ -20,7 +20,7 @@ export class InvalidRequestError extends DomainError {
 export class NotFoundError extends DomainError {
   override name = "NotFoundError";
   constructor(
-    readonly what: "request" | "queue",
+    readonly what: "request" | "queue" | "upload",
     readonly key: string,
   ) {
     super(`${what} ${JSON.stringify(key)} not found`);

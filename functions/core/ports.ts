@@ -4,6 +4,7 @@
  */
 import type { QueueConfig } from "../config/schema.ts";
 import type { Progress, RequestPatch, RequestRecord, RequestStatus } from "./request.ts";
+import type { UploadRecord } from "./upload.ts";
 
 export interface Clock {
   /** epoch milliseconds */
@@ -13,6 +14,8 @@ export interface Clock {
 export interface Ids {
   /** A new, sortable, unique request id (`req_<ULID>`). */
   requestId(): string;
+  /** A new unique upload id (`upl_<ULID>`); needed only where uploads are served. */
+  uploadId?(): string;
 }
 
 export interface IdempotencyClaim {
@@ -178,14 +181,27 @@ export interface Compute {
   ): Promise<{ jobRef: string }>;
   /** Asks the current attempt to stop: SIGTERM, then SIGKILL after the queue's grace. */
   stop(request: RequestRecord, reason: StopReason): Promise<void>;
-  /** Makes sure nothing of an attempt launched by an earlier server process still runs. */
-  reap(request: RequestRecord): Promise<void>;
+  /**
+   * Makes sure nothing of an attempt launched by an earlier server process still runs.
+   * Resolves with what it found where the backend can tell (see {@link Reaped}).
+   */
+  reap(request: RequestRecord): Promise<Reaped | undefined>;
   /**
    * Optional, for the repair sweep: for each request (all with a jobRef), the JobEvent its
    * job's current state implies (what a missed event would have said), or null when the
    * backend does not know the job. Requests left out of the map are not known yet.
    */
   inspect?(requests: readonly RequestRecord[]): Promise<ReadonlyMap<string, JobEvent | null>>;
+}
+
+/** What {@link Compute.reap} found of an earlier server's attempt. */
+export interface Reaped {
+  /**
+   * When the job it stopped had started (epoch ms): it was still running, outliving the
+   * server that ran it. null when nothing of the attempt was still running (or the start
+   * is unknown): it ended with its server.
+   */
+  runningSince: number | null;
 }
 
 /** What the caller of {@link Compute.start} knows about the launch. */
@@ -214,7 +230,11 @@ export type JobEvent =
       requestId: string;
       attempt: number;
       at: number;
-      outcome: "succeeded" | "failed" | "timeout";
+      /**
+       * `lost`: the platform ended the attempt, not the job (a Spot interruption, a host
+       * that went away); it is retried without counting against `maxAttempts` (SPEC §3).
+       */
+      outcome: "succeeded" | "failed" | "timeout" | "lost";
       message?: string;
       /**
        * The job that ended. With a backend that retries, a job stopped between two of its
@@ -222,6 +242,8 @@ export type JobEvent =
        * the current job, and its end is final.
        */
       jobRef?: string;
+      /** When this attempt's job began to run, if the backend reports it (metrics). */
+      startedAt?: number;
     };
 
 export interface Artifact {
@@ -248,3 +270,63 @@ export interface LogStore {
 
 /** Checks a webhook target at submit; throws InvalidRequestError when it is refused. */
 export type WebhookGuard = (url: string) => Promise<void>;
+
+/**
+ * Upload records (SPEC §2 "Uploads"). Each method is one single-item write or read, O(1)
+ * whatever the number of uploads. An upload whose `expiresAt` has passed reads as absent
+ * even before it is deleted (DynamoDB TTL deletes late; the embedded sweep runs hourly).
+ */
+export interface UploadStore {
+  /** Inserts a new PENDING upload; the id is fresh, so this never overwrites. */
+  create(upload: UploadRecord): Promise<void>;
+  /** The upload, or null when there is none (or it has expired) at `now`. */
+  get(id: string, now: number): Promise<UploadRecord | null>;
+  /**
+   * PENDING → READY, one conditional write; the READY upload, or null when there is no
+   * such upload. Marking a READY upload again returns it unchanged.
+   */
+  markReady(id: string, now: number): Promise<UploadRecord | null>;
+  /** Optional (retention, where the database has no TTL): ids expired at `now`, oldest first. */
+  findExpired?(now: number, limit: number): Promise<string[]>;
+  /** Optional (retention): deletes the record; false when it was gone. */
+  delete?(id: string): Promise<boolean>;
+}
+
+/** Where and how a caller PUTs an upload's bytes (the `url` and `headers` of SPEC §2). */
+export interface UploadTarget {
+  url: string;
+  /** Headers the PUT must carry (they are part of the signature). */
+  headers: Record<string, string>;
+  /** Epoch ms after which the URL is refused. */
+  expiresAt: number;
+}
+
+/**
+ * The bytes behind uploads and request files, and checkpoints handed from one request to
+ * its retry (S3 on AWS, the data directory embedded). Copies are made by the storage
+ * itself (S3 CopyObject, a hard link): the bytes never pass through the caller.
+ */
+export interface FileStore {
+  /** A signed PUT for the upload's bytes, valid until `expiresAt` (epoch ms). */
+  uploadTarget(upload: UploadRecord, expiresAt: number): Promise<UploadTarget>;
+  /** Size of the upload's stored bytes; null when nothing has arrived. */
+  uploadedSize(upload: UploadRecord): Promise<number | null>;
+  /**
+   * Makes the request's own copy `name` of a READY upload's bytes.
+   * @throws InvalidRequestError (field `files.<name>`) when the bytes are gone or are not
+   *   `upload.size` long (a concurrent expiry): the request must not be written then.
+   */
+  attachUpload(requestId: string, name: string, upload: UploadRecord): Promise<void>;
+  /** Copies the files `names` of request `from` to request `to` (a retry keeps its own). */
+  copyRequestFiles(from: string, to: string, names: readonly string[]): Promise<void>;
+  /** Deletes every file of a request (a submit that was not written; retention). Idempotent. */
+  deleteRequestFiles(requestId: string): Promise<void>;
+  /**
+   * Copies the last saved checkpoint of request `from` to request `to` (which has none), so
+   * the first attempt of `to` starts from it; `from` stays as it was.
+   * @returns false when `from` has no checkpoint.
+   */
+  copyCheckpoint(from: string, to: string): Promise<boolean>;
+  /** Deletes the checkpoint of a request that was not written. Idempotent. */
+  deleteCheckpoint(requestId: string): Promise<void>;
+}

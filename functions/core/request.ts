@@ -120,9 +120,19 @@ export interface RequestRecord {
   finishedAt: number | null;
   /** When the request last changed status, attempt, job or cancel flag (epoch ms). */
   updatedAt: number;
-  /** 0 before the first start; the current or last attempt after. */
+  /**
+   * 0 before the first start; the current or last attempt after. Counts every start, the
+   * retries of attempts the platform ended included (SPEC §4 `LONGRUN_ATTEMPT`).
+   */
   attempt: number;
+  /** Bounds the attempts the job itself ended: see {@link retryAfter}. */
   maxAttempts: number;
+  /**
+   * How many attempts the platform ended and were retried without counting against
+   * `maxAttempts` (a server restart, a Spot interruption, a lost instance); at most
+   * {@link MAX_PLATFORM_RETRIES}.
+   */
+  platformRetries: number;
   cancelRequested: boolean;
   /** Per-attempt limit. */
   timeoutSeconds: number;
@@ -133,6 +143,18 @@ export interface RequestRecord {
   error: RequestError | null;
   /** The compute backend's handle for the current attempt (a process id, a Batch job id). */
   jobRef: string | null;
+  /**
+   * The request's input files by name (SPEC §2 `files`): its own copies, made at submit,
+   * which the job finds in LONGRUN_INPUT_DIR. Absent reads as none.
+   */
+  files?: Record<string, RequestFile>;
+  /** The request this one retries (POST /v1/requests/{id}/retry); absent reads as null. */
+  retryOf?: string | null;
+}
+
+/** One input file a request keeps (its own copy of an upload, or of the request it retries). */
+export interface RequestFile {
+  size: number;
 }
 
 /** Fields a transition may change besides `status`. */
@@ -143,6 +165,7 @@ export type RequestPatch = Partial<
     | "finishedAt"
     | "updatedAt"
     | "attempt"
+    | "platformRetries"
     | "progress"
     | "error"
     | "jobRef"
@@ -153,4 +176,46 @@ export type RequestPatch = Partial<
 /** Priority-then-FIFO order: the key that sorts QUEUED requests in start order. */
 export function readyOrderKey(r: Pick<RequestRecord, "priority" | "createdAt" | "id">): string {
   return `${9 - r.priority}#${String(r.createdAt).padStart(15, "0")}#${r.id}`;
+}
+
+/** SPEC §3: attempts ended by the platform are retried this many times, then FAILED `lost`. */
+export const MAX_PLATFORM_RETRIES = 10;
+
+/**
+ * How an attempt ended, as far as retrying is concerned: `failed` by the job (a non-zero
+ * exit, a launch that failed), `lost` to the platform (the server stopped or died, the
+ * instance was reclaimed or lost), or ended for good (`succeeded`, `timeout`).
+ */
+export type AttemptOutcome = "succeeded" | "failed" | "timeout" | "lost";
+
+/**
+ * Attempts the job itself ended (or is running now): every start but those the platform
+ * ended. This, not `attempt`, is what `maxAttempts` bounds.
+ */
+export function jobAttempts(r: Pick<RequestRecord, "attempt" | "platformRetries">): number {
+  return r.attempt - r.platformRetries;
+}
+
+/**
+ * The retry rule of SPEC §3 as data: the fields of the next attempt when the current one
+ * ended with `outcome` is retried, or null when the request ends instead. A failure is
+ * retried only where the core retries (`computeRetries` "core"; a backend that retries on
+ * its own reports a failure once none remain). A loss is retried by the core everywhere,
+ * without counting against `maxAttempts`, until {@link MAX_PLATFORM_RETRIES} are spent.
+ * Cancels and queues that no longer exist are the caller's to check first.
+ */
+export function retryAfter(
+  r: Pick<RequestRecord, "attempt" | "maxAttempts" | "platformRetries">,
+  outcome: AttemptOutcome,
+  computeRetries: "core" | "backend",
+): Pick<RequestRecord, "attempt" | "platformRetries"> | null {
+  if (outcome === "lost") {
+    return r.platformRetries < MAX_PLATFORM_RETRIES
+      ? { attempt: r.attempt + 1, platformRetries: r.platformRetries + 1 }
+      : null;
+  }
+  if (outcome === "failed" && computeRetries === "core" && jobAttempts(r) < r.maxAttempts) {
+    return { attempt: r.attempt + 1, platformRetries: r.platformRetries };
+  }
+  return null;
 }

@@ -6,6 +6,9 @@ import { InvalidRequestError } from "./errors.ts";
 import type { TransitionCommand } from "./ports.ts";
 import { canTransition, type RequestRecord, readyOrderKey, statusClass } from "./request.ts";
 
+/** Characters and length of any id a store holds; the key segment every adapter accepts. */
+const REQUEST_ID_ALPHABET = /^[A-Za-z0-9_-]{1,128}$/;
+
 /** List cursors are opaque to callers: the base64url JSON of the last item's `[createdAt, id]`. */
 export function encodeListCursor(r: Pick<RequestRecord, "createdAt" | "id">): string {
   return Buffer.from(JSON.stringify([r.createdAt, r.id])).toString("base64url");
@@ -27,6 +30,10 @@ export function decodeListCursor(cursor: string): { createdAt: number; id: strin
   if (!Number.isSafeInteger(createdAt) || (createdAt as number) < 0 || typeof id !== "string") {
     throw invalid();
   }
+  // Request ids are `req_` and a ULID (adapters/ids.ts). Anything outside that alphabet was
+  // not made here, and would reach the stores' key conditions, where a lone surrogate or an
+  // oversized key is the service's error (a 5xx) instead of the caller's.
+  if (!REQUEST_ID_ALPHABET.test(id)) throw invalid();
   return { createdAt: createdAt as number, id };
 }
 

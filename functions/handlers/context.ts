@@ -4,6 +4,7 @@
  * invocations).
  */
 import { Logger } from "@aws-lambda-powertools/logger";
+import { Metrics } from "@aws-lambda-powertools/metrics";
 import {
   type AwsClients,
   type AwsResources,
@@ -14,8 +15,20 @@ import {
 import { AWS_ENV, ENV } from "../config/env.ts";
 import { loadConfigFile } from "../config/load.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
+import { EmfMetrics } from "../metrics/emf.ts";
+import { LifecycleFigures } from "../metrics/figures.ts";
 
 export const logger = new Logger({ serviceName: "longrun" });
+
+/**
+ * SPEC §2's figures in CloudWatch (embedded metric format): every handler's state changes
+ * feed them, as the server's registry is fed; the sweep adds the queue gauge.
+ */
+export const emfMetrics = new EmfMetrics(
+  new Metrics({ namespace: "longrun", serviceName: "longrun" }),
+);
+/** The lifecycle hooks that turn this handler's state changes into {@link emfMetrics}. */
+export const lambdaFigures = new LifecycleFigures(emfMetrics);
 
 let deps: CoreDeps | undefined;
 let clients: AwsClients | undefined;
@@ -43,8 +56,20 @@ export function lambdaDeps(): CoreDeps {
     resources: lambdaResources(),
     clients: lambdaClients(),
     allowPrivateWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+    ...maxUploadBytesFrom(process.env[ENV.maxUploadBytes]),
+    listeners: [lambdaFigures],
   });
   return deps;
+}
+
+/** `LONGRUN_MAX_UPLOAD_BYTES` when set; a value that is not a byte count stops the handler. */
+function maxUploadBytesFrom(raw: string | undefined): { maxUploadBytes?: number } {
+  if (raw === undefined || raw === "") return {};
+  const n = Number(raw);
+  if (!/^[0-9]{1,16}$/.test(raw) || !Number.isSafeInteger(n)) {
+    throw new Error(`${ENV.maxUploadBytes} must be a whole number of bytes, got ${raw}`);
+  }
+  return { maxUploadBytes: n };
 }
 
 /** The JWT claim naming the tenant (default `sub`). */

@@ -8,10 +8,12 @@ import type {
   APIGatewayProxyStructuredResultV2,
 } from "aws-lambda";
 import { DynamoWebhookSecrets } from "../adapters/aws/sqs-webhooks.ts";
-import { ENV } from "../config/env.ts";
+import { AWS_ENV, ENV } from "../config/env.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
+import { dashboardFromDir } from "../dashboard/assets.ts";
 import { type Api, createApi } from "../http/app.ts";
-import { claimAuthenticator } from "../http/auth.ts";
+import { claimAuthenticator, parseTenantClients } from "../http/auth.ts";
+import type { DashboardAssets } from "../http/dashboard.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "./apigw.ts";
 import { lambdaClients, lambdaDeps, lambdaResources, logger, tenantClaim } from "./context.ts";
 
@@ -30,6 +32,10 @@ export function createHttpHandler(
     webhookSecret?: (tenant: string) => Promise<string>;
     rotateWebhookSecret?: (tenant: string) => Promise<string>;
     allowInsecureWebhooks?: boolean;
+    /** Client id → tenant name (LONGRUN_TENANT_CLIENTS). */
+    tenantClients?: ReadonlyMap<string, string>;
+    /** The dashboard's files (the bundle's LONGRUN_UI_DIR). */
+    dashboard?: DashboardAssets;
   } = {},
 ): (event: Event) => Promise<APIGatewayProxyStructuredResultV2> {
   const api: Api = createApi({
@@ -37,7 +43,8 @@ export function createHttpHandler(
     ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}),
     ...(options.rotateWebhookSecret ? { rotateWebhookSecret: options.rotateWebhookSecret } : {}),
     allowInsecureWebhooks: options.allowInsecureWebhooks === true,
-    authenticate: claimAuthenticator(claim),
+    ...(options.dashboard ? { dashboard: options.dashboard } : {}),
+    authenticate: claimAuthenticator(claim, options.tenantClients),
     onError: (error, request) =>
       logger.error("request failed", { error: error as Error, path: request.path }),
   });
@@ -49,6 +56,7 @@ let cached: ReturnType<typeof createHttpHandler> | undefined;
 export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2> => {
   if (!cached) {
     const resources = lambdaResources();
+    const uiDir = process.env[ENV.uiDir];
     const secrets = resources.webhooksQueueUrl
       ? new DynamoWebhookSecrets(lambdaClients().dynamo, resources.tableName)
       : undefined;
@@ -60,6 +68,8 @@ export const handler = (event: Event): Promise<APIGatewayProxyStructuredResultV2
           }
         : {}),
       allowInsecureWebhooks: process.env[ENV.webhookAllowPrivate] === "1",
+      tenantClients: parseTenantClients(process.env[AWS_ENV.tenantClients]),
+      ...(uiDir ? { dashboard: dashboardFromDir(uiDir) } : {}),
     });
   }
   return cached(event);

@@ -6,7 +6,7 @@
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { type RepairOptions, type RepairReport, repairSweep } from "../core/usecases/repair.ts";
-import { lambdaDeps, logger } from "./context.ts";
+import { emfMetrics, lambdaDeps, logger } from "./context.ts";
 
 /** Metric names the CDK alarms watch (infra/constructs/operations.ts SWEEP_METRICS). */
 export const SWEEP_METRIC_NAMES = {
@@ -56,6 +56,7 @@ export function createSweepHandler(
     }
     logger.info("repair sweep", { ...report });
     publishHealth(report);
+    await emfMetrics.publishQueueRequests(deps.store, deps.queues);
     return report;
   };
 }

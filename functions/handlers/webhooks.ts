@@ -29,7 +29,7 @@ import {
 } from "../adapters/aws/webhook-delivery.ts";
 import { AWS_ENV, ENV } from "../config/env.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
-import { lambdaClients, lambdaResources, logger } from "./context.ts";
+import { lambdaClients, lambdaFigures, lambdaResources, logger } from "./context.ts";
 
 export type WebhooksHandlerOptions = Omit<DeliveryStepOptions, "log">;
 
@@ -104,6 +104,7 @@ export const handler = (event: WebhooksEvent, context: Context): Promise<Webhook
       sqs: clients.sqs as SQSClient,
       queueUrl,
       clock: { now: () => Date.now() },
+      onTried: (ok) => lambdaFigures.webhookTried(ok),
     });
   }
   return cached(event, context);

@@ -7,7 +7,6 @@
 import type { z } from "zod";
 import { QUEUE_NAME_PATTERN } from "../config/schema.ts";
 import { NotFoundError } from "../core/errors.ts";
-import { RequestStatus } from "../core/request.ts";
 import { type CoreDeps, queueOrThrow } from "../core/usecases/deps.ts";
 import { cancelRequest } from "../core/usecases/lifecycle.ts";
 import {
@@ -18,19 +17,27 @@ import {
   queueStats,
   readLogs,
 } from "../core/usecases/queries.ts";
-import { submitRequest } from "../core/usecases/submit.ts";
+import { retryRequest, type SubmitResult, submitRequest } from "../core/usecases/submit.ts";
+import { createUpload, getUpload } from "../core/usecases/uploads.ts";
+import { QueueHistory } from "../metrics/history.ts";
+import { type DashboardAssets, dashboardHeaders } from "./dashboard.ts";
 import { OPERATIONS, type OperationId, openApiJson } from "./openapi.ts";
 import { HttpProblem, toProblem, ValidationFailure } from "./problem.ts";
 import {
+  CreateUploadBodySchema,
   IdempotencyKeySchema,
   ListQuerySchema,
   LogsQuerySchema,
   parseSubmitBody,
+  type QueueStatsJson,
   REQUEST_ID_PATTERN,
+  RetryBodySchema,
+  StatsQuerySchema,
   submitBodySchema,
+  UPLOAD_ID_PATTERN,
 } from "./schemas.ts";
 import type { HttpRequest, HttpResponse } from "./types.ts";
-import { listView, queueView, requestView } from "./views.ts";
+import { listView, queueView, requestView, uploadView } from "./views.ts";
 
 /** Resolves the caller's tenant from the request headers; null when it is not known. */
 export type Authenticate = (
@@ -67,6 +74,18 @@ export interface ApiOptions {
    * Without it that route answers 404.
    */
   rotateWebhookSecret?: (tenant: string) => Promise<string>;
+  /**
+   * The server's Prometheus text for `GET /v1/metrics`. Without it that route answers 404
+   * (a Lambda deployment publishes its figures to CloudWatch instead).
+   */
+  metrics?: () => Promise<{ contentType: string; body: string }>;
+  /**
+   * The rolling queue history `GET /v1/queues/{queue}/stats` reads (default: one kept by
+   * this API object, fed by that route's own reads).
+   */
+  history?: QueueHistory;
+  /** The dashboard's static files; without them `/ui/` answers 404. */
+  dashboard?: DashboardAssets;
   /** Told of every failure that answered 500, for logging; must not throw. */
   onError?: (error: unknown, request: HttpRequest) => void;
 }
@@ -174,6 +193,21 @@ function queueParam(ctx: Context): string {
   return name;
 }
 
+/** A malformed upload id cannot name an upload, so it is simply not found. */
+function uploadIdParam(ctx: Context): string {
+  const id = ctx.params.id ?? "";
+  if (!UPLOAD_ID_PATTERN.test(id)) throw new NotFoundError("upload", id);
+  return id;
+}
+
+/** The `Idempotency-Key` header, validated; undefined when absent. */
+function idempotencyKeyOf(ctx: Context): string | undefined {
+  const keyHeader = ctx.request.headers["idempotency-key"];
+  return keyHeader === undefined
+    ? undefined
+    : validated(IdempotencyKeySchema, keyHeader, "Idempotency-Key");
+}
+
 /** A malformed id cannot name a request, so it is simply not found. */
 function idParam(ctx: Context): string {
   const id = ctx.params.id ?? "";
@@ -233,20 +267,27 @@ function matchRoute(
 export function createApi(options: ApiOptions): Api {
   const { deps, authenticate } = options;
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const history = options.history ?? new QueueHistory();
   const submitSchema = submitBodySchema({
     allowInsecureWebhooks: options.allowInsecureWebhooks ?? false,
   });
+
+  /** The answer to a submit or a retry: 202 with Location, or 200 for a replay. */
+  /** The answer to a submit or a retry: 202 with Location when created, 200 when replayed. */
+  function submitted(outcome: SubmitResult): HttpResponse {
+    const r = outcome.request;
+    const view = requestView(r, outcome.position);
+    return outcome.kind === "created"
+      ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
+      : json(200, view, { "idempotent-replayed": "true" });
+  }
 
   const handlers: Record<OperationId, Handler> = {
     async submitRequest(ctx) {
       const queue = queueParam(ctx);
       // An unknown queue answers 404 before the body is looked at: nothing else matters.
       queueOrThrow(deps.queues, queue);
-      const keyHeader = ctx.request.headers["idempotency-key"];
-      let idempotencyKey: string | undefined;
-      if (keyHeader !== undefined) {
-        idempotencyKey = validated(IdempotencyKeySchema, keyHeader, "Idempotency-Key");
-      }
+      const idempotencyKey = idempotencyKeyOf(ctx);
       const raw = parseJsonBody(ctx.request.body);
       const parsed = parseSubmitBody(raw, submitSchema);
       if (!parsed.success) throw new ValidationFailure(parsed.error, "(body)");
@@ -254,17 +295,47 @@ export function createApi(options: ApiOptions): Api {
         { tenant: ctx.tenant, queue, body: parsed.data, rawBody: raw, idempotencyKey },
         deps,
       );
-      const r = outcome.request;
-      const position =
-        r.status !== RequestStatus.QUEUED
-          ? null
-          : outcome.kind === "created" && outcome.position !== undefined
-            ? outcome.position
-            : await deps.store.position(r);
-      const view = requestView(r, position);
-      return outcome.kind === "created"
-        ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
-        : json(200, view, { "idempotent-replayed": "true" });
+      return submitted(outcome);
+    },
+
+    async retryRequest(ctx) {
+      const id = idParam(ctx);
+      const idempotencyKey = idempotencyKeyOf(ctx);
+      const raw = bodyLength(ctx.request.body) === 0 ? {} : parseJsonBody(ctx.request.body);
+      const body = validated(RetryBodySchema, raw, "(body)");
+      const outcome = await retryRequest(
+        {
+          tenant: ctx.tenant,
+          id,
+          fromCheckpoint: body.fromCheckpoint ?? true,
+          idempotencyKey,
+        },
+        deps,
+      );
+      return submitted(outcome);
+    },
+
+    async createUpload(ctx) {
+      const body = validated(CreateUploadBodySchema, parseJsonBody(ctx.request.body), "(body)");
+      const { upload, target } = await createUpload(
+        { tenant: ctx.tenant, filename: body.filename, size: body.size, sha256: body.sha256 },
+        deps,
+      );
+      return json(
+        201,
+        {
+          id: upload.id,
+          method: "PUT",
+          url: target.url,
+          headers: target.headers,
+          expiresAt: new Date(target.expiresAt).toISOString(),
+        },
+        { location: `/v1/uploads/${encodeURIComponent(upload.id)}` },
+      );
+    },
+
+    async getUpload(ctx) {
+      return json(200, uploadView(await getUpload(ctx.tenant, uploadIdParam(ctx), deps)));
     },
 
     async listRequests(ctx) {
@@ -280,11 +351,7 @@ export function createApi(options: ApiOptions): Api {
         },
         deps,
       );
-      // The page's QUEUED items are counted together: the cost is that of the deepest.
-      const positions = await deps.store.positions(
-        page.items.filter((r) => r.status === RequestStatus.QUEUED),
-      );
-      return json(200, listView(page, positions));
+      return json(200, listView(page, page.positions));
     },
 
     async getRequest(ctx) {
@@ -302,9 +369,7 @@ export function createApi(options: ApiOptions): Api {
     },
 
     async cancelRequest(ctx) {
-      const request = await cancelRequest(ctx.tenant, idParam(ctx), deps);
-      const position =
-        request.status === RequestStatus.QUEUED ? await deps.store.position(request) : null;
+      const { request, position } = await cancelRequest(ctx.tenant, idParam(ctx), deps);
       return json(202, requestView(request, position));
     },
 
@@ -321,6 +386,55 @@ export function createApi(options: ApiOptions): Api {
 
     async getQueue(ctx) {
       return json(200, queueView(await queueStats(queueParam(ctx), deps)));
+    },
+
+    async getQueueStats(ctx) {
+      const queue = queueParam(ctx);
+      const query = validated(StatsQuerySchema, ctx.query, "(query)");
+      const counts = await queueStats(queue, deps);
+      const now = deps.clock.now();
+      // Every read is a sample too, so the chart ends at the present.
+      history.record(queue, counts, now);
+      const from = now - Math.min(query.minutes * 60_000, history.windowMs);
+      const view = history.view(queue, ctx.tenant, from);
+      const body: QueueStatsJson = {
+        queue,
+        from: new Date(from).toISOString(),
+        samples: view.samples.map((p) => ({
+          at: new Date(p.at).toISOString(),
+          queued: p.queued,
+          running: p.running,
+        })),
+        waits: view.waits.map((w) => ({ at: new Date(w.at).toISOString(), seconds: w.seconds })),
+      };
+      return json(200, body);
+    },
+
+    async getMetrics() {
+      if (!options.metrics) {
+        throw new HttpProblem(
+          "not_found",
+          "this deployment publishes its metrics to CloudWatch, not here",
+        );
+      }
+      const { contentType, body } = await options.metrics();
+      return { status: 200, headers: { "content-type": contentType }, body };
+    },
+
+    async dashboardRedirect() {
+      return { status: 302, headers: { location: "/ui/" }, body: "" };
+    },
+
+    async dashboardSlash() {
+      return { status: 302, headers: { location: "/ui/" }, body: "" };
+    },
+
+    async dashboard() {
+      return serveDashboardFile("index.html");
+    },
+
+    async dashboardAsset(ctx) {
+      return serveDashboardFile(ctx.params.asset ?? "");
     },
 
     async getWebhookSecret(ctx) {
@@ -349,6 +463,18 @@ export function createApi(options: ApiOptions): Api {
       };
     },
   };
+
+  async function serveDashboardFile(name: string): Promise<HttpResponse> {
+    const files = options.dashboard ? await options.dashboard() : undefined;
+    const file = files?.get(name);
+    if (!file) {
+      throw new HttpProblem(
+        "not_found",
+        files ? "no such file of the dashboard" : "the dashboard is not served by this deployment",
+      );
+    }
+    return { status: 200, headers: dashboardHeaders(file.contentType), body: file.body };
+  }
 
   const routes: CompiledRoute[] = OPERATIONS.map((op) => ({
     method: op.method,

@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { PROBLEM_TYPE_BASE } from "./problem.ts";
 import {
+  AssetNameSchema,
   apiSchemas,
   IdempotencyKeySchema,
   LIMITS,
@@ -15,6 +16,8 @@ import {
   QueueNameSchema,
   queryParamDocs,
   RequestIdSchema,
+  StatsQuerySchema,
+  UploadIdSchema,
 } from "./schemas.ts";
 
 type JsonSchema = Record<string, unknown>;
@@ -27,12 +30,17 @@ export interface Operation {
   /** False only for health and the document itself. */
   readonly auth: boolean;
   readonly summary: string;
-  /** HTTP status → description and the component schema of its JSON body (if any). */
-  readonly success: Readonly<Record<string, { description: string; schema: string }>>;
+  /**
+   * HTTP status → description and the component schema of its JSON body; `contentType`
+   * for a body that is not JSON (documented as a string), `schema` "-" for no body.
+   */
+  readonly success: Readonly<
+    Record<string, { description: string; schema: string; contentType?: string }>
+  >;
   /** Problem statuses this route can answer besides 401 (on auth routes) and 500. */
   readonly problems: readonly number[];
-  readonly query?: "list" | "logs";
-  readonly body?: "SubmitBody";
+  readonly query?: "list" | "logs" | "stats";
+  readonly body?: "SubmitBody" | "RetryBody" | "CreateUploadBody";
   readonly headers?: Readonly<Record<string, { description: string; schema: string }>>;
 }
 
@@ -99,6 +107,44 @@ export const OPERATIONS = [
     problems: [404, 409],
   },
   {
+    operationId: "retryRequest",
+    method: "POST",
+    path: "/v1/requests/{id}/retry",
+    auth: true,
+    summary: "Submit a FAILED, CANCELLED or EXPIRED request again, from its last checkpoint",
+    body: "RetryBody",
+    success: {
+      "202": {
+        description: "A new request (`retryOf` names the old one; header Location).",
+        schema: "Request",
+      },
+      "200": {
+        description: "Replayed: the request an earlier retry with the same key created.",
+        schema: "Request",
+      },
+    },
+    problems: [400, 404, 409, 413, 429],
+  },
+  {
+    operationId: "createUpload",
+    method: "POST",
+    path: "/v1/uploads",
+    auth: true,
+    summary: "Start an upload: a signed URL to PUT a file's bytes to",
+    body: "CreateUploadBody",
+    success: { "201": { description: "PUT the bytes to `url`.", schema: "UploadCreated" } },
+    problems: [400, 404, 413],
+  },
+  {
+    operationId: "getUpload",
+    method: "GET",
+    path: "/v1/uploads/{id}",
+    auth: true,
+    summary: "Status of an upload",
+    success: { "200": { description: "The upload.", schema: "Upload" } },
+    problems: [404],
+  },
+  {
     operationId: "readLogs",
     method: "GET",
     path: "/v1/requests/{id}/logs",
@@ -124,6 +170,71 @@ export const OPERATIONS = [
     auth: true,
     summary: "One queue with its limits and counts",
     success: { "200": { description: "The queue.", schema: "Queue" } },
+    problems: [404],
+  },
+  {
+    operationId: "getQueueStats",
+    method: "GET",
+    path: "/v1/queues/{queue}/stats",
+    auth: true,
+    summary:
+      "The queue's queued and running counts over the last hour and the caller's own recent waits",
+    query: "stats",
+    success: { "200": { description: "The queue's recent history.", schema: "QueueStats" } },
+    problems: [400, 404],
+  },
+  {
+    operationId: "getMetrics",
+    method: "GET",
+    path: "/v1/metrics",
+    auth: true,
+    summary: "Prometheus metrics of the server (text exposition format 0.0.4)",
+    success: {
+      "200": {
+        description:
+          "Per queue: longrun_queue_requests, longrun_requests_submitted_total, longrun_requests_finished_total, longrun_wait_seconds, longrun_run_seconds; and longrun_webhook_deliveries_total.",
+        schema: "",
+        contentType: "text/plain; version=0.0.4",
+      },
+    },
+    problems: [404],
+  },
+  {
+    operationId: "dashboardRedirect",
+    method: "GET",
+    path: "/",
+    auth: false,
+    summary: "Redirects to the dashboard",
+    success: { "302": { description: "Location: /ui/", schema: "-" } },
+    problems: [],
+  },
+  {
+    operationId: "dashboardSlash",
+    method: "GET",
+    path: "/ui",
+    auth: false,
+    summary: "Redirects to the dashboard",
+    success: { "302": { description: "Location: /ui/", schema: "-" } },
+    problems: [],
+  },
+  {
+    operationId: "dashboard",
+    method: "GET",
+    path: "/ui/",
+    auth: false,
+    summary: "The web dashboard (sign in with a token; data calls carry it)",
+    success: { "200": { description: "Its page.", schema: "", contentType: "text/html" } },
+    problems: [404],
+  },
+  {
+    operationId: "dashboardAsset",
+    method: "GET",
+    path: "/ui/{asset}",
+    auth: false,
+    summary: "A static file of the dashboard (script, style sheet, icon)",
+    success: {
+      "200": { description: "The file.", schema: "", contentType: "application/octet-stream" },
+    },
     problems: [404],
   },
   {
@@ -228,12 +339,15 @@ function pathParameters(path: string): JsonSchema[] {
   const params: JsonSchema[] = [];
   for (const m of path.matchAll(/\{([a-z]+)\}/g)) {
     const name = m[1] ?? "";
-    params.push({
-      name,
-      in: "path",
-      required: true,
-      schema: plainSchema(name === "queue" ? QueueNameSchema : RequestIdSchema),
-    });
+    const schema =
+      name === "queue"
+        ? QueueNameSchema
+        : name === "asset"
+          ? AssetNameSchema
+          : path.startsWith("/v1/uploads/")
+            ? UploadIdSchema
+            : RequestIdSchema;
+    params.push({ name, in: "path", required: true, schema: plainSchema(schema) });
   }
   return params;
 }
@@ -255,7 +369,9 @@ function operationObject(op: Operation): JsonSchema {
   const parameters = [...pathParameters(op.path)];
   if (op.query === "list") parameters.push(...queryParameters(ListQuerySchema));
   if (op.query === "logs") parameters.push(...queryParameters(LogsQuerySchema));
-  if (op.body) {
+  if (op.query === "stats") parameters.push(...queryParameters(StatsQuerySchema));
+  // Submits and retries take an Idempotency-Key; creating an upload is cheap to repeat.
+  if (op.body === "SubmitBody" || op.body === "RetryBody") {
     parameters.push({
       name: "Idempotency-Key",
       in: "header",
@@ -267,27 +383,35 @@ function operationObject(op: Operation): JsonSchema {
   const responses: Record<string, JsonSchema> = {};
   for (const [status, s] of Object.entries(op.success)) {
     const headers: Record<string, unknown> = {};
-    if (op.operationId === "submitRequest" && status === "202") {
+    const submits = op.operationId === "submitRequest" || op.operationId === "retryRequest";
+    if (submits && status === "202") {
       headers.Location = {
         description: "/v1/requests/{id} of the new request.",
         schema: { type: "string" },
       };
     }
-    if (op.operationId === "submitRequest" && status === "200") {
+    if (submits && status === "200") {
       headers["Idempotent-Replayed"] = {
         description: "Always `true`: this answer replays an earlier submit.",
         schema: { type: "string", enum: ["true"] },
       };
     }
+    if (status === "302") headers.Location = { schema: { type: "string" } };
+    const content =
+      s.schema === "-"
+        ? undefined
+        : s.contentType
+          ? { [s.contentType]: { schema: { type: "string" } } }
+          : {
+              "application/json": {
+                // The document describes itself as an object; its own schema is OpenAPI's.
+                schema: s.schema === "" ? { type: "object" } : ref(s.schema),
+              },
+            };
     responses[status] = {
       description: s.description,
       ...(Object.keys(headers).length ? { headers } : {}),
-      content: {
-        "application/json": {
-          // The document describes itself as an object; its own schema is OpenAPI's.
-          schema: s.schema === "" ? { type: "object" } : ref(s.schema),
-        },
-      },
+      ...(content ? { content } : {}),
     };
   }
   const problems = [...op.problems, ...(op.auth ? [401] : []), 500].sort((a, b) => a - b);
@@ -300,7 +424,8 @@ function operationObject(op: Operation): JsonSchema {
     ...(op.body
       ? {
           requestBody: {
-            required: true,
+            // A retry's body is optional: none means the defaults.
+            required: op.body !== "RetryBody",
             description: "JSON, at most 256 KiB unless configured. Unknown fields are refused.",
             content: { "application/json": { schema: ref(op.body) } },
           },

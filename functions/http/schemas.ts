@@ -6,9 +6,17 @@
 import { z } from "zod";
 import { QUEUE_NAME_PATTERN } from "../config/schema.ts";
 import { ALL_STATUSES, ErrorCode, type RequestStatus, WEBHOOK_EVENTS } from "../core/request.ts";
+import {
+  FILE_NAME_PATTERN,
+  isFileName,
+  MAX_FILES,
+  UPLOAD_ID_PATTERN,
+  UploadStatus,
+} from "../core/upload.ts";
 
 /** Request ids are `req_` + a ULID (Crockford base32, 26 characters). */
 export const REQUEST_ID_PATTERN = /^req_[0-9A-HJKMNP-TV-Z]{26}$/;
+export { UPLOAD_ID_PATTERN };
 /** SPEC §2: 1–255 printable ASCII characters. */
 export const IDEMPOTENCY_KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
 
@@ -27,6 +35,10 @@ export const LIMITS = {
   logsLimit: 1000,
   logsDefault: 1000,
   cursorLength: 2048,
+  files: MAX_FILES,
+  filenameLength: 255,
+  /** How far back `GET /v1/queues/{queue}/stats` looks, at most (minutes). */
+  statsMinutes: 60,
 } as const;
 
 /**
@@ -74,6 +86,26 @@ const MetadataSchema = z
   .meta({ maxProperties: LIMITS.metadataPairs })
   .describe(
     `Up to ${LIMITS.metadataPairs} string pairs; keys 1–${LIMITS.metadataKeyLength} characters, values at most ${LIMITS.metadataValueLength}.`,
+  );
+
+export const UploadIdSchema = z
+  .string()
+  .regex(UPLOAD_ID_PATTERN, "must be an upload id (upl_…)")
+  .describe("An upload id, from POST /v1/uploads.");
+
+const FileNameSchema = z
+  .string()
+  .regex(FILE_NAME_PATTERN, "file names are 1–128 of A-Z a-z 0-9 . _ -")
+  .refine(isFileName, { message: 'a file name cannot be "." or ".."' });
+
+const FilesSchema = z
+  .record(FileNameSchema, UploadIdSchema)
+  .refine((m) => Object.keys(m).length <= MAX_FILES, {
+    message: `at most ${MAX_FILES} files are allowed`,
+  })
+  .meta({ maxProperties: MAX_FILES })
+  .describe(
+    `File name → READY upload id, at most ${MAX_FILES}; the job finds each as a read-only file in LONGRUN_INPUT_DIR.`,
   );
 
 /** Options of the submit body schema. */
@@ -130,6 +162,7 @@ export function submitBodySchema(options: SubmitSchemaOptions = {}) {
       .describe("The longest the request may wait before it starts; else it EXPIRES."),
     webhook: webhookSchema(options.allowInsecureWebhooks ?? false).optional(),
     metadata: MetadataSchema.optional(),
+    files: FilesSchema.optional(),
   });
 }
 
@@ -156,12 +189,57 @@ export function parseSubmitBody(
       ]) as z.ZodError<SubmitBodyOutput>,
     };
   }
+  if (isObject(raw) && isObject(raw.files) && Object.hasOwn(raw.files, "__proto__")) {
+    return {
+      success: false,
+      error: new z.ZodError([
+        {
+          code: "custom",
+          path: ["files", "__proto__"],
+          message: '"__proto__" is not allowed as a file name',
+          input: raw,
+        },
+      ]) as z.ZodError<SubmitBodyOutput>,
+    };
+  }
   return schema.safeParse(raw);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
+
+/** Body of `POST /v1/requests/{id}/retry` (optional: no body means the defaults). */
+export const RetryBodySchema = z
+  .strictObject({
+    fromCheckpoint: z
+      .boolean()
+      .optional()
+      .describe("Start from the old request's last checkpoint (default true); false starts clean."),
+  })
+  .register(apiSchemas, { id: "RetryBody" });
+
+/** Body of `POST /v1/uploads`. */
+export const CreateUploadBodySchema = z
+  .strictObject({
+    filename: z
+      .string()
+      .min(1)
+      .max(LIMITS.filenameLength)
+      .refine((s) => !/\p{Cc}/u.test(s), { message: "must not hold control characters" })
+      .describe("A label for people; the job sees the file under the name a submit gives it."),
+    size: z
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .describe("The exact byte count that will be PUT; at most LONGRUN_MAX_UPLOAD_BYTES."),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "must be 64 lower-case hex digits")
+      .optional()
+      .describe("SHA-256 of the bytes (hex); a PUT of other bytes is refused."),
+  })
+  .register(apiSchemas, { id: "CreateUploadBody" });
 
 /** The `Idempotency-Key` header. */
 export const IdempotencyKeySchema = z
@@ -244,6 +322,22 @@ export const ListQuerySchema = z.object({
   cursor: CursorSchema,
 });
 
+/** Query of `GET /v1/queues/{queue}/stats`. */
+export const StatsQuerySchema = z.object({
+  minutes: intParam(
+    1,
+    LIMITS.statsMinutes,
+    LIMITS.statsMinutes,
+    `How far back, 1–${LIMITS.statsMinutes} minutes, default ${LIMITS.statsMinutes}.`,
+  ),
+});
+
+/** A file name of the dashboard's static files. */
+export const AssetNameSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9.-]{0,63}$/)
+  .describe("A file of the dashboard.");
+
 /** Query of `GET /v1/requests/{id}/logs`. */
 export const LogsQuerySchema = z.object({
   limit: intParam(
@@ -295,6 +389,10 @@ const requestShape = {
     .describe("While QUEUED: how many requests of the queue start before it; else null."),
   progress: ProgressSchema.nullable(),
   error: RequestErrorSchema.nullable(),
+  files: z
+    .record(z.string(), z.strictObject({ size: z.int().min(0) }))
+    .describe("The request's input files (its own copies) by name, with their sizes."),
+  retryOf: RequestIdSchema.nullable().describe("The request this one retries, else null."),
 };
 
 /** A request as `GET /v1/requests/{id}` shows it. */
@@ -331,6 +429,30 @@ export const ResultSchema = z
   })
   .register(apiSchemas, { id: "Result" });
 
+export const UploadSchema = z
+  .strictObject({
+    id: UploadIdSchema,
+    filename: z.string(),
+    size: z.int().min(0),
+    status: z
+      .enum([UploadStatus.PENDING, UploadStatus.READY])
+      .describe("READY once exactly `size` bytes were PUT."),
+    createdAt: IsoTime,
+    expiresAt: IsoTime.describe("24 hours after creation: the upload is deleted then."),
+  })
+  .register(apiSchemas, { id: "Upload" });
+export type UploadJson = z.output<typeof UploadSchema>;
+
+export const UploadCreatedSchema = z
+  .strictObject({
+    id: UploadIdSchema,
+    method: z.literal("PUT"),
+    url: z.string().describe("PUT exactly `size` bytes here, with `headers` and no token."),
+    headers: z.record(z.string(), z.string()).describe("Headers the PUT must carry."),
+    expiresAt: IsoTime.describe("When the URL stops working (at least 15 minutes away)."),
+  })
+  .register(apiSchemas, { id: "UploadCreated" });
+
 export const QueueSchema = z
   .strictObject({
     name: QueueNameSchema,
@@ -345,6 +467,30 @@ export const QueueListSchema = z
   .array(QueueSchema)
   .describe("Every configured queue.")
   .register(apiSchemas, { id: "QueueList" });
+
+export const QueueStatsSchema = z
+  .strictObject({
+    queue: QueueNameSchema,
+    from: IsoTime.describe("Start of the window the series cover."),
+    samples: z
+      .array(
+        z.strictObject({
+          at: IsoTime,
+          queued: z.int().min(0),
+          running: z.int().min(0).describe("STARTING and RUNNING requests."),
+        }),
+      )
+      .describe(
+        "The queue's counts as this server sampled them, oldest first (all tenants, as GET /v1/queues/{queue} shows them).",
+      ),
+    waits: z
+      .array(z.strictObject({ at: IsoTime, seconds: z.number().min(0) }))
+      .describe(
+        "The caller's own requests that first ran in the window: when, and how long each waited since its submit; oldest first.",
+      ),
+  })
+  .register(apiSchemas, { id: "QueueStats" });
+export type QueueStatsJson = z.output<typeof QueueStatsSchema>;
 
 export const LogsSchema = z
   .strictObject({

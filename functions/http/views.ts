@@ -4,8 +4,9 @@
  */
 import type { ListPage } from "../core/ports.ts";
 import type { RequestRecord } from "../core/request.ts";
+import type { UploadRecord } from "../core/upload.ts";
 import type { QueueView } from "../core/usecases/queries.ts";
-import type { RequestJson, RequestSummaryJson } from "./schemas.ts";
+import type { RequestJson, RequestSummaryJson, UploadJson } from "./schemas.ts";
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
@@ -43,6 +44,10 @@ export function requestSummaryView(
         }
       : null,
     error: record.error ? { code: record.error.code, message: record.error.message } : null,
+    files: Object.fromEntries(
+      Object.entries(record.files ?? {}).map(([name, f]) => [name, { size: f.size }]),
+    ),
+    retryOf: record.retryOf ?? null,
   };
 }
 
@@ -87,5 +92,17 @@ export function queueView(q: QueueView): {
     maxRunning: q.maxRunning,
     queued: q.queued,
     running: q.running,
+  };
+}
+
+/** An upload as `GET /v1/uploads/{id}` shows it (never its tenant or checksum). */
+export function uploadView(u: UploadRecord): UploadJson {
+  return {
+    id: u.id,
+    filename: u.filename,
+    size: u.size,
+    status: u.status,
+    createdAt: iso(u.createdAt),
+    expiresAt: iso(u.expiresAt),
   };
 }

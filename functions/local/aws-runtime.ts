@@ -35,6 +35,7 @@ import {
   type CoreDeps,
   dispatchQueue,
   expireQueued,
+  type LifecycleListener,
   recordJobEvent,
   recoverInFlight,
   repairSweep,
@@ -43,7 +44,7 @@ import type { JobEvent } from "../core/ports.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
 import type { WebhookSecrets } from "../webhooks/outbox.ts";
 import { DispatchPoller } from "./dispatch-poller.ts";
-import { StartupError } from "./env.ts";
+import { type JobUser, StartupError } from "./env.ts";
 import { StreamPoller, WebhookQueuePoller } from "./webhook-pollers.ts";
 
 export interface AwsRuntimeOptions {
@@ -55,9 +56,17 @@ export interface AwsRuntimeOptions {
   allowPrivateWebhooks: boolean;
   /** Period of the TTL expiry sweep; every 30th sweep is a repair sweep. */
   sweepIntervalMs: number;
+  /** Who jobs run as (LONGRUN_JOB_USER); null or absent: the server's user. */
+  jobUser?: JobUser | null;
   log: (line: string) => void;
+  /** Told of every state change (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
+  /** Told of each webhook try's outcome (the server's metrics). */
+  onWebhookTried?: (ok: boolean) => void;
   /** SDK clients (default: made from the environment, `AWS_ENDPOINT_URL` included). */
   clients?: AwsClients;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`). */
+  maxUploadBytes?: number;
 }
 
 /** Resource names of bootstrap-created resources must suit S3, DynamoDB and SQS alike. */
@@ -226,6 +235,7 @@ export class AwsRuntime {
       storageFor: (request) =>
         new S3AttemptStorage(s3, bucket, request.id, { onWarning: options.log }),
       onError: (error, context) => options.log(`${context}: ${String(error)}`),
+      ...(options.jobUser ? { jobUser: options.jobUser } : {}),
     });
     this.deps = createAwsDeps({
       config: options.config,
@@ -234,6 +244,8 @@ export class AwsRuntime {
       compute: this.compute,
       logs: this.logs,
       allowPrivateWebhooks: options.allowPrivateWebhooks,
+      ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
+      ...(options.listeners ? { listeners: options.listeners } : {}),
     });
     this.#poller = new DispatchPoller({
       client: clients.sqs,
@@ -275,6 +287,7 @@ export class AwsRuntime {
         // Tries are bounded (10 s lookup, 10 s answer) and this process has no Lambda time
         // limit to outlive: a shorter lease lets a restart resume a killed try sooner.
         leaseMs: SERVER_ORDER_LEASE_MS,
+        ...(options.onWebhookTried ? { onTried: options.onWebhookTried } : {}),
       });
       this.#webhooks = {
         stream: new StreamPoller({

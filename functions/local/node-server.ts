@@ -1,8 +1,8 @@
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { join, normalize, sep } from "node:path";
+import { pipeline } from "node:stream/promises";
 import type { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
+import type { OpenArtifact } from "../adapters/embedded/fs-storage.ts";
+import { UPLOAD_PUT_ROUTE, type UploadReceiver } from "../adapters/embedded/upload-receiver.ts";
 import type { HttpRequest, HttpResponse } from "../http/types.ts";
 
 export interface NodeAdapterOptions {
@@ -10,11 +10,23 @@ export interface NodeAdapterOptions {
   /** Bodies are read up to this many bytes plus one; the API answers 413 beyond it. */
   maxBodyBytes: number;
   /**
-   * Serves the embedded backend's signed artifact URLs from `outputsDir`. Absent on the AWS
+   * Serves the embedded backend's signed artifact URLs, opening files with `open`
+   * (FsResultStore.openArtifact: null when there is no such artifact). Absent on the AWS
    * backend, whose artifact URLs are S3 presigned GETs: the route then does not exist.
    */
-  artifacts?: { signer: ArtifactUrlSigner; outputsDir: string };
+  artifacts?: ArtifactRoute;
+  /**
+   * Serves the embedded backend's signed upload PUTs, streaming the body to disk. Absent on
+   * the AWS backend, whose upload URLs are S3 presigned PUTs.
+   */
+  uploads?: UploadReceiver;
   log: (line: string) => void;
+}
+
+/** What the artifact download route needs. */
+export interface ArtifactRoute {
+  signer: ArtifactUrlSigner;
+  open: (requestId: string, name: string) => Promise<OpenArtifact | null>;
 }
 
 const ARTIFACT_ROUTE = /^\/v1\/artifacts\/(req_[0-9A-Za-z]{26})\/(.+)$/;
@@ -45,7 +57,7 @@ async function serveArtifact(
   match: RegExpMatchArray,
   url: URL,
   res: ServerResponse,
-  opts: { signer: ArtifactUrlSigner; outputsDir: string },
+  opts: ArtifactRoute,
 ): Promise<void> {
   const id = match[1] ?? "";
   let name: string;
@@ -62,9 +74,7 @@ async function serveArtifact(
       url.searchParams.get("expires") ?? "",
       url.searchParams.get("sig") ?? "",
     );
-  const base = join(opts.outputsDir, id);
-  const file = normalize(join(base, name));
-  if (!ok || !file.startsWith(base + sep) || name === "result.json") {
+  if (!ok || name === "result.json") {
     res.writeHead(403, { "content-type": "application/problem+json" });
     res.end(
       JSON.stringify({
@@ -77,8 +87,8 @@ async function serveArtifact(
     );
     return;
   }
-  const info = await stat(file).catch(() => null);
-  if (!info?.isFile()) {
+  const artifact = await opts.open(id, name);
+  if (!artifact) {
     res.writeHead(404, { "content-type": "application/problem+json" });
     res.end(
       JSON.stringify({
@@ -91,12 +101,28 @@ async function serveArtifact(
     );
     return;
   }
+  const { handle, size } = artifact;
   res.writeHead(200, {
     "content-type": "application/octet-stream",
-    "content-length": String(info.size),
+    "content-length": String(size),
     "content-disposition": `attachment; filename="${encodeURIComponent(name.split("/").pop() ?? name)}"`,
   });
-  createReadStream(file).pipe(res);
+  if (size === 0) {
+    await handle.close();
+    res.end();
+    return;
+  }
+  // Exactly the bytes fstat promised, from the descriptor that was checked. A read that
+  // fails after the headers went out (an I/O error, a file truncated meanwhile) can only cut
+  // the response short: pipeline destroys it, the client sees an incomplete body, and the
+  // error stays here instead of becoming an unhandled 'error' event.
+  try {
+    await pipeline(handle.createReadStream({ start: 0, end: size - 1 }), res);
+  } catch {
+    res.destroy();
+  } finally {
+    await handle.close().catch(() => {});
+  }
 }
 
 /** The node:http request listener mounting the runtime-agnostic API. */
@@ -111,6 +137,13 @@ export function createRequestListener(opts: NodeAdapterOptions) {
         req.method === "GET" && opts.artifacts ? url.pathname.match(ARTIFACT_ROUTE) : null;
       if (artifact && opts.artifacts) {
         await serveArtifact(artifact, url, res, opts.artifacts);
+        return;
+      }
+      // Before readBody: an upload's body is streamed to disk, never read into memory.
+      const upload =
+        req.method === "PUT" && opts.uploads ? url.pathname.match(UPLOAD_PUT_ROUTE) : null;
+      if (upload && opts.uploads) {
+        await opts.uploads.handle(upload, url, req, res);
         return;
       }
       const body = await readBody(req, opts.maxBodyBytes + 1);

@@ -1,35 +1,50 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
+import { FsFileStore } from "../adapters/embedded/fs-files.ts";
 import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
+import { SqliteUploadStore } from "../adapters/embedded/sqlite-uploads.ts";
 import { SqliteWebhookOutbox } from "../adapters/embedded/sqlite-webhooks.ts";
-import { newRequestId } from "../adapters/ids.ts";
+import { UploadReceiver } from "../adapters/embedded/upload-receiver.ts";
+import { newRequestId, newUploadId } from "../adapters/ids.ts";
 import { createWebhookGuard } from "../adapters/net/webhook-guard.ts";
 import type { LongrunConfig } from "../config/schema.ts";
 import {
   type CoreDeps,
   dispatchQueue,
   expireQueued,
+  type LifecycleListener,
+  listenAll,
   recordJobEvent,
   recoverInFlight,
 } from "../core/index.ts";
 import type { JobEvent } from "../core/ports.ts";
 import { purgeExpiredRequests } from "../core/usecases/retention.ts";
+import { purgeExpiredUploads } from "../core/usecases/uploads.ts";
 import { createDeliverer } from "../webhooks/deliver.ts";
 import { changesBetween, createWebhookNotifier, type WebhookNotifier } from "../webhooks/outbox.ts";
 import { WebhookWorker } from "../webhooks/worker.ts";
+import type { JobUser } from "./env.ts";
 
 export interface EmbeddedOptions {
   config: LongrunConfig;
   dataDir: string;
   allowPrivateWebhooks: boolean;
   sweepIntervalMs: number;
+  /** Who jobs run as (LONGRUN_JOB_USER); null or absent: the server's user. */
+  jobUser?: JobUser | null;
   /** The URL clients reach this server on; artifact URLs are built on it. */
   baseUrl: () => string;
   log: (line: string) => void;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB. */
+  maxUploadBytes?: number;
+  /** Told of every state change besides the webhooks (metrics, the queue history). */
+  listeners?: readonly LifecycleListener[];
+  /** Told of every webhook delivery try (metrics). */
+  onWebhookTried?: (ok: boolean) => void;
 }
 
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
@@ -38,6 +53,8 @@ const REPAIR_EVERY_SWEEPS = 30;
 const RETENTION_EVERY_SWEEPS = 60;
 /** How far back a start looks for webhooks a crash may have dropped (less than the history kept). */
 const WEBHOOK_RECONCILE_MS = 86_400_000;
+/** A PUT's temp file older than this was left by a crash (a PUT URL lives one hour). */
+const UPLOAD_TEMP_AGE_MS = 6 * 3_600_000;
 /** Delivered and dead webhook deliveries are kept this long for inspection. */
 const WEBHOOK_HISTORY_MS = 7 * 86_400_000;
 
@@ -51,9 +68,16 @@ export class EmbeddedRuntime {
   readonly compute: LocalProcessCompute;
   readonly trigger: InProcessTrigger;
   readonly signer: ArtifactUrlSigner;
-  readonly outputsDir: string;
+  /** Results and artifacts of succeeded requests (the download route opens files here). */
+  readonly results: FsResultStore;
   /** Webhook deliveries (a durable outbox) and the tenants' signing secrets. */
   readonly hooks: SqliteWebhookOutbox;
+  /** Upload records, in the request database. */
+  readonly uploads: SqliteUploadStore;
+  /** Uploads' bytes, requests' files and checkpoint copies. */
+  readonly files: FsFileStore;
+  /** The signed upload PUT route the HTTP listener mounts. */
+  readonly uploadReceiver: UploadReceiver;
   readonly #webhooks: WebhookWorker;
   readonly #notifier: WebhookNotifier;
   readonly #layout: FsLayout;
@@ -63,15 +87,19 @@ export class EmbeddedRuntime {
 
   constructor(private readonly options: EmbeddedOptions) {
     const { dataDir, config } = options;
-    mkdirSync(dataDir, { recursive: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const jobUser = options.jobUser ?? null;
     this.store = new SqliteRequestStore(join(dataDir, "longrun.db"));
     this.signer = new ArtifactUrlSigner(
       ArtifactUrlSigner.keyFromFile(join(dataDir, "artifact-url.key")),
       options.baseUrl,
     );
-    this.outputsDir = join(dataDir, "outputs");
     this.#layout = new FsLayout(dataDir);
-    const results = new FsResultStore(dataDir, (id, name) => this.signer.urlFor(id, name));
+    // Outputs are files the job's user made; anything else found there is not served.
+    const results = new FsResultStore(dataDir, (id, name) => this.signer.urlFor(id, name), {
+      ...(jobUser ? { jobUid: jobUser.uid } : {}),
+    });
+    this.results = results;
     this.hooks = new SqliteWebhookOutbox(join(dataDir, "webhooks.db"));
     const clock = { now: () => Date.now() };
     this.#webhooks = new WebhookWorker({
@@ -80,6 +108,9 @@ export class EmbeddedRuntime {
       deliver: createDeliverer({ allowPrivate: options.allowPrivateWebhooks }),
       clock,
       log: options.log,
+      ...(options.onWebhookTried
+        ? { onAttempt: (_d, result) => options.onWebhookTried?.(result.ok) }
+        : {}),
     });
     this.#notifier = createWebhookNotifier({
       outbox: this.hooks,
@@ -95,6 +126,15 @@ export class EmbeddedRuntime {
     this.compute = new LocalProcessCompute({
       dataDir,
       onEvent: (event) => this.#onJobEvent(event),
+      ...(jobUser ? { jobUser } : {}),
+    });
+    this.uploads = new SqliteUploadStore(join(dataDir, "longrun.db"));
+    this.files = new FsFileStore(this.#layout, this.signer, options.baseUrl);
+    this.uploadReceiver = new UploadReceiver({
+      layout: this.#layout,
+      uploads: this.uploads,
+      signer: this.signer,
+      clock,
     });
     this.deps = {
       store: this.store,
@@ -103,10 +143,16 @@ export class EmbeddedRuntime {
       results,
       logs,
       clock,
-      ids: { requestId: newRequestId },
+      ids: { requestId: newRequestId, uploadId: newUploadId },
       queues: config.queues,
       webhookGuard: createWebhookGuard({ allowPrivate: options.allowPrivateWebhooks }),
-      onChange: (request, change) => this.#notifier.onChange(request, change),
+      uploads: this.uploads,
+      files: this.files,
+      ...(options.maxUploadBytes !== undefined ? { maxUploadBytes: options.maxUploadBytes } : {}),
+      ...listenAll([
+        { onChange: (request, change) => this.#notifier.onChange(request, change) },
+        ...(options.listeners ?? []),
+      ]),
     };
   }
 
@@ -165,6 +211,12 @@ export class EmbeddedRuntime {
           purgeData: (id) => this.#layout.deleteRequest(id),
         });
         if (purged > 0) this.options.log(`retention: deleted ${purged} finished request(s)`);
+        const uploads = await purgeExpiredUploads({
+          ...this.deps,
+          deleteBytes: (u) => this.files.deleteUpload(u.id),
+        });
+        if (uploads > 0) this.options.log(`retention: deleted ${uploads} expired upload(s)`);
+        await this.files.deleteLeftoverTemps(Date.now() - UPLOAD_TEMP_AGE_MS);
         this.hooks.purgeFinished(Date.now() - WEBHOOK_HISTORY_MS);
       }
     } catch (error) {
@@ -185,6 +237,7 @@ export class EmbeddedRuntime {
     await this.#notifier.idle();
     await this.#webhooks.stop();
     this.hooks.close();
+    this.uploads.close();
     this.store.close();
   }
 }

@@ -1,10 +1,7 @@
-import { Aws, Duration, Fn, Names, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { Aws, Duration, Fn, Lazy, Names, RemovalPolicy, Stack } from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
 import * as apigw from "aws-cdk-lib/aws-apigatewayv2";
-import {
-  HttpJwtAuthorizer,
-  HttpUserPoolAuthorizer,
-} from "aws-cdk-lib/aws-apigatewayv2-authorizers";
+import { HttpJwtAuthorizer } from "aws-cdk-lib/aws-apigatewayv2-authorizers";
 import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations";
 import * as cognito from "aws-cdk-lib/aws-cognito";
 import type * as lambda from "aws-cdk-lib/aws-lambda";
@@ -16,6 +13,8 @@ export interface ApiRoute {
   readonly method: apigw.HttpMethod;
   readonly path: string;
   readonly public: boolean;
+  /** One of the dashboard's static files (public, holding no data: every data call carries a token). */
+  readonly dashboard?: true;
 }
 
 /** The routes of SPEC §2 (v1). Only health and the OpenAPI document are public. */
@@ -32,6 +31,13 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/logs", public: false },
   { method: apigw.HttpMethod.GET, path: "/v1/webhook-secret", public: false },
   { method: apigw.HttpMethod.POST, path: "/v1/webhook-secret/rotate", public: false },
+  { method: apigw.HttpMethod.GET, path: "/v1/metrics", public: false },
+  { method: apigw.HttpMethod.GET, path: "/v1/queues/{queue}/stats", public: false },
+  // The dashboard (SPEC §2 "GET /ui/"): `/` and `/ui` redirect to `/ui/`, whose page and
+  // files are `/ui/{asset}`; a request for `/ui/` itself is routed by `/ui`.
+  { method: apigw.HttpMethod.GET, path: "/", public: true, dashboard: true },
+  { method: apigw.HttpMethod.GET, path: "/ui", public: true, dashboard: true },
+  { method: apigw.HttpMethod.GET, path: "/ui/{asset}", public: true, dashboard: true },
 ];
 
 /** OAuth scope a Cognito machine client needs for the API (`<resource server>/<scope>`). */
@@ -48,6 +54,12 @@ export interface ApiProps {
   readonly auth:
     | { readonly kind: "cognito"; readonly domainPrefix?: string | undefined }
     | { readonly kind: "external"; readonly issuer: string; readonly audience: string[] };
+  /**
+   * Named tenants (Cognito auth only): one machine client each, and the caller's tenant is
+   * the name of the client its token was issued to ({@link tenantClientsJson}). Empty: one
+   * machine client whose id is the tenant.
+   */
+  readonly tenants?: readonly string[];
   /** Stage throttling: steady requests per second and burst. */
   readonly throttle: { readonly rateLimit: number; readonly burstLimit: number };
   readonly logRetention: logs.RetentionDays;
@@ -66,12 +78,21 @@ export class Api extends Construct {
   readonly accessLogs: logs.LogGroup;
   /** Set with the default Cognito auth. */
   readonly userPool?: cognito.UserPool;
-  /** The first machine client (tenant = its client id); add more with {@link addMachineClient}. */
+  /**
+   * The first machine client (the first named tenant's, or one whose client id is the
+   * tenant); add more with {@link addMachineClient}.
+   */
   readonly machineClient?: cognito.UserPoolClient;
+  /** Every machine client, by construct id; the authorizer's audience is all of them. */
+  readonly machineClients: cognito.UserPoolClient[] = [];
+  /** Named tenants' clients, by tenant name. */
+  readonly tenantClients = new Map<string, cognito.UserPoolClient>();
   /** Token endpoint of the Cognito domain. */
   readonly tokenUrl?: string;
   /** The unauthenticated routes (health, OpenAPI document). */
   readonly publicRoutes: apigw.HttpRoute[] = [];
+  /** The dashboard's unauthenticated routes (static files and redirects). */
+  readonly dashboardRoutes: apigw.HttpRoute[] = [];
   private readonly scope?: cognito.OAuthScope;
 
   constructor(scope: Construct, id: string, props: ApiProps) {
@@ -113,10 +134,23 @@ export class Api extends Construct {
         Fn.join("-", ["longrun", Aws.ACCOUNT_ID, Names.uniqueId(this).slice(-8).toLowerCase()]);
       const domain = this.userPool.addDomain("Domain", { cognitoDomain: { domainPrefix } });
       this.tokenUrl = `${domain.baseUrl()}/oauth2/token`;
-      this.machineClient = this.addMachineClient("MachineClient");
-      authorizer = new HttpUserPoolAuthorizer("Jwt", this.userPool, {
-        userPoolClients: [this.machineClient],
-      });
+      const tenants = props.tenants ?? [];
+      this.machineClient =
+        tenants.length === 0
+          ? this.addMachineClient("MachineClient")
+          : tenants.map((tenant) => this.addMachineClient(`Tenant-${tenant}`, tenant))[0];
+      // Cognito access tokens carry no `aud`: API Gateway checks their `client_id` against
+      // the audience. Lazy, so clients added after this point (addMachineClient) are in it
+      // too; the user-pool authorizer would fix the list at its first route.
+      authorizer = new HttpJwtAuthorizer(
+        "Jwt",
+        `https://cognito-idp.${Stack.of(this).region}.amazonaws.com/${this.userPool.userPoolId}`,
+        {
+          jwtAudience: Lazy.list({
+            produce: () => this.machineClients.map((c) => c.userPoolClientId),
+          }),
+        },
+      );
       scopes = [this.scope.scopeName];
     } else {
       authorizer = new HttpJwtAuthorizer("Jwt", props.auth.issuer, {
@@ -146,7 +180,8 @@ export class Api extends Construct {
         integration,
         ...(route.public ? { authorizer: new apigw.HttpNoneAuthorizer() } : protectedRoute),
       });
-      if (route.public) this.publicRoutes.push(...added);
+      if (route.dashboard) this.dashboardRoutes.push(...added);
+      else if (route.public) this.publicRoutes.push(...added);
     }
     // Unknown routes reach the handler too (behind the authorizer), so callers get the same
     // problem+json 404 as everywhere else instead of API Gateway's own body.
@@ -200,20 +235,44 @@ export class Api extends Construct {
   }
 
   /**
-   * Another machine client of the user pool: one per tenant (the tenant is its client id).
-   * Tokens last an hour; the client secret is read from Cognito, never from the template.
+   * Another machine client of the user pool, accepted by the authorizer. With `tenant`, its
+   * callers are that tenant (by name, {@link tenantClientsJson}); without, the tenant is the
+   * client id. Tokens last an hour; the client secret is read from Cognito, never from the
+   * template.
    */
-  addMachineClient(id: string): cognito.UserPoolClient {
+  addMachineClient(id: string, tenant?: string): cognito.UserPoolClient {
     if (!this.userPool || !this.scope) {
       throw new Error("addMachineClient needs the default Cognito auth");
     }
-    return this.userPool.addClient(id, {
+    if (tenant !== undefined && this.tenantClients.has(tenant)) {
+      throw new Error(`tenant ${tenant} already has a machine client`);
+    }
+    const client = this.userPool.addClient(id, {
+      ...(tenant !== undefined ? { userPoolClientName: `longrun-${tenant}` } : {}),
       generateSecret: true,
       authFlows: {},
       oAuth: { flows: { clientCredentials: true }, scopes: [this.scope] },
       accessTokenValidity: Duration.hours(1),
       enableTokenRevocation: true,
       preventUserExistenceErrors: true,
+    });
+    this.machineClients.push(client);
+    if (tenant !== undefined) this.tenantClients.set(tenant, client);
+    return client;
+  }
+
+  /**
+   * `{"<client id>": "<tenant name>"}` of the named tenants' clients, as JSON (resolved at
+   * synth, so clients added later are in it): the HTTP handler's LONGRUN_TENANT_CLIENTS.
+   */
+  get tenantClientsJson(): string {
+    return Lazy.string({
+      produce: () =>
+        Stack.of(this).toJsonString(
+          Object.fromEntries(
+            [...this.tenantClients].map(([tenant, client]) => [client.userPoolClientId, tenant]),
+          ),
+        ),
     });
   }
 }

@@ -3,6 +3,14 @@ import * as iam from "aws-cdk-lib/aws-iam";
 import * as s3 from "aws-cdk-lib/aws-s3";
 import { Construct } from "constructs";
 import { S3_PREFIX } from "../../functions/adapters/aws/definitions.ts";
+import { UPLOAD_LIFETIME_MS } from "../../functions/core/upload.ts";
+
+/**
+ * Days after which S3 deletes an upload's bytes: its lifetime (SPEC §2: 24 hours) in whole
+ * days, as lifecycle rules count. S3 acts at the next midnight UTC after that, so the
+ * bytes may outlive the upload by up to a day; the upload record reads as gone on time.
+ */
+export const UPLOAD_EXPIRATION_DAYS = Math.ceil(UPLOAD_LIFETIME_MS / 86_400_000);
 
 /** Props of {@link DataBucket}. */
 export interface DataBucketProps {
@@ -56,7 +64,8 @@ export class DataBucket extends Construct {
           prefix,
           // Checkpoints are only useful while a request may still run; the others follow the
           // request's retention. Both are bounded by the longest retention configured.
-          expiration: days,
+          // Uploads live a day: a request keeps its own copies (s3-files.ts).
+          expiration: kind === "uploads" ? Duration.days(UPLOAD_EXPIRATION_DAYS) : days,
         })),
       ],
     });
@@ -72,11 +81,6 @@ export class DataBucket extends Construct {
     return this.grantObjects(grantee, kind, ["s3:GetObject"]).combine(
       this.grantList(grantee, kind),
     );
-  }
-
-  /** Write objects under one kind's prefix (multipart uploads included). */
-  grantPutPrefix(grantee: iam.IGrantable, kind: keyof typeof S3_PREFIX): iam.Grant {
-    return this.grantObjects(grantee, kind, ["s3:PutObject", "s3:AbortMultipartUpload"]);
   }
 
   /** Read, write and delete under one kind's prefix (checkpoints are replaced). */

@@ -26,6 +26,9 @@ export const POWERTOOLS_ENV = {
 /** Where the config file sits inside every Lambda bundle (LONGRUN_CONFIG points here). */
 export const LAMBDA_CONFIG_PATH = "/var/task/longrun.config.json";
 
+/** Where the built dashboard sits inside the HTTP handler's bundle (LONGRUN_UI_DIR). */
+export const LAMBDA_UI_DIR = "/var/task/ui";
+
 /** Entry files, relative to the handlers folder; each exports `handler`. */
 export const HANDLER_ENTRIES = {
   http: "http.ts",
@@ -88,7 +91,14 @@ export class Functions extends Construct {
 
     const make = (
       name: keyof typeof HANDLER_ENTRIES,
-      options: { memoryMiB: number; timeout: Duration; description: string },
+      options: {
+        memoryMiB: number;
+        timeout: Duration;
+        description: string;
+        /** More commands after bundling, given the bundle's folder. */
+        afterBundling?: (outputDir: string) => string[];
+        environment?: Record<string, string>;
+      },
     ): nodejs.NodejsFunction => {
       const logGroup = new logs.LogGroup(this, `${name}Logs`, {
         retention: props.logRetention,
@@ -118,6 +128,7 @@ export class Functions extends Construct {
           ...POWERTOOLS_ENV,
           [ENV.config]: LAMBDA_CONFIG_PATH,
           NODE_OPTIONS: "--enable-source-maps",
+          ...options.environment,
         },
         bundling: {
           forceDockerBundling: false,
@@ -139,6 +150,7 @@ export class Functions extends Construct {
             // Handlers read the same config file as the CDK app (LONGRUN_CONFIG).
             afterBundling: (_inputDir: string, outputDir: string) => [
               `cp "${props.configPath}" "${join(outputDir, configFile)}"`,
+              ...(options.afterBundling?.(outputDir) ?? []),
             ],
           },
         },
@@ -151,6 +163,11 @@ export class Functions extends Construct {
       memoryMiB: 1024,
       timeout: Duration.seconds(29),
       description: "longrun HTTP API (API Gateway HTTP API, payload v2)",
+      // The dashboard is built by the project's own script into the bundle it is served from.
+      afterBundling: (outputDir) => [
+        `node --import tsx "${join(props.projectRoot, "functions", "dashboard", "build.ts")}" "${join(outputDir, basename(LAMBDA_UI_DIR))}"`,
+      ],
+      environment: { [ENV.uiDir]: LAMBDA_UI_DIR },
     });
     this.dispatcher = make("dispatcher", {
       memoryMiB: 512,

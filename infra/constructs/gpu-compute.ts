@@ -3,6 +3,7 @@ import * as batch from "aws-cdk-lib/aws-batch";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as iam from "aws-cdk-lib/aws-iam";
 import { Construct } from "constructs";
+import { JOB_TAGS } from "../../functions/adapters/aws/batch-compute.ts";
 
 /** Props of {@link GpuCompute}. */
 export interface GpuComputeProps {
@@ -43,6 +44,12 @@ export class GpuCompute extends Construct {
   readonly instanceRole: iam.Role;
   /** The job queue every longrun queue submits to (LONGRUN_BATCH_JOB_QUEUE). */
   readonly jobQueue: batch.JobQueue;
+  /**
+   * Launch template of the job instances: IMDSv2 only, with a hop limit of 1 so that a
+   * container (one hop further, behind the Docker bridge) cannot reach the instance
+   * metadata service and the instance role's credentials.
+   */
+  readonly launchTemplate: ec2.LaunchTemplate;
 
   constructor(scope: Construct, id: string, props: GpuComputeProps) {
     super(scope, id);
@@ -84,8 +91,8 @@ export class GpuCompute extends Construct {
       subnets: [subnets],
     });
     if (natGateways === 0) {
-      // Without NAT these are what lets an instance join its ECS cluster, pull the image and
-      // ship logs. With NAT they would only save data-processing charges, so they are left out.
+      // Without NAT these are what lets an instance join its ECS cluster, pull the image,
+      // ship logs and scope a job's credentials (STS). With NAT they would only save data-processing charges, so they are left out.
       const interfaceServices: Record<string, ec2.InterfaceVpcEndpointAwsService> = {
         EcrApi: ec2.InterfaceVpcEndpointAwsService.ECR,
         EcrDocker: ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
@@ -93,6 +100,8 @@ export class GpuCompute extends Construct {
         Ecs: ec2.InterfaceVpcEndpointAwsService.ECS,
         EcsAgent: ec2.InterfaceVpcEndpointAwsService.ECS_AGENT,
         EcsTelemetry: ec2.InterfaceVpcEndpointAwsService.ECS_TELEMETRY,
+        // The job runner assumes its request's scoped role before the job starts.
+        Sts: ec2.InterfaceVpcEndpointAwsService.STS,
       };
       for (const [name, service] of Object.entries(interfaceServices)) {
         const endpoint = this.vpc.addInterfaceEndpoint(name, {
@@ -118,11 +127,19 @@ export class GpuCompute extends Construct {
     });
     const instanceRole = this.instanceRole;
 
+    this.launchTemplate = new ec2.LaunchTemplate(this, "LaunchTemplate", {
+      requireImdsv2: true,
+      httpTokens: ec2.LaunchTemplateHttpTokens.REQUIRED,
+      httpPutResponseHopLimit: 1,
+      httpEndpoint: true,
+    });
+
     const common: batch.ManagedEc2EcsComputeEnvironmentProps = {
       vpc: this.vpc,
       vpcSubnets: subnets,
       securityGroups: [this.securityGroup],
       instanceRole,
+      launchTemplate: this.launchTemplate,
       // Idle costs nothing: Batch terminates every instance once no job is runnable.
       minvCpus: 0,
       maxvCpus: props.maxvCpus,
@@ -182,8 +199,10 @@ export class GpuCompute extends Construct {
   }
 
   /**
-   * SubmitJob to this job queue (with any of `jobDefinitionArns`), plus the read calls of
-   * Batch that have no resource-level permissions (DescribeJobs, ListJobs).
+   * SubmitJob to this job queue (with any of `jobDefinitionArns`), tagging the new job with
+   * JOB_TAGS (Batch authorizes tags on create as batch:TagResource on the new job), plus
+   * the read calls of Batch that have no resource-level permissions (DescribeJobs,
+   * ListJobs).
    */
   grantSubmit(grantee: iam.IGrantable, jobDefinitionArns: readonly string[]): iam.Grant {
     const submit = iam.Grant.addToPrincipal({
@@ -191,18 +210,40 @@ export class GpuCompute extends Construct {
       actions: ["batch:SubmitJob"],
       resourceArns: [this.jobQueue.jobQueueArn, ...jobDefinitionArns],
     });
-    return submit.combine(this.grantDescribe(grantee));
+    const tag = iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["batch:TagResource"],
+      resourceArns: [this.jobArns],
+      // Only longrun's tag keys, and the job-queue tag only with this deployment's queue: a
+      // job tagged here is one TerminateJob may then stop.
+      conditions: {
+        "ForAllValues:StringEquals": { "aws:TagKeys": Object.values(JOB_TAGS) },
+        StringEquals: { [`aws:RequestTag/${JOB_TAGS.jobQueue}`]: this.jobQueue.jobQueueArn },
+      },
+    });
+    return submit.combine(tag).combine(this.grantDescribe(grantee));
   }
 
-  /** TerminateJob on jobs of this account and region (Batch scopes it to job ARNs only). */
+  /**
+   * TerminateJob on the jobs longrun submitted to this job queue only: the job-queue tag it
+   * puts on every job at SubmitJob (JOB_TAGS). Batch names jobs by ids assigned at submit,
+   * so the ARN alone cannot be narrower than `job/*`.
+   */
   grantTerminate(grantee: iam.IGrantable): iam.Grant {
     return iam.Grant.addToPrincipal({
       grantee,
       actions: ["batch:TerminateJob"],
-      // Pseudo parameters rather than Stack.formatArn: the ARN (and the cdk-nag finding that
-      // names it) then stays the same whether or not the stack has a concrete env.
-      resourceArns: [`arn:${Aws.PARTITION}:batch:${Aws.REGION}:${Aws.ACCOUNT_ID}:job/*`],
+      resourceArns: [this.jobArns],
+      conditions: {
+        StringEquals: { [`aws:ResourceTag/${JOB_TAGS.jobQueue}`]: this.jobQueue.jobQueueArn },
+      },
     });
+  }
+
+  // Pseudo parameters rather than Stack.formatArn: the ARN (and the cdk-nag finding that
+  // names it) then stays the same whether or not the stack has a concrete env.
+  private get jobArns(): string {
+    return `arn:${Aws.PARTITION}:batch:${Aws.REGION}:${Aws.ACCOUNT_ID}:job/*`;
   }
 
   /** DescribeJobs and ListJobs: Batch supports no resource restriction for them. */

@@ -8,6 +8,11 @@ import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as logs from "aws-cdk-lib/aws-logs";
 import { Construct } from "constructs";
+import { REQUEST_SESSION_TAG } from "../../functions/adapters/aws/definitions.ts";
+import {
+  REQUEST_ID_POLICY_VARIABLE,
+  requestScopeStatements,
+} from "../../functions/adapters/aws/job-scope.ts";
 import { AWS_ENV } from "../../functions/config/env.ts";
 import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { DataBucket } from "./data-bucket.ts";
@@ -56,11 +61,17 @@ export interface JobDefinitionsProps {
   readonly internetAccess: boolean;
 }
 
-/** One queue's job definition and the role its containers run with. */
+/** One queue's job definition and the roles its containers run with. */
 export interface QueueJob {
   readonly queue: string;
   readonly definition: batch.EcsJobDefinition;
+  /** The task role: it may only assume {@link scopedRole} with a request's session tag. */
   readonly role: iam.Role;
+  /**
+   * What a job may touch, per request: its policies name objects and the item through the
+   * session's request tag (job-scope.ts). The runner assumes it for its own request.
+   */
+  readonly scopedRole: iam.Role;
 }
 
 /**
@@ -88,14 +99,32 @@ export class JobDefinitions extends Construct {
       const holder = new Construct(this, scopeId);
       const role = new iam.Role(holder, "JobRole", {
         assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-        description: `longrun job role of queue ${queue.name}`,
+        description: `longrun job role of queue ${queue.name}: assumes the scoped role only`,
       });
-      // SPEC §4 on S3: read the input, restore/save checkpoints, upload outputs and logs.
-      props.data.grantReadPrefix(role, "inputs");
-      props.data.grantReadWritePrefix(role, "checkpoints");
-      props.data.grantPutPrefix(role, "outputs");
-      props.data.grantPutPrefix(role, "logs");
-      props.table.grantProgressUpdate(role);
+      const scopedRole = new iam.Role(holder, "ScopedRole", {
+        // Only this queue's task role, only with one request tag and no other tag.
+        assumedBy: new iam.ArnPrincipal(role.roleArn).withSessionTags().withConditions({
+          StringLike: { [`aws:RequestTag/${REQUEST_SESSION_TAG}`]: "?*" },
+          "ForAllValues:StringEquals": { "aws:TagKeys": [REQUEST_SESSION_TAG] },
+        }),
+        description: `longrun job scope of queue ${queue.name}: one request per session`,
+        // Role chaining caps a session at one hour anyway; the runner refreshes it.
+        maxSessionDuration: Duration.hours(1),
+      });
+      // SPEC §4 on S3 and the progress item, for the session's request only.
+      for (const statement of requestScopeStatements({
+        bucketArn: props.data.bucket.bucketArn,
+        tableArn: props.table.table.tableArn,
+        requestId: REQUEST_ID_POLICY_VARIABLE,
+      })) {
+        scopedRole.addToPrincipalPolicy(iam.PolicyStatement.fromJson(statement));
+      }
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ["sts:AssumeRole", "sts:TagSession"],
+          resources: [scopedRole.roleArn],
+        }),
+      );
 
       const image = this.image(holder, queue, props);
       const timeoutSeconds = Math.max(
@@ -113,6 +142,7 @@ export class JobDefinitions extends Construct {
             ...queue.env,
             [AWS_ENV.table]: props.table.tableName,
             [AWS_ENV.bucket]: props.data.bucketName,
+            [AWS_ENV.jobScopedRole]: scopedRole.roleArn,
           },
           jobRole: role,
           logging: ecs.LogDriver.awsLogs({
@@ -125,7 +155,7 @@ export class JobDefinitions extends Construct {
         retryStrategies: retryStrategies(),
         propagateTags: true,
       });
-      jobs.set(queue.name, { queue: queue.name, definition, role });
+      jobs.set(queue.name, { queue: queue.name, definition, role, scopedRole });
     }
     this.jobs = jobs;
   }

@@ -7,6 +7,7 @@ import * as sns from "aws-cdk-lib/aws-sns";
 import * as subscriptions from "aws-cdk-lib/aws-sns-subscriptions";
 import type * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
+import { CLOUDWATCH_METRICS } from "../../functions/metrics/figures.ts";
 import { POWERTOOLS_ENV } from "./functions.ts";
 
 /**
@@ -24,6 +25,17 @@ export const SWEEP_METRICS = {
   stuckStarting: "StuckStartingRequests",
   /** Age of the oldest QUEUED request of the queue, 0 when none (unit Seconds). */
   oldestQueuedAge: "OldestQueuedAgeSeconds",
+} as const;
+
+/**
+ * The FAILED-rate alarm of each queue: over {@link FAILED_RATE_ALARM.period}, the share of
+ * the queue's finished requests that FAILED, once at least `minFailed` did (one failure of
+ * one request is no trend).
+ */
+export const FAILED_RATE_ALARM = {
+  period: Duration.minutes(15),
+  percent: 25,
+  minFailed: 3,
 } as const;
 
 /** Props of {@link Operations}. */
@@ -132,6 +144,48 @@ export class Operations extends Construct {
       );
     }
 
+    // SPEC §2's figures, published by the handlers in embedded metric format.
+    const figure = (
+      name: string,
+      dimensions: Record<string, string>,
+      statistic: string,
+      period = five,
+    ) =>
+      new cloudwatch.Metric({
+        namespace: SWEEP_METRICS.namespace,
+        metricName: name,
+        dimensionsMap: { ...SWEEP_METRICS.serviceDimension, ...dimensions },
+        period,
+        statistic,
+      });
+    const finished = (queue: string, status: string, period = five) =>
+      figure(CLOUDWATCH_METRICS.finished, { queue, status }, "Sum", period);
+    for (const queue of props.queues) {
+      const period = FAILED_RATE_ALARM.period;
+      const f = "FILL(f, 0)";
+      const total = `(FILL(s, 0) + ${f} + FILL(c, 0) + FILL(e, 0))`;
+      add(
+        new cloudwatch.Alarm(this, `FailedRate-${queue.name}`, {
+          alarmDescription: `At least ${FAILED_RATE_ALARM.percent} % of the requests of ${queue.name} that finished in ${period.toMinutes()} minutes FAILED (and at least ${FAILED_RATE_ALARM.minFailed} did): look at their errors and logs`,
+          metric: new cloudwatch.MathExpression({
+            expression: `IF(${f} >= ${FAILED_RATE_ALARM.minFailed}, 100 * ${f} / ${total}, 0)`,
+            usingMetrics: {
+              s: finished(queue.name, "SUCCEEDED", period),
+              f: finished(queue.name, "FAILED", period),
+              c: finished(queue.name, "CANCELLED", period),
+              e: finished(queue.name, "EXPIRED", period),
+            },
+            period,
+            label: `FAILED % of finished, ${queue.name}`,
+          }),
+          threshold: FAILED_RATE_ALARM.percent,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+      );
+    }
+
     this.dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
       defaultInterval: Duration.hours(6),
     });
@@ -173,6 +227,36 @@ export class Operations extends Construct {
         left: props.queues.map((q) => sweepMetric(SWEEP_METRICS.stuckStarting, q.name, "Maximum")),
         right: props.queues.map((q) =>
           sweepMetric(SWEEP_METRICS.oldestQueuedAge, q.name, "Maximum"),
+        ),
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: "Requests: submitted and finished by status",
+        left: props.queues.flatMap((q) => [
+          figure(CLOUDWATCH_METRICS.submitted, { queue: q.name }, "Sum"),
+          ...["SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"].map((status) =>
+            finished(q.name, status),
+          ),
+        ]),
+      }),
+      new cloudwatch.GraphWidget({
+        title: "Queued / starting / running (sweep)",
+        left: props.queues.flatMap((q) =>
+          ["QUEUED", "STARTING", "RUNNING"].map((status) =>
+            figure(CLOUDWATCH_METRICS.queueRequests, { queue: q.name, status }, "Maximum"),
+          ),
+        ),
+      }),
+      new cloudwatch.GraphWidget({
+        title: "Wait (submit to RUNNING) and run per attempt, p90 (s)",
+        left: props.queues.map((q) => figure(CLOUDWATCH_METRICS.wait, { queue: q.name }, "p90")),
+        right: props.queues.map((q) => figure(CLOUDWATCH_METRICS.run, { queue: q.name }, "p90")),
+      }),
+      new cloudwatch.GraphWidget({
+        title: "Webhook tries",
+        left: ["delivered", "failed"].map((result) =>
+          figure(CLOUDWATCH_METRICS.webhookDeliveries, { result }, "Sum"),
         ),
       }),
     );

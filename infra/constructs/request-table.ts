@@ -8,6 +8,7 @@ import {
   TABLE_STREAM_VIEW,
   TTL_ATTRIBUTE,
 } from "../../functions/adapters/aws/definitions.ts";
+import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
 
 /** Props of {@link RequestTable}. */
 export interface RequestTableProps {
@@ -74,30 +75,34 @@ export class RequestTable extends Construct {
       grantee,
       actions: ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
       resourceArns: [this.table.tableArn],
-      conditions: { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["WHORD#*"] } },
+      conditions: leadingKeys(`${ITEM_KIND.webhookOrder.pkPrefix}*`),
+    });
+  }
+
+  /**
+   * GetItem and PutItem on webhook-secret items only (`pk` starting `WHSEC#`): what the
+   * webhooks handler needs for tenants' secrets. No request item, no index, no other action.
+   */
+  grantWebhookSecrets(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["dynamodb:GetItem", "dynamodb:PutItem"],
+      resourceArns: [this.table.tableArn],
+      conditions: leadingKeys(`${ITEM_KIND.webhookSecret.pkPrefix}*`),
     });
   }
 
   /** Item reads, writes and transactions on the table and its indexes (the handlers). */
-  /** GetItem and PutItem only: what the webhooks handler needs for tenants' secrets. */
-  grantWebhookSecrets(grantee: iam.IGrantable): iam.Grant {
-    return this.table.grant(grantee, "dynamodb:GetItem", "dynamodb:PutItem");
-  }
-
   grantReadWriteData(grantee: iam.IGrantable): iam.Grant {
     return this.table.grantReadWriteData(grantee);
   }
+}
 
-  /**
-   * UpdateItem on request items only (`pk` starting `REQ#`): what a running job needs to
-   * report progress and heartbeats. No reads, no deletes, no other item kinds.
-   */
-  grantProgressUpdate(grantee: iam.IGrantable): iam.Grant {
-    return iam.Grant.addToPrincipal({
-      grantee,
-      actions: ["dynamodb:UpdateItem"],
-      resourceArns: [this.table.tableArn],
-      conditions: { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["REQ#*"] } },
-    });
-  }
+/**
+ * A condition that every partition key the call touches matches `pattern`. ForAllValues
+ * alone would also hold for a call naming no key (a Scan): the actions granted with it are
+ * all single-item ones, which always name their key.
+ */
+export function leadingKeys(pattern: string): Record<string, Record<string, string[]>> {
+  return { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": [pattern] } };
 }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { dirname } from "node:path";
 import { CfnOutput, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
 import type * as logs from "aws-cdk-lib/aws-logs";
@@ -15,7 +16,7 @@ import { Queues } from "../constructs/queues.ts";
 import { RequestTable } from "../constructs/request-table.ts";
 import { SweepSchedule } from "../constructs/sweep-schedule.ts";
 import { applyNagAcknowledgements } from "../nag.ts";
-import type { DeploySettings } from "../settings.ts";
+import { type DeploySettings, TENANT_NAME } from "../settings.ts";
 
 /** Props of {@link LongrunStack}. */
 export interface LongrunStackProps extends StackProps {
@@ -38,6 +39,41 @@ const RETENTION_STEPS = [
 export function logRetentionFor(days: number): logs.RetentionDays {
   const step = RETENTION_STEPS.find((d) => d >= days) ?? 3653;
   return step as logs.RetentionDays;
+}
+
+/**
+ * The tenants to give a machine client: those named in context, then those the config's
+ * `tenants` overrides name (SPEC §1), so an override always has a client to apply to.
+ */
+export function tenantNames(
+  settings: Pick<DeploySettings, "tenants">,
+  queues: readonly object[],
+): string[] {
+  const names = new Set(settings.tenants);
+  for (const queue of queues) {
+    // Read by shape: the overrides are optional in the config.
+    const overrides = (queue as { tenants?: Record<string, unknown> }).tenants;
+    for (const name of Object.keys(overrides ?? {})) {
+      if (!TENANT_NAME.test(name)) {
+        throw new Error(
+          `tenant ${JSON.stringify(name)} of the config cannot name a machine client`,
+        );
+      }
+      names.add(name);
+    }
+  }
+  return [...names];
+}
+
+/**
+ * Output ids must be alphanumeric: a name with other characters keeps its letters and
+ * digits plus a short hash of the whole name, so `team.b` and `teamb` never share an id.
+ */
+function outputSuffix(tenant: string): string {
+  const alnum = tenant.replace(/[^A-Za-z0-9]/g, "");
+  return alnum === tenant
+    ? tenant
+    : `${alnum}${createHash("sha256").update(tenant).digest("hex").slice(0, 6)}`;
 }
 
 /**
@@ -127,6 +163,11 @@ export class LongrunStack extends Stack {
     data.grantReadWritePrefix(functions.http, "inputs");
     data.grantReadPrefix(functions.http, "outputs");
     data.grantReadPrefix(functions.http, "logs");
+    // Uploads: POST /v1/uploads presigns PUTs (the URL acts with the signer's rights), GET
+    // and submit HEAD them, submit copies them under inputs/; a retry copies the old
+    // request's checkpoint to the new one's.
+    data.grantReadWritePrefix(functions.http, "uploads");
+    data.grantReadWritePrefix(functions.http, "checkpoints");
     jobs.grantReadLogs(functions.http);
     compute.grantTerminate(functions.http);
     // dispatcher: SubmitJob, and ListJobs by name before any resubmission.
@@ -150,6 +191,7 @@ export class LongrunStack extends Stack {
     const api = new Api(this, "Api", {
       handler: functions.http,
       auth: settings.auth,
+      tenants: settings.auth.kind === "cognito" ? tenantNames(settings, queues) : [],
       throttle: {
         rateLimit: settings.throttleRateLimit,
         burstLimit: settings.throttleBurstLimit,
@@ -183,6 +225,17 @@ export class LongrunStack extends Stack {
       new CfnOutput(this, "TokenScope", {
         value: `${API_SCOPE.resourceServer}/${API_SCOPE.scope}`,
       });
+    }
+    for (const [tenant, client] of api.tenantClients) {
+      new CfnOutput(this, `TenantClientId${outputSuffix(tenant)}`, {
+        value: client.userPoolClientId,
+        description: `client_id of tenant ${tenant}`,
+      });
+    }
+    if (api.userPool) {
+      // Only the HTTP handler authenticates; the map turns a token's client_id into a name.
+      // Resolved at synth, so a named client added to `api` later is in it too.
+      functions.http.addEnvironment(AWS_ENV.tenantClients, api.tenantClientsJson);
     }
     new CfnOutput(this, "BucketName", { value: data.bucketName });
     new CfnOutput(this, "TableName", { value: table.tableName });

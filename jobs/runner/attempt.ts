@@ -6,8 +6,9 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { lchown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { delimiter, join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { JOB_ENV } from "../../functions/config/env.ts";
 import { EMPTY_FOLDER, folderSignature } from "./checkpoint-signature.ts";
@@ -17,6 +18,12 @@ import { encodeJobRef, processStartTime, signalGroup } from "./process-group.ts"
 export interface AttemptStorage {
   /** Fills `dir` (empty, existing) with the last saved checkpoint; nothing on a first attempt. */
   restoreCheckpoint(dir: string): Promise<void>;
+  /**
+   * Fills `dir` (empty, existing) with the request's input files, read-only (SPEC §4
+   * LONGRUN_INPUT_DIR); nothing when it has none. Optional: a storage without it gives
+   * every job an empty folder.
+   */
+  restoreInputs?(dir: string): Promise<void>;
   /**
    * Saves `dir` as the new checkpoint atomically: a reader never sees a half-saved one. The
    * runner skips the call when the folder is what was last restored or saved (see
@@ -48,7 +55,7 @@ export interface AttemptOptions {
   /** Identity of the attempt, exported to the job as LONGRUN_* variables. */
   job: { requestId: string; queue: string; attempt: number };
   /**
-   * A folder owned by this attempt; it is emptied first and holds input.json, output/,
+   * A folder owned by this attempt; it is emptied first and holds input.json, input/, output/,
    * checkpoint/, progress.json and the runner's own {@link AttemptPaths.clockFile}. The
    * caller removes it when the attempt has ended.
    */
@@ -75,6 +82,11 @@ export interface AttemptOptions {
   pollIntervalMs?: number;
   /** Stops the attempt when aborted (same as {@link AttemptHandle.stop} with its reason). */
   signal?: AbortSignal;
+  /**
+   * Run the job as this user and group (the runner runs as root). The prepared work dir is
+   * handed over to it first; supplementary groups are dropped at spawn.
+   */
+  user?: { uid: number; gid: number };
 }
 
 export interface AttemptStarted {
@@ -114,6 +126,8 @@ export interface AttemptHandle {
 /** Paths of the job contract inside a work dir. */
 export interface AttemptPaths {
   inputFile: string;
+  /** LONGRUN_INPUT_DIR: the request's uploaded files. */
+  inputDir: string;
   outputDir: string;
   checkpointDir: string;
   progressFile: string;
@@ -125,6 +139,7 @@ export interface AttemptPaths {
 export function attemptPaths(workDir: string): AttemptPaths {
   return {
     inputFile: join(workDir, "input.json"),
+    inputDir: join(workDir, "input"),
     outputDir: join(workDir, "output"),
     checkpointDir: join(workDir, "checkpoint"),
     progressFile: join(workDir, "progress.json"),
@@ -164,6 +179,30 @@ export function baseJobEnv(from: NodeJS.ProcessEnv = process.env): Record<string
     if (value !== undefined) env[name] = value;
   }
   return env;
+}
+
+/**
+ * The source folder of the `longrun` Python package (jobs/python/src) when the runner runs
+ * from a checkout: {@link withPythonPackage} puts it on every job's PYTHONPATH, so a Python
+ * job of the embedded server can `import longrun` without installing it. Where the runner
+ * is bundled alone (the Batch image) the folder is absent and the image installs the
+ * package with pip instead.
+ */
+const PYTHON_PACKAGE_SRC = resolve(import.meta.dirname, "../python/src");
+const pythonPackageSrc = existsSync(join(PYTHON_PACKAGE_SRC, "longrun", "__init__.py"))
+  ? PYTHON_PACKAGE_SRC
+  : null;
+
+/**
+ * `env` with the longrun Python package's source folder appended to PYTHONPATH: after any
+ * folders the queue's env names, so a job that brings its own copy keeps it.
+ */
+export function withPythonPackage(env: Record<string, string>): Record<string, string> {
+  if (pythonPackageSrc === null) return env;
+  const path = env.PYTHONPATH
+    ? `${env.PYTHONPATH}${delimiter}${pythonPackageSrc}`
+    : pythonPackageSrc;
+  return { ...env, PYTHONPATH: path };
 }
 
 /** Lines longer than this are cut so a job printing without newlines cannot exhaust memory. */
@@ -233,6 +272,16 @@ async function freshDir(dir: string): Promise<void> {
   if (created !== undefined) return;
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
+}
+
+/** Gives `dir` and everything in it to `uid:gid`; links are changed, not their targets. */
+async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
+  await lchown(dir, uid, gid);
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) await chownTree(path, uid, gid);
+    else await lchown(path, uid, gid);
+  }
 }
 
 /**
@@ -320,15 +369,20 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
         return names.length === 0 ? EMPTY_FOLDER : null;
       });
       // Settled, not raced: nothing may still write into the folder once this returns.
-      const [output, input, restore] = await Promise.allSettled([
+      const inputs = mkdir(paths.inputDir).then(() =>
+        options.storage.restoreInputs?.(paths.inputDir),
+      );
+      const [output, input, restore, files] = await Promise.allSettled([
         mkdir(paths.outputDir),
         writeFile(paths.inputFile, JSON.stringify(options.input ?? null)),
         restored,
+        inputs,
       ]);
-      for (const step of [output, input, restore]) {
+      for (const step of [output, input, restore, files]) {
         if (step.status === "rejected") throw step.reason;
       }
       if (restore.status === "fulfilled") savedCheckpoint = restore.value;
+      if (options.user) await chownTree(options.workDir, options.user.uid, options.user.gid);
     } catch (error) {
       const message = `could not prepare the attempt: ${describeError(error)}`;
       rejectStarted(new Error(message, { cause: error }));
@@ -351,6 +405,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       [JOB_ENV.queue]: options.job.queue,
       [JOB_ENV.attempt]: String(options.job.attempt),
       [JOB_ENV.inputFile]: paths.inputFile,
+      [JOB_ENV.inputDir]: paths.inputDir,
       [JOB_ENV.outputDir]: paths.outputDir,
       [JOB_ENV.checkpointDir]: paths.checkpointDir,
       [JOB_ENV.progressFile]: paths.progressFile,
@@ -358,8 +413,9 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
 
     const proc = spawn(program, args, {
       cwd: options.workDir,
-      env,
+      env: withPythonPackage(env),
       detached: true,
+      ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
       stdio: ["ignore", "pipe", "pipe"],
     });
     child = proc;

@@ -15,11 +15,18 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
+import { STSClient } from "@aws-sdk/client-sts";
 import { DynamoDBDocumentClient, UpdateCommand } from "@aws-sdk/lib-dynamodb";
 import { FIRST_ATTEMPT_ENV } from "../../functions/adapters/aws/batch-events.ts";
+import { type ProgressUpdate, progressUpdateInput } from "../../functions/adapters/aws/items.ts";
 import { S3AttemptStorage, S3InputStore } from "../../functions/adapters/aws/s3-storage.ts";
 import { AWS_ENV, JOB_ENV } from "../../functions/config/env.ts";
 import { type AttemptResult, startAttempt } from "./attempt.ts";
+import {
+  ScopedCredentials,
+  type ServedCredentials,
+  withServedCredentials,
+} from "./scoped-credentials.ts";
 
 /**
  * Variables the Batch entrypoint reads besides {@link JOB_ENV}'s request id and queue and
@@ -36,6 +43,12 @@ export const BATCH_ENV = {
   cancelGraceSeconds: "LONGRUN_CANCEL_GRACE_SECONDS",
   /** Folder for the attempt's work dir (default: the OS temp dir). */
   workRoot: "LONGRUN_WORK_ROOT",
+  /**
+   * Set by the job definition: the queue's scoped role. The runner assumes it for its own
+   * request and hands only those credentials to the job (scoped-credentials.ts). Unset
+   * (emulators, runs outside Batch): the job inherits the container's credentials.
+   */
+  scopedRoleArn: AWS_ENV.jobScopedRole,
 } as const;
 
 /** What the entrypoint was asked to run, parsed from its environment and argv. */
@@ -51,15 +64,8 @@ export interface BatchAttemptConfig {
   workRoot: string;
 }
 
-/** A progress report or heartbeat for the request item. */
-export interface ProgressUpdate {
-  requestId: string;
-  attempt: number;
-  /** Epoch ms of this write; stored as the item's heartbeat. */
-  heartbeatAt: number;
-  /** New progress (`updatedAt` epoch ms); absent for a heartbeat alone. */
-  progress?: { current: number; total: number | null; message: string | null; updatedAt: number };
-}
+/** A progress report or heartbeat for the request item (its layout lives in items.ts). */
+export type { ProgressUpdate };
 
 /**
  * Writes a progress update to the request item. Resolves `false` when the item refused it
@@ -84,6 +90,11 @@ export interface BatchAttemptDeps {
   pollIntervalMs?: number;
   /** Told when `runAttempt` is underway (tests use it to know the job was spawned). */
   onStarted?: (pid: number) => void;
+  /**
+   * Credentials to serve the job instead of the container's (see scoped-credentials.ts);
+   * the entrypoint passes the same ones its `s3` and `writeProgress` use.
+   */
+  jobCredentials?: Pick<ScopedCredentials, "serve">;
   clock?: () => number;
 }
 
@@ -240,7 +251,16 @@ export async function runBatchAttempt(
   signals.on("SIGTERM", onSignal);
   signals.on("SIGINT", onSignal);
   let heartbeat: NodeJS.Timeout | undefined;
+  let served: ServedCredentials | undefined;
   try {
+    if (deps.jobCredentials) {
+      try {
+        served = await deps.jobCredentials.serve();
+      } catch (error) {
+        note(`could not assume the request's scoped role: ${(error as Error).message}`);
+        return 1;
+      }
+    }
     const stored = await new S3InputStore(deps.s3, config.bucket).getInput(requestId);
     if (stored === null) {
       note(`no input stored for ${requestId} in s3://${config.bucket}`);
@@ -258,7 +278,7 @@ export async function runBatchAttempt(
       storage,
       timeoutSeconds: config.timeoutSeconds,
       cancelGraceSeconds: config.cancelGraceSeconds,
-      baseEnv: jobBaseEnv(env),
+      baseEnv: served ? withServedCredentials(jobBaseEnv(env), served.env) : jobBaseEnv(env),
       ...(deps.pollIntervalMs ? { pollIntervalMs: deps.pollIntervalMs } : {}),
       logSink: (line, stream) => {
         (stream === "stdout" ? deps.stdout : deps.stderr).write(`${line}\n`);
@@ -286,17 +306,15 @@ export async function runBatchAttempt(
     clearInterval(heartbeat);
     signals.off("SIGTERM", onSignal);
     signals.off("SIGINT", onSignal);
+    await served?.close();
     if (workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
   }
 }
 
-/** Statuses during which the runner may write progress (the item's `status` attribute). */
-const ACTIVE = ["STARTING", "RUNNING"] as const;
-
 /**
- * The production {@link ProgressWriter}: one conditional UpdateItem on the request item
- * (pk `REQ#<id>`, sk `REQ`), applied only while it is STARTING or RUNNING at this attempt,
- * so a late write of an old attempt or of a finished request changes nothing.
+ * The production {@link ProgressWriter}: one conditional UpdateItem on the request item,
+ * built by items.ts (applied only while the request is STARTING or RUNNING at this attempt,
+ * bumping `rev` as every writer must).
  */
 export function dynamoProgressWriter(
   client: DynamoDBClient | DynamoDBDocumentClient,
@@ -307,37 +325,8 @@ export function dynamoProgressWriter(
       ? client
       : DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
   return async (update) => {
-    const sets = ["#heartbeatAt = :heartbeatAt"];
-    // The request store bumps `rev` on every write of an item; its claims condition on it.
-    const values: Record<string, unknown> = {
-      ":heartbeatAt": update.heartbeatAt,
-      ":attempt": update.attempt,
-      ":starting": ACTIVE[0],
-      ":running": ACTIVE[1],
-      ":one": 1,
-    };
-    const names: Record<string, string> = {
-      "#heartbeatAt": "heartbeatAt",
-      "#status": "status",
-      "#attempt": "attempt",
-      "#rev": "rev",
-    };
-    if (update.progress) {
-      sets.push("#progress = :progress");
-      names["#progress"] = "progress";
-      values[":progress"] = update.progress;
-    }
     try {
-      await doc.send(
-        new UpdateCommand({
-          TableName: table,
-          Key: { pk: `REQ#${update.requestId}`, sk: "REQ" },
-          UpdateExpression: `SET ${sets.join(", ")} ADD #rev :one`,
-          ConditionExpression: "#status IN (:starting, :running) AND #attempt = :attempt",
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-        }),
-      );
+      await doc.send(new UpdateCommand(progressUpdateInput(table, update)));
       return true;
     } catch (error) {
       if ((error as { name?: string }).name === "ConditionalCheckFailedException") return false;
@@ -347,21 +336,59 @@ export function dynamoProgressWriter(
 }
 
 /** S3 client for the container; path-style addressing when an emulator endpoint is given. */
-function s3ClientFromEnv(env: NodeJS.ProcessEnv): S3Client {
+function s3ClientFromEnv(
+  env: NodeJS.ProcessEnv,
+  credentials: ScopedCredentials["provider"] | undefined,
+): S3Client {
   const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
-  return new S3Client(endpoint ? { forcePathStyle: true } : {});
+  return new S3Client({
+    ...(endpoint ? { forcePathStyle: true } : {}),
+    ...(credentials ? { credentials } : {}),
+  });
+}
+
+/**
+ * The request's scoped credentials when the job definition names a scoped role; undefined
+ * without one, or when the configuration is unusable (runBatchAttempt then reports it).
+ */
+export function scopedCredentialsFromEnv(
+  env: Readonly<Record<string, string | undefined>>,
+  argv: readonly string[],
+  sts: STSClient,
+): ScopedCredentials | undefined {
+  const roleArn = env[BATCH_ENV.scopedRoleArn];
+  if (!roleArn) return undefined;
+  let config: BatchAttemptConfig;
+  try {
+    config = parseBatchAttemptConfig(env, argv);
+  } catch {
+    return undefined;
+  }
+  return new ScopedCredentials(sts, {
+    roleArn,
+    requestId: config.requestId,
+    bucket: config.bucket,
+    table: config.table,
+  });
 }
 
 /** The entrypoint: wires real clients to {@link runBatchAttempt} and exits with its code. */
 export async function main(): Promise<void> {
-  const s3 = s3ClientFromEnv(process.env);
+  // STS itself is called with the container's (task role) credentials: all they allow.
+  const scoped = scopedCredentialsFromEnv(process.env, process.argv, new STSClient({}));
+  const credentials = scoped?.provider;
+  const s3 = s3ClientFromEnv(process.env, credentials);
   const table = process.env[AWS_ENV.table] ?? "";
   const code = await runBatchAttempt(process.env, {
     argv: process.argv,
     s3,
-    writeProgress: dynamoProgressWriter(new DynamoDBClient({}), table),
+    writeProgress: dynamoProgressWriter(
+      new DynamoDBClient(credentials ? { credentials } : {}),
+      table,
+    ),
     stdout: process.stdout,
     stderr: process.stderr,
+    ...(scoped ? { jobCredentials: scoped } : {}),
   });
   process.exitCode = code;
 }

@@ -94,6 +94,26 @@ export async function processStartTime(pid: number): Promise<string | null> {
   return parseStat(text)?.startTime ?? null;
 }
 
+/** Clock ticks per second of /proc's times: USER_HZ, fixed at 100 in Linux's user ABI. */
+const USER_HZ = 100;
+
+/**
+ * When a process with /proc start time `startTime` (clock ticks since boot, as in a job
+ * reference) started, in epoch milliseconds; null without /proc. Boot time comes from
+ * /proc/stat's `btime`.
+ */
+export async function startTimeToEpochMs(startTime: string): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile("/proc/stat", "utf8");
+  } catch {
+    return null;
+  }
+  const btime = /^btime (\d+)$/m.exec(text)?.[1];
+  if (btime === undefined) return null;
+  return Number(btime) * 1000 + Math.round((Number(startTime) * 1000) / USER_HZ);
+}
+
 /**
  * Whether any live (non-zombie) process is in group `pgid`. With /proc it scans the
  * process table because a zombie still counts for `kill(-pgid, 0)` and, where nothing

@@ -116,6 +116,7 @@ function queued(overrides: Partial<RequestRecord> = {}): RequestRecord {
     updatedAt: 0,
     attempt: 0,
     maxAttempts: 3,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 60,
     queueTtlSeconds: 3600,

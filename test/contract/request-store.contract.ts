@@ -75,6 +75,7 @@ function newScope(): Scope {
         updatedAt: 0,
         attempt: 0,
         maxAttempts: 3,
+        platformRetries: 0,
         cancelRequested: false,
         timeoutSeconds: 600,
         queueTtlSeconds,
@@ -714,6 +715,55 @@ export function describeRequestStoreContract(
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
       });
 
+      it("moves attempt and platformRetries together in a platform retry, keeping the slot", async () => {
+        // Prepare
+        const r = await put({ maxAttempts: 1 });
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({ id: r.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+
+        // Act
+        const retried = await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, platformRetries: 1, jobRef: null },
+        });
+
+        // Assess
+        expect(claim).toMatchObject({ kind: "started", request: { platformRetries: 0 } });
+        expect(retried).toMatchObject({ status: "STARTING", attempt: 2, platformRetries: 1 });
+        expect(await store.get(r.id)).toMatchObject({ attempt: 2, platformRetries: 1 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("refuses a platform retry decided on an attempt that has moved on", async () => {
+        // Prepare: the loss was already retried once (attempt 2, platformRetries 1).
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, platformRetries: 1 },
+        });
+        const before = await store.get(r.id);
+
+        // Act: a duplicate of the same loss, decided on attempt 1.
+        const late = await store.transition({
+          id: r.id,
+          from: ACTIVE_STATUSES,
+          to: RequestStatus.STARTING,
+          attempt: 1,
+          set: { attempt: 2, platformRetries: 1 },
+        });
+
+        // Assess
+        expect(late).toBeNull();
+        expect(await store.get(r.id)).toEqual(before);
+      });
+
       it("frees the queued count when a waiting request is cancelled", async () => {
         // Prepare
         const r = await put();
@@ -947,6 +997,11 @@ export function describeRequestStoreContract(
         ["JSON of the wrong shape", Buffer.from('{"a":1}').toString("base64url")],
         ["a tuple with the wrong types", Buffer.from('["x", 1]').toString("base64url")],
         ["a tuple too short", Buffer.from("[1]").toString("base64url")],
+        // Ids no store makes, which would otherwise reach a key condition: a lone surrogate
+        // (not valid UTF-8 on the wire), a key separator, an id longer than any key allows.
+        ["an id with a lone surrogate", Buffer.from('[1,"req_\\ud800"]').toString("base64url")],
+        ["an id with a separator", Buffer.from('[1,"req_a#b"]').toString("base64url")],
+        ["an id too long", Buffer.from(`[1,"${"a".repeat(700)}"]`).toString("base64url")],
         ["empty", ""],
       ])(
         "rejects a cursor that is %s as an invalid request on the cursor field",
@@ -1201,6 +1256,32 @@ export function describeRequestStoreContract(
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
       });
 
+      it("counts one loss once when several handlers retry it at the same time", async () => {
+        // Prepare: a server restart and a late event both see attempt 1 lost.
+        const r = await put();
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const stores = [store, await fx.another(), await fx.another()];
+
+        // Act
+        const results = await Promise.all(
+          stores.map((own) =>
+            own.transition({
+              id: r.id,
+              from: ACTIVE_STATUSES,
+              to: RequestStatus.STARTING,
+              attempt: 1,
+              cancelRequested: false,
+              set: { attempt: 2, platformRetries: 1, jobRef: null },
+            }),
+          ),
+        );
+
+        // Assess
+        expect(results.filter((x) => x !== null)).toHaveLength(1);
+        expect(await store.get(r.id)).toMatchObject({ attempt: 2, platformRetries: 1 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 1 });
+      });
+
       it("never exceeds maxRunning nor claims a request twice with parallel dispatchers", async () => {
         // Prepare
         const maxRunning = 3;
@@ -1216,17 +1297,22 @@ export function describeRequestStoreContract(
         let mostCounted = 0;
 
         // Act
-        // A store that leaks slots would leave the dispatchers waiting on "full" forever.
-        const deadline = Date.now() + 20_000;
+        // A store that leaks slots would leave the dispatchers waiting on "full" forever: fail
+        // when no claim succeeded for a while (a stall), not when the whole run is slow (a
+        // loaded machine and a shared emulator stretch every call).
+        let lastClaimAt = Date.now();
         const dispatcher = async (own: RequestStore): Promise<void> => {
           for (;;) {
-            if (Date.now() > deadline) throw new Error("dispatchers stopped making progress");
+            if (Date.now() - lastClaimAt > 20_000) {
+              throw new Error("dispatchers stopped making progress");
+            }
             const claim = await own.claimNext(s.queue, { maxRunning }, T0);
             if (claim.kind === "empty") return;
             if (claim.kind === "full" || claim.kind === "expired") {
               await new Promise((resolve) => setTimeout(resolve, 1));
               continue;
             }
+            lastClaimAt = Date.now();
             held++;
             mostHeld = Math.max(mostHeld, held);
             claimed.push(claim.request.id);
@@ -1246,7 +1332,7 @@ export function describeRequestStoreContract(
         expect(mostCounted).toBeLessThanOrEqual(maxRunning);
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 0, running: 0 });
         expect(await idsIn([RequestStatus.SUCCEEDED])).toHaveLength(total);
-      });
+      }, 180_000);
     });
   });
 }

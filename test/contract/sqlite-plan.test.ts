@@ -57,6 +57,7 @@ async function populate(store: SqliteRequestStore): Promise<void> {
         updatedAt: 0,
         attempt: 0,
         maxAttempts: 1,
+        platformRetries: 0,
         cancelRequested: false,
         timeoutSeconds: 60,
         queueTtlSeconds: 60,

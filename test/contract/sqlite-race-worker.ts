@@ -45,6 +45,7 @@ function newRequest(t: Extract<RaceTask, { mode: "submit" }>): RequestRecord {
     updatedAt: 0,
     attempt: 0,
     maxAttempts: 1,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 60,
     queueTtlSeconds: 3600,

@@ -58,6 +58,7 @@ function queuedRequest(queue: string, overrides: Partial<RequestRecord> = {}): R
     updatedAt: 0,
     attempt: 0,
     maxAttempts: 1,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 60,
     queueTtlSeconds: 3600,
@@ -154,6 +155,37 @@ describe("SqliteRequestStore on a file", () => {
     expect(await upgraded.position(low)).toBe(3);
     expect(await upgraded.position(high)).toBe(0);
     expect(next).toMatchObject({ kind: "created", position: 2 });
+  });
+
+  it("upgrades a schema 2 file: its requests read as never retried by the platform", async () => {
+    // Prepare: a file as schema 2 left it (no platform_retries column), a request in it.
+    const old = new SqliteRequestStore(path);
+    const r = queuedRequest("q", { createdAt: T0 });
+    await old.submit(r, null, { maxQueued: 10, retryAfterSeconds: 1 });
+    old.close();
+    const raw = new Database(path);
+    raw.exec("ALTER TABLE requests DROP COLUMN platform_retries");
+    raw.pragma("user_version = 2");
+    raw.close();
+
+    // Act
+    const upgraded = new SqliteRequestStore(path);
+    toClose.push(upgraded);
+    const claim = await upgraded.claimNext("q", { maxRunning: 1 }, T0);
+    const retried =
+      claim.kind === "started"
+        ? await upgraded.transition({
+            id: r.id,
+            from: ["STARTING"],
+            attempt: 1,
+            set: { attempt: 2, platformRetries: 1 },
+          })
+        : null;
+
+    // Assess
+    expect(claim).toMatchObject({ kind: "started", request: { platformRetries: 0 } });
+    expect(retried).toMatchObject({ attempt: 2, platformRetries: 1 });
+    expect(await upgraded.get(r.id)).toMatchObject({ attempt: 2, platformRetries: 1 });
   });
 
   it("gives the exact position at submit even for a request dated before others of its priority", async () => {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Hold } from "../helpers/hold.ts";
 import { BACKENDS, demoQueue, TestServer } from "../helpers/server.ts";
 
 /** Black-box checks of every route's contract (SPEC §2) against a real server, on each backend. */
@@ -6,15 +7,20 @@ describe.each(BACKENDS)("HTTP API (%s backend, e2e)", (backend) => {
   const server = new TestServer({
     backend,
     queues: {
-      // maxRunning is tiny and jobs are slow so requests stay QUEUED while we look at them.
+      // maxRunning is tiny and jobs hold so requests stay QUEUED while we look at them.
       work: demoQueue({ maxRunning: 1, maxQueued: 50 }),
       tiny: demoQueue({ maxRunning: 1, maxQueued: 2 }),
     },
   });
-  const slow = { steps: 50, sleepMs: 100 };
+  // Never released: a job of this input runs until the server goes, however slow the machine.
+  const hold = new Hold();
+  const slow = { steps: 1, sleepMs: 1, holdFile: hold.path };
 
   beforeAll(() => server.start());
-  afterAll(() => server.dispose());
+  afterAll(async () => {
+    await server.dispose();
+    hold.dispose();
+  });
 
   it("answers health and the OpenAPI document without a token", async () => {
     const health = await server.fetch("/v1/health", { token: null });

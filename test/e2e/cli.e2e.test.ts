@@ -4,12 +4,23 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { progressView } from "../../functions/cli/format.ts";
 import type { LongrunRequest } from "../../functions/client/index.ts";
-import { demoQueue, ROOT, TestServer } from "../helpers/server.ts";
+import { Hold } from "../helpers/hold.ts";
+import { BACKENDS, demoQueue, ROOT, TestServer } from "../helpers/server.ts";
 
 const BIN = join(ROOT, "bin/longrun.mjs");
+
+// Every wait below is on a condition; a test runs several CLI processes, each of which can
+// take seconds to start on a loaded machine with others starting beside it.
+vi.setConfig({ testTimeout: 180_000 });
+
+/** Artifact URLs: the embedded server's own signature, or an S3 presigned GET. */
+const SIGNED_URL = {
+  embedded: /^http:\/\/.*[?&]sig=/,
+  aws: /^http:\/\/.*[?&]X-Amz-Signature=[0-9a-f]{64}/,
+} as const;
 
 interface Run {
   code: number | null;
@@ -27,11 +38,15 @@ async function closedPort(): Promise<number> {
   return address.port;
 }
 
-/** The `longrun` command line (SPEC §7) run for real, as a child process, against a real server. */
+/**
+ * The `longrun` command line (SPEC §7) run for real, as a child process, against a real
+ * server on each backend.
+ */
 // Concurrent: each test uses its own requests (and `listing` is one test's alone), and a CLI
 // process takes most of a second to start, so running them side by side keeps this file quick.
-describe.concurrent("longrun command line (embedded server, e2e)", () => {
+describe.concurrent.each(BACKENDS)("longrun command line (%s backend, e2e)", (backend) => {
   const server = new TestServer({
+    backend,
     queues: {
       jobs: demoQueue({ maxRunning: 10 }),
       once: demoQueue({ maxAttempts: 1 }),
@@ -40,9 +55,19 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
   });
   // The CLI runs from an unrelated directory: nothing may depend on the repo being the cwd.
   const cwd = mkdtempSync(join(tmpdir(), "longrun-cli-"));
+  // Jobs that must still run while the CLI looks at them hold on this file until released.
+  const hold = new Hold();
+  const held = { steps: 1, sleepMs: 1, holdFile: hold.path };
 
-  /** Runs `node bin/longrun.mjs …args` with LONGRUN_URL/LONGRUN_TOKEN for alice. */
-  function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  /**
+   * Runs `node bin/longrun.mjs …args` with LONGRUN_URL/LONGRUN_TOKEN for alice;
+   * `onStderr` sees its stderr as it grows.
+   */
+  function cli(
+    args: string[],
+    env: Record<string, string> = {},
+    onStderr?: (soFar: string) => void,
+  ): Promise<Run> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [BIN, ...args], {
         cwd,
@@ -56,6 +81,7 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
       });
       child.stderr.on("data", (c: Buffer) => {
         stderr += c.toString();
+        onStderr?.(stderr);
       });
       child.once("error", reject);
       child.once("close", (code) => resolve({ code, stdout, stderr }));
@@ -73,6 +99,7 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
   afterAll(async () => {
     await server.dispose();
     rmSync(cwd, { recursive: true, force: true });
+    hold.dispose();
   });
 
   it("submit prints the id of the new request, with every submit flag passed on", async () => {
@@ -121,13 +148,22 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
   });
 
   it("submit --wait shows progress, prints the output JSON and exits 0 when it SUCCEEDED", async () => {
-    const run = await cli([
-      "submit",
-      "jobs",
-      "--input",
-      '{"steps": 6, "sleepMs": 300, "output": {"accuracy": 0.93}}',
-      "--wait",
-    ]);
+    // The job holds at step 3 until the CLI has shown it there, however slow its polls.
+    const release = new Hold();
+    const input = { steps: 6, sleepMs: 10, holdFile: release.path, holdAtStep: 3 };
+    const run = await cli(
+      [
+        "submit",
+        "jobs",
+        "--input",
+        JSON.stringify({ ...input, output: { accuracy: 0.93 } }),
+        "--wait",
+      ],
+      {},
+      (soFar) => {
+        if (soFar.includes("3/6 50% RUNNING")) release.release();
+      },
+    ).finally(() => release.dispose());
     expect(run.code, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout)).toEqual({
       steps: 6,
@@ -206,7 +242,7 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
   });
 
   it("cancel stops a running request, and a finished one answers the problem with exit 1", async () => {
-    const id = await submitId("jobs", { steps: 100, sleepMs: 100 });
+    const id = await submitId("jobs", held);
     await server.waitForStatus(id, "RUNNING");
     const run = await cli(["cancel", id]);
     expect(run.code, run.stderr).toBe(0);
@@ -263,13 +299,16 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
     // Artifact URLs are signed when asked for, so only their form can be compared.
     const withoutUrls = (r: typeof api) => ({
       ...r,
-      artifacts: r.artifacts.map((a) => ({ ...a, url: expect.stringMatching(/^http:\/\/.*sig=/) })),
+      artifacts: r.artifacts.map((a) => ({
+        ...a,
+        url: expect.stringMatching(SIGNED_URL[backend]),
+      })),
     });
     expect(JSON.parse(json.stdout)).toEqual(withoutUrls(api));
   });
 
   it("result of a request still running answers not_ready with exit 1", async () => {
-    const id = await submitId("jobs", { steps: 100, sleepMs: 100 });
+    const id = await submitId("jobs", held);
     await server.waitForStatus(id, "RUNNING");
     const run = await cli(["result", id]);
     expect(run.code).toBe(1);
@@ -357,6 +396,8 @@ describe("submit --wait progress on a terminal", () => {
       cancelRequested: false,
       position: null,
       error: null,
+      files: {},
+      retryOf: null,
     } satisfies Partial<LongrunRequest>;
     const at = (current: number, status: LongrunRequest["status"]): LongrunRequest => ({
       ...base,

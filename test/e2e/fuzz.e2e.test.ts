@@ -134,4 +134,77 @@ describe.each(BACKENDS)("fuzzing the server (%s backend)", (backend) => {
     expect(stats.status).toBe(200);
     expect(stats.body.queued + stats.body.running).toBeLessThanOrEqual(6);
   });
+
+  /**
+   * Cursors shaped like the ones each store issues (list: base64url JSON `[createdAt, id]`;
+   * logs: a byte offset, an S3 chunk key and line, a CloudWatch attempt and token) with
+   * crafted contents, so that they pass the shape checks and reach the stores and the
+   * services behind them.
+   */
+  const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64url");
+  const anyText = fc.oneof(
+    fc.string({ maxLength: 40, unit: "binary" }),
+    fc.constantFrom(
+      "\ud800",
+      "\u0000",
+      "x".repeat(700),
+      "f/",
+      "f/abc",
+      "b/00000000000000000000000000000000000000000000000000000001",
+      "req_",
+      "🙂".repeat(100),
+    ),
+  );
+  const anyNumber = fc.oneof(
+    fc.integer(),
+    fc.constantFrom(0, -1, 2 ** 53 - 1, 2 ** 53, 1e300, 0.5, Number.MAX_SAFE_INTEGER),
+  );
+  const listCursor = fc.oneof(
+    fc.tuple(anyNumber, anyText).map((v) => b64(JSON.stringify(v))),
+    fc.jsonValue().map((v) => b64(JSON.stringify(v))),
+  );
+  const logCursor = fc.oneof(
+    fc.oneof(fc.nat(), fc.constantFrom(999_999_999_999_999, 1, 2, 3)).map(String),
+    fc
+      .tuple(
+        fc.oneof(fc.constant("KNOWN"), fc.constant("req_00000000000000000000000000"), anyText),
+        fc.nat({ max: 999_999 }),
+        fc.nat({ max: 99_999_999 }),
+        fc.oneof(fc.constant("*"), fc.nat().map(String), anyText),
+      )
+      .map(
+        ([id, attempt, seq, index]) =>
+          `logs/${id}/${String(attempt).padStart(6, "0")}/${String(seq).padStart(10, "0")}.log:${index}`,
+      ),
+    fc
+      .record({
+        attemptIndex: fc.oneof(fc.nat({ max: 1000 }), anyNumber),
+        token: fc.oneof(fc.constant(null), anyText),
+      })
+      .map((v) => JSON.stringify(v)),
+  );
+
+  it("answers every crafted list and logs cursor below 500", async () => {
+    const seen = new Set<number>();
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          listCursor.map((c) => ({ path: "/v1/queues/fz/requests", cursor: c })),
+          logCursor.map((c) => ({
+            path: `/v1/requests/${knownId}/logs`,
+            cursor: /^[0-9]+$/.test(c) ? c : b64(c.replace("KNOWN", knownId)),
+          })),
+        ),
+        async ({ path, cursor }) => {
+          const res = await server.fetch(`${path}?cursor=${encodeURIComponent(cursor)}`);
+          seen.add(res.status);
+          expect(res.status, `${path} cursor ${cursor}`).toBeLessThan(500);
+          if (res.status >= 400) expect(res.body.code).toBe("invalid_request");
+        },
+      ),
+      { numRuns: RUNS[backend] },
+    );
+    // Some cursors got past the shape checks to the store (200), some were refused (400).
+    expect([...seen].sort()).toEqual([200, 400]);
+  });
 });

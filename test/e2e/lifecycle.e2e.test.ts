@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Hold } from "../helpers/hold.ts";
+import { jobPids } from "../helpers/procs.ts";
 import { BACKENDS, demoQueue, TestServer } from "../helpers/server.ts";
 
 async function allLogs(server: TestServer, id: string): Promise<string[]> {
@@ -23,10 +25,25 @@ describe.each(BACKENDS)("request lifecycle (%s backend, e2e)", (backend) => {
     queues: {
       jobs: demoQueue({ maxRunning: 4, timeoutSeconds: 30 }),
       short: demoQueue({ maxRunning: 2, timeoutSeconds: 1, cancelGraceSeconds: 1 }),
+      held: demoQueue({ maxRunning: 2, timeoutSeconds: 60 }),
     },
   });
+  // Jobs hold on this file, never created: they run until the server stops them, however
+  // slow the machine is.
+  const hold = new Hold();
+  /** Submits a demo job that holds once `atStep` steps are done, until stopped. */
+  const submitHeld = async (queue: string, atStep: number, input: Record<string, unknown> = {}) => {
+    const sub = await server.submit(queue, {
+      input: { steps: atStep + 1, sleepMs: 10, holdFile: hold.path, holdAtStep: atStep, ...input },
+    });
+    expect(sub.status).toBe(202);
+    return sub.body.id as string;
+  };
   beforeAll(() => server.start());
-  afterAll(() => server.dispose());
+  afterAll(async () => {
+    await server.dispose();
+    hold.dispose();
+  });
 
   it("runs a job to SUCCEEDED with its output and downloadable artifacts", async () => {
     const sub = await server.submit("jobs", {
@@ -62,30 +79,31 @@ describe.each(BACKENDS)("request lifecycle (%s backend, e2e)", (backend) => {
   });
 
   it("shows progress and logs while a job runs", async () => {
-    const sub = await server.submit("jobs", { input: { steps: 30, sleepMs: 100 } });
-    const running = await server.waitFor(sub.body.id, (r) => (r.progress?.current ?? 0) >= 2);
+    const id = await submitHeld("jobs", 2);
+    const running = await server.waitFor(id, (r) => (r.progress?.current ?? 0) >= 2);
     expect(running.status).toBe("RUNNING");
-    expect(running.progress.total).toBe(30);
+    expect(running.progress.total).toBe(3);
     expect(new Date(running.progress.updatedAt).toISOString()).toBe(running.progress.updatedAt);
     // Logs arrive while the job runs (batched: on S3 about once a second).
-    let logs = await server.fetch(`/v1/requests/${sub.body.id}/logs`);
-    for (let i = 0; i < 50 && logs.status === 200 && logs.body.lines.length === 0; i++) {
+    let logs = await server.fetch(`/v1/requests/${id}/logs`);
+    const deadline = Date.now() + 20_000;
+    while (logs.status === 200 && logs.body.lines.length === 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      logs = await server.fetch(`/v1/requests/${sub.body.id}/logs`);
+      logs = await server.fetch(`/v1/requests/${id}/logs`);
     }
     expect(logs.status).toBe(200);
     expect(logs.body.lines.length).toBeGreaterThan(0);
-    expect((await server.fetch(`/v1/requests/${sub.body.id}`)).body.status).toBe("RUNNING");
+    expect((await server.fetch(`/v1/requests/${id}`)).body.status).toBe("RUNNING");
     expect(typeof logs.body.nextCursor).toBe("string");
     const rest = await server.fetch(
-      `/v1/requests/${sub.body.id}/logs?cursor=${encodeURIComponent(logs.body.nextCursor)}`,
+      `/v1/requests/${id}/logs?cursor=${encodeURIComponent(logs.body.nextCursor)}`,
     );
     expect(rest.status).toBe(200);
     for (const line of rest.body.lines) expect(logs.body.lines).not.toContain(line);
-    const notReady = await server.fetch(`/v1/requests/${sub.body.id}/result`);
+    const notReady = await server.fetch(`/v1/requests/${id}/result`);
     expect(notReady.status).toBe(409);
     expect(notReady.body).toMatchObject({ code: "not_ready", requestStatus: "RUNNING" });
-    await server.fetch(`/v1/requests/${sub.body.id}/cancel`, { method: "POST" });
+    await server.fetch(`/v1/requests/${id}/cancel`, { method: "POST" });
   });
 
   it("retries a failed attempt, resuming from the last checkpoint", async () => {
@@ -114,25 +132,28 @@ describe.each(BACKENDS)("request lifecycle (%s backend, e2e)", (backend) => {
   });
 
   it("stops an attempt that outlives timeoutSeconds: FAILED timeout, not retried", async () => {
-    const sub = await server.submit("short", { input: { steps: 100, sleepMs: 100 } });
-    const done = await server.waitForStatus(sub.body.id, "FAILED", 20_000);
+    const id = await submitHeld("short", 0);
+    const done = await server.waitForStatus(id, "FAILED", 20_000);
     expect(done.error.code).toBe("timeout");
     expect(done.attempt).toBe(1);
   });
 
   it("kills a job that ignores SIGTERM after the grace period", async () => {
-    const sub = await server.submit("short", {
-      input: { steps: 100, sleepMs: 100, ignoreSigterm: true },
-    });
-    const done = await server.waitForStatus(sub.body.id, "FAILED", 20_000);
+    // It holds until killed and shrugs off SIGTERM: only the SIGKILL after the grace ends it.
+    const id = await submitHeld("short", 0, { ignoreSigterm: true });
+    const done = await server.waitForStatus(id, "FAILED", 20_000);
     expect(done.error.code).toBe("timeout");
+    expect(jobPids(id)).toEqual([]);
+    const logs = await allLogs(server, id);
+    expect(logs).toContain("demo: got SIGTERM, ignoring it");
+    expect(logs.some((l) => l.includes("[longrun] grace period over: SIGKILL"))).toBe(true);
   });
 
   it("cancels a QUEUED request at once and answers 202 again on a second cancel", async () => {
-    const blockers = await Promise.all(
-      [1, 2].map(() => server.submit("short", { input: { steps: 100, sleepMs: 100 } })),
-    );
-    const sub = await server.submit("short", { input: { steps: 1 } });
+    // Two jobs fill the queue's slots until they are cancelled below.
+    const blockers = [await submitHeld("held", 0), await submitHeld("held", 0)];
+    await Promise.all(blockers.map((id) => server.waitForStatus(id, "RUNNING")));
+    const sub = await server.submit("held", { input: { steps: 1 } });
     const first = await server.fetch(`/v1/requests/${sub.body.id}/cancel`, { method: "POST" });
     expect(first.status).toBe(202);
     expect(first.body.status).toBe("CANCELLED");
@@ -140,23 +161,23 @@ describe.each(BACKENDS)("request lifecycle (%s backend, e2e)", (backend) => {
     const again = await server.fetch(`/v1/requests/${sub.body.id}/cancel`, { method: "POST" });
     expect(again.status).toBe(202);
     expect(again.body).toEqual(first.body);
-    for (const b of blockers) {
-      await server.fetch(`/v1/requests/${b.body.id}/cancel`, { method: "POST" });
+    for (const id of blockers) {
+      await server.fetch(`/v1/requests/${id}/cancel`, { method: "POST" });
     }
   });
 
   it("cancels a RUNNING request: the job sees SIGTERM, then the request is CANCELLED", async () => {
-    const sub = await server.submit("jobs", { input: { steps: 100, sleepMs: 100 } });
-    await server.waitFor(sub.body.id, (r) => r.status === "RUNNING" && r.progress !== null);
-    const res = await server.fetch(`/v1/requests/${sub.body.id}/cancel`, { method: "POST" });
+    const id = await submitHeld("jobs", 1);
+    await server.waitFor(id, (r) => r.status === "RUNNING" && r.progress !== null);
+    const res = await server.fetch(`/v1/requests/${id}/cancel`, { method: "POST" });
     expect(res.status).toBe(202);
     expect(res.body.cancelRequested).toBe(true);
-    const done = await server.waitForStatus(sub.body.id, "CANCELLED");
+    const done = await server.waitForStatus(id, "CANCELLED");
     expect(done.error.code).toBe("cancelled");
     expect(done.attempt).toBe(1);
-    const logs = await allLogs(server, sub.body.id);
+    const logs = await allLogs(server, id);
     expect(logs.some((l) => /SIGTERM/.test(l))).toBe(true);
-    const conflict = await server.fetch(`/v1/requests/${sub.body.id}/result`);
+    const conflict = await server.fetch(`/v1/requests/${id}/result`);
     expect(conflict.body).toMatchObject({ code: "no_result", requestStatus: "CANCELLED" });
   });
 

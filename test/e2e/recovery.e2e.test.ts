@@ -1,4 +1,5 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { Hold } from "../helpers/hold.ts";
 import { jobPids } from "../helpers/procs.ts";
 import {
   BACKENDS,
@@ -10,11 +11,17 @@ import {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// Each test restarts a server (up to 40 s on the aws backend) and then waits on conditions
+// with deadlines of their own: the test's timeout covers their sum, not the 60 s default.
+vi.setConfig({ testTimeout: 180_000 });
+
 /** SPEC §5: SIGKILL of the server at any moment loses nothing accepted, on each backend. */
 describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend) => {
   const servers: TestServer[] = [];
+  const holds: Hold[] = [];
   afterAll(async () => {
     for (const s of servers) await s.dispose();
+    for (const h of holds) h.dispose();
   });
   const newServer = (queues: ServerOptions["queues"]) => {
     const server = new TestServer({ queues, backend });
@@ -25,13 +32,14 @@ describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend)
   it("after a SIGKILL mid-run, stops the orphaned job, resumes it from its checkpoint and keeps the queue", async () => {
     const server = newServer({ q: demoQueue({ maxRunning: 1 }) });
     await server.start();
-    const running = await server.submit(
-      "q",
-      { input: { steps: 40, sleepMs: 100 } },
-      { "idempotency-key": "recover-1" },
-    );
+    // A job that outlives its server: it logs to a file (no pipe to die of) and holds at
+    // step 5 until the test releases it, so only a reaper ends it.
+    const hold = new Hold();
+    holds.push(hold);
+    const input = { steps: 8, sleepMs: 20, holdFile: hold.path, holdAtStep: 5, logToFile: true };
+    const running = await server.submit("q", { input }, { "idempotency-key": "recover-1" });
     const queued = await server.submit("q", { input: { steps: 2, sleepMs: 10 } });
-    const before = await server.waitFor(running.body.id, (r) => (r.progress?.current ?? 0) >= 5);
+    const before = await server.waitFor(running.body.id, (r) => r.progress?.current === 5);
     const orphans = jobPids(running.body.id);
     expect(orphans.length).toBeGreaterThan(0);
 
@@ -39,28 +47,26 @@ describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend)
     // The job outlives the server that started it...
     expect(jobPids(running.body.id)).toEqual(expect.arrayContaining(orphans));
     await server.start();
-    // ...and the new server stops it before it runs the request again.
+    // ...and the new server stops it before it runs the request again: left alone, it
+    // would hold forever.
     let stale = orphans;
-    for (let i = 0; i < 50 && stale.length > 0; i++) {
+    for (const deadline = Date.now() + 20_000; stale.length > 0 && Date.now() < deadline; ) {
       await sleep(100);
       const live = jobPids(running.body.id);
       stale = orphans.filter((p) => live.includes(p));
     }
     expect(stale).toEqual([]);
+    hold.release();
 
     const done = await server.waitForStatus(running.body.id, "SUCCEEDED", 30_000);
     expect(done.attempt).toBe(2);
     const result = await server.fetch(`/v1/requests/${running.body.id}/result`);
-    expect(result.body.output.resumedFrom).toBeGreaterThanOrEqual(before.progress.current - 1);
+    expect(result.body.output.resumedFrom).toBe(before.progress.current);
     expect(result.body.output.attempt).toBe(2);
     const second = await server.waitForStatus(queued.body.id, "SUCCEEDED", 30_000);
     expect(second.attempt).toBe(1);
     // The idempotency key survived the crash too.
-    const replay = await server.submit(
-      "q",
-      { input: { steps: 40, sleepMs: 100 } },
-      { "idempotency-key": "recover-1" },
-    );
+    const replay = await server.submit("q", { input }, { "idempotency-key": "recover-1" });
     expect(replay.status).toBe(200);
     expect(replay.body.id).toBe(running.body.id);
   });
@@ -99,13 +105,18 @@ describe.each(BACKENDS)("restart recovery (%s backend, e2e)", (backend: Backend)
   it("after a graceful SIGTERM, the job checkpoints and the next start resumes it", async () => {
     const server = newServer({ q: demoQueue({ maxRunning: 1 }) });
     await server.start();
-    const sub = await server.submit("q", { input: { steps: 30, sleepMs: 100 } });
-    await server.waitFor(sub.body.id, (r) => (r.progress?.current ?? 0) >= 3);
+    // The job holds at step 3 until released: it is mid-run when the server stops.
+    const hold = new Hold();
+    holds.push(hold);
+    const input = { steps: 5, sleepMs: 10, holdFile: hold.path, holdAtStep: 3 };
+    const sub = await server.submit("q", { input });
+    await server.waitFor(sub.body.id, (r) => r.progress?.current === 3);
     await server.kill("SIGTERM");
     expect(jobPids(sub.body.id)).toEqual([]);
+    hold.release();
     await server.start();
     await server.waitForStatus(sub.body.id, "SUCCEEDED", 30_000);
     const result = await server.fetch(`/v1/requests/${sub.body.id}/result`);
-    expect(result.body.output.resumedFrom).toBeGreaterThanOrEqual(3);
+    expect(result.body.output.resumedFrom).toBe(3);
   });
 });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Hold } from "../helpers/hold.ts";
 import { BACKENDS, demoQueue, TestServer } from "../helpers/server.ts";
 
 /** SPEC §3 scheduling guarantees, observed from outside through the API. */
@@ -11,13 +12,33 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
       ttl: demoQueue({ maxRunning: 1, queueTtlSeconds: 1 }),
     },
   });
+  const holds: Hold[] = [];
+  /** A blocker: a job that runs until the test releases it (or cancels it), however slow the machine. */
+  const submitBlocker = async (queue: string) => {
+    const hold = new Hold();
+    holds.push(hold);
+    const sub = await server.submit(queue, {
+      input: { steps: 1, sleepMs: 1, holdFile: hold.path },
+    });
+    expect(sub.status).toBe(202);
+    await server.waitForStatus(sub.body.id, "RUNNING");
+    return { id: sub.body.id as string, hold };
+  };
   beforeAll(() => server.start());
-  afterAll(() => server.dispose());
+  afterAll(async () => {
+    await server.dispose();
+    for (const h of holds) h.dispose();
+  });
 
   it("never runs more than maxRunning at once under a burst, and runs every request", async () => {
+    // Every job holds before its last step until the test lets them go: the first three
+    // fill the slots while the rest wait, however slowly the submits land.
+    const hold = new Hold();
+    holds.push(hold);
+    const input = { steps: 2, sleepMs: 40, holdFile: hold.path, holdAtStep: 1 };
     const submits = await Promise.all(
       Array.from({ length: 24 }, (_, i) =>
-        server.submit("burst", { input: { steps: 2, sleepMs: 40, output: { i } } }),
+        server.submit("burst", { input: { ...input, output: { i } } }),
       ),
     );
     expect(submits.every((s) => s.status === 202)).toBe(true);
@@ -30,11 +51,16 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
       },
       backend === "aws" ? 100 : 20,
     );
+    // The cap binds: three run, 21 wait. Then they all go.
+    for (const deadline = Date.now() + 30_000; maxSeen < 3 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(maxSeen).toBe(3);
+    hold.release();
     const done = await Promise.all(
       submits.map((s) => server.waitForStatus(s.body.id, "SUCCEEDED", 60_000)),
     ).finally(() => clearInterval(sampler));
     expect(maxSeen).toBeLessThanOrEqual(3);
-    expect(maxSeen).toBeGreaterThan(0);
     // From the timestamps: at no instant more than 3 [startedAt, finishedAt] intervals overlap.
     const points = done.flatMap((r) => [
       { t: Date.parse(r.startedAt), d: 1 },
@@ -49,11 +75,10 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
     }
     expect(peak).toBeLessThanOrEqual(3);
     expect(done.every((r) => r.attempt === 1)).toBe(true);
-  });
+  }, 120_000); // its waits: 30 s for the cap, 60 s for the drain
 
   it("starts higher priority first, then oldest first", async () => {
-    const blocker = await server.submit("order", { input: { steps: 5, sleepMs: 100 } });
-    await server.waitForStatus(blocker.body.id, "RUNNING");
+    const blocker = await submitBlocker("order");
     const plan = [0, 5, 0, 9, 5, 1];
     const ids: string[] = [];
     for (const priority of plan) {
@@ -61,6 +86,8 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
         (await server.submit("order", { input: { steps: 1, sleepMs: 1 }, priority })).body.id,
       );
     }
+    // Every request is queued behind the blocker before any of them can start.
+    blocker.hold.release();
     const done = await Promise.all(ids.map((id) => server.waitForStatus(id, "SUCCEEDED", 30_000)));
     const startOrder = done
       .map((r, i) => ({ i, t: Date.parse(r.startedAt) }))
@@ -71,8 +98,7 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
   });
 
   it("expires a request that waited longer than its queue TTL; it never runs", async () => {
-    const blocker = await server.submit("ttl", { input: { steps: 20, sleepMs: 100 } });
-    await server.waitForStatus(blocker.body.id, "RUNNING");
+    const blocker = await submitBlocker("ttl");
     const waiting = await server.submit("ttl", { input: { steps: 1 } });
     const expired = await server.waitForStatus(waiting.body.id, "EXPIRED", 10_000);
     expect(expired.error.code).toBe("expired");
@@ -86,15 +112,14 @@ describe.each(BACKENDS)("scheduling (%s backend, e2e)", (backend) => {
     });
     expect(cancelled.status).toBe(409);
     expect(cancelled.body.code).toBe("conflict");
-    await server.fetch(`/v1/requests/${blocker.body.id}/cancel`, { method: "POST" });
+    await server.fetch(`/v1/requests/${blocker.id}/cancel`, { method: "POST" });
   });
 
   it("honours a per-request queueTtlSeconds shorter than the queue's", async () => {
-    const blocker = await server.submit("order", { input: { steps: 20, sleepMs: 100 } });
-    await server.waitForStatus(blocker.body.id, "RUNNING");
+    const blocker = await submitBlocker("order");
     const waiting = await server.submit("order", { input: { steps: 1 }, queueTtlSeconds: 1 });
     const expired = await server.waitForStatus(waiting.body.id, "EXPIRED", 10_000);
     expect(expired.error.code).toBe("expired");
-    await server.fetch(`/v1/requests/${blocker.body.id}/cancel`, { method: "POST" });
+    await server.fetch(`/v1/requests/${blocker.id}/cancel`, { method: "POST" });
   });
 });

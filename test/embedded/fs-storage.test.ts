@@ -201,18 +201,19 @@ describe("FsResultStore", () => {
     expect(await results.getResult(newId())).toEqual({ output: null, artifacts: [] });
   });
 
-  it("resolves artifact paths and refuses names that escape the outputs folder", async () => {
+  it("opens artifacts and refuses names that escape the outputs folder", async () => {
     const id = newId();
     await new FsAttemptStorage(layout, id).saveOutputs(
       await folderWith({ "result.json": "1", "sub/x.txt": "ab" }),
     );
     const results = new FsResultStore(layout, urlFor);
 
-    expect(await results.artifactPath(id, "sub/x.txt")).toBe(
-      join(layout.outputDir(id), "sub/x.txt"),
-    );
+    const opened = await results.openArtifact(id, "sub/x.txt");
+    expect(opened?.size).toBe(2);
+    expect((await opened?.handle.readFile())?.toString()).toBe("ab");
+    await opened?.handle.close();
     for (const bad of ["../x", "sub/../../x", "/etc/passwd", "sub", "result.json", "nope", ""]) {
-      expect(await results.artifactPath(id, bad)).toBeNull();
+      expect(await results.openArtifact(id, bad)).toBeNull();
     }
   });
 });

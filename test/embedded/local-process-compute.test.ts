@@ -35,6 +35,7 @@ function request(input: unknown, patch: Partial<RequestRecord> = {}): RequestRec
     updatedAt: 0,
     attempt: 1,
     maxAttempts: 3,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 30,
     queueTtlSeconds: 60,

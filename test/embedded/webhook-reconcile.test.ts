@@ -35,6 +35,7 @@ describe("webhook reconciliation at start", () => {
       updatedAt: now,
       attempt: 0,
       maxAttempts: 1,
+      platformRetries: 0,
       cancelRequested: false,
       timeoutSeconds: 60,
       queueTtlSeconds: 600,

@@ -16,6 +16,7 @@ import type {
   JobEvent,
   LogPage,
   LogStore,
+  Reaped,
   ResultStore,
   StopReason,
 } from "../../functions/core/ports.ts";
@@ -146,9 +147,18 @@ export class FakeCompute implements Compute {
     this.calls.push({ op: "stop", id: request.id, attempt: request.attempt, reason });
   }
 
-  async reap(request: RequestRecord): Promise<void> {
+  /**
+   * requestId → when the dead server's job of it started, for a job that is still running
+   * when {@link reap} comes (it outlived its server); absent: the job ended with it.
+   */
+  readonly orphansSince = new Map<string, number>();
+
+  async reap(request: RequestRecord): Promise<Reaped> {
     this.calls.push({ op: "reap", id: request.id, attempt: request.attempt });
     this.live.get(request.id)?.clear();
+    const since = this.orphansSince.get(request.id);
+    this.orphansSince.delete(request.id);
+    return { runningSince: since ?? null };
   }
 
   /** Calls of one kind, in order. */
@@ -204,7 +214,7 @@ export class FakeCompute implements Compute {
   exited(
     id: string,
     attempt: number,
-    outcome: "succeeded" | "failed" | "timeout",
+    outcome: "succeeded" | "failed" | "timeout" | "lost",
     at = this.clock.now(),
     message?: string,
   ): Promise<void> {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { inject } from "vitest";
+import { jobPidsUnder } from "./procs.ts";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const DEMO_JOB = join(ROOT, "jobs/examples/demo/job.mjs");
@@ -51,6 +52,8 @@ export interface ServerOptions {
    * Scripts outside vitest (bench, chaos) must pass it.
    */
   awsEndpoint?: string;
+  /** Run the server process as this user (a test running as root drops to another user). */
+  user?: { uid: number; gid: number };
 }
 
 /**
@@ -70,12 +73,14 @@ export class TestServer {
   exitCode: number | null = null;
   #child: ChildProcess | undefined;
   readonly #env: Record<string, string>;
+  readonly #user: { uid: number; gid: number } | undefined;
 
   constructor(options: ServerOptions) {
     this.dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "longrun-e2e-"));
     this.configPath = join(this.dataDir, "..", `${this.dataDir.split("/").pop()}.config.json`);
     writeFileSync(this.configPath, JSON.stringify({ queues: options.queues }, null, 2));
     this.backend = options.backend ?? "embedded";
+    this.#user = options.user;
     this.awsPrefix = this.backend === "aws" ? uniquePrefix() : "";
     this.#env = {
       LONGRUN_CONFIG: this.configPath,
@@ -101,6 +106,7 @@ export class TestServer {
       cwd: ROOT,
       env: { ...process.env, ...this.#env },
       stdio: ["ignore", "pipe", "pipe"],
+      ...(this.#user ?? {}),
     });
     this.#child = child;
     await new Promise<void>((resolvePromise, reject) => {
@@ -142,9 +148,19 @@ export class TestServer {
     await this.kill("SIGTERM");
   }
 
-  /** Stops the server and removes its data directory. */
+  /**
+   * Stops the server and removes its data directory. Jobs it left running (one holding on
+   * a file, or one a failed test never saw end) are killed too: no test leaves them behind.
+   */
   async dispose(): Promise<void> {
     await this.kill("SIGKILL");
+    for (const pid of jobPidsUnder(this.dataDir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // ended meanwhile
+      }
+    }
     rmSync(this.dataDir, { recursive: true, force: true });
     rmSync(this.configPath, { force: true });
   }

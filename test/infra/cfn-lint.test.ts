@@ -4,7 +4,7 @@
  * CDK-generated redundancies are ignored by id; any error fails.
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -19,6 +19,46 @@ const run = promisify(execFile);
  * - W3005: CDK adds an explicit DependsOn on a role that a GetAtt already implies (harmless).
  */
 const IGNORED_CFN_LINT_CHECKS = ["W3005"] as const;
+
+/** Exit-code bits cfn-lint sets for what it found: error 2, warning 4, informational 8. */
+const FINDING_BITS = 2 | 4 | 8;
+
+interface Finding {
+  Level: string;
+  Rule: { Id: string };
+  Message: string;
+}
+
+/**
+ * cfn-lint's findings on one template. Throws when the linter did not run to the end (not
+ * installed, crashed, refused its arguments) or printed no JSON list: an empty output is
+ * never read as "no findings".
+ */
+async function cfnLint(template: string): Promise<Finding[]> {
+  const args = ["--format", "json", "--ignore-checks", ...IGNORED_CFN_LINT_CHECKS, "--", template];
+  const { stdout, code } = await run("cfn-lint", args, { timeout: 120_000 }).then(
+    (r) => ({ stdout: r.stdout, code: 0 }),
+    (error: { stdout?: string; stderr?: string; code?: number | string; message?: string }) => {
+      // Non-zero with only finding bits set is a normal run that found something.
+      if (typeof error.code !== "number" || (error.code & ~FINDING_BITS) !== 0) {
+        throw new Error(
+          `cfn-lint did not run on ${template} (exit ${String(error.code)}): ${error.stderr || error.message}`,
+        );
+      }
+      return { stdout: error.stdout ?? "", code: error.code };
+    },
+  );
+  let findings: unknown;
+  try {
+    findings = JSON.parse(stdout);
+  } catch {
+    findings = undefined;
+  }
+  if (!Array.isArray(findings) || (code !== 0 && findings.length === 0)) {
+    throw new Error(`cfn-lint exited ${code} on ${template} with output ${JSON.stringify(stdout)}`);
+  }
+  return findings as Finding[];
+}
 
 let outDir: string;
 let templates: string[];
@@ -64,29 +104,23 @@ describe("cdk synth", () => {
 });
 
 describe("cfn-lint", () => {
+  it("runs: it finds the error in a known-bad template", async () => {
+    const bad = join(outDir, "known-bad.json");
+    writeFileSync(
+      bad,
+      JSON.stringify({
+        AWSTemplateFormatVersion: "2010-09-09",
+        Resources: { Q: { Type: "AWS::SQS::Queue", Properties: { NoSuchProperty: 1 } } },
+      }),
+    );
+    const findings = await cfnLint(bad);
+    expect(findings.map((f) => `${f.Level} ${f.Rule.Id}`)).toContain("Error E3002");
+  });
+
   it("reports no error on any synthesized template", async () => {
+    expect(templates).toContain("Longrun.template.json");
     for (const template of templates) {
-      const result = await run(
-        "cfn-lint",
-        [
-          "--format",
-          "json",
-          "--ignore-checks",
-          ...IGNORED_CFN_LINT_CHECKS,
-          "--",
-          join(outDir, template),
-        ],
-        { timeout: 120_000 },
-      ).catch((error: { stdout?: string; code?: number }) => {
-        // cfn-lint exits non-zero for warnings (4) and errors (2); the JSON says which.
-        return { stdout: error.stdout ?? "", stderr: "" };
-      });
-      const findings = JSON.parse(result.stdout || "[]") as {
-        Level: string;
-        Rule: { Id: string };
-        Message: string;
-      }[];
-      const errors = findings.filter((f) => f.Level === "Error");
+      const errors = (await cfnLint(join(outDir, template))).filter((f) => f.Level === "Error");
       expect(
         errors.map((e) => `${e.Rule.Id} ${e.Message}`),
         template,

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { App } from "aws-cdk-lib";
+import { App, type AppProps } from "aws-cdk-lib";
 import { loadConfigFile } from "../../functions/config/load.ts";
 import type { LongrunConfig } from "../../functions/config/schema.ts";
 import { readSettings } from "../../infra/settings.ts";
@@ -28,9 +28,16 @@ export interface BuiltStack {
   config: LongrunConfig;
 }
 
-/** A LongrunStack from the repository's config, with extra `longrun:*` context. */
-export function buildStack(context: Record<string, unknown> = {}): BuiltStack {
+/**
+ * A LongrunStack from the repository's config, with extra `longrun:*` context (and App
+ * props, e.g. an `outdir`; context `"aws:cdk:bundling-stacks": ["**"]` bundles the Lambdas).
+ */
+export function buildStack(
+  context: Record<string, unknown> = {},
+  appProps: Omit<AppProps, "context"> = {},
+): BuiltStack {
   const app = new App({
+    ...appProps,
     context: {
       ...cdkJsonContext(),
       // No stack is bundled: NodejsFunction then stages no esbuild output.

@@ -1,19 +1,28 @@
+import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
+import { JOB_TAGS } from "../../functions/adapters/aws/batch-compute.ts";
 import {
   DISPATCH_QUEUE,
   EVENTS_QUEUE,
   INDEXES,
+  REQUEST_SESSION_TAG,
   S3_PREFIX,
   TABLE_STREAM_VIEW,
   TTL_ATTRIBUTE,
   WEBHOOKS_QUEUE,
   WEBHOOKS_STREAM,
 } from "../../functions/adapters/aws/definitions.ts";
+import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
+import { REQUEST_ID_POLICY_VARIABLE } from "../../functions/adapters/aws/job-scope.ts";
 import { AWS_ENV, ENV } from "../../functions/config/env.ts";
 import type { LongrunConfig } from "../../functions/config/schema.ts";
-import { API_ROUTES } from "../../infra/constructs/api.ts";
-import { SWEEP_METRICS } from "../../infra/constructs/operations.ts";
+import { CLOUDWATCH_METRICS } from "../../functions/metrics/figures.ts";
+import { API_ROUTES, type Api } from "../../infra/constructs/api.ts";
+import { LAMBDA_UI_DIR } from "../../infra/constructs/functions.ts";
+import { FAILED_RATE_ALARM, SWEEP_METRICS } from "../../infra/constructs/operations.ts";
+import { readSettings, SettingsError } from "../../infra/settings.ts";
+import { tenantNames } from "../../infra/stacks/longrun-stack.ts";
 import { asArray, buildStack, type Statement } from "./helpers.ts";
 
 let template: Template;
@@ -30,12 +39,18 @@ const resources = (type: string): Resources => template.findResources(type) as R
 const props = (type: string) => Object.values(resources(type)).map((r) => r.Properties);
 
 describe("API", () => {
-  it("protects every route with the JWT authorizer but health and the OpenAPI document", () => {
+  it("protects every route with the JWT authorizer but health, the OpenAPI document and the dashboard's files", () => {
     const routes = props("AWS::ApiGatewayV2::Route");
     const publicKeys = new Set(
       API_ROUTES.filter((r) => r.public).map((r) => `${r.method} ${r.path}`),
     );
-    expect(publicKeys).toEqual(new Set(["GET /v1/health", "GET /v1/openapi.json"]));
+    expect(publicKeys).toEqual(
+      new Set(["GET /v1/health", "GET /v1/openapi.json", "GET /", "GET /ui", "GET /ui/{asset}"]),
+    );
+    // Only the dashboard's static files join health and the document without a token.
+    for (const r of API_ROUTES.filter((x) => x.public)) {
+      expect(r.dashboard === true || r.path.startsWith("/v1/"), r.path).toBe(true);
+    }
     // Every SPEC route plus the $default catch-all.
     expect(routes).toHaveLength(API_ROUTES.length + 1);
     for (const route of routes) {
@@ -164,6 +179,11 @@ describe("state", () => {
       .map((r) => r.Prefix)
       .filter(Boolean);
     expect(prefixes.sort()).toEqual(Object.values(S3_PREFIX).sort());
+    // Uploads are deleted a day after creation (SPEC §2); requests keep their own copies.
+    const uploadsRule = (
+      (data?.LifecycleConfiguration.Rules ?? []) as { Prefix?: string; ExpirationInDays?: number }[]
+    ).find((r) => r.Prefix === S3_PREFIX.uploads);
+    expect(uploadsRule).toMatchObject({ ExpirationInDays: 1, Status: "Enabled" });
     for (const policy of props("AWS::S3::BucketPolicy")) {
       expect(policy.PolicyDocument.Statement).toContainEqual(
         expect.objectContaining({
@@ -198,17 +218,137 @@ describe("least privilege", () => {
     expect(checked).toBeGreaterThan(10);
   });
 
-  it("lets a job update request items only, never read or delete them", () => {
-    template.hasResourceProperties("AWS::IAM::Policy", {
-      PolicyDocument: {
-        Statement: Match.arrayWith([
-          Match.objectLike({
-            Action: "dynamodb:UpdateItem",
-            Condition: { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["REQ#*"] } },
-          }),
-        ]),
-      },
+  it("scopes a job to its own request: a task role that only assumes the scoped role", () => {
+    const roles = resources("AWS::IAM::Role");
+    const policies = props("AWS::IAM::Policy");
+    const statementsOf = (roleId: string) =>
+      policies
+        .filter((p) => JSON.stringify(p.Roles) === JSON.stringify([{ Ref: roleId }]))
+        .flatMap((p) => p.PolicyDocument.Statement as Statement[]);
+    const queues = Object.keys(config.queues);
+    for (const queue of queues) {
+      const key = queue.replace(/[^A-Za-z0-9]/g, "");
+      const taskId = Object.keys(roles).find((id) => id.startsWith(`JobsQueue${key}JobRole`));
+      const scopedId = Object.keys(roles).find((id) => id.startsWith(`JobsQueue${key}ScopedRole`));
+      expect(taskId, queue).toBeDefined();
+      expect(scopedId, queue).toBeDefined();
+
+      // The task role (what the container's credentials are) may do one thing.
+      expect(statementsOf(taskId as string)).toEqual([
+        {
+          Effect: "Allow",
+          Action: ["sts:AssumeRole", "sts:TagSession"],
+          Resource: { "Fn::GetAtt": [scopedId, "Arn"] },
+        },
+      ]);
+      // The scoped role trusts that task role only, and only with one request tag.
+      const trust = roles[scopedId as string]?.Properties.AssumeRolePolicyDocument.Statement;
+      expect(trust).toEqual([
+        {
+          Effect: "Allow",
+          Action: ["sts:AssumeRole", "sts:TagSession"],
+          Principal: { AWS: { "Fn::GetAtt": [taskId, "Arn"] } },
+          Condition: {
+            StringLike: { [`aws:RequestTag/${REQUEST_SESSION_TAG}`]: "?*" },
+            "ForAllValues:StringEquals": { "aws:TagKeys": [REQUEST_SESSION_TAG] },
+          },
+        },
+      ]);
+      // Every grant of the scoped role names the session's request.
+      const scoped = statementsOf(scopedId as string);
+      expect(scoped.length).toBeGreaterThanOrEqual(5);
+      for (const st of scoped) {
+        expect(JSON.stringify(st), JSON.stringify(st)).toContain(REQUEST_ID_POLICY_VARIABLE);
+      }
+      expect(scoped).toContainEqual(
+        expect.objectContaining({
+          Action: "dynamodb:UpdateItem",
+          Condition: {
+            "ForAllValues:StringEquals": {
+              "dynamodb:LeadingKeys": [
+                `${ITEM_KIND.request.pkPrefix}${REQUEST_ID_POLICY_VARIABLE}`,
+              ],
+            },
+          },
+        }),
+      );
+      const actions = scoped.flatMap((st) => asArray(st.Action));
+      expect(actions).not.toContain("dynamodb:GetItem");
+      expect(actions).not.toContain("dynamodb:DeleteItem");
+      // The runner learns the scoped role from its job definition.
+      const def = props("AWS::Batch::JobDefinition").find((d) =>
+        JSON.stringify(d.ContainerProperties.LogConfiguration).includes(`"${queue}"`),
+      );
+      expect(def?.ContainerProperties.JobRoleArn).toEqual({ "Fn::GetAtt": [taskId, "Arn"] });
+      expect(def?.ContainerProperties.Environment).toContainEqual({
+        Name: AWS_ENV.jobScopedRole,
+        Value: { "Fn::GetAtt": [scopedId, "Arn"] },
+      });
+    }
+  });
+});
+
+describe("Batch permissions and instances", () => {
+  const jobQueueArn = () => ({
+    "Fn::GetAtt": [expect.stringMatching(/^ComputeJobQueue/), "JobQueueArn"],
+  });
+  const statementsWith = (action: string) =>
+    props("AWS::IAM::Policy").flatMap((p) =>
+      (p.PolicyDocument.Statement as Statement[])
+        .filter((st) => asArray(st.Action).includes(action))
+        .map((st) => ({ roles: JSON.stringify(p.Roles), st })),
+    );
+
+  it("terminates only jobs longrun tagged at submit with this deployment's job queue", () => {
+    const terminate = statementsWith("batch:TerminateJob");
+    // http (cancel) and sweep (strays); nobody else.
+    expect(terminate.map((t) => /Handlers(\w+?)Role/.exec(t.roles)?.[1]).sort()).toEqual([
+      "http",
+      "sweep",
+    ]);
+    for (const { st } of terminate) {
+      expect(st.Condition).toEqual({
+        StringEquals: { [`aws:ResourceTag/${JOB_TAGS.jobQueue}`]: jobQueueArn() },
+      });
+    }
+    // Those that submit may tag new jobs with longrun's keys only, and that tag only with
+    // this job queue: what makes a job one TerminateJob may stop.
+    const tag = statementsWith("batch:TagResource");
+    expect(tag.map((t) => /Handlers(\w+?)Role/.exec(t.roles)?.[1]).sort()).toEqual([
+      "dispatcher",
+      "sweep",
+    ]);
+    for (const { st } of tag) {
+      expect(st.Condition).toEqual({
+        "ForAllValues:StringEquals": { "aws:TagKeys": Object.values(JOB_TAGS) },
+        StringEquals: { [`aws:RequestTag/${JOB_TAGS.jobQueue}`]: jobQueueArn() },
+      });
+    }
+    // The value the handlers tag with is the same job queue (LONGRUN_BATCH_JOB_QUEUE).
+    template.hasResourceProperties("AWS::Lambda::Function", {
+      Environment: { Variables: Match.objectLike({ [AWS_ENV.batchJobQueue]: Match.anyValue() }) },
     });
+    const envQueue = props("AWS::Lambda::Function").find(
+      (f) => f.Environment?.Variables?.[AWS_ENV.batchJobQueue],
+    )?.Environment.Variables[AWS_ENV.batchJobQueue];
+    expect(envQueue).toEqual(jobQueueArn());
+  });
+
+  it("launches job instances with IMDSv2 required and a hop limit of 1", () => {
+    const templates = resources("AWS::EC2::LaunchTemplate");
+    expect(Object.keys(templates)).toHaveLength(1);
+    const [ltId, lt] = Object.entries(templates)[0] ?? ["", { Properties: {} }];
+    expect(lt.Properties.LaunchTemplateData.MetadataOptions).toMatchObject({
+      HttpTokens: "required",
+      HttpPutResponseHopLimit: 1,
+    });
+    const envs = props("AWS::Batch::ComputeEnvironment");
+    expect(envs).toHaveLength(2);
+    for (const env of envs) {
+      expect(env.ComputeResources.LaunchTemplate).toMatchObject({
+        LaunchTemplateId: { Ref: ltId },
+      });
+    }
   });
 });
 
@@ -244,7 +384,15 @@ describe("GPU compute", () => {
     template.resourceCountIs("AWS::EC2::NatGateway", 0);
     template.resourceCountIs("AWS::EC2::InternetGateway", 0);
     const services = props("AWS::EC2::VPCEndpoint").map((e) => JSON.stringify(e.ServiceName));
-    for (const service of [".s3", ".dynamodb", ".ecr.api", ".ecr.dkr", ".logs", ".ecs-agent"]) {
+    for (const service of [
+      ".s3",
+      ".dynamodb",
+      ".ecr.api",
+      ".ecr.dkr",
+      ".logs",
+      ".ecs-agent",
+      ".sts",
+    ]) {
       expect(
         services.some((s) => s.includes(service)),
         service,
@@ -376,6 +524,22 @@ describe("functions", () => {
       ),
     ).toEqual([]);
     expect(actions).toContain("sqs:SendMessage");
+    // ... and only on webhook-secret items: every DynamoDB statement names the table (no
+    // index) and holds the LeadingKeys condition on the WHSEC# prefix of items.ts.
+    const tableStatements = policies
+      .flatMap((p) => p.PolicyDocument.Statement as Statement[])
+      .filter((st) => asArray(st.Action).some((a) => a.startsWith("dynamodb:")));
+    expect(tableStatements.length).toBeGreaterThan(0);
+    for (const st of tableStatements) {
+      expect(asArray(st.Resource)).toEqual([
+        { "Fn::GetAtt": [expect.stringMatching(/^RequestsTable/), "Arn"] },
+      ]);
+      expect(st.Condition).toEqual({
+        "ForAllValues:StringLike": {
+          "dynamodb:LeadingKeys": [`${ITEM_KIND.webhookSecret.pkPrefix}*`],
+        },
+      });
+    }
   });
 
   it("derive webhooks from the table's stream, with retries, bisection and a DLQ", () => {
@@ -451,6 +615,118 @@ describe("operations", () => {
       }
     }
     template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
+  });
+
+  it("alarms on each queue's FAILED rate from the handlers' EMF figures", () => {
+    const alarms = props("AWS::CloudWatch::Alarm").filter((a) => Array.isArray(a.Metrics));
+    for (const queue of Object.keys(config.queues)) {
+      const alarm = alarms.find((a) =>
+        a.Metrics.some((m: any) =>
+          m.MetricStat?.Metric?.Dimensions?.some(
+            (d: any) => d.Name === "queue" && d.Value === queue,
+          ),
+        ),
+      );
+      expect(alarm, queue).toBeDefined();
+      expect(alarm?.Threshold).toBe(FAILED_RATE_ALARM.percent);
+      const stats = alarm?.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat);
+      expect(stats.map((m: any) => m.Metric.MetricName)).toEqual(
+        Array(4).fill(CLOUDWATCH_METRICS.finished),
+      );
+      for (const m of stats) {
+        expect(m.Metric.Namespace).toBe(SWEEP_METRICS.namespace);
+        const names = m.Metric.Dimensions.map((d: any) => d.Name).sort();
+        expect(names).toEqual(["queue", "service", "status"]);
+      }
+      const statuses = stats.map(
+        (m: any) => m.Metric.Dimensions.find((d: any) => d.Name === "status").Value,
+      );
+      expect(statuses.sort()).toEqual(["CANCELLED", "EXPIRED", "FAILED", "SUCCEEDED"]);
+    }
+  });
+
+  it("ships the dashboard in the HTTP handler and tells it where", () => {
+    const fns = props("AWS::Lambda::Function").filter(
+      (f) => f.Environment?.Variables?.[ENV.uiDir] !== undefined,
+    );
+    expect(fns).toHaveLength(1);
+    expect(fns[0]?.Environment.Variables[ENV.uiDir]).toBe(LAMBDA_UI_DIR);
+    expect(fns[0]?.Description).toMatch(/HTTP API/);
+  });
+});
+
+describe("machine clients and named tenants", () => {
+  let named: Template;
+  let api: Api;
+
+  beforeAll(() => {
+    const built = buildStack({ "longrun:tenants": "team-a,team.b" });
+    api = built.stack.node.findChild("Api") as Api;
+    // A client added after the API was built must be accepted too (it was not: 401).
+    api.addMachineClient("Extra");
+    named = Template.fromStack(built.stack);
+  });
+
+  it("accepts a token of every machine client, including one added later", () => {
+    const clientIds = Object.keys(named.findResources("AWS::Cognito::UserPoolClient"));
+    expect(clientIds).toHaveLength(3);
+    const authorizers = Object.values(
+      named.findResources("AWS::ApiGatewayV2::Authorizer") as Resources,
+    );
+    expect(authorizers).toHaveLength(1);
+    const audience = authorizers[0]?.Properties.JwtConfiguration.Audience as { Ref: string }[];
+    expect(audience.map((a) => a.Ref).sort()).toEqual([...clientIds].sort());
+  });
+
+  it("gives each named tenant a client and the HTTP handler the client → name map", () => {
+    const clients = named.findResources("AWS::Cognito::UserPoolClient") as Resources;
+    const byName = (name: string) =>
+      Object.keys(clients).find((id) => clients[id]?.Properties.ClientName === `longrun-${name}`);
+    const a = byName("team-a");
+    const b = byName("team.b");
+    expect(a).toBeDefined();
+    expect(b).toBeDefined();
+    const fns = named.findResources("AWS::Lambda::Function") as Resources;
+    const withMap = Object.entries(fns).filter(
+      ([, f]) => f.Properties.Environment?.Variables?.[AWS_ENV.tenantClients] !== undefined,
+    );
+    expect(withMap.map(([id]) => id)).toEqual([expect.stringMatching(/^Handlershttp/)]);
+    // The env value is a JSON object built with the clients' Refs; resolve them to check it.
+    const value = withMap[0]?.[1].Properties.Environment.Variables[AWS_ENV.tenantClients];
+    const resolved = (value["Fn::Join"][1] as unknown[])
+      .map((part) => (typeof part === "string" ? part : `<${(part as { Ref: string }).Ref}>`))
+      .join("");
+    expect(JSON.parse(resolved)).toEqual({ [`<${a}>`]: "team-a", [`<${b}>`]: "team.b" });
+    const outputs = named.toJSON().Outputs as Record<string, { Value: unknown }>;
+    expect(Object.values(outputs).map((o) => o.Value)).toEqual(
+      expect.arrayContaining([{ Ref: a }, { Ref: b }]),
+    );
+  });
+
+  it("names the tenants of the context and of the config's overrides, each once", () => {
+    const queues = [{ name: "q1", tenants: { "team-c": {}, "team-a": {} } }, { name: "q2" }];
+    expect(tenantNames({ tenants: ["team-a", "team-b"] }, queues)).toEqual([
+      "team-a",
+      "team-b",
+      "team-c",
+    ]);
+    expect(() => tenantNames({ tenants: [] }, [{ tenants: { "bad name": {} } }])).toThrow(
+      /bad name/,
+    );
+  });
+
+  it("refuses tenant names a client cannot carry, and tenants with an external issuer", () => {
+    const read = (context: Record<string, unknown>) => readSettings(new App({ context }).node, {});
+    expect(read({ "longrun:tenants": "team-a, team-b" }).tenants).toEqual(["team-a", "team-b"]);
+    expect(() => read({ "longrun:tenants": "a b" })).toThrow(SettingsError);
+    expect(() => read({ "longrun:tenants": "-x" })).toThrow(SettingsError);
+    expect(() =>
+      read({
+        "longrun:tenants": "team-a",
+        "longrun:jwtIssuer": "https://issuer.example.com/",
+        "longrun:jwtAudience": "x",
+      }),
+    ).toThrow(SettingsError);
   });
 });
 

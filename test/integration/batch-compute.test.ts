@@ -87,6 +87,7 @@ function request(over: Partial<RequestRecord> = {}): RequestRecord {
     updatedAt: 0,
     attempt: 1,
     maxAttempts: 3,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 3600,
     queueTtlSeconds: 86_400,
@@ -155,6 +156,8 @@ describe("BatchCompute.start", () => {
       "longrun:tenant": "acme corp/ü",
       "longrun:queue": "finetune",
       "longrun:first-attempt": "2",
+      // The handlers' TerminateJob is conditioned on this tag (infra GpuCompute).
+      "longrun:job-queue": jobQueueArn,
     });
     // moto stores neither retryStrategy nor propagateTags of a SubmitJob: read what was sent.
     const submit = sent.find((c) => c.name === "SubmitJobCommand");
@@ -395,6 +398,9 @@ describe("batchAttempts", () => {
     expect(batchAttempts(3, 3)).toBe(1);
     expect(batchAttempts(3, 5)).toBe(1);
     expect(batchAttempts(10, 1)).toBe(10);
+    // Attempts the platform ended leave the job's own allowance untouched.
+    expect(batchAttempts(3, 3, 2)).toBe(3);
+    expect(batchAttempts(3, 5, 2)).toBe(1);
     expect(batchAttempts(12, 1)).toBe(10);
   });
 });

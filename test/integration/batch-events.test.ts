@@ -14,6 +14,8 @@ describe("parseBatchEvent", () => {
     expect(readdirSync(dir).sort()).toEqual(Object.keys(expected).sort());
   });
 
+  // Every fixture that ended an attempt says it began to run 100 s before it stopped.
+  const ATTEMPT_STARTED = 1641944300058;
   const expected: Record<string, unknown> = {
     "runnable.json": {
       type: "starting",
@@ -41,6 +43,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "succeeded",
       jobRef: JOB,
     },
@@ -49,6 +52,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "failed",
       jobRef: JOB,
       message: "Essential container in task exited; exit code 1",
@@ -72,15 +76,28 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "timeout",
       jobRef: JOB,
       message: "attempt 1 ran longer than its timeout (Job attempt duration exceeded timeout)",
+    },
+    // A Spot reclaim or lost host, which the retry strategy EXITs on: the platform's doing.
+    "failed-host-terminated.json": {
+      type: "exited",
+      requestId: ID,
+      attempt: 1,
+      at: 1641944400058,
+      outcome: "lost",
+      jobRef: JOB,
+      message:
+        "attempt 1 was ended by the platform (Host EC2 (instance i-0123456789abcdef0) terminated.)",
     },
     "failed-cancelled.json": {
       type: "exited",
       requestId: ID,
       attempt: 1,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "failed",
       jobRef: JOB,
       message:
@@ -91,6 +108,7 @@ describe("parseBatchEvent", () => {
       requestId: ID,
       attempt: 2,
       at: 1641944400058,
+      startedAt: ATTEMPT_STARTED,
       outcome: "succeeded",
       jobRef: JOB,
     },

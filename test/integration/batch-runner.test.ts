@@ -6,14 +6,17 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { CreateTableCommand, DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { S3Client } from "@aws-sdk/client-s3";
+import { STSClient } from "@aws-sdk/client-sts";
 import { DynamoDBDocumentClient, GetCommand, PutCommand } from "@aws-sdk/lib-dynamodb";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { createBucket } from "../../functions/adapters/aws/bootstrap-s3.ts";
+import { REQUEST_SESSION_TAG } from "../../functions/adapters/aws/definitions.ts";
 import {
   S3AttemptStorage,
   S3InputStore,
   S3ResultStore,
 } from "../../functions/adapters/aws/s3-storage.ts";
+import { AWS_ENV } from "../../functions/config/env.ts";
 import {
   type BatchAttemptDeps,
   dynamoProgressWriter,
@@ -21,7 +24,11 @@ import {
   parseBatchAttemptConfig,
   runBatchAttempt,
 } from "../../jobs/runner/batch-main.ts";
+import { assumeRoleInput, ScopedCredentials } from "../../jobs/runner/scoped-credentials.ts";
 import { DEMO, REPO, removeDir, tempDir, waitFor } from "../runner/helpers.ts";
+
+/** A job that reports the credentials it was handed (see the file). */
+const SCOPED_JOB = join(REPO, "test", "integration", "scoped-job.mjs");
 
 const endpoint = inject("awsEndpoint");
 const suffix = `${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
@@ -366,4 +373,159 @@ describe("the batch-main entrypoint as a process", () => {
       await doc.send(new GetCommand({ TableName: table, Key: { pk: `REQ#${id}`, sk: "REQ" } }))
     ).Item;
   }
+});
+
+describe("credentials scoped to the request", () => {
+  const roleArn = "arn:aws:iam::123456789012:role/longrun-scoped-demo";
+  const sts = new STSClient(awsConfig);
+  afterAll(() => sts.destroy());
+
+  it("builds a session policy and tag that name only the request's objects and item", () => {
+    const id = "req_01SCOPEDPOLICY";
+    const input = assumeRoleInput({ roleArn, requestId: id, bucket: "b", table: "t" });
+
+    expect(input).toMatchObject({
+      RoleArn: roleArn,
+      RoleSessionName: `longrun-${id}`,
+      DurationSeconds: 3600,
+      Tags: [{ Key: REQUEST_SESSION_TAG, Value: id }],
+    });
+    // moto does not evaluate policies: the document sent is what is checked.
+    expect(JSON.parse(input.Policy as string)).toEqual({
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Action: ["s3:GetObject"],
+          Resource: [`arn:aws:s3:::b/inputs/${id}.json`],
+        },
+        {
+          Effect: "Allow",
+          Action: ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+          Resource: [`arn:aws:s3:::b/checkpoints/${id}/*`],
+        },
+        {
+          Effect: "Allow",
+          Action: ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+          Resource: [`arn:aws:s3:::b/outputs/${id}/*`],
+        },
+        {
+          Effect: "Allow",
+          Action: ["s3:PutObject", "s3:AbortMultipartUpload"],
+          Resource: [`arn:aws:s3:::b/logs/${id}/*`],
+        },
+        {
+          Effect: "Allow",
+          Action: ["s3:ListBucket"],
+          Resource: ["arn:aws:s3:::b"],
+          Condition: {
+            StringLike: {
+              "s3:prefix": [`inputs/${id}.json`, `checkpoints/${id}/*`, `outputs/${id}/*`],
+            },
+          },
+        },
+        {
+          Effect: "Allow",
+          Action: ["dynamodb:UpdateItem"],
+          Resource: ["arn:aws:dynamodb:*:*:table/t"],
+          Condition: { "ForAllValues:StringEquals": { "dynamodb:LeadingKeys": [`REQ#${id}`] } },
+        },
+      ],
+    });
+    // STS refuses session policies over 2048 packed characters; stay well inside.
+    expect((input.Policy as string).length).toBeLessThan(1500);
+  });
+
+  it("hands the job only the assumed role's credentials, served on loopback", async () => {
+    const id = newId();
+    await new S3InputStore(s3, bucket).putInput(id, {});
+    const scoped = new ScopedCredentials(sts, { roleArn, requestId: id, bucket, table });
+    // The runner's own S3 calls go out with the scoped credentials too.
+    const scopedS3 = new S3Client({
+      ...awsConfig,
+      forcePathStyle: true,
+      credentials: scoped.provider,
+    });
+    const h = harness({
+      argv: ["node", "batch-main.ts", "--", process.execPath, SCOPED_JOB],
+      s3: scopedS3,
+      jobCredentials: scoped,
+    });
+    // What a Batch container holds: the task role's credentials endpoint (and keys here).
+    const env = batchEnv(id, 1, {
+      AWS_ENDPOINT_URL: endpoint,
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "task-role-key",
+      AWS_SECRET_ACCESS_KEY: "task-role-secret",
+      AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: "/v2/credentials/task-role",
+      [AWS_ENV.jobScopedRole]: roleArn,
+    });
+
+    const code = await runBatchAttempt(env, h.deps);
+
+    expect(code, h.stderr()).toBe(0);
+    const { output } = await new S3ResultStore(s3, bucket).getResult(id);
+    const seen = output as { arn: string; accessKeyId: string; given: string[] };
+    // Only the loopback endpoint and its token; none of the container's credentials.
+    expect(seen.given).toEqual([
+      "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+      "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ]);
+    // The identity is the scoped role's session for this request.
+    expect(seen.arn).toBe(
+      `arn:aws:sts::123456789012:assumed-role/longrun-scoped-demo/longrun-${id}`,
+    );
+    expect(seen.accessKeyId).toBe((await scoped.get()).accessKeyId);
+    expect(seen.accessKeyId).not.toBe("task-role-key");
+    scopedS3.destroy();
+  });
+
+  it("assumes the role again only when the session nears its end, once for many callers", async () => {
+    let now = Date.now();
+    const scoped = new ScopedCredentials(
+      sts,
+      { roleArn, requestId: "req_01REFRESH", bucket, table },
+      () => now,
+    );
+
+    const first = await Promise.all([scoped.get(), scoped.get(), scoped.provider()]);
+    now += 40 * 60_000;
+    const later = await scoped.get();
+    now += 10 * 60_000;
+    const renewed = await scoped.get();
+
+    // One session for the concurrent first callers, kept 40 minutes into its hour.
+    expect(new Set(first.map((c) => c.accessKeyId)).size).toBe(1);
+    expect(later.accessKeyId).toBe(first[0]?.accessKeyId);
+    // Ten minutes before its end: a new session.
+    expect(renewed.accessKeyId).not.toBe(first[0]?.accessKeyId);
+    expect(renewed.expiration.getTime()).toBeGreaterThan(Date.now() + 50 * 60_000);
+  });
+
+  it("serves credentials only to a caller holding the token", async () => {
+    const scoped = new ScopedCredentials(sts, {
+      roleArn,
+      requestId: "req_01TOKEN",
+      bucket,
+      table,
+    });
+    const served = await scoped.serve();
+    try {
+      const url = served.env.AWS_CONTAINER_CREDENTIALS_FULL_URI as string;
+      expect(new URL(url).hostname).toBe("127.0.0.1");
+      expect((await fetch(url)).status).toBe(403);
+      expect((await fetch(url, { headers: { authorization: "wrong" } })).status).toBe(403);
+      const ok = await fetch(url, {
+        headers: { authorization: served.env.AWS_CONTAINER_AUTHORIZATION_TOKEN as string },
+      });
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toMatchObject({
+        AccessKeyId: (await scoped.get()).accessKeyId,
+        Token: expect.any(String),
+        Expiration: expect.any(String),
+      });
+    } finally {
+      await served.close();
+    }
+  });
 });

@@ -3,8 +3,11 @@ import {
   CloudWatchLogsClient,
   CreateLogGroupCommand,
   CreateLogStreamCommand,
+  GetLogEventsCommand,
   PutLogEventsCommand,
 } from "@aws-sdk/client-cloudwatch-logs";
+import { mockClient } from "aws-sdk-client-mock";
+import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   batchAttemptStreams,
@@ -175,4 +178,110 @@ describe("CloudWatchLogStore cursors", () => {
       expect((error as InvalidRequestError).field).toBe("cursor");
     });
   }
+});
+
+describe("CloudWatchLogStore cursors carrying a token CloudWatch never issued", () => {
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  let store: CloudWatchLogStore;
+  beforeAll(async () => {
+    const stream = `${prefix}/crafted`;
+    await writeStream(stream, ["one", "two", "three"]);
+    store = new CloudWatchLogStore({
+      logs,
+      batch,
+      logGroup,
+      jobRefOf: async () => "job",
+      streamsOf: async () => [stream],
+    });
+  });
+
+  it("refuses them as an invalid cursor, not as an AWS failure", async () => {
+    for (const token of [
+      "nope",
+      "f/abc",
+      "x/00000000000000000000000000000000000000000000000000000001",
+    ]) {
+      const error = await store
+        .read("req_crafted", json({ attemptIndex: 0, token }), 10)
+        .catch((e: unknown) => e);
+      expect(error, token).toBeInstanceOf(InvalidRequestError);
+      expect((error as InvalidRequestError).field).toBe("cursor");
+    }
+  });
+
+  it("answers any token with a page or an invalid cursor", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.string({ minLength: 1, maxLength: 80 }),
+          fc
+            .tuple(fc.constantFrom("f/", "b/"), fc.bigInt({ min: -(10n ** 60n), max: 10n ** 60n }))
+            .map(([d, n]) => `${d}${n}`),
+        ),
+        fc.nat({ max: 3 }),
+        async (token, attemptIndex) => {
+          const outcome: unknown = await store
+            .read("req_crafted", json({ attemptIndex, token }), 10)
+            .catch((e: unknown) => e);
+          if (outcome instanceof Error) {
+            expect(outcome, `${token}: ${outcome.message}`).toBeInstanceOf(InvalidRequestError);
+          } else {
+            expect(Array.isArray((outcome as { lines: unknown }).lines)).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});
+
+describe("CloudWatchLogStore errors that are not the caller's", () => {
+  const refused = (name: string) => Object.assign(new Error(`${name} from the service`), { name });
+  const storeOver = (client: CloudWatchLogsClient) =>
+    new CloudWatchLogStore({
+      logs: client,
+      batch,
+      logGroup,
+      jobRefOf: async () => "job",
+      streamsOf: async () => ["s1"],
+    });
+
+  it("keeps an InvalidParameterException a failure when the caller sent no token", async () => {
+    const client = new CloudWatchLogsClient(awsClientConfig());
+    mockClient(client).on(GetLogEventsCommand).rejects(refused("InvalidParameterException"));
+    const error = await storeOver(client)
+      .read("req_x", undefined, 10)
+      .catch((e: unknown) => e);
+    expect(error).not.toBeInstanceOf(InvalidRequestError);
+    expect((error as Error).name).toBe("InvalidParameterException");
+  });
+
+  it("keeps a refusal of a token CloudWatch itself handed out a failure", async () => {
+    const client = new CloudWatchLogsClient(awsClientConfig());
+    mockClient(client)
+      .on(GetLogEventsCommand, { nextToken: "f/caller" })
+      .resolves({ events: [{ message: "a", timestamp: 1 }], nextForwardToken: "f/service" })
+      .on(GetLogEventsCommand, { nextToken: "f/service" })
+      .rejects(refused("InvalidParameterException"));
+    const cursor = Buffer.from(JSON.stringify({ attemptIndex: 0, token: "f/caller" })).toString(
+      "base64url",
+    );
+    const error = await storeOver(client)
+      .read("req_x", cursor, 10)
+      .catch((e: unknown) => e);
+    expect(error).not.toBeInstanceOf(InvalidRequestError);
+    expect((error as Error).name).toBe("InvalidParameterException");
+  });
+
+  it("keeps throttling a failure even with the caller's token", async () => {
+    const client = new CloudWatchLogsClient({ ...awsClientConfig(), maxAttempts: 1 });
+    mockClient(client).on(GetLogEventsCommand).rejects(refused("ThrottlingException"));
+    const cursor = Buffer.from(JSON.stringify({ attemptIndex: 0, token: "f/1" })).toString(
+      "base64url",
+    );
+    const error = await storeOver(client)
+      .read("req_x", cursor, 10)
+      .catch((e: unknown) => e);
+    expect((error as Error).name).toBe("ThrottlingException");
+  });
 });

@@ -42,18 +42,26 @@ export const STOP_REASONS: Readonly<Record<StopReason | "superseded", string>> =
   superseded: "longrun: superseded by a newer attempt",
 };
 
-/** Tags every job gets (propagated to its ECS task), for cost reports and searches. */
+/**
+ * Tags every job gets at submit (propagated to its ECS task), for cost reports and
+ * searches; `jobQueue` is also what the handlers' TerminateJob permission is conditioned
+ * on (aws:ResourceTag), so they can stop only jobs longrun submitted to this deployment.
+ */
 export const JOB_TAGS = {
   requestId: "longrun:request",
   tenant: "longrun:tenant",
   queue: "longrun:queue",
   firstAttempt: FIRST_ATTEMPT_TAG,
+  jobQueue: "longrun:job-queue",
 } as const;
 
 /**
  * The retry strategy's exit rules, first match wins (Batch allows 5):
  * - an instance taken away (Spot reclaim, host failure: "Host EC2 (instance …) terminated")
- *   is retried; the job resumes from its checkpoint;
+ *   exits: the job ends FAILED, the event reads as `lost` (batch-events.ts) and the core
+ *   retries it with a new job that resumes from the checkpoint, counted against the
+ *   platform's bound and not against `maxAttempts` (SPEC §3); a Batch retry would spend
+ *   one of the job's own attempts;
  * - a job stopped by longrun (TerminateJob with a `longrun:` reason) exits; Batch never
  *   retries terminated or cancelled jobs anyway, this only makes the intent explicit;
  * - any non-zero exit code is retried while attempts remain;
@@ -63,7 +71,7 @@ export const JOB_TAGS = {
  * `attemptDurationSeconds`, which is what SPEC §3 asks.
  */
 export const EVALUATE_ON_EXIT: readonly EvaluateOnExit[] = [
-  { onStatusReason: "Host EC2*", action: "RETRY" },
+  { onStatusReason: "Host EC2*", action: "EXIT" },
   { onStatusReason: "longrun:*", action: "EXIT" },
   { onExitCode: "*", action: "RETRY" },
   { onReason: "*", action: "RETRY" },
@@ -150,7 +158,7 @@ export class BatchCompute implements Compute {
           containerOverrides: { environment: this.#environment(request, queue, attempt) },
           timeout: { attemptDurationSeconds: batchTimeoutSeconds(request.timeoutSeconds) },
           retryStrategy: {
-            attempts: batchAttempts(request.maxAttempts, attempt),
+            attempts: batchAttempts(request.maxAttempts, attempt, request.platformRetries),
             evaluateOnExit: [...EVALUATE_ON_EXIT],
           },
           tags: {
@@ -158,6 +166,7 @@ export class BatchCompute implements Compute {
             [JOB_TAGS.tenant]: tagValue(request.tenant),
             [JOB_TAGS.queue]: request.queue,
             [JOB_TAGS.firstAttempt]: String(attempt),
+            [JOB_TAGS.jobQueue]: this.#opts.jobQueueArn,
           },
           propagateTags: true,
         }),
@@ -192,11 +201,15 @@ export class BatchCompute implements Compute {
     }
   }
 
-  /** Terminates every live job of the request (see the class doc). */
-  async reap(request: RequestRecord): Promise<void> {
+  /**
+   * Terminates every live job of the request (see the class doc). A Batch job has its own
+   * timeout, so what it ran meanwhile is not reported: undefined.
+   */
+  async reap(request: RequestRecord): Promise<undefined> {
     const ids = new Set((await this.#liveJobs(request.id)).map((j) => j.jobId));
     if (request.jobRef !== null) ids.add(request.jobRef);
     for (const id of ids) await this.#terminate(id, STOP_REASONS.shutdown);
+    return undefined;
   }
 
   /**
@@ -334,9 +347,13 @@ export function batchTimeoutSeconds(timeoutSeconds: number): number {
   return Math.max(BATCH_MIN_TIMEOUT_SECONDS, Math.ceil(timeoutSeconds));
 }
 
-/** Attempts left for a job whose first Batch attempt is request attempt `attempt` (1–10). */
-export function batchAttempts(maxAttempts: number, attempt: number): number {
-  return Math.min(BATCH_MAX_ATTEMPTS, Math.max(1, maxAttempts - (attempt - 1)));
+/**
+ * Attempts left for a job whose first Batch attempt is request attempt `attempt` (1–10):
+ * what `maxAttempts` leaves after the earlier attempts the job itself ended, that is all
+ * but the `platformRetries` the platform ended (request.ts jobAttempts).
+ */
+export function batchAttempts(maxAttempts: number, attempt: number, platformRetries = 0): number {
+  return Math.min(BATCH_MAX_ATTEMPTS, Math.max(1, maxAttempts - (attempt - 1 - platformRetries)));
 }
 
 /** Tag values allow letters, digits, spaces and `_.:/=+-@`, at most 256 characters. */

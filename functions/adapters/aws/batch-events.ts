@@ -30,6 +30,15 @@ export const REQUEST_JOB_NAME = /^req_[0-9A-Z]{26}$/;
  */
 export const TIMEOUT_STATUS_REASON = /attempt duration exceeded timeout/i;
 
+/**
+ * Batch's status reason for an attempt whose instance went away under it: a Spot reclaim
+ * or a host failure ("Host EC2 (instance i-0abc…) terminated."). The platform ended that
+ * attempt, not the job: it is reported `lost` (SPEC §3). The retry strategy's
+ * `Host EC2*` rule (batch-compute.ts EVALUATE_ON_EXIT) must EXIT on it for the core to see
+ * it; a Batch retry would spend one of the attempts the job's own failures are allowed.
+ */
+export const PLATFORM_STATUS_REASON = /^Host EC2 \(instance [^)]*\) terminated/i;
+
 export const BATCH_JOB_STATUSES = [
   "SUBMITTED",
   "PENDING",
@@ -169,10 +178,33 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
       const last = attempts.at(-1);
       const at = detail.stoppedAt ?? last?.stoppedAt ?? fallbackAt;
       const attempt = base + Math.max(attempts.length, 1);
+      // The ended attempt's own start (metrics: run time per attempt); absent if it never ran.
+      const ranFrom = last?.startedAt ?? null;
+      const startedAt = ranFrom !== null ? { startedAt: ranFrom } : {};
       if (detail.status === "SUCCEEDED") {
-        return { type: "exited", requestId, attempt, at, outcome: "succeeded", jobRef };
+        return {
+          type: "exited",
+          requestId,
+          attempt,
+          at,
+          outcome: "succeeded",
+          jobRef,
+          ...startedAt,
+        };
       }
       const reasons = [detail.statusReason, last?.statusReason];
+      const platform = reasons.find((r) => r && PLATFORM_STATUS_REASON.test(r));
+      if (platform) {
+        return {
+          type: "exited",
+          requestId,
+          attempt,
+          at,
+          outcome: "lost",
+          jobRef,
+          message: `attempt ${attempt} was ended by the platform (${platform})`,
+        };
+      }
       if (reasons.some((r) => r && TIMEOUT_STATUS_REASON.test(r))) {
         return {
           type: "exited",
@@ -181,6 +213,7 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
           at,
           outcome: "timeout",
           jobRef,
+          ...startedAt,
           message: `attempt ${attempt} ran longer than its timeout (${detail.statusReason ?? last?.statusReason})`,
         };
       }
@@ -191,6 +224,7 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
         at,
         outcome: "failed",
         jobRef,
+        ...startedAt,
         message: failureMessage(detail, last),
       };
     }

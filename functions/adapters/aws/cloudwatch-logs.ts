@@ -30,6 +30,12 @@ export interface CloudWatchLogStoreOptions {
   streamsOf?: (jobRef: string) => Promise<string[]>;
 }
 
+/** What GetLogEvents answers to a `nextToken` it cannot use. */
+const INVALID_TOKEN_ERRORS: ReadonlySet<string> = new Set([
+  "InvalidParameterException",
+  "ValidationException",
+]);
+
 /** Where a reader stopped: which stream (attempt) and the forward token within it. */
 interface Position {
   attemptIndex: number;
@@ -58,6 +64,8 @@ export class CloudWatchLogStore implements LogStore {
 
   async read(requestId: string, cursor: string | undefined, limit: number): Promise<LogPage> {
     let pos = decodeCursor(cursor);
+    // The token the caller's cursor carried: CloudWatch refusing it is the caller's fault.
+    const callerToken = pos.token;
     const jobRef = await this.#opts.jobRefOf(requestId);
     const streams = jobRef
       ? await (this.#opts.streamsOf ?? ((ref) => batchAttemptStreams(this.#opts.batch, ref)))(
@@ -72,6 +80,7 @@ export class CloudWatchLogStore implements LogStore {
         stream,
         pos.token,
         Math.min(limit - lines.length, MAX_EVENTS_PER_CALL),
+        pos.token !== null && pos.token === callerToken,
       );
       for (const e of page.messages) lines.push(e);
       // CloudWatch may answer an empty page with a new token while more follows; only the
@@ -90,10 +99,12 @@ export class CloudWatchLogStore implements LogStore {
     return { lines, nextCursor: encodeCursor(pos) };
   }
 
+  /** One GetLogEvents call; `tokenFromCaller`: `token` came from the caller's cursor. */
   async #page(
     stream: string,
     token: string | null,
     limit: number,
+    tokenFromCaller: boolean,
   ): Promise<{ messages: string[]; next: string | null }> {
     try {
       const out = await this.#opts.logs.send(
@@ -111,8 +122,18 @@ export class CloudWatchLogStore implements LogStore {
       };
     } catch (error) {
       // The stream of an attempt that just started may not exist yet: nothing to read.
-      if ((error as { name?: string }).name === "ResourceNotFoundException") {
+      const name = (error as { name?: string }).name;
+      if (name === "ResourceNotFoundException") {
         return { messages: [], next: token };
+      }
+      // A token CloudWatch did not issue (or one it no longer accepts) is refused with
+      // InvalidParameterException; the stream name and limit are ours, so the token is
+      // what it refused: a bad cursor (400), not a failure of the service (500).
+      if (tokenFromCaller && INVALID_TOKEN_ERRORS.has(name ?? "")) {
+        throw new InvalidRequestError(
+          "cursor is not one this API returned, or has expired",
+          "cursor",
+        );
       }
       throw error;
     }

@@ -3,12 +3,8 @@
  * DynamoDB table, the SQS queues. The CDK constructs (infra/) and the runtime bootstrap
  * (LONGRUN_AWS_BOOTSTRAP=1) both build from these, so they are never written twice.
  *
- * Single table; item kinds by key:
- *   request      pk = REQ#<id>                sk = REQ
- *   idempotency  pk = IDEM#<tenant>#<key>     sk = IDEM
- *   counters     pk = QUEUE#<queue>           sk = COUNTERS   (queued, running)
- *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
- *   webhook order pk = WHORD#<request id>     sk = WHORD      (functions/webhooks/order.ts)
+ * Single table: request, idempotency, counters and webhook-secret, webhook order (functions/webhooks/order.ts) and upload items, whose keys and
+ * request-item rules live in items.ts beside this module.
  */
 
 export const TABLE_KEY = { partitionKey: "pk", sortKey: "sk" } as const;
@@ -117,7 +113,39 @@ export const S3_PREFIX = {
   outputs: "outputs/",
   checkpoints: "checkpoints/",
   logs: "logs/",
+  /** Uploads' bytes, `uploads/<tenant>/<id>`; a lifecycle rule deletes them after a day. */
+  uploads: "uploads/",
 } as const;
+
+/** The S3 objects of one request: its input, and the folders of each kind under its prefix. */
+export interface RequestObjects {
+  /** The input document (one object). */
+  input: string;
+  /** Folders, each ending in `/`. */
+  checkpoints: string;
+  outputs: string;
+  logs: string;
+}
+
+/**
+ * Where one request's objects live. The S3 storage builds its keys from this, and so do the
+ * grants that scope a job to its own request (with an IAM policy variable as the id).
+ */
+export function requestObjects(requestId: string): RequestObjects {
+  return {
+    input: `${S3_PREFIX.inputs}${requestId}.json`,
+    checkpoints: `${S3_PREFIX.checkpoints}${requestId}/`,
+    outputs: `${S3_PREFIX.outputs}${requestId}/`,
+    logs: `${S3_PREFIX.logs}${requestId}/`,
+  };
+}
+
+/**
+ * The session tag a job's credentials carry: the request it may touch. The per-queue
+ * scoped role's policies resolve `${aws:PrincipalTag/<this>}` to it, and its trust policy
+ * refuses a session without it (infra/constructs/job-definitions.ts).
+ */
+export const REQUEST_SESSION_TAG = "longrun-request";
 
 /** Names the embedded server and tests give resources when they create them themselves. */
 export interface ResourceNames {

@@ -53,6 +53,16 @@ import {
 } from "../../core/store-support.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 import { ItemMemo } from "./item-memo.ts";
+import {
+  countersKey,
+  ITEM_KIND,
+  idemKey,
+  idemKeyOfPk,
+  idemPk,
+  type RequestItem,
+  requestIdOfPk,
+  requestKey,
+} from "./items.ts";
 
 /** Options of {@link DynamoRequestStore}. */
 export interface DynamoRequestStoreOptions {
@@ -88,10 +98,6 @@ const CONFLICT_ATTEMPTS = 8;
 /** BatchGetItem accepts at most 100 keys per call. */
 const BATCH_GET_MAX = 100;
 
-const REQUEST_SK = "REQ";
-const IDEM_SK = "IDEM";
-const COUNTERS_SK = "COUNTERS";
-
 /** One item update, usable alone (UpdateItem) and inside TransactWriteItems. */
 interface ItemUpdate {
   TableName: string;
@@ -102,31 +108,9 @@ interface ItemUpdate {
   ExpressionAttributeValues?: Record<string, unknown>;
 }
 
-/** Internal attributes of a request item that are not fields of RequestRecord. */
-interface RequestItem extends Record<string, unknown> {
-  id: string;
-  tenant: string;
-  queue: string;
-  status: RequestStatus;
-  priority: number;
-  createdAt: number;
-  expiresAt: number;
-  finishedAt?: number | null;
-  attempt: number;
-  queueTtlSeconds: number;
-  /** Bumped by every write; claims are conditioned on it (see #claimCandidate). */
-  rev: number;
-  /** Key of the idempotency item claimed with this request, if any. */
-  idemPk?: string;
-}
-
 /** Keeps equal-width decimal strings, so that string order is numeric order. */
 function pad(n: number): string {
   return String(n).padStart(15, "0");
-}
-
-function requestKey(id: string): Record<string, string> {
-  return { [TABLE_KEY.partitionKey]: `REQ#${id}`, [TABLE_KEY.sortKey]: REQUEST_SK };
 }
 
 /** Priorities a request may have (SPEC: 0–9), for the per-priority counters. */
@@ -144,20 +128,6 @@ function queuedByPriority(counters: Record<string, unknown> | undefined): number
   // Written in the same transactions as `queued`, so they always agree, except on a counters
   // item from before the split existed (or one repaired by hand): then positions count rows.
   return split.reduce((a, b) => a + b, 0) === total ? split : null;
-}
-
-function countersKey(queue: string): Record<string, string> {
-  return { [TABLE_KEY.partitionKey]: `QUEUE#${queue}`, [TABLE_KEY.sortKey]: COUNTERS_SK };
-}
-
-/**
- * `IDEM#<tenant>#<key>`. A key may hold `#` and so may a tenant (a JWT `sub`), so `%` and `#`
- * are escaped in the tenant: otherwise tenant "a#b" with key "c" and tenant "a" with key
- * "b#c" would share one item and see each other's requests.
- */
-function idemPk(tenant: string, key: string): string {
-  const safeTenant = tenant.replaceAll("%", "%25").replaceAll("#", "%23");
-  return `IDEM#${safeTenant}#${key}`;
 }
 
 function listPk(tenant: string, queue: string): string {
@@ -220,6 +190,7 @@ export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): Request
     updatedAt: r.updatedAt,
     attempt: r.attempt,
     maxAttempts: r.maxAttempts,
+    platformRetries: r.platformRetries,
     cancelRequested: r.cancelRequested,
     timeoutSeconds: r.timeoutSeconds,
     queueTtlSeconds: r.queueTtlSeconds,
@@ -227,6 +198,9 @@ export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): Request
     progress: plain(r.progress),
     error: plain(r.error),
     jobRef: r.jobRef,
+    // Written only when set, so items of requests without them stay as they were.
+    ...(r.files && Object.keys(r.files).length > 0 ? { files: plain(r.files) } : {}),
+    ...(r.retryOf ? { retryOf: r.retryOf } : {}),
     rev: 0,
     ...(idem ? { idemPk: idemPk(r.tenant, idem.key) } : {}),
     [INDEXES.ready.partitionKey]: readyPk(r.queue),
@@ -259,6 +233,8 @@ function fromItem(item: Record<string, unknown>): RequestRecord {
     updatedAt: i.updatedAt ?? i.createdAt,
     attempt: i.attempt,
     maxAttempts: i.maxAttempts,
+    // Items written before the field existed have had no platform retry.
+    platformRetries: i.platformRetries ?? 0,
     cancelRequested: i.cancelRequested === true,
     timeoutSeconds: i.timeoutSeconds,
     queueTtlSeconds: i.queueTtlSeconds,
@@ -266,6 +242,9 @@ function fromItem(item: Record<string, unknown>): RequestRecord {
     progress: i.progress ?? null,
     error: i.error ?? null,
     jobRef: i.jobRef ?? null,
+    // Only when set, so a record without them reads back exactly as it was written.
+    ...(i.files ? { files: i.files } : {}),
+    ...(i.retryOf ? { retryOf: i.retryOf } : {}),
   };
 }
 
@@ -413,6 +392,7 @@ const PATCH_FIELDS = [
   "finishedAt",
   "updatedAt",
   "attempt",
+  "platformRetries",
   "progress",
   "error",
   "jobRef",
@@ -495,8 +475,7 @@ export class DynamoRequestStore implements RequestStore {
         Put: {
           TableName: this.#table,
           Item: {
-            [TABLE_KEY.partitionKey]: idemPk(request.tenant, idempotency.key),
-            [TABLE_KEY.sortKey]: IDEM_SK,
+            ...idemKey(request.tenant, idempotency.key),
             requestId: request.id,
             bodyHash: idempotency.bodyHash,
           },
@@ -572,8 +551,7 @@ export class DynamoRequestStore implements RequestStore {
         new GetCommand({
           TableName: this.#table,
           Key: {
-            [TABLE_KEY.partitionKey]: idemPk(tenant, idempotency.key),
-            [TABLE_KEY.sortKey]: IDEM_SK,
+            ...idemKey(tenant, idempotency.key),
           },
           ConsistentRead: true,
         }),
@@ -598,7 +576,7 @@ export class DynamoRequestStore implements RequestStore {
       await this.#doc.send(
         new DeleteCommand({
           TableName: this.#table,
-          Key: { [TABLE_KEY.partitionKey]: idemPk(tenant, key), [TABLE_KEY.sortKey]: IDEM_SK },
+          Key: idemKey(tenant, key),
           ConditionExpression: "#requestId = :rid",
           ExpressionAttributeNames: { "#requestId": "requestId" },
           ExpressionAttributeValues: { ":rid": requestId },
@@ -967,7 +945,7 @@ export class DynamoRequestStore implements RequestStore {
       if (candidates.length === 0) return { kind: "empty" };
       for (const candidate of candidates) {
         const pk = candidate[TABLE_KEY.partitionKey] as string;
-        const id = pk.slice("REQ#".length);
+        const id = requestIdOfPk(pk);
         let result: ClaimResult | null | "again" = "again";
         // "again": the candidate changed between our read and our write; read it once more
         // (no backoff: the change is done, nothing is contended).
@@ -1311,7 +1289,8 @@ export class DynamoRequestStore implements RequestStore {
         items.push({
           Update: {
             TableName: this.#table,
-            Key: { [TABLE_KEY.partitionKey]: item.idemPk, [TABLE_KEY.sortKey]: IDEM_SK },
+            // includeKey implies withKey, which checked that idemPk is a string.
+            Key: idemKeyOfPk(item.idemPk as string),
             UpdateExpression: "SET #ttl = :ttl",
             // Never create or touch a key that is not this request's.
             ConditionExpression: "#requestId = :rid",
@@ -1423,7 +1402,7 @@ export class DynamoRequestStore implements RequestStore {
     });
     for await (const keys of pages) {
       for (const k of keys) {
-        const id = String(k[TABLE_KEY.partitionKey]).slice("REQ#req_".length);
+        const id = requestIdOfPk(String(k[TABLE_KEY.partitionKey])).slice("req_".length);
         const t = decodeTime(id);
         if (oldest === null || t < oldest) oldest = t;
       }
@@ -1523,7 +1502,7 @@ export class DynamoRequestStore implements RequestStore {
 
 /** Exposed for tests: the idempotency item key of a tenant's key. */
 export function idempotencyItemKey(tenant: string, key: string): Record<string, string> {
-  return { [TABLE_KEY.partitionKey]: idemPk(tenant, key), [TABLE_KEY.sortKey]: IDEM_SK };
+  return idemKey(tenant, key);
 }
 
 /** Exposed for tests and repair tools: the key of a request item. */
@@ -1544,6 +1523,6 @@ export function countersItemKey(queue: string): Record<string, string> {
 export function requestItemImage(
   item: Record<string, unknown>,
 ): { request: RequestRecord; rev: number } | null {
-  if (item[TABLE_KEY.sortKey] !== REQUEST_SK || typeof item.id !== "string") return null;
+  if (item[TABLE_KEY.sortKey] !== ITEM_KIND.request.sk || typeof item.id !== "string") return null;
   return { request: fromItem(item), rev: typeof item.rev === "number" ? item.rev : 0 };
 }

@@ -3,6 +3,8 @@
  *
  * ```
  * inputs/<id>.json                               the request's input (large inputs, Batch runner)
+ * inputs/<id>/<name>                             the request's own input files (s3-files.ts)
+ * uploads/<tenant>/<upload id>                   uploads' bytes, PUT by callers (s3-files.ts)
  * checkpoints/<id>/CURRENT                       manifest of the saved checkpoint (the publish point)
  * checkpoints/<id>/v-<ulid>/<relative path>      files uploaded by the save that made version v-<ulid>
  * outputs/<id>/<relative path>                   outputs of the successful attempt
@@ -11,11 +13,12 @@
  */
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { type FileHandle, lstat, mkdir, open } from "node:fs/promises";
+import { chmod, type FileHandle, lstat, mkdir, open } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
+  CopyObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   ListObjectsV2Command,
@@ -29,8 +32,9 @@ import { monotonicFactory } from "ulidx";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
+import { isFileName } from "../../core/upload.ts";
 import { listFiles } from "../list-files.ts";
-import { S3_PREFIX } from "./definitions.ts";
+import { requestObjects, S3_PREFIX } from "./definitions.ts";
 
 /** Request ids become key segments: accept only what cannot reach another request's keys. */
 function safeId(requestId: string): string {
@@ -277,7 +281,7 @@ export class S3AttemptStorage implements AttemptStorage {
   ) {
     this.#client = client;
     this.#bucket = bucket;
-    this.#root = `${S3_PREFIX.checkpoints}${safeId(requestId)}/`;
+    this.#root = requestObjects(safeId(requestId)).checkpoints;
     this.#options = options;
   }
 
@@ -340,6 +344,26 @@ export class S3AttemptStorage implements AttemptStorage {
     );
     this.#local = local;
     this.#published = manifest;
+  }
+
+  /**
+   * Downloads the request's input files (`inputs/<id>/<name>`) into `dir`, each made
+   * read-only (0444) once complete.
+   */
+  async restoreInputs(dir: string): Promise<void> {
+    const prefix = `${S3_PREFIX.inputs}${this.#root.slice(S3_PREFIX.checkpoints.length)}`;
+    const objects = await listKeys(this.#client, this.#bucket, prefix);
+    await forEachLimit(objects, this.#options.fileConcurrency ?? 4, async ({ key }) => {
+      const name = key.slice(prefix.length);
+      // Names are checked at submit; anything else under the prefix is not a file of the job's.
+      if (!isFileName(name)) return;
+      const file = join(resolve(dir), name);
+      const res = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: key }));
+      await pipeline(res.Body as Readable, createWriteStream(file, { mode: 0o600 }));
+      // Read-only for whoever runs the job, whatever the process umask (the embedded server
+      // runs with 0077, which would leave a creation mode of 0444 at 0400).
+      await chmod(file, 0o444);
+    });
   }
 
   saveCheckpoint(dir: string): Promise<void> {
@@ -495,6 +519,71 @@ export class S3AttemptStorage implements AttemptStorage {
   }
 }
 
+/** Deletes every object under `prefix`; idempotent. */
+export async function deletePrefix(
+  client: S3Client,
+  bucket: string,
+  prefix: string,
+): Promise<void> {
+  const keys = (await listKeys(client, bucket, prefix)).map((o) => o.key);
+  if (keys.length > 0) await deleteKeys(client, bucket, keys);
+}
+
+/** `CopySource` of an object: bucket and key, the key URL-encoded per segment. */
+export function copySource(bucket: string, key: string): string {
+  return `${bucket}/${key.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+/**
+ * Copies the published checkpoint of request `from` to request `to` inside S3 (CopyObject:
+ * the bytes never leave the bucket): every file of `from`'s manifest to one new version of
+ * `to`, then `to`'s manifest, written last as a save writes it, so `to` has the whole
+ * checkpoint or none. `from` is not changed.
+ * @returns false when `from` has no checkpoint.
+ */
+export async function copyCheckpointObjects(
+  client: S3Client,
+  bucket: string,
+  from: string,
+  to: string,
+): Promise<boolean> {
+  const fromRoot = `${S3_PREFIX.checkpoints}${safeId(from)}/`;
+  const toRoot = `${S3_PREFIX.checkpoints}${safeId(to)}/`;
+  let manifest: CheckpointManifest;
+  try {
+    const res = await client.send(
+      new GetObjectCommand({ Bucket: bucket, Key: `${fromRoot}CURRENT` }),
+    );
+    manifest = parseManifest(await res.Body!.transformToString(), fromRoot);
+  } catch (error) {
+    if (isNoSuchKey(error)) return false;
+    throw error;
+  }
+  const version = `v-${monotonicFactory()()}`;
+  const files: CheckpointManifest["files"] = {};
+  await forEachLimit(Object.entries(manifest.files), 8, async ([path, entry]) => {
+    const key = `${toRoot}${version}/${path}`;
+    await client.send(
+      new CopyObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        CopySource: copySource(bucket, entry.key),
+      }),
+    );
+    files[path] = { ...entry, key };
+  });
+  const copy: CheckpointManifest = { format: 1, version, savedAt: Date.now(), files };
+  await client.send(
+    new PutObjectCommand({
+      Bucket: bucket,
+      Key: `${toRoot}CURRENT`,
+      Body: JSON.stringify(copy),
+      ContentType: "application/json",
+    }),
+  );
+  return true;
+}
+
 /** Options of {@link S3ResultStore}. */
 export interface S3ResultStoreOptions {
   /** Lifetime of artifact URLs in seconds (default 3600; SPEC asks for at least 15 min). */
@@ -520,7 +609,7 @@ export class S3ResultStore implements ResultStore {
   }
 
   async getResult(requestId: string): Promise<{ output: unknown; artifacts: Artifact[] }> {
-    const prefix = `${S3_PREFIX.outputs}${safeId(requestId)}/`;
+    const prefix = requestObjects(safeId(requestId)).outputs;
     const objects = (await listKeys(this.client, this.bucket, prefix)).sort((a, b) =>
       a.key < b.key ? -1 : a.key > b.key ? 1 : 0,
     );
@@ -566,7 +655,7 @@ export class S3InputStore {
 
   /** The key of a request's input. */
   key(requestId: string): string {
-    return `${S3_PREFIX.inputs}${safeId(requestId)}.json`;
+    return requestObjects(safeId(requestId)).input;
   }
 
   /** Stores `input` as JSON (overwriting: an input never changes once submitted). */
@@ -742,7 +831,7 @@ export class S3LogStore implements LogStore {
   }
 
   async read(requestId: string, cursor: string | undefined, limit: number): Promise<LogPage> {
-    const root = `${S3_PREFIX.logs}${safeId(requestId)}/`;
+    const root = requestObjects(safeId(requestId)).logs;
     const position = decodeLogCursor(cursor, root);
     const max = Math.max(1, Math.floor(limit));
     const lines: string[] = [];

@@ -42,6 +42,7 @@ import {
 } from "../../webhooks/outbox.ts";
 import { generateSecret } from "../../webhooks/signing.ts";
 import { TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
+import { webhookOrderKey, webhookSecretKey } from "./items.ts";
 
 /** Longest SQS message timer (DelaySeconds). */
 export const MAX_SQS_DELAY_SECONDS = 900;
@@ -143,11 +144,6 @@ export async function enqueueWebhookMessages(
   }
 }
 
-/** `WHORD#<requestId>`: the order record of a request's deliveries. */
-export function webhookOrderKey(requestId: string): Record<string, string> {
-  return { [TABLE_KEY.partitionKey]: `WHORD#${requestId}`, [TABLE_KEY.sortKey]: "WHORD" };
-}
-
 /**
  * How long an order record is kept after its last claim: longer than a delivery can keep
  * arriving (the stream keeps records 24 h, a delivery is retried for about 45 h).
@@ -241,12 +237,6 @@ export class DynamoDeliveryOrder implements DeliveryOrder {
       if (!isConditionalCheckFailed(error)) throw error;
     }
   }
-}
-
-/** `WHSEC#<tenant>` with `%` and `#` escaped, as the idempotency keys escape tenants. */
-export function webhookSecretKey(tenant: string): Record<string, string> {
-  const safe = tenant.replaceAll("%", "%25").replaceAll("#", "%23");
-  return { [TABLE_KEY.partitionKey]: `WHSEC#${safe}`, [TABLE_KEY.sortKey]: "WHSEC" };
 }
 
 /** Tries of a rotation that keeps losing to concurrent rotations before it gives up. */

@@ -68,6 +68,8 @@ export interface DeliveryStepOptions {
    * dies with its process keeps its request's later tries waiting this long.
    */
   leaseMs?: number;
+  /** Told of each try's outcome (metrics); must not throw. */
+  onTried?: (ok: boolean) => void;
 }
 
 /**
@@ -122,6 +124,7 @@ export function createDeliveryStep(options: DeliveryStepOptions): (body: string)
       await release(false);
       throw error;
     }
+    options.onTried?.(outcome.kind === "delivered");
     const tries = m.attempt + 1;
     const { notBefore: _previous, ...rest } = m;
     if (outcome.kind === "delivered") {

@@ -7,12 +7,14 @@ import { AWS_ENV } from "../../config/env.ts";
 import type { LongrunConfig, QueueConfig } from "../../config/schema.ts";
 import type { Compute, LaunchOptions, LogStore } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
-import type { CoreDeps } from "../../core/usecases/deps.ts";
-import { newRequestId } from "../ids.ts";
+import { type CoreDeps, type LifecycleListener, listenAll } from "../../core/usecases/deps.ts";
+import { newRequestId, newUploadId } from "../ids.ts";
 import { createWebhookGuard } from "../net/webhook-guard.ts";
 import { BatchCompute } from "./batch-compute.ts";
 import { CloudWatchLogStore } from "./cloudwatch-logs.ts";
 import { DynamoRequestStore } from "./dynamo-request-store.ts";
+import { DynamoUploadStore } from "./dynamo-uploads.ts";
+import { S3FileStore } from "./s3-files.ts";
 import { S3InputStore, S3ResultStore } from "./s3-storage.ts";
 import { SqsDispatchTrigger } from "./sqs-trigger.ts";
 
@@ -143,6 +145,13 @@ export interface AwsDepsOptions {
   /** Default: CloudWatch Logs of the Batch jobs. */
   logs?: LogStore;
   allowPrivateWebhooks?: boolean;
+  /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB, S3's PUT limit. */
+  maxUploadBytes?: number;
+  /**
+   * Told of every state change (metrics, the queue history); webhooks follow from the
+   * table's stream instead.
+   */
+  listeners?: readonly LifecycleListener[];
 }
 
 /** The core's ports on AWS: DynamoDB, SQS, S3, Batch and CloudWatch Logs. */
@@ -189,8 +198,12 @@ export function createAwsDeps(opts: AwsDepsOptions): CoreDeps {
     results: new S3ResultStore(clients.s3, resources.bucketName),
     logs,
     clock: { now: () => Date.now() },
-    ids: { requestId: newRequestId },
+    ids: { requestId: newRequestId, uploadId: newUploadId },
     queues,
     webhookGuard: createWebhookGuard({ allowPrivate: opts.allowPrivateWebhooks === true }),
+    uploads: new DynamoUploadStore(clients.dynamo, resources.tableName),
+    files: new S3FileStore(clients.s3, resources.bucketName),
+    ...(opts.maxUploadBytes !== undefined ? { maxUploadBytes: opts.maxUploadBytes } : {}),
+    ...listenAll(opts.listeners ?? []),
   };
 }

@@ -7,24 +7,31 @@
  * <dataDir>/outputs/<id>/                          outputs of the successful attempt (result.json + artifacts)
  * <dataDir>/logs/<id>.log                          stdout/stderr of every attempt, appended
  * <dataDir>/work/<id>/<attempt>/                   an attempt's work dir while it runs
+ * <dataDir>/uploads/<upload id>                    an upload's bytes, read-only (fs-files.ts)
+ * <dataDir>/inputs/<id>/<name>                     the request's own input files (hard links)
  * ```
  */
 import { randomBytes } from "node:crypto";
+import { constants, type Stats } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
 import {
   appendFile,
+  chmod,
+  copyFile,
   cp,
+  link,
   lstat,
   mkdir,
   open,
   readdir,
   readFile,
   readlink,
+  realpath,
   rename,
   rm,
-  stat,
   symlink,
 } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 import type { AttemptStorage } from "../../../jobs/runner/attempt.ts";
 import { InvalidRequestError } from "../../core/errors.ts";
 import type { Artifact, LogPage, LogStore, ResultStore } from "../../core/ports.ts";
@@ -62,6 +69,18 @@ export class FsLayout {
   workRoot(requestId: string): string {
     return join(this.dataDir, "work", safeId(requestId));
   }
+  /** The request's input files (SPEC §2 `files`), one per name. */
+  inputDir(requestId: string): string {
+    return join(this.dataDir, "inputs", safeId(requestId));
+  }
+  /** Folder of uploads' bytes and of the temp files PUTs stream into. */
+  uploadsDir(): string {
+    return join(this.dataDir, "uploads");
+  }
+  /** An upload's bytes once a PUT of exactly its size completed. */
+  uploadFile(uploadId: string): string {
+    return join(this.dataDir, "uploads", safeId(uploadId));
+  }
 
   /** Deletes everything kept for a request (retention). */
   async deleteRequest(requestId: string): Promise<void> {
@@ -70,6 +89,7 @@ export class FsLayout {
       rm(this.outputDir(requestId), { recursive: true, force: true }),
       rm(this.logFile(requestId), { force: true }),
       rm(this.workRoot(requestId), { recursive: true, force: true }),
+      rm(this.inputDir(requestId), { recursive: true, force: true }),
     ]);
   }
 }
@@ -95,12 +115,19 @@ const LEFTOVER_AGE_MS = 10 * 60 * 1000;
 export class FsAttemptStorage implements AttemptStorage {
   readonly #layout: FsLayout;
   readonly #requestId: string;
+  readonly #jobUid: number | null;
   /** Saves of one request run one after another, so versions never race for `current`. */
   #queue: Promise<void> = Promise.resolve();
 
-  constructor(layout: FsLayout, requestId: string) {
+  /**
+   * @param options.jobUid the uid jobs run as: a checkpoint file that is not its own (a
+   *   hard link to one of the server's files) is not copied, since the copy would hand its
+   *   content to the next attempt. Default: no owner check.
+   */
+  constructor(layout: FsLayout, requestId: string, options: { jobUid?: number } = {}) {
     this.#layout = layout;
     this.#requestId = safeId(requestId);
+    this.#jobUid = options.jobUid ?? null;
   }
 
   /** The folder the current checkpoint lives in, or null before the first save. */
@@ -129,6 +156,11 @@ export class FsAttemptStorage implements AttemptStorage {
     }
   }
 
+  /** Links the request's input files into `dir`, read-only (see {@link linkInputs}). */
+  async restoreInputs(dir: string): Promise<void> {
+    await linkInputs(this.#layout.inputDir(this.#requestId), dir);
+  }
+
   saveCheckpoint(dir: string): Promise<void> {
     const run = this.#queue.then(() => this.#save(dir));
     this.#queue = run.catch(() => {});
@@ -144,7 +176,18 @@ export class FsAttemptStorage implements AttemptStorage {
     });
     const tag = randomBytes(6).toString("hex");
     const version = `v-${tag}`;
-    await cp(dir, join(root, version), { recursive: true });
+    const jobUid = this.#jobUid;
+    await cp(dir, join(root, version), {
+      recursive: true,
+      ...(jobUid === null
+        ? {}
+        : {
+            filter: async (src: string) => {
+              const info = await lstat(src).catch(() => null);
+              return info !== null && (!info.isFile() || isOwnOutput(info, jobUid));
+            },
+          }),
+    });
     const link = join(root, `link-${tag}`);
     await symlink(version, link);
     await rename(link, join(root, CURRENT));
@@ -196,6 +239,32 @@ export class FsAttemptStorage implements AttemptStorage {
   }
 }
 
+/**
+ * Hard-links every file of `from` into `to` (a copy across filesystems); nothing when `from`
+ * does not exist. The files are 0444 from the moment they were stored, and a job running as
+ * another user (`LONGRUN_JOB_USER`) cannot change the mode of a file it does not own, so the
+ * links are read-only to it; one link per attempt means the job cannot rename the request's
+ * own copy away either.
+ */
+export async function linkInputs(from: string, to: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(from);
+  } catch (error) {
+    if (isMissing(error)) return;
+    throw error;
+  }
+  for (const name of names) {
+    try {
+      await link(join(from, name), join(to, name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
+      await copyFile(join(from, name), join(to, name));
+      await chmod(join(to, name), 0o444);
+    }
+  }
+}
+
 /** Renames `from` to `to`; the error instead of a rejection, null when it worked. */
 async function moveAside(from: string, to: string): Promise<NodeJS.ErrnoException | null> {
   try {
@@ -207,18 +276,45 @@ async function moveAside(from: string, to: string): Promise<NodeJS.ErrnoExceptio
 }
 
 /**
+ * Whether a file found in a request's outputs is the job's own output: a regular file,
+ * owned by the user jobs run as, with no other name. A job that hard-links a file it can
+ * reach (the server's signing key, a database) into its outputs gives that file a second
+ * link and someone else's owner, so it is never listed nor served.
+ */
+export function isOwnOutput(info: Stats, jobUid: number | null): boolean {
+  return info.isFile() && info.nlink === 1 && (jobUid === null || info.uid === jobUid);
+}
+
+/** An artifact opened for download: the open file and its size when it was opened. */
+export interface OpenArtifact {
+  handle: FileHandle;
+  size: number;
+}
+
+export interface FsResultStoreOptions {
+  /**
+   * The uid jobs run as (`LONGRUN_JOB_USER`, else the server's own): only files it owns are
+   * outputs. null skips the owner check (a platform without uids).
+   */
+  jobUid?: number | null;
+}
+
+/**
  * Results of succeeded requests from `<dataDir>/outputs/<id>/`. Artifact URLs come from
  * `urlFor`, so the server decides how they are signed and served.
  */
 export class FsResultStore implements ResultStore {
   private readonly layout: FsLayout;
+  readonly #jobUid: number | null;
 
   /** @param data the data directory, or its {@link FsLayout} */
   constructor(
     data: FsLayout | string,
     private readonly urlFor: (requestId: string, name: string) => string,
+    options: FsResultStoreOptions = {},
   ) {
     this.layout = toLayout(data);
+    this.#jobUid = options.jobUid !== undefined ? options.jobUid : (process.getuid?.() ?? null);
   }
 
   async getResult(requestId: string): Promise<{ output: unknown; artifacts: Artifact[] }> {
@@ -233,6 +329,9 @@ export class FsResultStore implements ResultStore {
     let output: unknown = null;
     const artifacts: Artifact[] = [];
     for (const name of names) {
+      // lstat: the listing's file types come from the directory, this is the file itself.
+      const info = await lstat(join(dir, name)).catch(() => null);
+      if (!info || !isOwnOutput(info, this.#jobUid)) continue;
       if (name === "result.json") {
         // The runner checked it before saving; a file damaged since reads as no output.
         try {
@@ -242,17 +341,19 @@ export class FsResultStore implements ResultStore {
         }
         continue;
       }
-      const { size } = await stat(join(dir, name));
-      artifacts.push({ name, size, url: this.urlFor(requestId, name) });
+      artifacts.push({ name, size: info.size, url: this.urlFor(requestId, name) });
     }
     return { output, artifacts };
   }
 
   /**
-   * The file behind artifact `name` of a request, for the server's download route; null
-   * when there is none or the name tries to leave the outputs folder.
+   * Opens artifact `name` of a request for the server's download route; null when there is
+   * none, when the name or a link on its way leaves the request's outputs folder, or when
+   * the file is not the job's own ({@link isOwnOutput}). The file is opened first and then
+   * inspected through its descriptor, so what is checked is what is sent, even if the path
+   * is removed or replaced meanwhile (retention, a leftover job).
    */
-  async artifactPath(requestId: string, name: string): Promise<string | null> {
+  async openArtifact(requestId: string, name: string): Promise<OpenArtifact | null> {
     const parts = name.split("/");
     if (
       name === "result.json" ||
@@ -260,14 +361,54 @@ export class FsResultStore implements ResultStore {
     ) {
       return null;
     }
-    const file = join(this.layout.outputDir(requestId), ...parts);
+    let file: string;
     try {
-      return (await stat(file)).isFile() ? file : null;
+      // Links are resolved here and the result must still lie inside the folder: a link
+      // a job left in its outputs never reaches a file elsewhere.
+      const base = await realpath(this.layout.outputDir(requestId));
+      file = await realpath(join(base, ...parts));
+      if (!file.startsWith(base + sep)) return null;
     } catch (error) {
-      if (isMissing(error)) return null;
+      if (isUnavailable(error)) return null;
+      throw error;
+    }
+    let handle: FileHandle;
+    try {
+      // O_NOFOLLOW: a link swapped in after the check is refused, not followed. O_NONBLOCK:
+      // a FIFO does not hang the open (it is then refused as not a regular file).
+      handle = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (error) {
+      if (isUnavailable(error)) return null;
+      throw error;
+    }
+    try {
+      const info = await handle.stat();
+      if (!isOwnOutput(info, this.#jobUid)) {
+        await handle.close();
+        return null;
+      }
+      return { handle, size: info.size };
+    } catch (error) {
+      await handle.close().catch(() => {});
       throw error;
     }
   }
+}
+
+/**
+ * Errors that mean "no such artifact" to a downloader: gone (retention), unreadable (mode
+ * 000), a link where none may be (ELOOP from O_NOFOLLOW), a device without a reader.
+ */
+function isUnavailable(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return (
+    isMissing(error) ||
+    code === "EACCES" ||
+    code === "EPERM" ||
+    code === "ELOOP" ||
+    code === "ENXIO" ||
+    code === "EISDIR"
+  );
 }
 
 /** Upper bound of bytes one `read` scans, so a page costs the same however big the log is. */

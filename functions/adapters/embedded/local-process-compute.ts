@@ -1,17 +1,19 @@
-import { rm } from "node:fs/promises";
+import { chmod, mkdir, rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AttemptHandle,
   type AttemptResult,
   type AttemptStorage,
   attemptPaths,
+  baseJobEnv,
   decodeJobRef,
   findJobsOfRequest,
   reapProcessGroup,
   startAttempt,
+  startTimeToEpochMs,
 } from "../../../jobs/runner/index.ts";
 import type { QueueConfig } from "../../config/schema.ts";
-import type { Clock, Compute, JobEvent, StopReason } from "../../core/ports.ts";
+import type { Clock, Compute, JobEvent, Reaped, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
 
@@ -46,6 +48,12 @@ export interface LocalProcessComputeOptions {
   reapGraceMs?: number;
   /** Told about failures that have no caller to go to (an event handler that threw). */
   onError?: (error: unknown, context: string) => void;
+  /**
+   * Runs every job as this user (the server runs as root; SPEC §5 `LONGRUN_JOB_USER`). Its
+   * work dir is handed to it and is the only folder of the data directory it can enter;
+   * HOME is the work dir, as the server's own home is not the job's.
+   */
+  jobUser?: { name: string; uid: number; gid: number };
 }
 
 interface Running {
@@ -84,8 +92,11 @@ export class LocalProcessCompute implements Compute {
     this.#opts = options;
     this.#layout = new FsLayout(options.dataDir);
     this.#logs = options.logs ?? new FsLogStore(this.#layout);
+    const jobUid = options.jobUser?.uid;
     this.#storageFor =
-      options.storageFor ?? ((request) => new FsAttemptStorage(this.#layout, request.id));
+      options.storageFor ??
+      ((request) =>
+        new FsAttemptStorage(this.#layout, request.id, jobUid !== undefined ? { jobUid } : {}));
     this.#clock = options.clock ?? { now: () => Date.now() };
   }
 
@@ -126,6 +137,22 @@ export class LocalProcessCompute implements Compute {
       );
     };
 
+    const user = this.#opts.jobUser;
+    if (user) {
+      // The job user passes through (x, no listing) to its own work dir; umask made it 0700.
+      const root = this.#layout.workRoot(id);
+      await mkdir(root, { recursive: true });
+      await chmod(root, 0o711);
+    }
+    const baseEnv = user
+      ? {
+          ...(this.#opts.baseEnv ?? baseJobEnv()),
+          HOME: workDir,
+          USER: user.name,
+          LOGNAME: user.name,
+        }
+      : this.#opts.baseEnv;
+
     const handle = startAttempt({
       command: queue.command,
       env: queue.env,
@@ -135,7 +162,8 @@ export class LocalProcessCompute implements Compute {
       storage: this.#storageFor(request),
       timeoutSeconds: request.timeoutSeconds,
       cancelGraceSeconds: queue.cancelGraceSeconds,
-      ...(this.#opts.baseEnv ? { baseEnv: this.#opts.baseEnv } : {}),
+      ...(baseEnv ? { baseEnv } : {}),
+      ...(user ? { user: { uid: user.uid, gid: user.gid } } : {}),
       ...(this.#opts.pollIntervalMs ? { pollIntervalMs: this.#opts.pollIntervalMs } : {}),
       logSink: (line) => logLine(line),
       onStarted: ({ jobRef }) => {
@@ -212,22 +240,33 @@ export class LocalProcessCompute implements Compute {
     entry.handle.stop(reason);
   }
 
-  async reap(request: RequestRecord): Promise<void> {
+  async reap(request: RequestRecord): Promise<Reaped> {
     const own = this.#running.get(request.id);
     if (own) {
       // Still ours (not a leftover): stop it without reporting, as a shutdown would.
       await this.stop(request, "shutdown");
       await own.finished;
-      return;
+      return { runningSince: null };
     }
     const graceMs = this.#opts.reapGraceMs ?? 5000;
     let spawned = request.jobRef !== null;
+    // The dead server's job, if it was still running: when it started (SPEC §5: one that
+    // outlived its timeout ends the request `timeout`).
+    let runningSince: number | null = null;
+    const reapOne = async (ref: string) => {
+      const outcome = await reapProcessGroup(ref, { graceMs });
+      const startTime = decodeJobRef(ref)?.startTime ?? null;
+      if (outcome === "reaped" && startTime !== null) {
+        const since = await startTimeToEpochMs(startTime);
+        if (since !== null) runningSince = Math.min(runningSince ?? since, since);
+      }
+    };
     if (request.jobRef && decodeJobRef(request.jobRef)) {
-      await reapProcessGroup(request.jobRef, { graceMs });
+      await reapOne(request.jobRef);
     } else if (request.jobRef === null) {
       // The dead server may have spawned the job and died before it stored the handle.
       const leftovers = await findJobsOfRequest(request.id);
-      await Promise.all(leftovers.map((ref) => reapProcessGroup(ref, { graceMs })));
+      await Promise.all(leftovers.map(reapOne));
       spawned = leftovers.length > 0;
     }
     // A job that never spawned may have left a checkpoint restore that the crash cut short
@@ -237,6 +276,7 @@ export class LocalProcessCompute implements Compute {
     } else {
       await rm(this.#layout.workRoot(request.id), { recursive: true, force: true });
     }
+    return { runningSince };
   }
 
   /**

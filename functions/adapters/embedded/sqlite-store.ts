@@ -32,7 +32,7 @@ import { openSqlite, statementCache } from "./sqlite-open.ts";
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
  * `#migrate` whenever the tables or indexes change.
  */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 // The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
 // uses a partial index when the query's WHERE clause literally implies the index's WHERE.
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS requests (
   updated_at        INTEGER NOT NULL,
   attempt           INTEGER NOT NULL,
   max_attempts      INTEGER NOT NULL,
+  platform_retries  INTEGER NOT NULL DEFAULT 0,
   cancel_requested  INTEGER NOT NULL CHECK (cancel_requested IN (0, 1)),
   timeout_seconds   INTEGER NOT NULL,
   queue_ttl_seconds INTEGER NOT NULL,
@@ -122,6 +123,29 @@ INSERT INTO queued_by_priority (queue, priority, queued)
   GROUP BY queue, priority;
 `;
 
+/**
+ * Columns added after schema 2, each added where it is missing (a table an older schema made
+ * keeps its columns through CREATE TABLE IF NOT EXISTS). Adding a column with a default
+ * changes no index, so it needs no migration step of its own.
+ */
+const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
+  // Schema 3: the count of retries of attempts the platform ended (0 for older rows).
+  ["platform_retries", "INTEGER NOT NULL DEFAULT 0"],
+  // The request's input files, JSON `{name: {size}}` (uploads).
+  ["files", "TEXT"],
+  // The request this one retries.
+  ["retry_of", "TEXT"],
+];
+
+function addMissingColumns(db: Database.Database): void {
+  const have = new Set(
+    (db.prepare("PRAGMA table_info(requests)").all() as { name: string }[]).map((c) => c.name),
+  );
+  for (const [name, type] of ADDED_COLUMNS) {
+    if (!have.has(name)) db.exec(`ALTER TABLE requests ADD COLUMN ${name} ${type}`);
+  }
+}
+
 function migrate(db: Database.Database): void {
   db.transaction(() => {
     const version = db.pragma("user_version", { simple: true }) as number;
@@ -131,6 +155,7 @@ function migrate(db: Database.Database): void {
       );
     }
     db.exec(SCHEMA);
+    addMissingColumns(db);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
@@ -144,12 +169,14 @@ const SQL = {
   insertRequest: `
     INSERT INTO requests (
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
-      created_at, started_at, finished_at, updated_at, attempt, max_attempts, cancel_requested,
-      timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref
+      created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
+      cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
+      files, retry_of
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
-      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @cancel_requested,
-      @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref
+      @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
+      @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
+      @files, @retry_of
     )`,
   getKey:
     "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
@@ -314,6 +341,7 @@ interface RequestRow {
   updated_at: number;
   attempt: number;
   max_attempts: number;
+  platform_retries: number;
   cancel_requested: 0 | 1;
   timeout_seconds: number;
   queue_ttl_seconds: number;
@@ -321,6 +349,9 @@ interface RequestRow {
   progress: string | null;
   error: string | null;
   job_ref: string | null;
+  /** JSON `{name: {size}}`; null when the request has no files. */
+  files: string | null;
+  retry_of: string | null;
 }
 
 function jsonOrNull(value: unknown): string | null {
@@ -350,6 +381,7 @@ export function toRow(r: RequestRecord): RequestRow {
     updated_at: r.updatedAt,
     attempt: r.attempt,
     max_attempts: r.maxAttempts,
+    platform_retries: r.platformRetries,
     cancel_requested: r.cancelRequested ? 1 : 0,
     timeout_seconds: r.timeoutSeconds,
     queue_ttl_seconds: r.queueTtlSeconds,
@@ -357,6 +389,8 @@ export function toRow(r: RequestRecord): RequestRow {
     progress: jsonOrNull(r.progress),
     error: jsonOrNull(r.error),
     job_ref: r.jobRef,
+    files: r.files && Object.keys(r.files).length > 0 ? JSON.stringify(r.files) : null,
+    retry_of: r.retryOf ?? null,
   };
 }
 
@@ -377,6 +411,7 @@ function fromRow(row: RequestRow): RequestRecord {
     updatedAt: row.updated_at,
     attempt: row.attempt,
     maxAttempts: row.max_attempts,
+    platformRetries: row.platform_retries,
     cancelRequested: row.cancel_requested === 1,
     timeoutSeconds: row.timeout_seconds,
     queueTtlSeconds: row.queue_ttl_seconds,
@@ -384,6 +419,9 @@ function fromRow(row: RequestRow): RequestRecord {
     progress: parseOrNull(row.progress),
     error: parseOrNull(row.error),
     jobRef: row.job_ref,
+    // Only when set, so a record without them reads back exactly as it was written.
+    ...(row.files !== null && row.files !== undefined ? { files: JSON.parse(row.files) } : {}),
+    ...(row.retry_of ? { retryOf: row.retry_of } : {}),
   };
 }
 
@@ -398,6 +436,7 @@ const PATCH_COLUMNS: {
   finishedAt: { column: "finished_at", encode: (v) => v ?? null },
   updatedAt: { column: "updated_at", encode: (v) => v ?? 0 },
   attempt: { column: "attempt", encode: (v) => v ?? 0 },
+  platformRetries: { column: "platform_retries", encode: (v) => v ?? 0 },
   progress: { column: "progress", encode: jsonOrNull },
   error: { column: "error", encode: jsonOrNull },
   jobRef: { column: "job_ref", encode: (v) => v ?? null },

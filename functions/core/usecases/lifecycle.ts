@@ -3,16 +3,21 @@ import { ConflictError, PermanentLaunchError } from "../errors.ts";
 import type { JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
+  type AttemptOutcome,
   type ErrorCode,
   isTerminal,
+  jobAttempts,
+  MAX_PLATFORM_RETRIES,
   type RequestRecord,
   RequestStatus,
+  retryAfter,
 } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
+import type { RequestView } from "./queries.ts";
 
 type LifecycleDeps = Pick<
   CoreDeps,
-  "store" | "trigger" | "compute" | "clock" | "queues" | "onChange"
+  "store" | "trigger" | "compute" | "clock" | "queues" | "onChange" | "observe"
 >;
 
 /** A transition stamped with the time of the change (`updatedAt`). */
@@ -152,6 +157,9 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
           ...(event.jobRef ? { jobRef: event.jobRef } : {}),
         },
       });
+      if (updated) {
+        deps.observe?.({ type: "running", request: updated, attempt: event.attempt, at: event.at });
+      }
       if (updated && current.startedAt === null) deps.onChange?.(updated, "started");
       return;
     }
@@ -168,7 +176,12 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
     case "exited":
       await finishAttempt(
         current,
-        { outcome: event.outcome, message: event.message, at: event.at },
+        {
+          outcome: event.outcome,
+          message: event.message,
+          at: event.at,
+          ...(event.startedAt !== undefined ? { startedAt: event.startedAt } : {}),
+        },
         deps,
       );
       return;
@@ -176,9 +189,11 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
 }
 
 export interface AttemptEnd {
-  outcome: "succeeded" | "failed" | "timeout" | "lost";
+  outcome: AttemptOutcome;
   message?: string | undefined;
   at?: number;
+  /** When the attempt's job began to run, where the backend reports it (metrics only). */
+  startedAt?: number;
 }
 
 /**
@@ -211,22 +226,26 @@ async function tryFinishAttempt(
   const at = end.at ?? deps.clock.now();
   // A queue removed from the config since the request started cannot run it again.
   const queue = Object.hasOwn(deps.queues, request.queue) ? deps.queues[request.queue] : undefined;
-  // A backend that retries on its own reports a failure only once no attempt remains.
-  const retryable =
-    (end.outcome === "failed" && deps.compute.retries === "core") || end.outcome === "lost";
+  // SPEC §3 (request.ts retryAfter): failures count against maxAttempts, losses to the
+  // platform against their own bound.
+  const next = retryAfter(request, end.outcome, deps.compute.retries);
+  // Conditioned on the attempt read, so platformRetries is unchanged since the read too
+  // (only a retry moves it, and a retry moves the attempt): two handlers of one loss (a
+  // duplicate event, a sweep racing the event) retry it once, and count it once.
   const condition = {
     id: request.id,
     from: ACTIVE_STATUSES,
     attempt: request.attempt,
     cancelRequested: request.cancelRequested,
   };
-  if (queue && !request.cancelRequested && retryable && request.attempt < request.maxAttempts) {
+  if (queue && !request.cancelRequested && next) {
     const retried = await transit(deps, {
       ...condition,
       to: RequestStatus.STARTING,
-      set: { attempt: request.attempt + 1, jobRef: null },
+      set: { ...next, jobRef: null },
     });
     if (!retried) return "raced";
+    observeAttemptEnd(deps, retried, request.attempt, at, end);
     await launchAttempt(retried, queue, deps);
     return "done";
   }
@@ -247,15 +266,20 @@ async function tryFinishAttempt(
     };
   } else if (end.outcome === "lost") {
     to = RequestStatus.FAILED;
+    const why = end.message ?? `attempt ${request.attempt} was lost`;
     error = {
       code: "lost",
-      message: end.message ?? `attempt ${request.attempt} was lost and no attempts remain`,
+      message: queue
+        ? `${why}; the platform already ended ${MAX_PLATFORM_RETRIES} earlier attempts, so it is not retried again`
+        : why,
     };
   } else {
     to = RequestStatus.FAILED;
     error = {
       code: "job_failed",
-      message: end.message ?? `attempt ${request.attempt} of ${request.maxAttempts} failed`,
+      message:
+        end.message ??
+        `attempt ${request.attempt} failed, the job's ${jobAttempts(request)} of ${request.maxAttempts} allowed`,
     };
   }
   const finished = await transit(deps, {
@@ -264,17 +288,46 @@ async function tryFinishAttempt(
     set: { finishedAt: at, error },
   });
   if (!finished) return "raced";
+  observeAttemptEnd(deps, finished, request.attempt, at, end);
   deps.onChange?.(finished, "completed");
   if (queue) await deps.trigger.wake(request.queue);
   return "done";
 }
 
+function observeAttemptEnd(
+  deps: Pick<CoreDeps, "observe">,
+  request: RequestRecord,
+  attempt: number,
+  at: number,
+  end: AttemptEnd,
+): void {
+  deps.observe?.({
+    type: "attemptEnded",
+    request,
+    attempt,
+    at,
+    outcome: end.outcome,
+    startedAt: end.startedAt,
+  });
+}
+
 /**
  * SPEC cancel: QUEUED → CANCELLED at once; STARTING/RUNNING → cancelRequested and the job is
  * told to stop (it becomes CANCELLED when it has stopped). Cancelling a CANCELLED request
- * again changes nothing; a request that ended otherwise is a conflict.
+ * again changes nothing; a request that ended otherwise is a conflict. Returns the request
+ * as the route shows it.
  */
 export async function cancelRequest(
+  tenant: string,
+  id: string,
+  deps: LifecycleDeps,
+): Promise<RequestView> {
+  // What a cancel leaves is never QUEUED: CANCELLED, or still active with the stop asked.
+  return { request: await cancelOwned(tenant, id, deps), position: null };
+}
+
+/** The cancel itself; returns the request as the cancel left it. */
+async function cancelOwned(
   tenant: string,
   id: string,
   deps: LifecycleDeps,
@@ -354,19 +407,29 @@ export async function expireQueued(
 
 /**
  * After a restart: every attempt the previous server had in flight is stopped first, then
- * retried as a new attempt from its last checkpoint (`lost` once none remain, CANCELLED
- * if a cancel was pending). Then every queue is woken.
+ * retried as a new attempt from its last checkpoint. The server's stop or death ended it,
+ * not the job, so the retry does not count against `maxAttempts` (SPEC §3, §5; FAILED
+ * `lost` once {@link MAX_PLATFORM_RETRIES} are spent). A job that outlived its server and
+ * had run past its `timeoutSeconds` when it was stopped ends FAILED `timeout` instead: no
+ * one enforced its limit meanwhile. A pending cancel ends the request CANCELLED. Then every
+ * queue is woken.
  * @returns how many requests it recovered.
  */
 export async function recoverInFlight(deps: LifecycleDeps): Promise<number> {
   const active = await deps.store.findActive(100_000);
-  await Promise.all(active.map((r) => deps.compute.reap(r)));
-  for (const r of active) {
-    await finishAttempt(
-      r,
-      { outcome: "lost", message: `attempt ${r.attempt} was lost when the server stopped` },
-      deps,
-    );
+  const reaped = await Promise.all(active.map((r) => deps.compute.reap(r)));
+  const now = deps.clock.now();
+  for (const [i, r] of active.entries()) {
+    const since = reaped[i]?.runningSince ?? null;
+    const ranMs = since === null ? 0 : now - since;
+    const end: AttemptEnd =
+      since !== null && ranMs > r.timeoutSeconds * 1000
+        ? {
+            outcome: "timeout",
+            message: `attempt ${r.attempt} outlived its server and had run ${Math.round(ranMs / 1000)}s, longer than its timeout of ${r.timeoutSeconds}s, when it was stopped`,
+          }
+        : { outcome: "lost", message: `attempt ${r.attempt} was lost when the server stopped` };
+    await finishAttempt(r, end, deps);
   }
   for (const name of Object.keys(deps.queues)) await deps.trigger.wake(name);
   return active.length;

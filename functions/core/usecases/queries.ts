@@ -9,15 +9,25 @@ export interface RequestView {
   position: number | null;
 }
 
+/**
+ * A request with its position: read from the store while QUEUED (unless `known`, a
+ * position the caller already has from the same write), null otherwise.
+ */
+export async function viewOf(
+  request: RequestRecord,
+  deps: Pick<CoreDeps, "store">,
+  known?: number,
+): Promise<RequestView> {
+  if (request.status !== RequestStatus.QUEUED) return { request, position: null };
+  return { request, position: known ?? (await deps.store.position(request)) };
+}
+
 export async function getRequest(
   tenant: string,
   id: string,
   deps: Pick<CoreDeps, "store">,
 ): Promise<RequestView> {
-  const request = await getOwned(deps.store, tenant, id);
-  const position =
-    request.status === RequestStatus.QUEUED ? await deps.store.position(request) : null;
-  return { request, position };
+  return viewOf(await getOwned(deps.store, tenant, id), deps);
 }
 
 export interface ListCommand {
@@ -28,18 +38,28 @@ export interface ListCommand {
   cursor?: string | undefined;
 }
 
+/** A list page with the positions of its QUEUED items (by id). */
+export interface ListView extends ListPage {
+  positions: ReadonlyMap<string, number>;
+}
+
 export async function listRequests(
   cmd: ListCommand,
   deps: Pick<CoreDeps, "store" | "queues">,
-): Promise<ListPage> {
+): Promise<ListView> {
   queueOrThrow(deps.queues, cmd.queue);
-  return deps.store.list({
+  const page = await deps.store.list({
     tenant: cmd.tenant,
     queue: cmd.queue,
     limit: cmd.limit,
     ...(cmd.statuses?.length ? { statuses: cmd.statuses } : {}),
     ...(cmd.cursor !== undefined ? { cursor: cmd.cursor } : {}),
   });
+  // The page's QUEUED items are counted together: the cost is that of the deepest.
+  const positions = await deps.store.positions(
+    page.items.filter((r) => r.status === RequestStatus.QUEUED),
+  );
+  return { ...page, positions };
 }
 
 export interface ResultView {

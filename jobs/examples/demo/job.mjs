@@ -16,6 +16,14 @@
  *                  (default: half of `steps`, rounded up), so the next attempt resumes
  *   exitCode       exit code of a failing attempt (default 1)
  *   ignoreSigterm  true: log SIGTERM and keep going (to exercise SIGKILL after the grace)
+ *   holdFile       an absolute path: once `holdAtStep` steps are done (default 0), wait
+ *                  until this file exists before going on. A test holds a job on a
+ *                  condition it releases, not on a duration; never created, the job runs
+ *                  until it is killed.
+ *   holdAtStep     see `holdFile`
+ *   logToFile      true: write the log lines to demo.log in the working directory instead of
+ *                  stdout/stderr, and ignore SIGPIPE, so the job outlives a server that held
+ *                  its pipes (a test of orphan reaping needs a job that does not die of EPIPE)
  *   output         any JSON, copied into result.json as `output`
  *   artifactBytes  also write artifact.bin of this many deterministic bytes
  *
@@ -24,8 +32,11 @@
  *
  * On SIGTERM (unless ignoreSigterm) it writes its checkpoint and exits 143.
  * Logs: one stdout line per step, and a start line on stderr.
+ *
+ * It keeps the job contract by hand, as a job in any language can. A Python job gets each
+ * rule from one call of `longrun.job` (jobs/python), as jobs/examples/finetune/train.py does.
  */
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const env = process.env;
@@ -41,10 +52,21 @@ const steps = Number.isInteger(input.steps) && input.steps >= 0 ? input.steps : 
 const sleepMs = typeof input.sleepMs === "number" && input.sleepMs >= 0 ? input.sleepMs : 200;
 const exitCode = Number.isInteger(input.exitCode) && input.exitCode > 0 ? input.exitCode : 1;
 const failAtStep = Number.isInteger(input.failAtStep) ? input.failAtStep : Math.ceil(steps / 2);
+const holdFile =
+  typeof input.holdFile === "string" && input.holdFile !== "" ? input.holdFile : null;
+const holdAtStep = Number.isInteger(input.holdAtStep) ? input.holdAtStep : 0;
 const failsThisAttempt =
   input.fail === "always" ||
   (input.fail === "first-attempt" && attempt === 1) ||
   (typeof input.fail === "number" && attempt <= input.fail);
+
+/** One log line to stdout (or stderr), or to demo.log when `logToFile` is set. */
+function log(line, stream = "stdout") {
+  if (input.logToFile === true) appendFileSync("demo.log", `${line}\n`);
+  else if (stream === "stderr") console.error(line);
+  else console.log(line);
+}
+if (input.logToFile === true) process.on("SIGPIPE", () => {});
 
 /** Writes `text` to `file` so that a reader sees the old content or the new, never a mix. */
 function writeAtomic(file, text) {
@@ -68,21 +90,31 @@ function saveCheckpoint() {
 
 process.on("SIGTERM", () => {
   if (input.ignoreSigterm === true) {
-    console.log("demo: got SIGTERM, ignoring it");
+    log("demo: got SIGTERM, ignoring it");
     return;
   }
   saveCheckpoint();
-  console.log(`demo: got SIGTERM at step ${done}, checkpoint saved`);
+  log(`demo: got SIGTERM at step ${done}, checkpoint saved`);
   process.exit(143);
 });
 
-console.error(`demo: attempt ${attempt} starting at step ${done} of ${steps}`);
+log(`demo: attempt ${attempt} starting at step ${done} of ${steps}`, "stderr");
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-while (done < steps) {
+/** Whether the job waits here for `holdFile` (checked before each step and before the end). */
+const held = () => holdFile !== null && done === holdAtStep && !existsSync(holdFile);
+
+let holding = false;
+while (done < steps || held()) {
+  if (held()) {
+    if (!holding) log(`demo: holding at step ${done} until ${holdFile} exists`);
+    holding = true;
+    await sleep(20);
+    continue;
+  }
   if (failsThisAttempt && done >= failAtStep) {
-    console.error(`demo: failing on purpose at step ${done} (attempt ${attempt})`);
+    log(`demo: failing on purpose at step ${done} (attempt ${attempt})`, "stderr");
     process.exit(exitCode);
   }
   await sleep(sleepMs);
@@ -95,11 +127,11 @@ while (done < steps) {
       JSON.stringify({ current: done, total: steps, message: `step ${done}/${steps}` }),
     );
   }
-  console.log(`demo: step ${done}/${steps}`);
+  log(`demo: step ${done}/${steps}`);
 }
 
 if (failsThisAttempt) {
-  console.error(`demo: failing on purpose after the last step (attempt ${attempt})`);
+  log(`demo: failing on purpose after the last step (attempt ${attempt})`, "stderr");
   process.exit(exitCode);
 }
 
@@ -111,4 +143,4 @@ if (Number.isInteger(input.artifactBytes) && input.artifactBytes > 0) {
   for (let i = 0; i < bytes.length; i++) bytes[i] = i % 251;
   writeFileSync(join(outputDir, "artifact.bin"), bytes);
 }
-console.log(`demo: done, ${steps} steps (resumed from ${resumedFrom})`);
+log(`demo: done, ${steps} steps (resumed from ${resumedFrom})`);

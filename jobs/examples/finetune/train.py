@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """finetune -- a small but real training job for longrun, in numpy (runs on CPU).
 
-Trains a 2-layer MLP (tanh hidden layer, softmax output) with minibatch SGD on a
-deterministic synthetic dataset: points from the seed, labelled by which of several
+Trains a 2-layer MLP (tanh hidden layer, softmax output) with minibatch SGD. By default on
+a deterministic synthetic dataset: points from the seed, labelled by which of several
 interleaved spiral arms they lie on, so a linear model cannot fit it and the loss visibly
-falls epoch by epoch.
+falls epoch by epoch. Or on an uploaded training file of features and labels.
 
 Input (LONGRUN_INPUT_FILE, all optional):
+    trainFile      the name of an uploaded file (a key of the submit's `files`): a .csv or
+                   .jsonl of features and labels as longrun.data reads them; features are
+                   standardised. Without it, the synthetic spirals.
     epochs         epochs in all (default: $EPOCHS_DEFAULT from the queue's env, else 3)
     learningRate   SGD step size (default 0.1)
     seed           dataset, initial weights and batch order (default 0)
@@ -14,85 +17,79 @@ Input (LONGRUN_INPUT_FILE, all optional):
     batchSize      examples per step (default 128)
     hiddenUnits    width of the hidden layer (default 256)
 
-Job contract (SPEC section 4):
-    * One checkpoint per epoch in LONGRUN_CHECKPOINT_DIR/checkpoint.npz: weights, the epoch
-      and step reached, and the batch sampler's RNG state, written to a temp file and moved
-      into place with os.replace. Progress is written (also atomically) after it, so the
-      runner's save on progress change always holds a complete epoch.
+The job contract (SPEC section 4) is longrun.job's (jobs/python):
+    * One checkpoint per epoch, saved by job.progress just before the progress it
+      describes: weights, the epoch and step reached, and the batch sampler's RNG state.
     * SIGTERM: finish the current step, save a checkpoint at that step, exit 143. A later
       attempt resumes there, and because the RNG state is restored the run ends with the
       same weights as one that was never interrupted.
     * result.json: final loss and accuracy on the whole dataset, epochs, the epoch and step
       this attempt resumed from; the weights as the artifact model.npz.
+
+`longrun` is importable without installing it when the embedded server runs the job (its
+runner puts jobs/python/src on PYTHONPATH); the AWS job image installs it with pip.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import signal
 import sys
 import time
+from typing import Any, Dict, Tuple
 
 import numpy as np
+from longrun import job
+from longrun.data import read_labelled
 
-ENV = os.environ
-ATTEMPT = int(ENV.get("LONGRUN_ATTEMPT", "1"))
-OUTPUT_DIR = ENV.get("LONGRUN_OUTPUT_DIR", "out")
-CHECKPOINT_DIR = ENV.get("LONGRUN_CHECKPOINT_DIR", "checkpoint")
-PROGRESS_FILE = ENV.get("LONGRUN_PROGRESS_FILE")
-CHECKPOINT = os.path.join(CHECKPOINT_DIR, "checkpoint.npz")
+Weights = Dict[str, np.ndarray]
 
-N_CLASSES = 3
-N_POINTS = 3000
+SPIRAL_CLASSES = 3
+SPIRAL_POINTS = 3000
 
 
-def read_input() -> dict:
-    path = ENV.get("LONGRUN_INPUT_FILE")
-    if not path:
-        return {}
-    with open(path, encoding="utf-8") as f:
-        value = json.load(f)
-    return value if isinstance(value, dict) else {}
-
-
-def write_atomic(path: str, write) -> None:
-    """Writes through `write(fileobj)` to a temp file, then renames it over `path`."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def make_dataset(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy interleaved spirals: N_CLASSES arms of N_POINTS / N_CLASSES points each."""
+def make_spirals(seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Noisy interleaved spirals: SPIRAL_CLASSES arms of SPIRAL_POINTS / SPIRAL_CLASSES points."""
     rng = np.random.default_rng([seed, 1])
-    per = N_POINTS // N_CLASSES
+    per = SPIRAL_POINTS // SPIRAL_CLASSES
     xs, ys = [], []
-    for k in range(N_CLASSES):
+    for k in range(SPIRAL_CLASSES):
         r = np.linspace(0.05, 1.0, per)
-        theta = np.linspace(k * 2 * np.pi / N_CLASSES, k * 2 * np.pi / N_CLASSES + 6.0, per)
-        theta = theta + rng.normal(0.0, 0.15, per)
+        start = k * 2 * np.pi / SPIRAL_CLASSES
+        theta = np.linspace(start, start + 6.0, per) + rng.normal(0.0, 0.15, per)
         xs.append(np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1))
         ys.append(np.full(per, k))
     return np.concatenate(xs).astype(np.float64), np.concatenate(ys)
 
 
-def init_weights(seed: int, hidden: int) -> dict[str, np.ndarray]:
+def load_dataset(inp: Dict[str, Any], seed: int) -> Tuple[np.ndarray, np.ndarray, str]:
+    """(features, labels, what the data is) from the input's trainFile, else the spirals."""
+    name = inp.get("trainFile")
+    if name is None:
+        x, y = make_spirals(seed)
+        return x, y, "synthetic"
+    path = job.input_path(str(name))
+    features, labels = read_labelled(path)
+    x = np.asarray(features, dtype=np.float64)
+    # Standardised, so that the wide first-layer init below suits any scale of features.
+    x = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return x, np.asarray(labels), f"{name}:sha256:{digest}"
+
+
+def init_weights(seed: int, n_in: int, hidden: int, n_classes: int) -> Weights:
     rng = np.random.default_rng([seed, 2])
     # Inputs lie in [-1, 1]: a wide first-layer init gives the tanh units enough frequency
     # to bend around the spiral arms, so a few epochs of plain SGD already fit them.
     return {
-        "w1": rng.normal(0.0, 4.0, (2, hidden)),
+        "w1": rng.normal(0.0, 4.0, (n_in, hidden)),
         "b1": np.zeros(hidden),
-        "w2": rng.normal(0.0, 1.0 / np.sqrt(hidden), (hidden, N_CLASSES)),
-        "b2": np.zeros(N_CLASSES),
+        "w2": rng.normal(0.0, 1.0 / np.sqrt(hidden), (hidden, n_classes)),
+        "b2": np.zeros(n_classes),
     }
 
 
-def forward(p: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward(p: Weights, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     h = np.tanh(x @ p["w1"] + p["b1"])
     logits = h @ p["w2"] + p["b2"]
     logits -= logits.max(axis=1, keepdims=True)
@@ -100,7 +97,7 @@ def forward(p: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.nda
     return h, e / e.sum(axis=1, keepdims=True)
 
 
-def sgd_step(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float) -> None:
+def sgd_step(p: Weights, x: np.ndarray, y: np.ndarray, lr: float) -> None:
     h, probs = forward(p, x)
     d_logits = probs
     d_logits[np.arange(len(y)), y] -= 1.0
@@ -112,53 +109,16 @@ def sgd_step(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, lr: float) 
     p["b1"] -= lr * d_h.sum(axis=0)
 
 
-def evaluate(p: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def evaluate(p: Weights, x: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
     _, probs = forward(p, x)
     loss = float(-np.log(probs[np.arange(len(y)), y] + 1e-12).mean())
     accuracy = float((probs.argmax(axis=1) == y).mean())
     return loss, accuracy
 
 
-def save_checkpoint(p, epoch: int, step: int, rng: np.random.Generator, config: dict) -> None:
-    state = json.dumps(rng.bit_generator.state)
-    write_atomic(
-        CHECKPOINT,
-        lambda f: np.savez(
-            f,
-            epoch=epoch,
-            step=step,
-            rng_state=np.array(state),
-            config=np.array(json.dumps(config, sort_keys=True)),
-            **p,
-        ),
-    )
-
-
-def load_checkpoint(config: dict):
-    """(weights, epoch, step, rng) from the checkpoint, or None when there is none."""
-    if not os.path.exists(CHECKPOINT):
-        return None
-    with np.load(CHECKPOINT) as ck:
-        saved = json.loads(str(ck["config"]))
-        if saved != config:
-            # Another input would make resuming meaningless (and shapes may not even match).
-            print(f"train: checkpoint was made with {saved}, not {config}; starting over", flush=True)
-            return None
-        p = {k: ck[k].copy() for k in ("w1", "b1", "w2", "b2")}
-        rng = np.random.default_rng()
-        rng.bit_generator.state = json.loads(str(ck["rng_state"]))
-        return p, int(ck["epoch"]), int(ck["step"]), rng
-
-
-def report(current: int, total: int, message: str) -> None:
-    if PROGRESS_FILE:
-        body = json.dumps({"current": current, "total": total, "message": message}).encode()
-        write_atomic(PROGRESS_FILE, lambda f: f.write(body))
-
-
 def main() -> int:
-    inp = read_input()
-    epochs = int(inp.get("epochs", ENV.get("EPOCHS_DEFAULT", 3)))
+    inp = job.input if isinstance(job.input, dict) else {}
+    epochs = int(inp.get("epochs", os.environ.get("EPOCHS_DEFAULT", 3)))
     lr = float(inp.get("learningRate", 0.1))
     seed = int(inp.get("seed", 0))
     steps_per_epoch = int(inp.get("stepsPerEpoch", 2000))
@@ -167,60 +127,82 @@ def main() -> int:
     if epochs < 0 or steps_per_epoch < 1 or batch < 1 or hidden < 1 or not lr > 0:
         print(f"train: invalid input {inp}", file=sys.stderr)
         return 2
-    os.makedirs(CHECKPOINT_DIR, exist_ok=True)
-    os.makedirs(OUTPUT_DIR, exist_ok=True)
+    try:
+        x, y, data = load_dataset(inp, seed)
+    except (OSError, ValueError) as e:
+        print(f"train: cannot read the training file: {e}", file=sys.stderr)
+        return 2
+    n_classes = int(y.max()) + 1
 
-    stop = {"requested": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-
-    x, y = make_dataset(seed)
     # What a checkpoint must match to be resumed: everything that shapes the trajectory.
-    config = {"seed": seed, "lr": lr, "steps": steps_per_epoch, "batch": batch, "hidden": hidden}
-    resumed = load_checkpoint(config)
-    if resumed:
-        p, epoch, step, rng = resumed
-        print(f"train: attempt {ATTEMPT} resuming at epoch {epoch + 1}, step {step}", flush=True)
+    config = {
+        "seed": seed,
+        "lr": lr,
+        "steps": steps_per_epoch,
+        "batch": batch,
+        "hidden": hidden,
+        "data": data,
+    }
+    state = job.load_checkpoint()
+    if state is not None and state["config"] != config:
+        # Another input would make resuming meaningless (and shapes may not even match).
+        print(f"train: checkpoint made with {state['config']}, not {config}; starting over")
+        state = None
+    if state is not None:
+        p, epoch, step = state["weights"], state["epoch"], state["step"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        print(f"train: attempt {job.attempt} resuming at epoch {epoch + 1}, step {step}")
     else:
-        p, epoch, step = init_weights(seed, hidden), 0, 0
+        p, epoch, step = init_weights(seed, x.shape[1], hidden, n_classes), 0, 0
         rng = np.random.default_rng([seed, 3])
-        print(f"train: attempt {ATTEMPT} starting, {epochs} epochs", flush=True)
+        print(f"train: attempt {job.attempt} starting, {epochs} epochs on {data} data")
     resumed_from_epoch, resumed_from_step = epoch, step
+
+    def snapshot() -> Dict[str, Any]:
+        return {
+            "weights": p,
+            "epoch": epoch,
+            "step": step,
+            "rng": rng.bit_generator.state,
+            "config": config,
+        }
 
     while epoch < epochs:
         t0 = time.monotonic()
         while step < steps_per_epoch:
-            if stop["requested"]:
-                save_checkpoint(p, epoch, step, rng, config)
-                print(f"train: SIGTERM at epoch {epoch + 1} step {step}; checkpoint saved", flush=True)
-                return 143
+            if job.stop_requested():
+                job.exit_stopped(
+                    checkpoint=snapshot(),
+                    message=f"train: SIGTERM at epoch {epoch + 1} step {step}; checkpoint saved",
+                )
             idx = rng.integers(0, len(y), batch)
             sgd_step(p, x[idx], y[idx], lr)
             step += 1
         epoch, step = epoch + 1, 0
-        save_checkpoint(p, epoch, step, rng, config)
         loss, acc = evaluate(p, x, y)
-        report(epoch, epochs, f"epoch {epoch}/{epochs} loss={loss:.4f} acc={acc:.3f}")
-        print(
-            f"train: epoch {epoch}/{epochs} loss={loss:.4f} acc={acc:.3f} "
-            f"({time.monotonic() - t0:.2f}s)",
-            flush=True,
-        )
+        message = f"epoch {epoch}/{epochs} loss={loss:.4f} acc={acc:.3f}"
+        job.progress(epoch, epochs, message, checkpoint=snapshot())
+        print(f"train: {message} ({time.monotonic() - t0:.2f}s)")
 
     loss, acc = evaluate(p, x, y)
-    write_atomic(os.path.join(OUTPUT_DIR, "model.npz"), lambda f: np.savez(f, **p))
-    result = {
-        "loss": loss,
-        "accuracy": acc,
-        "epochs": epochs,
-        "resumedFromEpoch": resumed_from_epoch,
-        "resumedFromStep": resumed_from_step,
-        "attempt": ATTEMPT,
-        "seed": seed,
-        "learningRate": lr,
-    }
-    with open(os.path.join(OUTPUT_DIR, "result.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f)
-    print(f"train: done, loss={loss:.4f} accuracy={acc:.3f}", flush=True)
+    np.savez(job.output_dir / "model.npz", w1=p["w1"], b1=p["b1"], w2=p["w2"], b2=p["b2"])
+    job.write_result(
+        {
+            "loss": loss,
+            "accuracy": acc,
+            "epochs": epochs,
+            "resumedFromEpoch": resumed_from_epoch,
+            "resumedFromStep": resumed_from_step,
+            "attempt": job.attempt,
+            "seed": seed,
+            "learningRate": lr,
+            "data": data,
+            "examples": len(y),
+            "classes": n_classes,
+        }
+    )
+    print(f"train: done, loss={loss:.4f} accuracy={acc:.3f}")
     return 0
 
 

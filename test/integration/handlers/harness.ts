@@ -127,6 +127,66 @@ const FIXTURE_OF: Record<string, string> = {
   FAILED: "failed-exit-code.json",
 };
 
+/**
+ * A "Batch Job State Change" EventBridge event for `job` (as DescribeJobs shows it) moved to
+ * `status`, built on the fixture of that status; log streams are named under `logPrefix`.
+ */
+export function batchStateChangeEvent(
+  job: JobDetail,
+  status: string,
+  opts: BatchEventOptions = {},
+  logPrefix = "longrun",
+): any {
+  const fixtureName = FIXTURE_OF[status];
+  if (!fixtureName) throw new Error(`no fixture for status ${status}`);
+  const event = JSON.parse(readFileSync(join(FIXTURES, fixtureName), "utf8"));
+  const now = Date.now();
+  const jobId = opts.jobId ?? job.jobId;
+  const jobArn =
+    opts.jobId === undefined && job.jobArn
+      ? job.jobArn
+      : `arn:aws:batch:us-east-1:123456789012:job/${jobId}`;
+  const finished = status === "SUCCEEDED" || status === "FAILED";
+  const ended = opts.attempts ?? (finished ? 1 : 0);
+  const attempts = Array.from({ length: ended }, (_, i) => {
+    const last = i === ended - 1 && finished;
+    const exitCode = last ? (opts.exitCode ?? (status === "SUCCEEDED" ? 0 : 1)) : 1;
+    return {
+      container: {
+        containerInstanceArn: "arn:aws:ecs:us-east-1:123456789012:container-instance/abc",
+        taskArn: `arn:aws:ecs:us-east-1:123456789012:task/longrun/${i}`,
+        exitCode,
+        logStreamName: `${logPrefix}/default/${job.jobId}-${i}`,
+        networkInterfaces: [],
+      },
+      startedAt: now - 60_000 * (ended - i),
+      stoppedAt: now - 60_000 * (ended - i) + 30_000,
+      statusReason: last
+        ? (opts.statusReason ?? "Essential container in task exited")
+        : "Essential container in task exited",
+    };
+  });
+  event.id = crypto.randomUUID();
+  event.time = new Date(now).toISOString();
+  event.resources = [jobArn];
+  const d = event.detail;
+  d.jobArn = jobArn;
+  d.jobId = jobId;
+  d.jobName = opts.jobName ?? job.jobName;
+  d.jobQueue = opts.jobQueue ?? job.jobQueue;
+  d.jobDefinition = job.jobDefinition;
+  d.status = status;
+  d.attempts = attempts;
+  d.createdAt = job.createdAt ?? now - 120_000;
+  if (opts.statusReason !== undefined) d.statusReason = opts.statusReason;
+  else if (status === "SUCCEEDED") delete d.statusReason;
+  if (status === "RUNNING") d.startedAt = now;
+  if (finished) d.stoppedAt = now;
+  d.container.environment = job.container?.environment ?? [];
+  d.tags = { ...(job.tags ?? {}), resourceArn: jobArn };
+  return event;
+}
+
 /** A Lambda context good enough for Powertools (it reads the remaining time and ids). */
 export function lambdaContext(functionName: string): Context {
   return {
@@ -564,58 +624,11 @@ export async function createHarness(
       return messages;
     },
     async batchEvent(requestId, status, opts = {}) {
-      const fixtureName = FIXTURE_OF[status];
-      if (!fixtureName) throw new Error(`no fixture for status ${status}`);
-      const event = JSON.parse(readFileSync(join(FIXTURES, fixtureName), "utf8"));
       const jobs = await h.jobsOf(requestId);
       const summary = jobs[0];
       if (!summary?.jobId) throw new Error(`moto holds no job for ${requestId}`);
       const job = await h.describeJob(summary.jobId);
-      const now = Date.now();
-      const jobId = opts.jobId ?? job.jobId;
-      const jobArn =
-        opts.jobId === undefined && job.jobArn
-          ? job.jobArn
-          : `arn:aws:batch:us-east-1:123456789012:job/${jobId}`;
-      const finished = status === "SUCCEEDED" || status === "FAILED";
-      const ended = opts.attempts ?? (finished ? 1 : 0);
-      const attempts = Array.from({ length: ended }, (_, i) => {
-        const last = i === ended - 1 && finished;
-        const exitCode = last ? (opts.exitCode ?? (status === "SUCCEEDED" ? 0 : 1)) : 1;
-        return {
-          container: {
-            containerInstanceArn: "arn:aws:ecs:us-east-1:123456789012:container-instance/abc",
-            taskArn: `arn:aws:ecs:us-east-1:123456789012:task/longrun/${i}`,
-            exitCode,
-            logStreamName: `${prefix}/default/${job.jobId}-${i}`,
-            networkInterfaces: [],
-          },
-          startedAt: now - 60_000 * (ended - i),
-          stoppedAt: now - 60_000 * (ended - i) + 30_000,
-          statusReason: last
-            ? (opts.statusReason ?? "Essential container in task exited")
-            : "Essential container in task exited",
-        };
-      });
-      event.id = crypto.randomUUID();
-      event.time = new Date(now).toISOString();
-      event.resources = [jobArn];
-      const d = event.detail;
-      d.jobArn = jobArn;
-      d.jobId = jobId;
-      d.jobName = opts.jobName ?? job.jobName;
-      d.jobQueue = opts.jobQueue ?? job.jobQueue;
-      d.jobDefinition = job.jobDefinition;
-      d.status = status;
-      d.attempts = attempts;
-      d.createdAt = job.createdAt ?? now - 120_000;
-      if (opts.statusReason !== undefined) d.statusReason = opts.statusReason;
-      else if (status === "SUCCEEDED") delete d.statusReason;
-      if (status === "RUNNING") d.startedAt = now;
-      if (finished) d.stoppedAt = now;
-      d.container.environment = job.container?.environment ?? [];
-      d.tags = { ...(job.tags ?? {}), resourceArn: jobArn };
-      return event;
+      return batchStateChangeEvent(job, status, opts, prefix);
     },
     async deliverEvents(...batch) {
       for (const e of batch) {

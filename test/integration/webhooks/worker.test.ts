@@ -246,6 +246,7 @@ describe("WebhookWorker", () => {
       updatedAt: Date.now(),
       attempt: 1,
       maxAttempts: 1,
+      platformRetries: 0,
       cancelRequested: false,
       timeoutSeconds: 60,
       queueTtlSeconds: 60,

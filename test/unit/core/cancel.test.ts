@@ -27,9 +27,10 @@ describe("cancelRequest", () => {
     const at = h.clock.advance(3000);
 
     // Act
-    const result = await cancelRequest(tenant, r.id, h.deps);
+    const { request: result, position } = await cancelRequest(tenant, r.id, h.deps);
 
     // Assess
+    expect(position).toBeNull();
     expect(result).toMatchObject({
       status: "CANCELLED",
       cancelRequested: true,
@@ -67,7 +68,7 @@ describe("cancelRequest", () => {
     await h.compute.running(r.id, 1);
 
     // Act
-    const result = await cancelRequest(tenant, r.id, h.deps);
+    const { request: result } = await cancelRequest(tenant, r.id, h.deps);
 
     // Assess
     expect(result).toMatchObject({ status: "RUNNING", cancelRequested: true, finishedAt: null });
@@ -86,7 +87,7 @@ describe("cancelRequest", () => {
     await dispatchQueue("gpu", h.deps);
 
     // Act
-    const result = await cancelRequest(tenant, r.id, h.deps);
+    const { request: result } = await cancelRequest(tenant, r.id, h.deps);
 
     // Assess
     expect(result).toMatchObject({ status: "STARTING", cancelRequested: true });
@@ -104,7 +105,7 @@ describe("cancelRequest", () => {
     expect(h.compute.isHeld(r.id)).toBe(true);
 
     // Act
-    const result = await cancelRequest(tenant, r.id, h.deps);
+    const { request: result } = await cancelRequest(tenant, r.id, h.deps);
     const stopsBeforeStart = h.compute.callsOf("stop").length;
     h.compute.release(r.id);
     await dispatching;
@@ -207,10 +208,10 @@ describe("cancelRequest", () => {
     const r = await submitVia(h, { tenant });
     await dispatchQueue("gpu", h.deps);
     await h.compute.running(r.id, 1);
-    const first = await cancelRequest(tenant, r.id, h.deps);
+    const { request: first } = await cancelRequest(tenant, r.id, h.deps);
 
     // Act
-    const second = await cancelRequest(tenant, r.id, h.deps);
+    const { request: second } = await cancelRequest(tenant, r.id, h.deps);
 
     // Assess: the record is unchanged; the repeated stop repairs a stop that failed before
     // (stop is idempotent on every backend).
@@ -224,11 +225,11 @@ describe("cancelRequest", () => {
     h = makeDeps();
     const tenant = uid("tenant");
     const r = await submitVia(h, { tenant });
-    const first = await cancelRequest(tenant, r.id, h.deps);
+    const { request: first } = await cancelRequest(tenant, r.id, h.deps);
     h.clock.advance(60_000);
 
     // Act
-    const again = await cancelRequest(tenant, r.id, h.deps);
+    const { request: again } = await cancelRequest(tenant, r.id, h.deps);
 
     // Assess
     expect(again).toEqual(first);

@@ -143,26 +143,26 @@ describe("recoverInFlight", () => {
     expect(await h.store.queueCounts("gpu")).toEqual({ queued: 1, running: 2 });
   });
 
-  it("fails with code lost when the attempts are spent", async () => {
+  it("retries a restarted attempt even when maxAttempts is spent: the platform ended it", async () => {
     // Prepare
     h = makeDeps({ gpu: { maxAttempts: 1 } });
     const r = await submitVia(h, { tenant: uid("tenant") });
     await dispatchQueue("gpu", h.deps);
     await h.compute.running(r.id, 1);
-    const now = h.clock.advance(1000);
 
     // Act
     await recoverInFlight(h.deps);
 
     // Assess
     expect(await stored(r.id)).toMatchObject({
-      status: "FAILED",
-      attempt: 1,
-      finishedAt: now,
-      error: { code: "lost" },
+      status: "STARTING",
+      attempt: 2,
+      maxAttempts: 1,
+      platformRetries: 1,
+      error: null,
     });
-    expect(h.compute.callsOf("start")).toHaveLength(1);
-    expect(await h.store.queueCounts("gpu")).toEqual({ queued: 0, running: 0 });
+    expect(h.compute.callsOf("start").map((c) => c.attempt)).toEqual([1, 2]);
+    expect(await h.store.queueCounts("gpu")).toEqual({ queued: 0, running: 1 });
   });
 
   it("ends a request with a pending cancel as CANCELLED instead of retrying it", async () => {

@@ -216,6 +216,8 @@ describe("listRequests", () => {
     // Assess
     expect(page.items.map((r) => r.id)).toEqual(mine.map((r) => r.id).reverse());
     expect(page.nextCursor).toBeNull();
+    // Each QUEUED item with its position: what the route shows, from the use case.
+    expect(mine.map((r) => page.positions.get(r.id))).toEqual([0, 1, 2]);
   });
 
   it("filters by one or several statuses and treats an empty list as no filter", async () => {

@@ -138,6 +138,8 @@ describe("submitRequest", () => {
     expect(created.kind).toBe("created");
     expect(replay.kind).toBe("replayed");
     expect(replay.request).toEqual(created.request);
+    // Both answers show the position, the replay's read back from the store.
+    expect([created.position, replay.position]).toEqual([0, 0]);
     expect(await h.store.queueCounts("gpu")).toEqual({ queued: 1, running: 0 });
     const page = await h.store.list({ tenant, queue: "gpu", limit: 10 });
     expect(page.items.map((r) => r.id)).toEqual([created.request.id]);
@@ -268,7 +270,7 @@ describe("submitRequest", () => {
     const replay = await submitRequest(command({ tenant, idempotencyKey: key }), h.deps);
 
     // Assess
-    expect(replay).toEqual({ kind: "replayed", request: created.request });
+    expect(replay).toEqual({ kind: "replayed", request: created.request, position: 0 });
   });
 
   it("calls the webhook guard with the URL and stores the webhook", async () => {

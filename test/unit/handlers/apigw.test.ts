@@ -1,7 +1,14 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { APIGatewayProxyEventV2, APIGatewayProxyEventV2WithJWTAuthorizer } from "aws-lambda";
 import { afterEach, describe, expect, it } from "vitest";
+import { dashboardFromDir } from "../../../functions/dashboard/assets.ts";
+import { writeDashboard } from "../../../functions/dashboard/build.ts";
 import { fromApiGatewayV2, toApiGatewayV2 } from "../../../functions/handlers/apigw.ts";
 import { createHttpHandler } from "../../../functions/handlers/http.ts";
+import { parseTenantClients, TenantClientsError } from "../../../functions/http/auth.ts";
+import { DASHBOARD_CSP } from "../../../functions/http/dashboard.ts";
 import { makeDeps, type TestHarness } from "../../helpers/fakes.ts";
 
 /** An HTTP API (payload v2) event as API Gateway sends it, with or without a JWT authorizer. */
@@ -187,5 +194,76 @@ describe("createHttpHandler on API Gateway events", () => {
     expect(res.statusCode).toBe(401);
     expect(res.headers?.["content-type"]).toMatch(/^application\/problem\+json/);
     expect(JSON.parse(res.body as string)).toMatchObject({ status: 401, code: "unauthorized" });
+  });
+
+  it("acts as a named tenant for a token of that tenant's client, as LONGRUN_TENANT_CLIENTS says", async () => {
+    // Prepare: two named clients; a third client outside the map keeps its claim.
+    t = makeDeps({ gpu: {} });
+    const handler = createHttpHandler(t.deps, "sub", {
+      tenantClients: parseTenantClients(JSON.stringify({ c1a2b3: "team-a", d4e5f6: "team-b" })),
+    });
+    const submit = (claims: Record<string, string>) =>
+      handler(
+        event({
+          method: "POST",
+          path: "/v1/queues/gpu/requests",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ input: {} }),
+          claims,
+        }),
+      );
+
+    // Act: Cognito client-credentials tokens carry the client id as `sub` and `client_id`.
+    const a = await submit({ sub: "c1a2b3", client_id: "c1a2b3" });
+    const b = await submit({ sub: "d4e5f6", client_id: "d4e5f6" });
+    const other = await submit({ sub: "zz9", client_id: "zz9" });
+    // A `sub` equal to a mapped id without the client_id claim is not that client's token.
+    const forged = await submit({ sub: "c1a2b3" });
+
+    // Assess
+    const tenantOf = async (res: { body?: string }) =>
+      (await t?.store.get(JSON.parse(res.body as string).id))?.tenant;
+    expect(await tenantOf(a)).toBe("team-a");
+    expect(await tenantOf(b)).toBe("team-b");
+    expect(await tenantOf(other)).toBe("zz9");
+    expect(await tenantOf(forged)).toBe("c1a2b3");
+  });
+});
+
+describe("parseTenantClients", () => {
+  it("reads a client id → tenant object and refuses anything else at start", () => {
+    expect(parseTenantClients(undefined)).toEqual(new Map());
+    expect(parseTenantClients("")).toEqual(new Map());
+    expect(parseTenantClients('{"abc":"team-a"}')).toEqual(new Map([["abc", "team-a"]]));
+    for (const bad of ["{", "[]", '"x"', '{"abc":1}', '{"abc":""}', '{"":"t"}']) {
+      expect(() => parseTenantClients(bad), bad).toThrow(TenantClientsError);
+    }
+  });
+});
+
+describe("the dashboard on the HTTP Lambda", () => {
+  let t: TestHarness | undefined;
+  let dir: string | undefined;
+  afterEach(() => {
+    t?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("serves the files the bundle holds without any claim, with the CSP", async () => {
+    dir = mkdtempSync(join(tmpdir(), "longrun-ui-"));
+    await writeDashboard(dir);
+    t = makeDeps({ gpu: {} });
+    const handler = createHttpHandler(t.deps, "sub", { dashboard: dashboardFromDir(dir) });
+    const page = await handler(event({ path: "/ui/", claims: null, headers: {} }));
+    expect(page.statusCode).toBe(200);
+    expect(page.headers?.["content-security-policy"]).toBe(DASHBOARD_CSP);
+    const js = await handler(event({ path: "/ui/app.js", claims: null, headers: {} }));
+    expect(js.statusCode).toBe(200);
+    const bytes = js.isBase64Encoded ? Buffer.from(String(js.body), "base64") : String(js.body);
+    expect(bytes.length).toBe(readFileSync(join(dir, "app.js")).length);
+    const root = await handler(event({ path: "/", claims: null, headers: {} }));
+    expect([root.statusCode, root.headers?.location]).toEqual([302, "/ui/"]);
+    // Data still needs the authorizer's claim.
+    expect((await handler(event({ path: "/v1/queues", claims: null }))).statusCode).toBe(401);
   });
 });

@@ -33,6 +33,9 @@ const SPEC_ROUTES = [
   "get /v1/requests/{id}",
   "get /v1/requests/{id}/result",
   "post /v1/requests/{id}/cancel",
+  "post /v1/requests/{id}/retry",
+  "post /v1/uploads",
+  "get /v1/uploads/{id}",
   "get /v1/queues",
   "get /v1/queues/{queue}",
   "get /v1/requests/{id}/logs",
@@ -40,7 +43,16 @@ const SPEC_ROUTES = [
   "post /v1/webhook-secret/rotate",
   "get /v1/health",
   "get /v1/openapi.json",
+  "get /v1/metrics",
+  "get /v1/queues/{queue}/stats",
+  "get /",
+  "get /ui",
+  "get /ui/",
+  "get /ui/{asset}",
 ];
+
+/** Routes open without a token: health, this document, and the dashboard's static files. */
+const OPEN_PATHS = new Set(["/v1/health", "/v1/openapi.json", "/", "/ui", "/ui/", "/ui/{asset}"]);
 
 describe("OpenAPI document", () => {
   const doc: Doc = buildOpenApiDocument();
@@ -70,10 +82,10 @@ describe("OpenAPI document", () => {
     for (const [at, ref] of all) expect(resolve(doc, ref), `${ref} at ${at}`).toBeDefined();
   });
 
-  it("leaves health and the document open, and guards the rest with 401", () => {
+  it("leaves health, the document and the dashboard's files open, and guards the rest with 401", () => {
     for (const [path, item] of Object.entries<Doc>(doc.paths)) {
       for (const [method, op] of Object.entries<Doc>(item)) {
-        const open = path === "/v1/health" || path === "/v1/openapi.json";
+        const open = OPEN_PATHS.has(path);
         if (open) {
           expect(op.security, `${method} ${path}`).toEqual([]);
           expect(op.responses["401"]).toBeUndefined();
@@ -158,6 +170,8 @@ describe("OpenAPI document", () => {
         "position",
         "progress",
         "error",
+        "files",
+        "retryOf",
       ].sort(),
     );
     expect(doc.components.schemas.RequestSummary.properties.input).toBeUndefined();

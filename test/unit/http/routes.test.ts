@@ -48,6 +48,8 @@ describe("submit", () => {
       position: 0,
       progress: null,
       error: null,
+      files: {},
+      retryOf: null,
     });
     expect(Object.keys(r.json)).not.toContain("tenant");
   });
@@ -504,7 +506,7 @@ describe("webhook secret", () => {
 describe("routing", () => {
   it("answers 404 not_found for an unknown route", async () => {
     h = makeApi();
-    for (const path of ["/", "/v2/health", "/v1/health/", "/v1/requests", "//v1/queues"]) {
+    for (const path of ["/v2/health", "/v1/health/", "/v1/requests", "//v1/queues"]) {
       expectProblem(await h.call("GET", path), 404, "not_found");
     }
   });

@@ -46,6 +46,7 @@ function record(over: Partial<RequestRecord> = {}): RequestRecord {
     progress: null,
     error: null,
     jobRef: null,
+    platformRetries: 0,
     ...over,
   };
 }

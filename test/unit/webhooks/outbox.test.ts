@@ -31,6 +31,7 @@ function record(over: Partial<RequestRecord> = {}): RequestRecord {
     updatedAt: T0 + 1000,
     attempt: 1,
     maxAttempts: 3,
+    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 60,
     queueTtlSeconds: 600,
