@@ -52,7 +52,15 @@ export function createWebhooksHandler(
       error: (message, fields = {}) => logger.error(message, fields),
     },
   });
-  const fromStream = createStreamRecordHandler({ sqs: options.sqs, queueUrl: options.queueUrl });
+  const fromStream = createStreamRecordHandler({
+    sqs: options.sqs,
+    queueUrl: options.queueUrl,
+    onUnreadable: (record, error) =>
+      logger.error("unreadable stream record skipped", {
+        sequenceNumber: record.dynamodb?.SequenceNumber,
+        error: String(error),
+      }),
+  });
   return async (event) => {
     if (isStreamEvent(event)) {
       // In stream order; the first record that fails is reported, and the mapping hands
@@ -96,7 +104,7 @@ export const handler = (event: WebhooksEvent, context: Context): Promise<Webhook
       sqs: clients.sqs as SQSClient,
       queueUrl,
       clock: { now: () => Date.now() },
-      onTry: (_message, outcome) => lambdaFigures.webhookTried(outcome === "delivered"),
+      onTried: (ok) => lambdaFigures.webhookTried(ok),
     });
   }
   return cached(event, context);

@@ -71,6 +71,8 @@ export interface AwsRuntimeOptions {
 
 /** Resource names of bootstrap-created resources must suit S3, DynamoDB and SQS alike. */
 const PREFIX_PATTERN = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
+/** The order lease of this server's webhook tries (see createDeliveryStep's `leaseMs`). */
+const SERVER_ORDER_LEASE_MS = 30_000;
 /** Every this many sweeps (30 s at the default second), the repair sweep runs instead. */
 const REPAIR_EVERY_SWEEPS = 30;
 
@@ -266,9 +268,17 @@ export class AwsRuntime {
         credentials: d.credentials,
         ...(d.endpoint ? { endpoint: d.endpoint } : {}),
       });
-      const stream = createStreamRecordHandler({ sqs: clients.sqs, queueUrl });
       const note = (message: string, fields?: Record<string, unknown>) =>
         options.log(`${message} ${JSON.stringify(fields ?? {})}`);
+      const stream = createStreamRecordHandler({
+        sqs: clients.sqs,
+        queueUrl,
+        onUnreadable: (record, error) =>
+          note("unreadable stream record skipped", {
+            sequenceNumber: record.dynamodb?.SequenceNumber,
+            error: String(error),
+          }),
+      });
       const step = createDeliveryStep({
         secrets,
         order: new DynamoDeliveryOrder(clients.dynamo, resources.tableName),
@@ -277,9 +287,10 @@ export class AwsRuntime {
         queueUrl,
         clock: { now: () => Date.now() },
         log: { info: () => {}, warn: note, error: note },
-        ...(options.onWebhookTried
-          ? { onTry: (_m, outcome) => options.onWebhookTried?.(outcome === "delivered") }
-          : {}),
+        // Tries are bounded (10 s lookup, 10 s answer) and this process has no Lambda time
+        // limit to outlive: a shorter lease lets a restart resume a killed try sooner.
+        leaseMs: SERVER_ORDER_LEASE_MS,
+        ...(options.onWebhookTried ? { onTried: options.onWebhookTried } : {}),
       });
       this.#webhooks = {
         stream: new StreamPoller({

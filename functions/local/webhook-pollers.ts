@@ -25,6 +25,7 @@ import {
   type Shard,
 } from "@aws-sdk/client-dynamodb-streams";
 import {
+  ChangeMessageVisibilityBatchCommand,
   DeleteMessageBatchCommand,
   type Message,
   ReceiveMessageCommand,
@@ -46,7 +47,7 @@ export interface StreamPollerOptions {
   /** The stream step; throwing leaves the record to be read again. */
   handle: (record: _Record) => Promise<unknown>;
   log: (line: string) => void;
-  /** Pause between reads once caught up (ms); default 250. */
+  /** Pause between reads once caught up (ms); default 500. */
   pollMs?: number;
 }
 
@@ -121,7 +122,7 @@ export class StreamPoller {
       }
       if (handled > 0 || this.#stopping) continue;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#o.pollMs ?? 250);
+        const timer = setTimeout(resolve, this.#o.pollMs ?? 500);
         this.#wake = () => {
           clearTimeout(timer);
           resolve();
@@ -249,6 +250,12 @@ export interface WebhookQueuePollerOptions {
   log: (line: string) => void;
   /** Long-poll wait per receive, 0–20 s (default 1, so that a stop takes about a second). */
   waitTimeSeconds?: number;
+  /**
+   * Visibility of received messages until a heartbeat extends it (default 30 s), so a
+   * server killed mid-try leaves its messages hidden for seconds, not for the queue's
+   * default meant for the Lambda.
+   */
+  visibilitySeconds?: number;
 }
 
 export class WebhookQueuePoller {
@@ -256,8 +263,11 @@ export class WebhookQueuePoller {
   #loop: Promise<void> | undefined;
   #stopping = false;
 
+  readonly #visibility: number;
+
   constructor(options: WebhookQueuePollerOptions) {
     this.#o = options;
+    this.#visibility = options.visibilitySeconds ?? 30;
   }
 
   start(): void {
@@ -282,6 +292,7 @@ export class WebhookQueuePoller {
             QueueUrl: this.#o.queueUrl,
             MaxNumberOfMessages: 10,
             WaitTimeSeconds: this.#o.waitTimeSeconds ?? 1,
+            VisibilityTimeout: this.#visibility,
           }),
         );
         messages = out.Messages ?? [];
@@ -292,11 +303,31 @@ export class WebhookQueuePoller {
         continue;
       }
       if (messages.length === 0) continue;
+      const heartbeat = setInterval(
+        () => {
+          this.#o.sqs
+            .send(
+              new ChangeMessageVisibilityBatchCommand({
+                QueueUrl: this.#o.queueUrl,
+                Entries: messages.map((m, i) => ({
+                  Id: String(i),
+                  ReceiptHandle: m.ReceiptHandle,
+                  VisibilityTimeout: this.#visibility,
+                })),
+              }),
+            )
+            .catch((error: unknown) => {
+              this.#o.log(`extending webhook deliveries failed: ${String(error)}`);
+            });
+        },
+        (this.#visibility * 1000) / 3,
+      );
       const failed = new Set(
         await this.#o.run(
           messages.map((m, n) => ({ id: m.MessageId ?? String(n), body: m.Body ?? "" })),
         ),
       );
+      clearInterval(heartbeat);
       const done = messages.filter((m, n) => !failed.has(m.MessageId ?? String(n)));
       if (done.length === 0) continue;
       try {

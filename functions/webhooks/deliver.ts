@@ -66,13 +66,27 @@ export function createDeliverer(options: DelivererOptions): Deliver {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return async (request) => {
     let target: VettedTarget;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      target = await vetTarget(request.url, options);
+      // The name lookup gets the same time as the answer, so a whole try is bounded
+      // (callers lease a request's order for longer than a try can take).
+      target = await Promise.race([
+        vetTarget(request.url, options),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(new TargetRefusedError(`webhook host lookup took over ${timeoutMs} ms`, true)),
+            timeoutMs,
+          );
+        }),
+      ]);
     } catch (error) {
       if (error instanceof TargetRefusedError) {
         return { ok: false, error: error.message, retryable: error.retryable };
       }
       return { ok: false, error: String(error), retryable: true };
+    } finally {
+      clearTimeout(timer);
     }
     return post(target, request, timeoutMs, options.ca);
   };

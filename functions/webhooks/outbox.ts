@@ -16,7 +16,9 @@
  * Order: the outbox hands out at most one pending delivery per request at a time, oldest
  * first, so a request's events arrive in the order they happened (started → progress →
  * completed) even across retries; a later event waits until the earlier one was delivered,
- * superseded or declared dead.
+ * superseded or declared dead. (This is the embedded outbox; on AWS deliveries travel on a
+ * queue that keeps no order, and functions/webhooks/order.ts keeps them from going out
+ * backwards instead.)
  */
 
 import {
@@ -225,7 +227,7 @@ export function webhookDeliveriesFor(
 
 /** Options of {@link createWebhookNotifier}. */
 export interface WebhookNotifierOptions {
-  /** Only `enqueue` is used: a queue that cannot be claimed from (SQS) serves as well. */
+  /** Only `enqueue` is used. */
   outbox: Pick<WebhookOutbox, "enqueue">;
   clock: { now(): number };
   /** Told after something was enqueued (wake the worker). */

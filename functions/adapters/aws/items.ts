@@ -75,19 +75,19 @@ export function countersKey(queue: string): ItemKey {
   };
 }
 
+/** Key of the order record of a request's webhook deliveries (functions/webhooks/order.ts). */
+export function webhookOrderKey(requestId: string): ItemKey {
+  return {
+    [TABLE_KEY.partitionKey]: `${ITEM_KIND.webhookOrder.pkPrefix}${requestId}`,
+    [TABLE_KEY.sortKey]: ITEM_KIND.webhookOrder.sk,
+  };
+}
+
 /** Key of a tenant's webhook signing secret. */
 export function webhookSecretKey(tenant: string): ItemKey {
   return {
     [TABLE_KEY.partitionKey]: `${ITEM_KIND.webhookSecret.pkPrefix}${escapeTenant(tenant)}`,
     [TABLE_KEY.sortKey]: ITEM_KIND.webhookSecret.sk,
-  };
-}
-
-/** Key of the order record of a request's webhook deliveries. */
-export function webhookOrderKey(requestId: string): ItemKey {
-  return {
-    [TABLE_KEY.partitionKey]: `${ITEM_KIND.webhookOrder.pkPrefix}${requestId}`,
-    [TABLE_KEY.sortKey]: ITEM_KIND.webhookOrder.sk,
   };
 }
 

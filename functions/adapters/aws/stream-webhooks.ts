@@ -72,16 +72,25 @@ export function deliveriesFromRecord(record: StreamRecordLike): WebhookMessage[]
 }
 
 /**
- * The stream consumer's step for one record: derive its deliveries and enqueue them.
+ * The stream consumer's step for one record: derive its deliveries and enqueue them. A record
+ * whose images cannot be read is reported to `onUnreadable` and skipped: reading it again
+ * could never help, and it must not hold up the records behind it.
  * @throws when the enqueue failed; the record must be handed in again (nothing was
  *   checkpointed past it).
  */
 export function createStreamRecordHandler(options: {
   sqs: SQSClient;
   queueUrl: string;
+  onUnreadable: (record: StreamRecordLike, error: unknown) => void;
 }): (record: StreamRecordLike) => Promise<number> {
   return async (record) => {
-    const messages = deliveriesFromRecord(record);
+    let messages: WebhookMessage[];
+    try {
+      messages = deliveriesFromRecord(record);
+    } catch (error) {
+      options.onUnreadable(record, error);
+      return 0;
+    }
     if (messages.length > 0) await enqueueWebhookMessages(options.sqs, options.queueUrl, messages);
     return messages.length;
   };

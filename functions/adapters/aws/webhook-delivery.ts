@@ -34,9 +34,9 @@ import {
 /** A message due within this long is tried now rather than delayed again. */
 const DUE_SLACK_MS = 1000;
 /**
- * How long a claim holds a request's order record: longer than a try can take (the 10 s
- * answer timeout plus DNS), and longer than the webhooks Lambda may run (30 s), so a try is
- * never overtaken while it is in flight.
+ * How long a claim holds a request's order record by default: longer than a try can take
+ * (at most 10 s for the name lookup and 10 s for the answer), and longer than the webhooks
+ * Lambda may run (30 s), so a try is never overtaken while it is in flight.
  */
 export const ORDER_LEASE_MS = 60_000;
 /** When a message whose request has a try in flight comes back. */
@@ -63,8 +63,13 @@ export interface DeliveryStepOptions {
   /** Jitter source of the schedule; default Math.random. */
   random?: () => number;
   log: DeliveryLog;
-  /** Told of every try (metrics, tests). Must not throw. */
-  onTry?: (message: WebhookMessage, outcome: "delivered" | "retry" | "dead") => void;
+  /**
+   * How long a claim holds the order record (default {@link ORDER_LEASE_MS}). A try that
+   * dies with its process keeps its request's later tries waiting this long.
+   */
+  leaseMs?: number;
+  /** Told of each try's outcome (metrics); must not throw. */
+  onTried?: (ok: boolean) => void;
 }
 
 /**
@@ -98,7 +103,7 @@ export function createDeliveryStep(options: DeliveryStepOptions): (body: string)
         : { id: m.id, requestId: m.requestId, event: m.event, order: m.order };
     let token: string | null = null;
     if (ordered) {
-      const claim = await options.order.claim(ordered, now, ORDER_LEASE_MS);
+      const claim = await options.order.claim(ordered, now, options.leaseMs ?? ORDER_LEASE_MS);
       if (claim.verdict === "busy") {
         await resend(m, BUSY_DELAY_MS);
         return;
@@ -119,7 +124,7 @@ export function createDeliveryStep(options: DeliveryStepOptions): (body: string)
       await release(false);
       throw error;
     }
-    options.onTry?.(m, outcome.kind);
+    options.onTried?.(outcome.kind === "delivered");
     const tries = m.attempt + 1;
     const { notBefore: _previous, ...rest } = m;
     if (outcome.kind === "delivered") {

@@ -147,7 +147,10 @@ export interface AwsDepsOptions {
   allowPrivateWebhooks?: boolean;
   /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB, S3's PUT limit. */
   maxUploadBytes?: number;
-  /** Told of every state change besides the webhooks (metrics, the queue history). */
+  /**
+   * Told of every state change (metrics, the queue history); webhooks follow from the
+   * table's stream instead.
+   */
   listeners?: readonly LifecycleListener[];
 }
 

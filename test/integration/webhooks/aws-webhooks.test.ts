@@ -18,6 +18,7 @@ import {
 } from "../../../functions/adapters/aws/sqs-webhooks.ts";
 import { createWebhooksHandler } from "../../../functions/handlers/webhooks.ts";
 import { createDeliverer } from "../../../functions/webhooks/deliver.ts";
+import { ROTATION_OVERLAP_MS } from "../../../functions/webhooks/outbox.ts";
 import { RETRY_DELAYS_MS } from "../../../functions/webhooks/schedule.ts";
 import { dynamoProgressWriter } from "../../../jobs/runner/batch-main.ts";
 import {
@@ -518,6 +519,29 @@ describe("webhook secrets in DynamoDB", () => {
     // Another tenant whose name would collide without escaping gets its own.
     const other = await instances[0]?.secretFor(`t%23${tenant.slice(2)}`);
     expect(other).not.toBe(secrets[0]);
+  });
+
+  it("rotates through the http handler: both keys sign for 24 hours", async () => {
+    const tenant = `rot-${crypto.randomUUID()}`;
+    const old = (await h.api("GET", "/v1/webhook-secret", { tenant })).body.secret as string;
+    const rotated = await h.api("POST", "/v1/webhook-secret/rotate", { tenant });
+    expect(rotated.status).toBe(200);
+    const fresh = rotated.body.secret as string;
+    expect(fresh).toMatch(/^whsec_/);
+    expect(fresh).not.toBe(old);
+    expect((await h.api("GET", "/v1/webhook-secret", { tenant })).body.secret).toBe(fresh);
+    const now = Date.now();
+    expect(await hooks.secrets.signingSecretsFor(tenant, now)).toEqual([fresh, old]);
+    expect(
+      await hooks.secrets.signingSecretsFor(tenant, now + ROTATION_OVERLAP_MS + 60_000),
+    ).toEqual([fresh]);
+    // Concurrent rotations each replace the secret they read: every caller's secret was
+    // current once, and the last one stands.
+    const many = await Promise.all(
+      Array.from({ length: 4 }, () => hooks.secrets.rotate(tenant, Date.now())),
+    );
+    expect(many).toContain(await hooks.secrets.secretFor(tenant));
+    expect(new Set(many).size).toBe(4);
   });
 
   it("answers GET /v1/webhook-secret per tenant through the http handler", async () => {

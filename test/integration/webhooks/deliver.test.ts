@@ -83,6 +83,17 @@ describe("deliver over http (allowPrivate)", () => {
     expect(r.received).toHaveLength(1);
   });
 
+  it("bounds the name lookup by the same timeout, so a whole try is bounded", async () => {
+    const d = createDeliverer({
+      allowPrivate: true,
+      resolve: () => new Promise<string[]>(() => {}),
+      timeoutMs: 200,
+    });
+    const result = await d({ url: "http://hooks.test/", body, headers: {} });
+    expect(result).toMatchObject({ ok: false, retryable: true });
+    expect(result.error).toMatch(/lookup took over 200 ms/);
+  });
+
   it("reports a refused connection as a retryable failure", async () => {
     const r = await receiver();
     const url = r.url;

@@ -7,12 +7,16 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   SqliteWebhookOutbox,
   WEBHOOK_EXPLAINABLE,
 } from "../../../functions/adapters/embedded/sqlite-webhooks.ts";
-import type { NewWebhookDelivery } from "../../../functions/webhooks/outbox.ts";
+import {
+  type NewWebhookDelivery,
+  ROTATION_OVERLAP_MS,
+} from "../../../functions/webhooks/outbox.ts";
 
 const T = 1_800_000_000_000;
 let dir: string;
@@ -214,6 +218,37 @@ describe("SqliteWebhookOutbox", () => {
     const b = open();
     expect(await b.secretFor("alice")).toBe(s);
     expect(await b.secretFor("bob")).toBe(bob);
+  });
+
+  it("rotates a tenant's secret: both sign for 24 hours, across reopen", async () => {
+    const a = open();
+    const old = await a.secretFor("alice");
+    const bob = await a.secretFor("bob");
+    const fresh = await a.rotate("alice", T);
+    expect(fresh).toMatch(/^whsec_/);
+    expect(fresh).not.toBe(old);
+    expect(await a.secretFor("alice")).toBe(fresh);
+    a.close();
+    const b = open();
+    expect(await b.signingSecretsFor("alice", T + ROTATION_OVERLAP_MS - 1)).toEqual([fresh, old]);
+    expect(await b.signingSecretsFor("alice", T + ROTATION_OVERLAP_MS)).toEqual([fresh]);
+    expect(await b.signingSecretsFor("bob", T)).toEqual([bob]);
+    // A rotation of a tenant never seen before makes its first secret.
+    const carol = await b.rotate("carol", T);
+    expect(await b.signingSecretsFor("carol", T)).toEqual([carol]);
+  });
+
+  it("opens a file made before rotation existed, keeping its secrets", async () => {
+    const db = new Database(path);
+    db.exec(
+      "CREATE TABLE webhook_secrets (tenant TEXT PRIMARY KEY, secret TEXT NOT NULL, created_at INTEGER NOT NULL)",
+    );
+    db.prepare("INSERT INTO webhook_secrets VALUES ('alice', 'whsec_AAAA', 1)").run();
+    db.close();
+    const o = open();
+    expect(await o.signingSecretsFor("alice", T)).toEqual(["whsec_AAAA"]);
+    const fresh = await o.rotate("alice", T);
+    expect(await o.signingSecretsFor("alice", T)).toEqual([fresh, "whsec_AAAA"]);
   });
 
   it("purges finished deliveries only", async () => {

@@ -7,10 +7,24 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
+import { CreateTableCommand, DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { type _Record, DynamoDBStreamsClient } from "@aws-sdk/client-dynamodb-streams";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTable, tableStreamArn } from "../../../functions/adapters/aws/bootstrap.ts";
+import {
+  createTable,
+  requestTableDefinition,
+  tableStreamArn,
+} from "../../../functions/adapters/aws/bootstrap.ts";
+import { createBucket } from "../../../functions/adapters/aws/bootstrap-s3.ts";
+import {
+  createQueues,
+  createWebhooksQueue,
+} from "../../../functions/adapters/aws/bootstrap-sqs.ts";
+import { resourceNames } from "../../../functions/adapters/aws/definitions.ts";
+import { createAwsClients } from "../../../functions/adapters/aws/wiring.ts";
+import { AWS_ENV } from "../../../functions/config/env.ts";
+import { resolveAwsResources } from "../../../functions/local/aws-runtime.ts";
+import { StartupError } from "../../../functions/local/env.ts";
 import { StreamPoller } from "../../../functions/local/webhook-pollers.ts";
 import { awsClientConfig, uniqueName } from "../aws.ts";
 
@@ -54,6 +68,43 @@ function poller(seen: number[], fail: (n: number) => boolean = () => false): Str
     log: () => {},
   });
 }
+
+describe("the aws server's webhook settings", () => {
+  it("refuses a webhooks queue on a table whose stream is off, and turns it on when bootstrapping", async () => {
+    const name = uniqueName("no-stream");
+    const { StreamSpecification: _on, ...definition } = requestTableDefinition(name);
+    await dynamo.send(new CreateTableCommand(definition));
+    const clients = createAwsClients(awsClientConfig());
+    // Everything else exists, so the only refusal can be the stream's.
+    const names = resourceNames(name);
+    const [queues, hooks] = await Promise.all([
+      createQueues(clients.sqs, names),
+      createWebhooksQueue(clients.sqs, names),
+      createBucket(clients.s3, names.bucketName),
+    ]);
+    const env = {
+      [AWS_ENV.table]: name,
+      [AWS_ENV.bucket]: names.bucketName,
+      [AWS_ENV.dispatchQueueUrl]: queues.dispatchQueueUrl,
+      [AWS_ENV.webhooksQueueUrl]: hooks.url,
+    };
+    const error = await resolveAwsResources(env, clients, () => {}).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(StartupError);
+    expect((error as Error).message).toMatch(
+      new RegExp(`table ${name} has no NEW_AND_OLD_IMAGES stream.*${AWS_ENV.webhooksQueueUrl}`),
+    );
+    // The bootstrap's createTable turns the stream on for a table made without it.
+    await createTable(dynamo, name);
+    expect(await tableStreamArn(dynamo, name)).toMatch(/stream/);
+    await expect(resolveAwsResources(env, clients, () => {})).resolves.toMatchObject({
+      webhooksQueueUrl: hooks.url,
+    });
+    for (const c of Object.values(clients)) c.destroy();
+  });
+});
 
 describe("stream poller", () => {
   it("handles every record in order, re-reads a failed one, and resumes after a restart", async () => {

@@ -189,6 +189,17 @@ describe("LongrunClient (embedded server)", () => {
     expect(got).not.toHaveProperty("region");
   });
 
+  it("reads and rotates the caller's webhook secret", async () => {
+    const old = await client.webhookSecret();
+    expect(old).toMatch(/^whsec_/);
+    const fresh = await client.rotateWebhookSecret();
+    expect(fresh).toMatch(/^whsec_/);
+    expect(fresh).not.toBe(old);
+    expect(await client.webhookSecret()).toBe(fresh);
+    const bob = new LongrunClient({ url: server.url, token: "t-bob" });
+    expect(await bob.webhookSecret()).not.toBe(fresh);
+  });
+
   it("names the problem when the token is unknown", async () => {
     const stranger = new LongrunClient({ url: server.url, token: "nope" });
     const err = await stranger.queues().catch((e: unknown) => e);

@@ -3,10 +3,14 @@
  * deliveries one stream record makes (the same ones however often it is read), and the
  * per-request order rule that keeps a request's events from reaching a receiver backwards.
  */
+import { SQSClient } from "@aws-sdk/client-sqs";
 import { marshall } from "@aws-sdk/util-dynamodb";
 import { describe, expect, it } from "vitest";
 import { toItem } from "../../../functions/adapters/aws/dynamo-request-store.ts";
-import { deliveriesFromRecord } from "../../../functions/adapters/aws/stream-webhooks.ts";
+import {
+  createStreamRecordHandler,
+  deliveriesFromRecord,
+} from "../../../functions/adapters/aws/stream-webhooks.ts";
 import type { RequestRecord } from "../../../functions/core/request.ts";
 import {
   type ClaimVerdict,
@@ -35,7 +39,6 @@ function record(over: Partial<RequestRecord> = {}): RequestRecord {
     updatedAt: T0,
     attempt: 0,
     maxAttempts: 3,
-    platformRetries: 0,
     cancelRequested: false,
     timeoutSeconds: 60,
     queueTtlSeconds: 600,
@@ -43,6 +46,7 @@ function record(over: Partial<RequestRecord> = {}): RequestRecord {
     progress: null,
     error: null,
     jobRef: null,
+    platformRetries: 0,
     ...over,
   };
 }
@@ -141,6 +145,23 @@ describe("deliveriesFromRecord", () => {
         streamRecord({ ...quiet, status: "STARTING", startedAt: null }, quiet, 3),
       ),
     ).toEqual([]);
+  });
+});
+
+describe("the stream step", () => {
+  it("skips a record it cannot read, reporting it, instead of holding up the shard", async () => {
+    const broken = streamRecord(starting, running, 3);
+    broken.dynamodb.NewImage = { ...broken.dynamodb.NewImage, input: { S: "{not json" } };
+    const unreadable: unknown[] = [];
+    const sqs = new SQSClient({ region: "us-east-1" });
+    const step = createStreamRecordHandler({
+      sqs,
+      queueUrl: "http://127.0.0.1:9/unused",
+      onUnreadable: (_record, error) => unreadable.push(error),
+    });
+    expect(await step(broken)).toBe(0);
+    expect(unreadable).toHaveLength(1);
+    sqs.destroy();
   });
 });
 
