@@ -20,7 +20,7 @@ import {
 } from "../core/usecases/queries.ts";
 import { submitRequest } from "../core/usecases/submit.ts";
 import { OPERATIONS, type OperationId, openApiJson } from "./openapi.ts";
-import { HttpProblem, toProblem, ValidationFailure } from "./problem.ts";
+import { HttpProblem, rateLimitHeaders, toProblem, ValidationFailure } from "./problem.ts";
 import {
   IdempotencyKeySchema,
   ListQuerySchema,
@@ -256,9 +256,11 @@ export function createApi(options: ApiOptions): Api {
             ? outcome.position
             : await deps.store.position(r);
       const view = requestView(r, position);
+      // A queue with a rate limit says where the caller's bucket stands on every answer.
+      const limited = outcome.rateLimit ? rateLimitHeaders(outcome.rateLimit) : {};
       return outcome.kind === "created"
-        ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
-        : json(200, view, { "idempotent-replayed": "true" });
+        ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}`, ...limited })
+        : json(200, view, { "idempotent-replayed": "true", ...limited });
     },
 
     async listRequests(ctx) {

@@ -396,6 +396,12 @@ export const ProblemSchema = z
       .array(z.strictObject({ path: z.string(), message: z.string() }))
       .optional()
       .describe("invalid_request: each field that was refused."),
+    scope: z
+      .enum(["queue", "tenant"])
+      .optional()
+      .describe(
+        "queue_full: whether the queue holds its maxQueued QUEUED requests, or the caller its maxQueuedPerTenant.",
+      ),
   })
   .register(apiSchemas, { id: "Problem" });
 export type ProblemJson = z.output<typeof ProblemSchema>;

@@ -249,7 +249,7 @@ describe("DynamoRequestStore on DynamoDB", () => {
 
     // Assess
     expect(atSubmit).toMatchObject({
-      [INDEXES.ready.partitionKey]: `READY#${r.queue}`,
+      [INDEXES.ready.partitionKey]: `READY#${r.queue}#${r.tenant}`,
       [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#QUEUED`,
       [INDEXES.sweep.partitionKey]: `QUEUED#${r.queue}`,
     });

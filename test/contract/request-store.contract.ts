@@ -1223,7 +1223,7 @@ export function describeRequestStoreContract(
             if (Date.now() > deadline) throw new Error("dispatchers stopped making progress");
             const claim = await own.claimNext(s.queue, { maxRunning }, T0);
             if (claim.kind === "empty") return;
-            if (claim.kind === "full" || claim.kind === "expired") {
+            if (claim.kind === "full" || claim.kind === "expired" || claim.kind === "held") {
               await new Promise((resolve) => setTimeout(resolve, 1));
               continue;
             }

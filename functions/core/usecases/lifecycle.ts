@@ -1,4 +1,4 @@
-import type { QueueConfig } from "../../config/schema.ts";
+import { type QueueConfig, tenantLimits } from "../../config/schema.ts";
 import { ConflictError, PermanentLaunchError } from "../errors.ts";
 import type { JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
@@ -27,8 +27,9 @@ function transit(
 const DISPATCH_BATCH = 1000;
 
 /**
- * Starts waiting requests of `queue` while it has free slots, highest priority then oldest
- * first; expires those that outlived their queue TTL on the way. Safe to run concurrently:
+ * Starts waiting requests of `queue` while it has free slots, in the order of SPEC §3
+ * (priority, then the tenant with the fewest active, then the oldest), each tenant held to
+ * its `maxRunningPerTenant`; expires those that outlived their queue TTL on the way. Safe to run concurrently:
  * every claim is a conditional write bounded by `maxRunning`.
  * @returns how many requests it started.
  */
@@ -38,10 +39,14 @@ export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Pro
   for (let i = 0; i < DISPATCH_BATCH; i++) {
     const claim = await deps.store.claimNext(
       queue.name,
-      { maxRunning: queue.maxRunning },
+      {
+        maxRunning: queue.maxRunning,
+        maxRunningOf: (tenant) => tenantLimits(queue, tenant).maxRunning,
+      },
       deps.clock.now(),
     );
-    if (claim.kind === "full" || claim.kind === "empty") break;
+    // "held": the waiting tenants all run their share; a finish of theirs wakes the queue.
+    if (claim.kind === "full" || claim.kind === "empty" || claim.kind === "held") break;
     if (claim.kind === "expired") {
       deps.onChange?.(claim.request, "completed");
       continue;

@@ -1,3 +1,4 @@
+import { tenantLimits } from "../../config/schema.ts";
 import { canonicalJson, sha256Hex } from "../canonical.ts";
 import { InvalidRequestError } from "../errors.ts";
 import type { SubmitOutcome } from "../ports.ts";
@@ -27,8 +28,9 @@ export interface SubmitCommand {
 export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
 /**
- * Accepts a request into a queue: one atomic write (idempotency key, request, queued
- * counter), then a wake-up of the queue's dispatcher.
+ * Accepts a request into a queue: one atomic write (idempotency key, request, the queue's
+ * and the tenant's queued counts under their limits, a token of the tenant's rate limit),
+ * then a wake-up of the queue's dispatcher.
  */
 export async function submitRequest(
   cmd: SubmitCommand,
@@ -79,9 +81,12 @@ export async function submitRequest(
           // reused on another queue is a conflict rather than a silent second request.
           bodyHash: sha256Hex(`${queue.name}\n${canonicalJson(cmd.rawBody)}`),
         };
+  const limits = tenantLimits(queue, cmd.tenant);
   const outcome = await deps.store.submit(request, idempotency, {
     maxQueued: queue.maxQueued,
     retryAfterSeconds: QUEUE_FULL_RETRY_AFTER_SECONDS,
+    maxQueuedPerTenant: limits.maxQueued,
+    rateLimit: limits.rateLimit,
   });
   // A replay wakes the dispatcher too: if the first submit crashed between its write and
   // its wake-up, the retry by the caller is what gets the request going.

@@ -373,7 +373,8 @@ describe("list", () => {
     expect(page.items.map((i) => i.id)).toEqual([...mine].reverse());
     expect(page.nextCursor).toBeNull();
     for (const item of r.json.items) expect(item).not.toHaveProperty("input");
-    expect(page.items.map((i) => i.position)).toEqual([2, 1, 0]);
+    // Fair share: bob's one request starts second, after alice's oldest (SPEC §3).
+    expect(page.items.map((i) => i.position)).toEqual([3, 2, 0]);
   });
 
   it("pages with limit and cursor, visiting each request once", async () => {
