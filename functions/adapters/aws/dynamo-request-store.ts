@@ -1208,7 +1208,11 @@ export class DynamoRequestStore implements RequestStore {
     const limitOf = limits.maxRunningOf ?? (() => limits.maxRunning);
     // Tenants whose partition showed nothing to claim in this call (the index lags on AWS).
     const drained = new Set<string>();
-    for (let round = 0; round < CLAIM_ROUNDS; round++) {
+    // Each round that fails lost its candidates to other dispatchers, which made progress;
+    // a fair claim may meet them on every tenant it picks, so it has more rounds.
+    for (let round = 0; round < CLAIM_ROUNDS * 4; round++) {
+      // Dispatchers that keep picking the same head step apart after a few lost rounds.
+      if (round >= 3) await sleep(Math.random() * Math.min(50, 2 * round));
       // The counters move in the same transaction as every request, so `queued` 0 means no
       // request is QUEUED; the claim's own counter condition is what enforces the limits.
       const counters = await this.#countersItem(queue);
@@ -1228,10 +1232,11 @@ export class DynamoRequestStore implements RequestStore {
       const fewest = Math.min(...atTop.map((t) => t.active));
       const tied = atTop.filter((t) => t.active === fewest);
       let tenant: string;
-      let candidates: string[];
+      // The tenant's entries to try, in its start order: its head alone first when the tie
+      // read gave it, the entries after it only if another dispatcher takes it.
+      let candidates: string[] | null = null;
       if (tied.length === 1) {
         tenant = (tied[0] as (typeof tied)[number]).tenant;
-        candidates = await this.#readyIds(queue, tenant, CLAIM_CANDIDATES * (round + 1));
       } else {
         // Equal priority and active count: the oldest head wins (one Limit 1 read per tied
         // tenant, in parallel).
@@ -1249,30 +1254,64 @@ export class DynamoRequestStore implements RequestStore {
         tenant = best.tenant;
         candidates = [best.id];
       }
-      if (candidates.length === 0) {
-        drained.add(tenant);
-        continue;
-      }
-      for (const id of candidates) {
-        let result: ClaimResult | null | "again" | "tenant-full" = "again";
-        // "again": the candidate changed between our read and our write; read it once more
-        // (no backoff: the change is done, nothing is contended).
-        for (let reread = 0; result === "again" && reread < CONFLICT_ATTEMPTS; reread++) {
-          result = await this.#retrying(() =>
-            this.#claimCandidate(id, queue, limits.maxRunning, limitOf(tenant), now),
-          );
-        }
-        if (result === "again") continue;
-        // Another dispatcher gave the tenant its last slot: pick again from fresh counters.
+      const tried = new Set<string>();
+      for (let pass = 0; pass < 2; pass++) {
+        const ids =
+          pass === 0 && candidates
+            ? candidates
+            : (await this.#readyIds(queue, tenant, CLAIM_CANDIDATES * (round + 1))).filter(
+                (id) => !tried.has(id),
+              );
+        if (pass === 0 && ids.length === 0) drained.add(tenant);
+        const result = await this.#claimFirst(
+          ids,
+          tried,
+          queue,
+          limits.maxRunning,
+          limitOf(tenant),
+          now,
+        );
         if (result === "tenant-full") break;
-        // null: the candidate was no longer QUEUED (another dispatcher, a cancel, a stale
-        // index entry); the next one in order is the head now.
         if (result) return result;
+        // Every entry was gone; unless the tie read gave only the head, pick again.
+        if (!candidates) break;
       }
     }
     throw new ConcurrentUpdateError(
       `queue ${JSON.stringify(queue)}: every candidate was taken by others; try again`,
     );
+  }
+
+  /**
+   * Starts the first of `ids` still QUEUED (recording each in `tried`); null when none
+   * was, "tenant-full" when the tenant reached its limit meanwhile.
+   */
+  async #claimFirst(
+    ids: readonly string[],
+    tried: Set<string>,
+    queue: string,
+    maxRunning: number,
+    tenantMaxRunning: number,
+    now: number,
+  ): Promise<ClaimResult | "tenant-full" | null> {
+    for (const id of ids) {
+      tried.add(id);
+      let result: ClaimResult | null | "again" | "tenant-full" = "again";
+      // "again": the candidate changed between our read and our write; read it once more
+      // (no backoff: the change is done, nothing is contended).
+      for (let reread = 0; result === "again" && reread < CONFLICT_ATTEMPTS; reread++) {
+        result = await this.#retrying(() =>
+          this.#claimCandidate(id, queue, maxRunning, tenantMaxRunning, now),
+        );
+      }
+      if (result === "again") continue;
+      // Another dispatcher gave the tenant its last slot: pick again from fresh counters.
+      if (result === "tenant-full") return result;
+      // null: the candidate was no longer QUEUED (another dispatcher, a cancel, a stale
+      // index entry); the next one in order is the head now.
+      if (result) return result;
+    }
+    return null;
   }
 
   /** The first `limit` sort keys of a tenant's ready partition (its start order). */

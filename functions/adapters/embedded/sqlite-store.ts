@@ -763,7 +763,8 @@ export class SqliteRequestStore implements RequestStore {
     }[];
     const mine = levels.find((t) => t.tenant === request.tenant);
     const level = (mine ? mine.running + mine.above : 0) + own;
-    const tenants: FairTenant[] = [];
+    // The request's own tenant is in the plan for its level only.
+    const tenants: FairTenant[] = [{ tenant: request.tenant, level: level - own, queued: 0 }];
     const keys = new Map<string, string | null>();
     for (const t of levels) {
       if (t.tenant === request.tenant) continue;
