@@ -485,13 +485,23 @@ async function queuesCommand({ io, client, values }: Ctx): Promise<number> {
   write(
     io.stdout,
     table(
-      ["NAME", "QUEUED", "RUNNING", "MAX QUEUED", "MAX RUNNING"],
+      [
+        "NAME",
+        "QUEUED",
+        "RUNNING",
+        "MAX QUEUED",
+        "MAX RUNNING",
+        "YOURS (QUEUED/RUNNING)",
+        "YOUR LIMITS",
+      ],
       queues.map((q) => [
         q.name,
         String(q.queued),
         String(q.running),
         String(q.maxQueued),
         String(q.maxRunning),
+        q.tenant ? `${q.tenant.queued}/${q.tenant.running}` : "-",
+        q.tenant ? `${q.tenant.maxQueued}/${q.tenant.maxRunning}` : "-",
       ]),
     ),
   );

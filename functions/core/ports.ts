@@ -115,6 +115,12 @@ export interface QueueCounts {
   running: number;
 }
 
+/** A queue's recent run times: finished requests from their first start to their end. */
+export interface RunStats {
+  meanMs: number;
+  samples: number;
+}
+
 /**
  * Durable request state. Every method that changes state is one atomic conditional write
  * (a SQLite transaction, a DynamoDB TransactWriteItems) that keeps the per-queue counters
@@ -171,6 +177,13 @@ export interface RequestStore {
   /** One tenant's QUEUED and STARTING + RUNNING requests in the queue. */
   tenantCounts(queue: string, tenant: string): Promise<QueueCounts>;
 
+  /**
+   * Optional (estimatedStartAt): how long the queue's requests recently held a slot, from a
+   * small rolling summary kept with the counters (the last one to two days of finishes);
+   * null while there is none. Never a scan of history.
+   */
+  runStats?(queue: string, now: number): Promise<RunStats | null>;
+
   /** STARTING and RUNNING requests of every queue (restart recovery, reconciliation). */
   findActive(limit: number): Promise<RequestRecord[]>;
 
@@ -225,6 +238,11 @@ export interface Compute {
   stop(request: RequestRecord, reason: StopReason): Promise<void>;
   /** Makes sure nothing of an attempt launched by an earlier server process still runs. */
   reap(request: RequestRecord): Promise<void>;
+  /**
+   * Optional: why a STARTING request's job is not running yet, when the backend knows it
+   * waits for capacity (embedded: the GPUs it needs are busy); null otherwise.
+   */
+  capacityWait?(request: RequestRecord): { detail: string } | null;
   /**
    * Optional, for the repair sweep: for each request (all with a jobRef), the JobEvent its
    * job's current state implies (what a missed event would have said), or null when the

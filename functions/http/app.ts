@@ -17,6 +17,7 @@ import {
   listRequests,
   queueStats,
   readLogs,
+  waitInfos,
 } from "../core/usecases/queries.ts";
 import { submitRequest } from "../core/usecases/submit.ts";
 import { OPERATIONS, type OperationId, openApiJson } from "./openapi.ts";
@@ -255,7 +256,8 @@ export function createApi(options: ApiOptions): Api {
           : outcome.kind === "created" && outcome.position !== undefined
             ? outcome.position
             : await deps.store.position(r);
-      const view = requestView(r, position);
+      const positions = new Map(position === null ? [] : [[r.id, position]]);
+      const view = requestView(r, position, (await waitInfos([r], positions, deps)).get(r.id));
       // A queue with a rate limit says where the caller's bucket stands on every answer.
       const limited = outcome.rateLimit ? rateLimitHeaders(outcome.rateLimit) : {};
       return outcome.kind === "created"
@@ -280,12 +282,19 @@ export function createApi(options: ApiOptions): Api {
       const positions = await deps.store.positions(
         page.items.filter((r) => r.status === RequestStatus.QUEUED),
       );
-      return json(200, listView(page, positions));
+      const waits = await waitInfos(
+        page.items.filter(
+          (r) => r.status === RequestStatus.QUEUED || r.status === RequestStatus.STARTING,
+        ),
+        positions,
+        deps,
+      );
+      return json(200, listView(page, positions, waits));
     },
 
     async getRequest(ctx) {
-      const { request, position } = await getRequest(ctx.tenant, idParam(ctx), deps);
-      return json(200, requestView(request, position));
+      const { request, position, wait } = await getRequest(ctx.tenant, idParam(ctx), deps);
+      return json(200, requestView(request, position, wait));
     },
 
     async getResult(ctx) {
@@ -301,7 +310,9 @@ export function createApi(options: ApiOptions): Api {
       const request = await cancelRequest(ctx.tenant, idParam(ctx), deps);
       const position =
         request.status === RequestStatus.QUEUED ? await deps.store.position(request) : null;
-      return json(202, requestView(request, position));
+      const positions = new Map(position === null ? [] : [[request.id, position]]);
+      const wait = (await waitInfos([request], positions, deps)).get(request.id);
+      return json(202, requestView(request, position, wait));
     },
 
     async readLogs(ctx) {
@@ -311,12 +322,12 @@ export function createApi(options: ApiOptions): Api {
       return json(200, { lines: page.lines, nextCursor: page.nextCursor });
     },
 
-    async listQueues() {
-      return json(200, (await listQueues(deps)).map(queueView));
+    async listQueues(ctx) {
+      return json(200, (await listQueues(deps, ctx.tenant)).map(queueView));
     },
 
     async getQueue(ctx) {
-      return json(200, queueView(await queueStats(queueParam(ctx), deps)));
+      return json(200, queueView(await queueStats(queueParam(ctx), deps, ctx.tenant)));
     },
 
     async getWebhookSecret(ctx) {

@@ -99,6 +99,7 @@ describe("SqliteRequestStore on a file", () => {
     expect(tables).toEqual([
       "idempotency_keys",
       "queue_counters",
+      "queue_run_stats",
       "queued_by_priority",
       "requests",
       "tenant_counters",

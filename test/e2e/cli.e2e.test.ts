@@ -357,6 +357,9 @@ describe("submit --wait progress on a terminal", () => {
       cancelRequested: false,
       position: null,
       error: null,
+      waitReason: null,
+      waitDetail: null,
+      estimatedStartAt: null,
     } satisfies Partial<LongrunRequest>;
     const at = (current: number, status: LongrunRequest["status"]): LongrunRequest => ({
       ...base,

@@ -37,6 +37,7 @@ import type {
   QueueCounts,
   RateLimitState,
   RequestStore,
+  RunStats,
   SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
@@ -206,6 +207,21 @@ function tenantFigures(counters: Record<string, unknown> | undefined): Map<strin
     else f.byPriority[Number(field.slice(1))] = value;
   }
   return out;
+}
+
+const DAY_MS = 86_400_000;
+/**
+ * Days behind the current one whose run-time figures each finish removes (two days are
+ * read): a queue idle for longer keeps at most that many stale pairs of attributes.
+ */
+const RUN_DAYS_SWEPT = 8;
+
+/** A request leaving its slot for good: its day and run time, if it ever ran. */
+function runTime(item: RequestItem, cmd: TransitionCommand): { day: number; ms: number } | null {
+  const startedAt = (cmd.set?.startedAt ?? item.startedAt) as number | null | undefined;
+  const finishedAt = (cmd.set?.finishedAt ?? item.finishedAt) as number | null | undefined;
+  if (typeof startedAt !== "number" || typeof finishedAt !== "number") return null;
+  return { day: Math.floor(finishedAt / DAY_MS), ms: Math.max(0, finishedAt - startedAt) };
 }
 
 /** Highest priority a tenant has QUEUED requests at; -1 for none. */
@@ -1090,6 +1106,19 @@ export class DynamoRequestStore implements RequestStore {
     return out;
   }
 
+  /** The run-time summary of today and yesterday from the counters item. */
+  async runStats(queue: string, now: number): Promise<RunStats | null> {
+    const counters = await this.#countersItem(queue);
+    const today = Math.floor(now / DAY_MS);
+    let total = 0;
+    let n = 0;
+    for (const day of [today, today - 1]) {
+      total += (counters?.[`rs#${day}`] as number | undefined) ?? 0;
+      n += (counters?.[`rn#${day}`] as number | undefined) ?? 0;
+    }
+    return n > 0 ? { meanMs: total / n, samples: n } : null;
+  }
+
   async tenantCounts(queue: string, tenant: string): Promise<QueueCounts> {
     const f = tenantFigures(await this.#countersItem(queue)).get(tenant);
     return { queued: f?.queued ?? 0, running: f?.running ?? 0 };
@@ -1211,8 +1240,6 @@ export class DynamoRequestStore implements RequestStore {
     // Each round that fails lost its candidates to other dispatchers, which made progress;
     // a fair claim may meet them on every tenant it picks, so it has more rounds.
     for (let round = 0; round < CLAIM_ROUNDS * 4; round++) {
-      // Dispatchers that keep picking the same head step apart after a few lost rounds.
-      if (round >= 3) await sleep(Math.random() * Math.min(50, 2 * round));
       // The counters move in the same transaction as every request, so `queued` 0 means no
       // request is QUEUED; the claim's own counter condition is what enforces the limits.
       const counters = await this.#countersItem(queue);
@@ -1621,6 +1648,7 @@ export class DynamoRequestStore implements RequestStore {
         },
         delta,
         ttl,
+        delta.running < 0 ? runTime(item, cmd) : null,
       );
       if (outcome === "applied") {
         const written = applyTransition(item, cmd, to);
@@ -1643,6 +1671,7 @@ export class DynamoRequestStore implements RequestStore {
     requestUpdate: ItemUpdate,
     delta: { queued: number; running: number },
     ttl: number | null,
+    run: { day: number; ms: number } | null = null,
   ): Promise<"applied" | "changed"> {
     const withKey = ttl !== null && typeof item.idemPk === "string";
     const build = (includeKey: boolean): TransactWriteCommandInput => {
@@ -1656,13 +1685,28 @@ export class DynamoRequestStore implements RequestStore {
         counterParts.push("#running :dr", "#tr :dr");
         values[":dr"] = delta.running;
       }
+      // The run-time summary: this day's sum and count; days that left the window go.
+      const runNames: Record<string, string> = {};
+      const removes: string[] = [];
+      if (run) {
+        counterParts.push("#rs :ms", "#rn :rn");
+        values[":ms"] = run.ms;
+        values[":rn"] = 1;
+        runNames["#rs"] = `rs#${run.day}`;
+        runNames["#rn"] = `rn#${run.day}`;
+        for (let back = 2; back <= RUN_DAYS_SWEPT; back++) {
+          runNames[`#rs${back}`] = `rs#${run.day - back}`;
+          runNames[`#rn${back}`] = `rn#${run.day - back}`;
+          removes.push(`#rs${back}`, `#rn${back}`);
+        }
+      }
       const items: NonNullable<TransactWriteCommandInput["TransactItems"]> = [
         { Update: requestUpdate },
         {
           Update: {
             TableName: this.#table,
             Key: countersKey(item.queue),
-            UpdateExpression: `ADD ${counterParts.join(", ")}`,
+            UpdateExpression: `ADD ${counterParts.join(", ")}${removes.length > 0 ? ` REMOVE ${removes.join(", ")}` : ""}`,
             ExpressionAttributeNames: {
               ...(delta.queued !== 0
                 ? {
@@ -1675,6 +1719,7 @@ export class DynamoRequestStore implements RequestStore {
               ...(delta.running !== 0
                 ? { "#running": "running", "#tr": tenantAttr("r", item.tenant) }
                 : {}),
+              ...runNames,
             },
             ExpressionAttributeValues: values,
           },

@@ -14,6 +14,7 @@ import type {
   QueueCounts,
   RateLimitState,
   RequestStore,
+  RunStats,
   SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
@@ -42,6 +43,8 @@ import { openSqlite, statementCache } from "./sqlite-open.ts";
  * `#migrate` whenever the tables or indexes change.
  */
 export const SQLITE_SCHEMA_VERSION = 3;
+
+const DAY_MS = 86_400_000;
 
 // The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
 // uses a partial index when the query's WHERE clause literally implies the index's WHERE.
@@ -134,6 +137,16 @@ CREATE TABLE IF NOT EXISTS tenant_counters (
   PRIMARY KEY (queue, tenant)
 ) WITHOUT ROWID;
 
+-- Run times of finished requests per queue and day (schema 3), the rolling summary that
+-- estimatedStartAt reads (the last two days); older days are deleted as new ones start.
+CREATE TABLE IF NOT EXISTS queue_run_stats (
+  queue    TEXT NOT NULL,
+  day      INTEGER NOT NULL,
+  total_ms INTEGER NOT NULL,
+  n        INTEGER NOT NULL,
+  PRIMARY KEY (queue, day)
+) WITHOUT ROWID;
+
 -- Start order of one tenant's waiting requests (schema 3): the fair claim takes each
 -- waiting tenant's head from it, and positions count a tenant's requests along it.
 CREATE INDEX IF NOT EXISTS requests_tenant_ready
@@ -194,6 +207,13 @@ const SQL = {
     INSERT INTO idempotency_keys (tenant, key, request_id, body_hash)
     VALUES (@tenant, @key, @request_id, @body_hash)`,
   getCounts: "SELECT queued, running FROM queue_counters WHERE queue = @queue",
+  addRunTime: `
+    INSERT INTO queue_run_stats (queue, day, total_ms, n) VALUES (@queue, @day, @ms, 1)
+    ON CONFLICT (queue, day) DO UPDATE SET total_ms = total_ms + excluded.total_ms, n = n + 1`,
+  dropOldRunTimes: "DELETE FROM queue_run_stats WHERE queue = @queue AND day < @day - 1",
+  runStats: `
+    SELECT coalesce(sum(total_ms), 0) AS total_ms, coalesce(sum(n), 0) AS n
+    FROM queue_run_stats WHERE queue = @queue AND day >= @day - 1`,
   getTenant: `
     SELECT queued, running, bucket_at FROM tenant_counters
     WHERE queue = @queue AND tenant = @tenant`,
@@ -682,6 +702,7 @@ export class SqliteRequestStore implements RequestStore {
         const row = stmt.get(params) as RequestRow | undefined;
         if (!row) return null;
         this.#bump(row.queue, row.tenant, row.priority, delta.queued, delta.running);
+        if (delta.running < 0) this.#recordRunTime(row);
         return fromRow(row);
       })
       .immediate();
@@ -798,6 +819,23 @@ export class SqliteRequestStore implements RequestStore {
       (): Map<string, number> => new Map(requests.map((r) => [r.id, this.#fairPosition(r)])),
     );
     return txn.deferred();
+  }
+
+  /** Adds a request that left its slot for good to the queue's run-time summary. */
+  #recordRunTime(row: RequestRow): void {
+    if (row.started_at === null || row.finished_at === null) return;
+    const day = Math.floor(row.finished_at / DAY_MS);
+    const ms = Math.max(0, row.finished_at - row.started_at);
+    this.#stmt("addRunTime").run({ queue: row.queue, day, ms });
+    this.#stmt("dropOldRunTimes").run({ queue: row.queue, day });
+  }
+
+  async runStats(queue: string, now: number): Promise<RunStats | null> {
+    const row = this.#stmt("runStats").get({ queue, day: Math.floor(now / DAY_MS) }) as {
+      total_ms: number;
+      n: number;
+    };
+    return row.n > 0 ? { meanMs: row.total_ms / row.n, samples: row.n } : null;
   }
 
   async tenantCounts(queue: string, tenant: string): Promise<QueueCounts> {

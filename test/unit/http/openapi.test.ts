@@ -157,6 +157,9 @@ describe("OpenAPI document", () => {
         "position",
         "progress",
         "error",
+        "waitReason",
+        "waitDetail",
+        "estimatedStartAt",
       ].sort(),
     );
     expect(doc.components.schemas.RequestSummary.properties.input).toBeUndefined();

@@ -48,6 +48,10 @@ describe("submit", () => {
       position: 0,
       progress: null,
       error: null,
+      // The queue's one slot is free and nothing is ahead; no run has finished yet.
+      waitReason: "dispatching",
+      waitDetail: null,
+      estimatedStartAt: null,
     });
     expect(Object.keys(r.json)).not.toContain("tenant");
   });
@@ -432,6 +436,7 @@ describe("queues", () => {
       maxRunning: 1,
       queued: 1,
       running: 1,
+      tenant: { queued: 1, running: 1, maxQueued: 3, maxRunning: 1 },
     });
     expect(queues.map((q) => q.name).sort()).toEqual(["cpu", "gpu"]);
   });
@@ -445,6 +450,7 @@ describe("queues", () => {
       maxRunning: 1,
       queued: 0,
       running: 0,
+      tenant: { queued: 0, running: 0, maxQueued: 1000, maxRunning: 1 },
     });
     expectProblem(await h.call("GET", "/v1/queues/nope"), 404, "not_found");
   });
