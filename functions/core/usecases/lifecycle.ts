@@ -318,8 +318,13 @@ export async function cancelRequest(
         set: { cancelRequested: true },
       });
       if (!marked) continue;
-      // A STARTING request without a job yet is stopped by launchAttempt once it has one.
-      if (marked.jobRef !== null || marked.status === RequestStatus.RUNNING) {
+      // A STARTING request without a job yet is stopped by launchAttempt once it has one,
+      // unless its launch waits for capacity: then the wait is given up now.
+      if (
+        marked.jobRef !== null ||
+        marked.status === RequestStatus.RUNNING ||
+        deps.compute.capacityWait?.(marked)
+      ) {
         await deps.compute.stop(marked, "cancel");
       }
       return marked;
