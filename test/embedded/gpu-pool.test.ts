@@ -13,9 +13,11 @@ import {
   GpuWaitCancelled,
 } from "../../functions/adapters/embedded/gpu-pool.ts";
 import { LocalProcessCompute } from "../../functions/adapters/embedded/local-process-compute.ts";
+import { parseConfig } from "../../functions/config/load.ts";
 import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
+import { EmbeddedRuntime } from "../../functions/local/runtime.ts";
 import { removeDir, tempDir, waitFor } from "../runner/helpers.ts";
 
 let dir: string;
@@ -232,5 +234,35 @@ describe("LocalProcessCompute with a GPU pool", () => {
     expect(compute.runningCount()).toBe(1);
     await writeFile(join(dir, "a.go"), "");
     await waitFor(() => exited(a.id), 10_000, "a to exit");
+  });
+});
+
+describe("the embedded server's GPU pool", () => {
+  it("stops start-up naming a queue that asks for more GPUs than the pool holds", async () => {
+    // Prepare
+    const config = parseConfig(
+      {
+        queues: {
+          small: { command: ["true"] },
+          big: { command: ["true"], resources: { gpus: 3 } },
+        },
+      },
+      "/",
+    );
+
+    // Act
+    const open = () =>
+      new EmbeddedRuntime({
+        config,
+        dataDir: dir,
+        allowPrivateWebhooks: true,
+        sweepIntervalMs: 60_000,
+        baseUrl: () => "http://127.0.0.1:1",
+        log: () => {},
+        gpus: ["0", "1"],
+      });
+
+    // Assess
+    expect(open).toThrow(/queue big: resources.gpus is 3 but the GPU pool holds 2/);
   });
 });
