@@ -224,6 +224,22 @@ function runTime(item: RequestItem, cmd: TransitionCommand): { day: number; ms: 
   return { day: Math.floor(finishedAt / DAY_MS), ms: Math.max(0, finishedAt - startedAt) };
 }
 
+/** Whether two sets of tenant figures agree on every count (buckets aside). */
+function sameTenantFigures(
+  a: ReadonlyMap<string, TenantFigures>,
+  b: ReadonlyMap<string, TenantFigures>,
+): boolean {
+  for (const tenant of new Set([...a.keys(), ...b.keys()])) {
+    const x = a.get(tenant);
+    const y = b.get(tenant);
+    if ((x?.queued ?? 0) !== (y?.queued ?? 0) || (x?.running ?? 0) !== (y?.running ?? 0)) {
+      return false;
+    }
+    if (PRIORITIES.some((p) => (x?.byPriority[p] ?? 0) !== (y?.byPriority[p] ?? 0))) return false;
+  }
+  return true;
+}
+
 /** Highest priority a tenant has QUEUED requests at; -1 for none. */
 function topPriority(f: TenantFigures): number {
   for (let p = 9; p >= 0; p--) if ((f.byPriority[p] ?? 0) > 0) return p;
@@ -1803,6 +1819,8 @@ export class DynamoRequestStore implements RequestStore {
           queued: split.reduce((a, b) => a + b, 0),
           running: await this.#countSweep(sweepActivePk(queue), ACTIVE_STATUSES),
         };
+        const tenants = await this.#countTenants(queue);
+        const storedTenants = tenantFigures(stored);
         out[queue] = counted;
         const old = {
           queued: stored?.queued as number | undefined,
@@ -1813,9 +1831,10 @@ export class DynamoRequestStore implements RequestStore {
           (old.running ?? 0) === counted.running &&
           PRIORITIES.every(
             (p) => ((stored?.[queuedAt(p)] as number | undefined) ?? 0) === split[p],
-          );
+          ) &&
+          sameTenantFigures(storedTenants, tenants);
         if (!options.fix || same) break;
-        if (await this.#setCounters(queue, old, counted, split)) break;
+        if (await this.#setCounters(queue, old, counted, split, tenants, storedTenants)) break;
         if (attempt >= CONFLICT_ATTEMPTS) {
           throw new ConcurrentUpdateError(`queue ${queue}: counters kept moving during recount`);
         }
@@ -1897,6 +1916,32 @@ export class DynamoRequestStore implements RequestStore {
     }
   }
 
+  /** Per-tenant QUEUED (by priority) and active counts, read through the sweep index. */
+  async #countTenants(queue: string): Promise<Map<string, TenantFigures>> {
+    const out = new Map<string, TenantFigures>();
+    const of = (tenant: string): TenantFigures => {
+      let f = out.get(tenant);
+      if (!f) {
+        f = { queued: 0, byPriority: PRIORITIES.map(() => 0), running: 0, bucketAt: null };
+        out.set(tenant, f);
+      }
+      return f;
+    };
+    const attributes = ["status", "priority", "tenant"];
+    for await (const item of this.#sweepItems(sweepQueuedPk(queue), { attributes })) {
+      if (item.status !== RequestStatus.QUEUED) continue;
+      const f = of(item.tenant as string);
+      f.queued++;
+      const p = item.priority as number;
+      f.byPriority[p] = (f.byPriority[p] ?? 0) + 1;
+    }
+    for await (const item of this.#sweepItems(sweepActivePk(queue), { attributes })) {
+      if (!ACTIVE_STATUSES.includes(item.status as RequestStatus)) continue;
+      of(item.tenant as string).running++;
+    }
+    return out;
+  }
+
   async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
     let count = 0;
     for await (const item of this.#sweepItems(partition, { attributes: ["status"] })) {
@@ -1911,6 +1956,8 @@ export class DynamoRequestStore implements RequestStore {
     old: { queued: number | undefined; running: number | undefined },
     next: QueueCounts,
     split: readonly number[],
+    tenants: ReadonlyMap<string, TenantFigures>,
+    storedTenants: ReadonlyMap<string, TenantFigures>,
   ): Promise<boolean> {
     const expr = new Expression();
     const unchanged = (["queued", "running"] as const).map((field) => {
@@ -1921,12 +1968,37 @@ export class DynamoRequestStore implements RequestStore {
     });
     const update = new UpdateClauses(expr).set("queued", next.queued).set("running", next.running);
     for (const p of PRIORITIES) update.set(queuedAt(p), split[p] ?? 0);
+    // Tenant attribute names hold `#`, so they get placeholders of their own. A tenant the
+    // item knows and the count does not is set to zero (its bucket is left as it is).
+    let n = 0;
+    const setTenant = (attribute: string, value: number) => {
+      const placeholder = `#tenant${n++}`;
+      expr.names[placeholder] = attribute;
+      return `${placeholder} = ${expr.value(value)}`;
+    };
+    const tenantSets: string[] = [];
+    for (const tenant of new Set([...tenants.keys(), ...storedTenants.keys()])) {
+      const f = tenants.get(tenant);
+      const was = storedTenants.get(tenant);
+      tenantSets.push(setTenant(tenantAttr("q", tenant), f?.queued ?? 0));
+      tenantSets.push(setTenant(tenantAttr("r", tenant), f?.running ?? 0));
+      for (const p of PRIORITIES) {
+        const value = f?.byPriority[p] ?? 0;
+        if (value !== 0 || (was?.byPriority[p] ?? 0) !== 0) {
+          tenantSets.push(setTenant(tenantAttr(`q${p}`, tenant), value));
+        }
+      }
+    }
+    const updateExpression =
+      tenantSets.length > 0
+        ? update.toString().replace(/^SET /, `SET ${tenantSets.join(", ")}, `)
+        : update.toString();
     try {
       await this.#doc.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: countersKey(queue),
-          UpdateExpression: update.toString(),
+          UpdateExpression: updateExpression,
           ConditionExpression: unchanged.join(" AND "),
           ...expr.params(),
         }),
