@@ -485,15 +485,7 @@ async function queuesCommand({ io, client, values }: Ctx): Promise<number> {
   write(
     io.stdout,
     table(
-      [
-        "NAME",
-        "QUEUED",
-        "RUNNING",
-        "MAX QUEUED",
-        "MAX RUNNING",
-        "YOURS (QUEUED/RUNNING)",
-        "YOUR LIMITS",
-      ],
+      ["NAME", "QUEUED", "RUNNING", "MAX QUEUED", "MAX RUNNING", "YOURS", "YOUR MAX"],
       queues.map((q) => [
         q.name,
         String(q.queued),

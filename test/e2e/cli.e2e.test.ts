@@ -281,8 +281,10 @@ describe.concurrent("longrun command line (embedded server, e2e)", () => {
     const table = await cli(["queues"]);
     expect(table.code).toBe(0);
     const [header, ...rows] = table.stdout.trimEnd().split("\n");
-    expect(header).toMatch(/^NAME +QUEUED +RUNNING +MAX QUEUED +MAX RUNNING$/);
+    // YOURS and YOUR MAX: the caller's queued/running and its own limits there.
+    expect(header).toMatch(/^NAME +QUEUED +RUNNING +MAX QUEUED +MAX RUNNING +YOURS +YOUR MAX$/);
     expect(rows.map((r) => r.split(/ +/)[0]).sort()).toEqual(["jobs", "listing", "once"]);
+    for (const row of rows) expect(row).toMatch(/ \d+\/\d+ +\d+\/\d+$/);
     const json = await cli(["queues", "--json"]);
     const queues = JSON.parse(json.stdout) as { name: string; maxRunning: number }[];
     expect(queues.find((q) => q.name === "listing")).toMatchObject({ maxRunning: 1 });
