@@ -2,6 +2,7 @@
  * The sections of `npm run bench`, in the order they run and appear in the report.
  * A new benchmark is a module exporting a {@link BenchSection}, added here.
  */
+import { fairnessSection } from "./fairness.ts";
 import { lifecycleSection } from "./lifecycle-report.ts";
 import { lostWorkSection } from "./lostwork.ts";
 import { queriesSection } from "./queries.ts";
@@ -18,4 +19,5 @@ export const SECTIONS: readonly BenchSection[] = [
   lostWorkSection,
   lifecycleSection,
   uploadsSection,
+  fairnessSection,
 ];

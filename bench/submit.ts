@@ -339,7 +339,7 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
         jobRef: NULL,
         rev: N(0),
         ...(idemPk ? { idemPk: S(idemPk) } : {}),
-        readyPk: S(`READY#${QUEUE}`),
+        readyPk: S(`READY#${QUEUE}#${TENANT}`),
         readySk: S(readySk),
         listPk: S(`${TENANT}#${QUEUE}`),
         listSk: S(`${pad15(now)}#${id}`),
@@ -381,10 +381,16 @@ function awsFloor(config: AwsFloorConfig): { handle: FloorHandler; close(): void
               Update: {
                 TableName: table,
                 Key: asAttributes(countersKey(QUEUE)),
-                // The queue's `queued` and its per-priority split, moved together.
-                UpdateExpression: "ADD #queued :one, #qp :one",
+                // The queue's `queued`, its per-priority split and the tenant's figures, moved
+                // together.
+                UpdateExpression: "ADD #queued :one, #qp :one, #tq :one, #tqp :one",
                 ConditionExpression: "attribute_not_exists(#queued) OR #queued < :max",
-                ExpressionAttributeNames: { "#queued": "queued", "#qp": `queued_p${priority}` },
+                ExpressionAttributeNames: {
+                  "#queued": "queued",
+                  "#qp": `queued_p${priority}`,
+                  "#tq": `tq#${TENANT}`,
+                  "#tqp": `tq${priority}#${TENANT}`,
+                },
                 ExpressionAttributeValues: { ":one": N(1), ":max": N(MAX_QUEUED) },
               },
             },

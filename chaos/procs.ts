@@ -16,6 +16,8 @@ export interface JobProcess {
   startTime: string;
   requestId: string;
   attempt: string;
+  /** CUDA_VISIBLE_DEVICES as the job was started with (null: not set). */
+  devices: string | null;
 }
 
 type Stat = { state: string; pgid: number; startTime: string };
@@ -49,7 +51,10 @@ const dead = (s: Stat | null): boolean => s === null || s.state === "Z" || s.sta
 export class JobProcessScanner {
   readonly #marker: string;
   /** Environment facts by `pid:startTime` (a process's initial environment never changes). */
-  readonly #known = new Map<string, { requestId: string; attempt: string } | null>();
+  readonly #known = new Map<
+    string,
+    { requestId: string; attempt: string; devices: string | null } | null
+  >();
 
   constructor(marker: string) {
     this.#marker = marker;
@@ -91,7 +96,7 @@ export class JobProcessScanner {
     });
   }
 
-  #readEnv(pid: string): { requestId: string; attempt: string } | null {
+  #readEnv(pid: string): { requestId: string; attempt: string; devices: string | null } | null {
     let env: string[];
     try {
       env = readFileSync(`/proc/${pid}/environ`, "latin1").split("\0");
@@ -101,7 +106,12 @@ export class JobProcessScanner {
     if (!env.includes(this.#marker)) return null;
     const value = (name: string) =>
       env.find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1) ?? "";
-    return { requestId: value("LONGRUN_REQUEST_ID"), attempt: value("LONGRUN_ATTEMPT") };
+    const cuda = env.find((e) => e.startsWith("CUDA_VISIBLE_DEVICES="));
+    return {
+      requestId: value("LONGRUN_REQUEST_ID"),
+      attempt: value("LONGRUN_ATTEMPT"),
+      devices: cuda === undefined ? null : cuda.slice("CUDA_VISIBLE_DEVICES=".length),
+    };
   }
 }
 

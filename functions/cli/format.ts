@@ -57,6 +57,8 @@ export function describeRequest(r: LongrunRequest): string {
     ["priority", String(r.priority)],
     ["attempt", `${r.attempt}/${r.maxAttempts}`],
     ["position", r.position === null ? "-" : String(r.position)],
+    ["waiting", waitText(r)],
+    ["estimated start", r.estimatedStartAt ?? "-"],
     ["progress", progress],
     ["error", r.error ? `${r.error.code}: ${r.error.message}` : "-"],
     ["created", r.createdAt],
@@ -67,6 +69,12 @@ export function describeRequest(r: LongrunRequest): string {
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join("\n");
+}
+
+/** `slots_busy`, or `no_capacity: GPUs 2,3 busy`; `-` when it does not wait. */
+export function waitText(r: Pick<LongrunRequest, "waitReason" | "waitDetail">): string {
+  if (!r.waitReason) return "-";
+  return r.waitDetail ? `${r.waitReason}: ${r.waitDetail}` : r.waitReason;
 }
 
 /**

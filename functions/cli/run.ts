@@ -614,13 +614,15 @@ async function queuesCommand({ io, client, values }: Ctx): Promise<number> {
   write(
     io.stdout,
     table(
-      ["NAME", "QUEUED", "RUNNING", "MAX QUEUED", "MAX RUNNING"],
+      ["NAME", "QUEUED", "RUNNING", "MAX QUEUED", "MAX RUNNING", "YOURS", "YOUR MAX"],
       queues.map((q) => [
         q.name,
         String(q.queued),
         String(q.running),
         String(q.maxQueued),
         String(q.maxRunning),
+        q.tenant ? `${q.tenant.queued}/${q.tenant.running}` : "-",
+        q.tenant ? `${q.tenant.maxQueued}/${q.tenant.maxRunning}` : "-",
       ]),
     ),
   );

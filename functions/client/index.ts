@@ -41,6 +41,10 @@ const RequestErrorBody = RequestErrorSchema.strip();
 const RequestBody = RequestSchema.extend({
   progress: ProgressBody.nullable(),
   error: RequestErrorBody.nullable(),
+  // A server from before these fields answers without them.
+  waitReason: RequestSchema.shape.waitReason.default(null),
+  waitDetail: RequestSchema.shape.waitDetail.default(null),
+  estimatedStartAt: RequestSchema.shape.estimatedStartAt.default(null),
 }).strip();
 const RequestSummaryBody = RequestBody.omit({ input: true });
 const RequestListBody = RequestListSchema.extend({ items: z.array(RequestSummaryBody) }).strip();

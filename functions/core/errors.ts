@@ -51,12 +51,35 @@ export class IdempotencyConflictError extends DomainError {
 
 export class QueueFullError extends DomainError {
   override name = "QueueFullError";
+  /**
+   * @param scope "queue": the queue holds `maxQueued` QUEUED requests; "tenant": the tenant
+   *   holds its `maxQueuedPerTenant` of them (then `maxQueued` is that limit).
+   */
   constructor(
     readonly queue: string,
     readonly maxQueued: number,
     readonly retryAfterSeconds: number,
+    readonly scope: "queue" | "tenant" = "queue",
   ) {
-    super(`queue ${JSON.stringify(queue)} already holds ${maxQueued} queued requests`);
+    super(
+      scope === "queue"
+        ? `queue ${JSON.stringify(queue)} already holds ${maxQueued} queued requests`
+        : `you already have ${maxQueued} queued requests in queue ${JSON.stringify(queue)}, your limit there`,
+    );
+  }
+}
+
+/** The tenant's token bucket of the queue is empty (SPEC §1 `rateLimit`). */
+export class RateLimitedError extends DomainError {
+  override name = "RateLimitedError";
+  constructor(
+    readonly queue: string,
+    readonly retryAfterSeconds: number,
+    readonly state: { policy: { requestsPerSecond: number; burst: number }; resetSeconds: number },
+  ) {
+    super(
+      `too many submits to queue ${JSON.stringify(queue)}: at most ${state.policy.requestsPerSecond}/s (bursts of ${state.policy.burst}); try again in ${retryAfterSeconds}s`,
+    );
   }
 }
 

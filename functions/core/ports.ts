@@ -2,7 +2,7 @@
  * Ports: what the use cases need from the outside world, named for the domain.
  * Adapters (functions/adapters/*) implement them for SQLite + local processes and for AWS.
  */
-import type { QueueConfig } from "../config/schema.ts";
+import type { QueueConfig, RateLimit } from "../config/schema.ts";
 import type { Progress, RequestPatch, RequestRecord, RequestStatus } from "./request.ts";
 import type { UploadRecord } from "./upload.ts";
 
@@ -24,6 +24,16 @@ export interface IdempotencyClaim {
   bodyHash: string;
 }
 
+/** A tenant's token bucket as a submit left it (the IETF RateLimit headers show it). */
+export interface RateLimitState {
+  /** The bucket's policy. */
+  policy: RateLimit;
+  /** Whole tokens left. */
+  remaining: number;
+  /** Whole seconds until the bucket is full again. */
+  resetSeconds: number;
+}
+
 export type SubmitOutcome =
   | {
       kind: "created";
@@ -33,8 +43,30 @@ export type SubmitOutcome =
        * counters); otherwise the caller asks {@link RequestStore.position}.
        */
       position?: number;
+      /** The tenant's bucket after this submit, when the queue has a rate limit. */
+      rateLimit?: RateLimitState;
     }
-  | { kind: "replayed"; request: RequestRecord };
+  | { kind: "replayed"; request: RequestRecord; rateLimit?: RateLimitState };
+
+/** What a submit is held to (SPEC §1). */
+export interface SubmitLimits {
+  /** QUEUED requests of the whole queue. */
+  maxQueued: number;
+  /** Seconds a `queue_full` answer tells the caller to wait. */
+  retryAfterSeconds: number;
+  /** QUEUED requests of the request's tenant in the queue (default: `maxQueued`). */
+  maxQueuedPerTenant?: number;
+  /** The tenant's token bucket in this queue; absent or null: not limited. */
+  rateLimit?: RateLimit | null;
+}
+
+/** What a claim is held to (SPEC §3). */
+export interface ClaimLimits {
+  /** STARTING + RUNNING requests of the whole queue. */
+  maxRunning: number;
+  /** STARTING + RUNNING requests one tenant may hold (default: `maxRunning`). */
+  maxRunningOf?: (tenant: string) => number;
+}
 
 /**
  * One conditional write. It applies only when the stored request is in one of `from`
@@ -63,6 +95,8 @@ export type ClaimResult =
   | { kind: "expired"; request: RequestRecord }
   /** Every slot is taken. */
   | { kind: "full" }
+  /** Requests wait, but every waiting tenant holds its `maxRunningOf` (SPEC tenant_limit). */
+  | { kind: "held" }
   /** Nothing is waiting. */
   | { kind: "empty" };
 
@@ -84,6 +118,12 @@ export interface QueueCounts {
   running: number;
 }
 
+/** A queue's recent run times: finished requests from their first start to their end. */
+export interface RunStats {
+  meanMs: number;
+  samples: number;
+}
+
 /**
  * Durable request state. Every method that changes state is one atomic conditional write
  * (a SQLite transaction, a DynamoDB TransactWriteItems) that keeps the per-queue counters
@@ -95,22 +135,26 @@ export interface RequestStore {
    * `maxQueued`, all or nothing. A key already held with the same body hash replays the
    * earlier request.
    * @throws IdempotencyConflictError the key is held with another body hash.
-   * @throws QueueFullError the queue already holds `maxQueued` QUEUED requests.
+   * @throws QueueFullError the queue already holds `maxQueued` QUEUED requests (scope
+   *   "queue"), or the tenant `maxQueuedPerTenant` (scope "tenant").
+   * @throws RateLimitedError the tenant's bucket is empty (a replay never takes a token).
    */
   submit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
-    limits: { maxQueued: number; retryAfterSeconds: number },
+    limits: SubmitLimits,
   ): Promise<SubmitOutcome>;
 
   get(id: string): Promise<RequestRecord | null>;
 
   /**
-   * Takes the next QUEUED request of `queue` in priority-then-FIFO order and moves it to
-   * STARTING (attempt + 1) while fewer than `maxRunning` are active. A head request whose
-   * `expiresAt` has passed is expired instead.
+   * Takes the next QUEUED request of `queue` and moves it to STARTING (attempt + 1) while
+   * fewer than `maxRunning` are active. The next one (SPEC §3): among the tenants below
+   * their `maxRunningOf`, the highest priority waiting; within it, the tenant with the
+   * fewest active requests; ties, the oldest request (then the smallest id). A request so
+   * chosen whose `expiresAt` has passed is expired instead.
    */
-  claimNext(queue: string, limits: { maxRunning: number }, now: number): Promise<ClaimResult>;
+  claimNext(queue: string, limits: ClaimLimits, now: number): Promise<ClaimResult>;
 
   /** Applies one conditional transition; null when the condition did not hold. */
   transition(cmd: TransitionCommand): Promise<RequestRecord | null>;
@@ -118,7 +162,11 @@ export interface RequestStore {
   /** Newest first, only `tenant`'s requests; cost bounded by `limit`. */
   list(query: ListQuery): Promise<ListPage>;
 
-  /** How many QUEUED requests of the same queue start before this QUEUED one. */
+  /**
+   * How many QUEUED requests of the same queue start before this QUEUED one under the
+   * claim rule, if nothing new arrives and every tenant's active count stays as it is but
+   * for the starts themselves (store-support.ts fairPositionPlan).
+   */
   position(request: RequestRecord): Promise<number>;
 
   /**
@@ -128,6 +176,16 @@ export interface RequestStore {
   positions(requests: readonly RequestRecord[]): Promise<Map<string, number>>;
 
   queueCounts(queue: string): Promise<QueueCounts>;
+
+  /** One tenant's QUEUED and STARTING + RUNNING requests in the queue. */
+  tenantCounts(queue: string, tenant: string): Promise<QueueCounts>;
+
+  /**
+   * Optional (estimatedStartAt): how long the queue's requests recently held a slot, from a
+   * small rolling summary kept with the counters (the last one to two days of finishes);
+   * null while there is none. Never a scan of history.
+   */
+  runStats?(queue: string, now: number): Promise<RunStats | null>;
 
   /** STARTING and RUNNING requests of every queue (restart recovery, reconciliation). */
   findActive(limit: number): Promise<RequestRecord[]>;
@@ -186,6 +244,11 @@ export interface Compute {
    * Resolves with what it found where the backend can tell (see {@link Reaped}).
    */
   reap(request: RequestRecord): Promise<Reaped | undefined>;
+  /**
+   * Optional: why a STARTING request's job is not running yet, when the backend knows it
+   * waits for capacity (embedded: the GPUs it needs are busy); null otherwise.
+   */
+  capacityWait?(request: RequestRecord): { detail: string } | null;
   /**
    * Optional, for the repair sweep: for each request (all with a jobRef), the JobEvent its
    * job's current state implies (what a missed event would have said), or null when the

@@ -88,3 +88,94 @@ export function positionWalk(requests: readonly RequestRecord[]): PositionWalkGr
   }
   return [...groups.values()];
 }
+
+/** One tenant with QUEUED requests at the priority of a {@link fairPositionPlan}. */
+export interface FairTenant {
+  tenant: string;
+  /** Its STARTING + RUNNING requests plus its QUEUED ones of higher priorities. */
+  level: number;
+  /** Its QUEUED requests at the priority. */
+  queued: number;
+}
+
+/** What a store must look up to finish a fair position: a tenant's `index`-th request. */
+export interface FairProbe {
+  tenant: string;
+  /** 0-based place in the tenant's start order at the priority. */
+  index: number;
+}
+
+/**
+ * The first half of a position under fair share (SPEC §3), for `request` (tenant X,
+ * priority p). Requests start by priority; within p, each start goes to the tenant of
+ * lowest level (active + started), ties to the oldest head. Each tenant's requests
+ * therefore start in the order of their key (level of the tenant when they start, then
+ * age), and a request's position is the number of requests with a smaller key: all of
+ * higher priorities, the `own` requests of X before it, and, for each other tenant T, those
+ * started below X's level L, plus the one started at level L if it is older. That last one
+ * is the only request whose age matters: the returned probes name it, one per tenant.
+ *
+ * The model assumes that nothing new arrives and that active requests do not end: the
+ * order is exact, and a tenant at its `maxRunningPerTenant` only starts later than it says.
+ */
+export function fairPositionPlan(input: {
+  tenant: string;
+  /** QUEUED requests of the queue at higher priorities. */
+  higher: number;
+  /** QUEUED requests of X at p that sort before the request. */
+  own: number;
+  /** Every tenant with QUEUED requests at p, X included. */
+  tenants: readonly FairTenant[];
+}): { base: number; probes: FairProbe[] } {
+  const me = input.tenants.find((t) => t.tenant === input.tenant);
+  const level = (me?.level ?? 0) + input.own;
+  let base = input.higher + input.own;
+  const probes: FairProbe[] = [];
+  for (const t of input.tenants) {
+    if (t.tenant === input.tenant || t.queued <= 0) continue;
+    const below = level - t.level;
+    base += Math.min(t.queued, Math.max(0, below));
+    if (below >= 0 && below < t.queued) probes.push({ tenant: t.tenant, index: below });
+  }
+  return { base, probes };
+}
+
+/**
+ * The second half: `keys` holds the {@link readyOrderKey} found for each probe (missing: the
+ * request has gone meanwhile); each one older than `request` starts before it.
+ */
+export function fairPositionFinish(
+  request: Pick<RequestRecord, "priority" | "createdAt" | "id">,
+  plan: { base: number; probes: readonly FairProbe[] },
+  keys: ReadonlyMap<string, string | null>,
+): number {
+  const own = readyOrderKey(request);
+  let n = plan.base;
+  for (const probe of plan.probes) {
+    const key = keys.get(probe.tenant);
+    if (key != null && key < own) n++;
+  }
+  return n;
+}
+
+/**
+ * The claim rule of SPEC §3 over the heads of the waiting tenants: the highest priority,
+ * then the fewest active, then the oldest head (smallest {@link readyOrderKey} within one
+ * priority). Tenants at their limit must be left out by the caller.
+ */
+export function pickFairHead<H extends { priority: number; active: number; key: string }>(
+  heads: readonly H[],
+): H | undefined {
+  let best: H | undefined;
+  for (const h of heads) {
+    if (
+      !best ||
+      h.priority > best.priority ||
+      (h.priority === best.priority &&
+        (h.active < best.active || (h.active === best.active && h.key < best.key)))
+    ) {
+      best = h;
+    }
+  }
+  return best;
+}

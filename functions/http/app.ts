@@ -7,6 +7,7 @@
 import type { z } from "zod";
 import { QUEUE_NAME_PATTERN } from "../config/schema.ts";
 import { NotFoundError } from "../core/errors.ts";
+import { RequestStatus } from "../core/request.ts";
 import { type CoreDeps, queueOrThrow } from "../core/usecases/deps.ts";
 import { cancelRequest } from "../core/usecases/lifecycle.ts";
 import {
@@ -16,13 +17,14 @@ import {
   listRequests,
   queueStats,
   readLogs,
+  waitInfos,
 } from "../core/usecases/queries.ts";
 import { retryRequest, type SubmitResult, submitRequest } from "../core/usecases/submit.ts";
 import { createUpload, getUpload } from "../core/usecases/uploads.ts";
 import { QueueHistory } from "../metrics/history.ts";
 import { type DashboardAssets, dashboardHeaders } from "./dashboard.ts";
 import { OPERATIONS, type OperationId, openApiJson } from "./openapi.ts";
-import { HttpProblem, toProblem, ValidationFailure } from "./problem.ts";
+import { HttpProblem, rateLimitHeaders, toProblem, ValidationFailure } from "./problem.ts";
 import {
   CreateUploadBodySchema,
   IdempotencyKeySchema,
@@ -276,10 +278,12 @@ export function createApi(options: ApiOptions): Api {
   /** The answer to a submit or a retry: 202 with Location when created, 200 when replayed. */
   function submitted(outcome: SubmitResult): HttpResponse {
     const r = outcome.request;
-    const view = requestView(r, outcome.position);
+    const view = requestView(r, outcome.position, outcome.wait);
+    // A queue with a rate limit says where the caller's bucket stands on every answer.
+    const limited = outcome.rateLimit ? rateLimitHeaders(outcome.rateLimit) : {};
     return outcome.kind === "created"
-      ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}` })
-      : json(200, view, { "idempotent-replayed": "true" });
+      ? json(202, view, { location: `/v1/requests/${encodeURIComponent(r.id)}`, ...limited })
+      : json(200, view, { "idempotent-replayed": "true", ...limited });
   }
 
   const handlers: Record<OperationId, Handler> = {
@@ -351,12 +355,19 @@ export function createApi(options: ApiOptions): Api {
         },
         deps,
       );
-      return json(200, listView(page, page.positions));
+      const waits = await waitInfos(
+        page.items.filter(
+          (r) => r.status === RequestStatus.QUEUED || r.status === RequestStatus.STARTING,
+        ),
+        page.positions,
+        deps,
+      );
+      return json(200, listView(page, page.positions, waits));
     },
 
     async getRequest(ctx) {
-      const { request, position } = await getRequest(ctx.tenant, idParam(ctx), deps);
-      return json(200, requestView(request, position));
+      const { request, position, wait } = await getRequest(ctx.tenant, idParam(ctx), deps);
+      return json(200, requestView(request, position, wait));
     },
 
     async getResult(ctx) {
@@ -369,8 +380,8 @@ export function createApi(options: ApiOptions): Api {
     },
 
     async cancelRequest(ctx) {
-      const { request, position } = await cancelRequest(ctx.tenant, idParam(ctx), deps);
-      return json(202, requestView(request, position));
+      const { request, position, wait } = await cancelRequest(ctx.tenant, idParam(ctx), deps);
+      return json(202, requestView(request, position, wait));
     },
 
     async readLogs(ctx) {
@@ -380,12 +391,12 @@ export function createApi(options: ApiOptions): Api {
       return json(200, { lines: page.lines, nextCursor: page.nextCursor });
     },
 
-    async listQueues() {
-      return json(200, (await listQueues(deps)).map(queueView));
+    async listQueues(ctx) {
+      return json(200, (await listQueues(deps, ctx.tenant)).map(queueView));
     },
 
     async getQueue(ctx) {
-      return json(200, queueView(await queueStats(queueParam(ctx), deps)));
+      return json(200, queueView(await queueStats(queueParam(ctx), deps, ctx.tenant)));
     },
 
     async getQueueStats(ctx) {

@@ -285,7 +285,7 @@ const PROBLEM_DESCRIPTIONS: Readonly<Record<number, string>> = {
   404: "not_found: no such queue or request (another tenant's request is not found either).",
   409: "conflict, idempotency_conflict, not_ready or no_result.",
   413: "payload_too_large: the body is larger than the limit (256 KiB unless configured).",
-  429: "queue_full (with Retry-After) or rate_limited.",
+  429: "queue_full (with Retry-After; `scope` says whether the queue or the caller's per-tenant limit is full) or rate_limited (with Retry-After and the RateLimit headers).",
   500: "internal: a fault of the service.",
 };
 
@@ -352,11 +352,22 @@ function pathParameters(path: string): JsonSchema[] {
   return params;
 }
 
+/** The draft RateLimit fields, sent on every submit answer of a queue with a rate limit. */
+const RATE_LIMIT_HEADER_REFS = {
+  "RateLimit-Policy": { $ref: "#/components/headers/RateLimitPolicy" },
+  RateLimit: { $ref: "#/components/headers/RateLimit" },
+} as const;
+
 function problemResponseObject(status: number): JsonSchema {
   return {
     description: PROBLEM_DESCRIPTIONS[status] ?? "A problem.",
     ...(status === 429
-      ? { headers: { "Retry-After": { $ref: "#/components/headers/RetryAfter" } } }
+      ? {
+          headers: {
+            "Retry-After": { $ref: "#/components/headers/RetryAfter" },
+            ...RATE_LIMIT_HEADER_REFS,
+          },
+        }
       : {}),
     ...(status === 401
       ? { headers: { "WWW-Authenticate": { $ref: "#/components/headers/WWWAuthenticate" } } }
@@ -408,6 +419,7 @@ function operationObject(op: Operation): JsonSchema {
                 schema: s.schema === "" ? { type: "object" } : ref(s.schema),
               },
             };
+    if (op.operationId === "submitRequest") Object.assign(headers, RATE_LIMIT_HEADER_REFS);
     responses[status] = {
       description: s.description,
       ...(Object.keys(headers).length ? { headers } : {}),
@@ -470,6 +482,16 @@ export function buildOpenApiDocument(): JsonSchema {
           schema: { type: "integer", minimum: 1 },
         },
         WWWAuthenticate: { description: "`Bearer`.", schema: { type: "string" } },
+        RateLimitPolicy: {
+          description:
+            'Queues with a `rateLimit` only (IETF draft-ietf-httpapi-ratelimit-headers): the caller\'s token bucket, `"submits";q=<burst>;w=<seconds to refill>`.',
+          schema: { type: "string" },
+        },
+        RateLimit: {
+          description:
+            'Queues with a `rateLimit` only: `"submits";r=<tokens left>;t=<seconds until the bucket is full>`. A replay takes no token.',
+          schema: { type: "string" },
+        },
       },
     },
   };

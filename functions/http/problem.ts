@@ -18,7 +18,9 @@ import {
   NotFoundError,
   NotReadyError,
   QueueFullError,
+  RateLimitedError,
 } from "../core/errors.ts";
+import type { RateLimitState } from "../core/ports.ts";
 import type { ProblemCode, ProblemJson } from "./schemas.ts";
 import type { HttpResponse } from "./types.ts";
 
@@ -191,9 +193,37 @@ export function toProblem(err: unknown): HttpResponse {
     return problemResponse(
       "queue_full",
       err.message,
-      {},
+      { scope: err.scope },
       { "retry-after": String(Math.max(1, Math.ceil(err.retryAfterSeconds))) },
     );
   }
+  if (err instanceof RateLimitedError) {
+    return problemResponse(
+      "rate_limited",
+      err.message,
+      {},
+      {
+        "retry-after": String(Math.max(1, Math.ceil(err.retryAfterSeconds))),
+        ...rateLimitHeaders({ ...err.state, remaining: 0 }),
+      },
+    );
+  }
   return problemResponse("internal", "an internal error occurred");
+}
+
+/** Name of the one quota policy the RateLimit headers describe. */
+const RATE_LIMIT_POLICY = "submits";
+
+/**
+ * The `RateLimit-Policy` and `RateLimit` fields of the IETF httpapi draft
+ * (draft-ietf-httpapi-ratelimit-headers) for a tenant's submit bucket: the quota `q` is the
+ * burst, the window `w` the seconds an empty bucket takes to fill; `r` is what remains and
+ * `t` the seconds until the bucket is full again.
+ */
+export function rateLimitHeaders(state: RateLimitState): Record<string, string> {
+  const window = Math.max(1, Math.ceil(state.policy.burst / state.policy.requestsPerSecond));
+  return {
+    "ratelimit-policy": `"${RATE_LIMIT_POLICY}";q=${state.policy.burst};w=${window}`,
+    ratelimit: `"${RATE_LIMIT_POLICY}";r=${state.remaining};t=${state.resetSeconds}`,
+  };
 }

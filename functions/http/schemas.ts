@@ -393,6 +393,19 @@ const requestShape = {
     .record(z.string(), z.strictObject({ size: z.int().min(0) }))
     .describe("The request's input files (its own copies) by name, with their sizes."),
   retryOf: RequestIdSchema.nullable().describe("The request this one retries, else null."),
+  waitReason: z
+    .enum(["slots_busy", "tenant_limit", "dispatching", "starting", "no_capacity"])
+    .nullable()
+    .describe(
+      "QUEUED or STARTING: why it is not running yet (slots_busy: the queue runs maxRunning; tenant_limit: you run your maxRunningPerTenant; dispatching: a slot is free and it is next; starting: its job is being started; no_capacity: the capacity it needs is busy). Else null.",
+    ),
+  waitDetail: z
+    .string()
+    .nullable()
+    .describe("no_capacity: which GPUs it waits for, or the backend's reason. Else null."),
+  estimatedStartAt: IsoTime.nullable().describe(
+    "QUEUED: an estimate from the queue's recent run times, maxRunning and the position; null while the queue has no recent history, and else null.",
+  ),
 };
 
 /** A request as `GET /v1/requests/{id}` shows it. */
@@ -460,6 +473,14 @@ export const QueueSchema = z
     maxRunning: z.int(),
     queued: z.int().min(0),
     running: z.int().min(0).describe("STARTING and RUNNING requests."),
+    tenant: z
+      .strictObject({
+        queued: z.int().min(0),
+        running: z.int().min(0).describe("Your STARTING and RUNNING requests."),
+        maxQueued: z.int().describe("Your maxQueuedPerTenant (or override) here."),
+        maxRunning: z.int().describe("Your maxRunningPerTenant (or override) here."),
+      })
+      .describe("The caller's own usage of the queue and its limits there."),
   })
   .register(apiSchemas, { id: "Queue" });
 
@@ -542,6 +563,12 @@ export const ProblemSchema = z
       .array(z.strictObject({ path: z.string(), message: z.string() }))
       .optional()
       .describe("invalid_request: each field that was refused."),
+    scope: z
+      .enum(["queue", "tenant"])
+      .optional()
+      .describe(
+        "queue_full: whether the queue holds its maxQueued QUEUED requests, or the caller its maxQueuedPerTenant.",
+      ),
   })
   .register(apiSchemas, { id: "Problem" });
 export type ProblemJson = z.output<typeof ProblemSchema>;

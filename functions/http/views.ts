@@ -5,7 +5,7 @@
 import type { ListPage } from "../core/ports.ts";
 import type { RequestRecord } from "../core/request.ts";
 import type { UploadRecord } from "../core/upload.ts";
-import type { QueueView } from "../core/usecases/queries.ts";
+import { NO_WAIT, type QueueView, type WaitInfo } from "../core/usecases/queries.ts";
 import type { RequestJson, RequestSummaryJson, UploadJson } from "./schemas.ts";
 
 function iso(ms: number): string {
@@ -20,7 +20,9 @@ function isoOrNull(ms: number | null): string | null {
 export function requestSummaryView(
   record: RequestRecord,
   position: number | null = null,
+  wait: WaitInfo = NO_WAIT,
 ): RequestSummaryJson {
+  const waiting = record.status === "QUEUED" || record.status === "STARTING";
   return {
     id: record.id,
     queue: record.queue,
@@ -48,6 +50,9 @@ export function requestSummaryView(
       Object.entries(record.files ?? {}).map(([name, f]) => [name, { size: f.size }]),
     ),
     retryOf: record.retryOf ?? null,
+    waitReason: waiting ? wait.waitReason : null,
+    waitDetail: waiting ? wait.waitDetail : null,
+    estimatedStartAt: record.status === "QUEUED" ? isoOrNull(wait.estimatedStartAt) : null,
   };
 }
 
@@ -55,8 +60,12 @@ export function requestSummaryView(
  * The SPEC Request of `record`. `position` is the queue position while QUEUED; the
  * caller computes it (getRequest does), since it needs the store.
  */
-export function requestView(record: RequestRecord, position: number | null = null): RequestJson {
-  const { id, queue, status, priority, ...rest } = requestSummaryView(record, position);
+export function requestView(
+  record: RequestRecord,
+  position: number | null = null,
+  wait: WaitInfo = NO_WAIT,
+): RequestJson {
+  const { id, queue, status, priority, ...rest } = requestSummaryView(record, position, wait);
   // Key order as in SPEC's example, so that humans reading raw JSON find what they expect.
   return { id, queue, status, priority, input: record.input ?? null, ...rest };
 }
@@ -68,12 +77,15 @@ export function requestView(record: RequestRecord, position: number | null = nul
 export function listView(
   page: ListPage,
   positions: ReadonlyMap<string, number> = new Map(),
+  waits: ReadonlyMap<string, WaitInfo> = new Map(),
 ): {
   items: RequestSummaryJson[];
   nextCursor: string | null;
 } {
   return {
-    items: page.items.map((r) => requestSummaryView(r, positions.get(r.id) ?? null)),
+    items: page.items.map((r) =>
+      requestSummaryView(r, positions.get(r.id) ?? null, waits.get(r.id) ?? NO_WAIT),
+    ),
     nextCursor: page.nextCursor,
   };
 }
@@ -85,6 +97,7 @@ export function queueView(q: QueueView): {
   maxRunning: number;
   queued: number;
   running: number;
+  tenant?: { queued: number; running: number; maxQueued: number; maxRunning: number };
 } {
   return {
     name: q.name,
@@ -92,6 +105,16 @@ export function queueView(q: QueueView): {
     maxRunning: q.maxRunning,
     queued: q.queued,
     running: q.running,
+    ...(q.tenant
+      ? {
+          tenant: {
+            queued: q.tenant.queued,
+            running: q.tenant.running,
+            maxQueued: q.tenant.maxQueued,
+            maxRunning: q.tenant.maxRunning,
+          },
+        }
+      : {}),
   };
 }
 

@@ -3,9 +3,11 @@
  * keeps state in SQLite under the data directory and runs jobs as local processes; with
  * `LONGRUN_BACKEND=aws` the state, wake-ups and files are on the AWS adapters instead.
  */
+
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { KeyFileError } from "../adapters/embedded/artifact-urls.ts";
+import { discoverGpus } from "../adapters/embedded/gpu-pool.ts";
 import { ENV } from "../config/env.ts";
 import { ConfigError, loadConfigFile } from "../config/load.ts";
 import type { LongrunConfig } from "../config/schema.ts";
@@ -69,6 +71,12 @@ async function createRuntime(
       describe: `AWS backend${endpoint}: table ${r.tableName}, bucket ${r.bucketName}, dispatch queue ${r.dispatchQueueUrl}`,
     };
   }
+  const gpus = await discoverGpus(process.env);
+  log(
+    gpus
+      ? `GPU pool: ${gpus.length ? gpus.join(",") : "none"}`
+      : "no GPUs found and LONGRUN_GPUS unset: GPU needs of queues are not enforced",
+  );
   const runtime = new EmbeddedRuntime({
     config,
     dataDir: settings.dataDir,
@@ -79,6 +87,7 @@ async function createRuntime(
     log,
     maxUploadBytes: settings.maxUploadBytes,
     ...observers,
+    ...(gpus ? { gpus } : {}),
   });
   return {
     runtime,

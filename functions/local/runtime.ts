@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { ArtifactUrlSigner } from "../adapters/embedded/artifact-urls.ts";
 import { FsFileStore } from "../adapters/embedded/fs-files.ts";
 import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
+import { GpuPool } from "../adapters/embedded/gpu-pool.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
@@ -38,6 +39,11 @@ export interface EmbeddedOptions {
   jobUser?: JobUser | null;
   /** The URL clients reach this server on; artifact URLs are built on it. */
   baseUrl: () => string;
+  /**
+   * The GPU pool's devices (gpu-pool.ts discoverGpus); undefined: GPU needs not enforced.
+   * @throws Error at construction when a queue asks for more GPUs than the pool holds.
+   */
+  gpus?: readonly string[];
   log: (line: string) => void;
   /** Largest upload accepted (`LONGRUN_MAX_UPLOAD_BYTES`); default 5 GiB. */
   maxUploadBytes?: number;
@@ -123,10 +129,22 @@ export class EmbeddedRuntime {
       (queue) => dispatchQueue(queue, this.deps),
       (queue, error) => options.log(`dispatch of queue ${queue} failed: ${String(error)}`),
     );
+    let gpus: GpuPool | undefined;
+    if (options.gpus) {
+      for (const q of Object.values(config.queues)) {
+        if (q.resources.gpus > options.gpus.length) {
+          throw new Error(
+            `queue ${q.name}: resources.gpus is ${q.resources.gpus} but the GPU pool holds ${options.gpus.length} (LONGRUN_GPUS or nvidia-smi -L)`,
+          );
+        }
+      }
+      gpus = new GpuPool(options.gpus, join(dataDir, "gpus.json"));
+    }
     this.compute = new LocalProcessCompute({
       dataDir,
       onEvent: (event) => this.#onJobEvent(event),
       ...(jobUser ? { jobUser } : {}),
+      ...(gpus ? { gpus } : {}),
     });
     this.uploads = new SqliteUploadStore(join(dataDir, "longrun.db"));
     this.files = new FsFileStore(this.#layout, this.signer, options.baseUrl);
@@ -173,6 +191,7 @@ export class EmbeddedRuntime {
    */
   async start(): Promise<number> {
     const recovered = await recoverInFlight(this.deps);
+    await this.compute.settleGpus();
     await expireQueued(this.deps);
     await this.#reconcileWebhooks();
     this.#sweep = setInterval(() => void this.#runSweep(), this.options.sweepIntervalMs);

@@ -192,6 +192,45 @@ describe("DynamoRequestStore on DynamoDB", () => {
     expect(await store.position(later)).toBe(2);
   });
 
+  it("restores each tenant's figures on the counters item with a recount that fixes", async () => {
+    // Prepare: two tenants, one running; then the per-tenant figures damaged by hand.
+    const store = storeOn(admin);
+    const a = queued({ createdAt: T0 });
+    const scope = { queue: a.queue };
+    const b = queued({ ...scope, tenant: `${a.tenant}-b`, priority: 3, createdAt: T0 + 1 });
+    const a2 = queued({ ...scope, tenant: a.tenant, createdAt: T0 + 2 });
+    for (const r of [a, b, a2]) await store.submit(r, null, ROOMY);
+    await store.claimNext(a.queue, { maxRunning: 10 }, T0);
+    await adminDoc.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: countersItemKey(a.queue),
+        UpdateExpression: "SET #tr = :wrong REMOVE #tq, #tq3",
+        ExpressionAttributeNames: {
+          "#tr": `tr#${a.tenant}`,
+          "#tq": `tq#${b.tenant}`,
+          "#tq3": `tq3#${b.tenant}`,
+        },
+        ExpressionAttributeValues: { ":wrong": 7 },
+      }),
+    );
+
+    // Act
+    await store.recount({ fix: true });
+
+    // Assess: b (priority 3) was started first; a runs none and waits with two.
+    expect(await store.tenantCounts(a.queue, a.tenant)).toEqual({ queued: 2, running: 0 });
+    expect(await store.tenantCounts(a.queue, b.tenant)).toEqual({ queued: 0, running: 1 });
+    expect(await rawItem(countersItemKey(a.queue))).toMatchObject({
+      [`tq0#${a.tenant}`]: 2,
+      [`tq#${b.tenant}`]: 0,
+      [`tr#${a.tenant}`]: 0,
+      [`tr#${b.tenant}`]: 1,
+    });
+    const next = await store.claimNext(a.queue, { maxRunning: 10 }, T0);
+    expect(next).toMatchObject({ kind: "started", request: { id: a.id } });
+  });
+
   it("counts positions on the index when the counters item has no per-priority split", async () => {
     // Prepare: a counters item as written before the split existed.
     const store = storeOn(admin);
@@ -250,7 +289,7 @@ describe("DynamoRequestStore on DynamoDB", () => {
 
     // Assess
     expect(atSubmit).toMatchObject({
-      [INDEXES.ready.partitionKey]: `READY#${r.queue}`,
+      [INDEXES.ready.partitionKey]: `READY#${r.queue}#${r.tenant}`,
       [INDEXES.listByStatus.partitionKey]: `${r.tenant}#${r.queue}#QUEUED`,
       [INDEXES.sweep.partitionKey]: `QUEUED#${r.queue}`,
     });

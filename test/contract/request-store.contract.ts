@@ -11,8 +11,9 @@ import {
   IdempotencyConflictError,
   InvalidRequestError,
   QueueFullError,
+  RateLimitedError,
 } from "../../functions/core/errors.ts";
-import type { RequestStore } from "../../functions/core/ports.ts";
+import type { ClaimResult, RequestStore } from "../../functions/core/ports.ts";
 import {
   ACTIVE_STATUSES,
   type RequestRecord,
@@ -1188,6 +1189,402 @@ export function describeRequestStoreContract(
       });
     });
 
+    describe("sharing a queue between tenants", () => {
+      /** Submits one request of `tenant` in the scope's queue. */
+      async function putAs(
+        tenant: string,
+        overrides: Partial<RequestRecord> = {},
+      ): Promise<RequestRecord> {
+        return (await store.submit(s.request({ tenant, ...overrides }), null, ROOMY)).request;
+      }
+
+      /** Claims until the store says anything but "started"; returns the started ones. */
+      async function claimAll(
+        limits: Parameters<RequestStore["claimNext"]>[1] = MANY_SLOTS,
+      ): Promise<{ started: RequestRecord[]; last: ClaimResult }> {
+        const started: RequestRecord[] = [];
+        for (;;) {
+          const claim = await store.claimNext(s.queue, limits, T0);
+          if (claim.kind !== "started") return { started, last: claim };
+          started.push(claim.request);
+        }
+      }
+
+      it("gives the next slot to the tenant with the fewest active requests, ties to the oldest", async () => {
+        // Prepare: a submitted three first; b's one request is the newest of all.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        const a1 = await putAs(a, { createdAt: T0 });
+        const a2 = await putAs(a, { createdAt: T0 + 1 });
+        const a3 = await putAs(a, { createdAt: T0 + 2 });
+        const b1 = await putAs(b, { createdAt: T0 + 10 });
+
+        // Act
+        const { started, last } = await claimAll();
+
+        // Assess
+        expect(started.map((r) => r.id)).toEqual([a1.id, b1.id, a2.id, a3.id]);
+        expect(last.kind).toBe("empty");
+      });
+
+      it("counts a tenant's requests that already run when it picks", async () => {
+        // Prepare: a runs two; b waits with a newer request than a's third.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        await putAs(a, { createdAt: T0 });
+        await putAs(a, { createdAt: T0 + 1 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const a3 = await putAs(a, { createdAt: T0 + 2 });
+        const b1 = await putAs(b, { createdAt: T0 + 3 });
+
+        // Act
+        const { started } = await claimAll();
+
+        // Assess
+        expect(started.map((r) => r.id)).toEqual([b1.id, a3.id]);
+      });
+
+      it("shares starts evenly among five tenants, whoever submitted first", async () => {
+        // Prepare: tenant 0 submits all of its requests first, then tenant 1, and so on.
+        const tenants = Array.from({ length: 5 }, (_, i) => `${s.tenant}-${i}`);
+        for (const [i, tenant] of tenants.entries()) {
+          for (let j = 0; j < 4; j++) await putAs(tenant, { createdAt: T0 + i * 10 + j });
+        }
+
+        // Act
+        const { started } = await claimAll();
+
+        // Assess: every round of five starts gives each tenant one.
+        expect(started).toHaveLength(20);
+        for (let round = 0; round < 4; round++) {
+          const who = started.slice(round * 5, round * 5 + 5).map((r) => r.tenant);
+          expect(new Set(who)).toEqual(new Set(tenants));
+        }
+      });
+
+      it("starts a higher priority first, however many the tenant already runs", async () => {
+        // Prepare
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        await putAs(a);
+        await putAs(a);
+        await claimAll();
+        const low = await putAs(b, { priority: 0, createdAt: T0 - 5 });
+        const high = await putAs(a, { priority: 5, createdAt: T0 + 5 });
+
+        // Act
+        const { started } = await claimAll();
+
+        // Assess
+        expect(started.map((r) => r.id)).toEqual([high.id, low.id]);
+      });
+
+      it("passes over a tenant at its limit without holding back another tenant", async () => {
+        // Prepare
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        const a1 = await putAs(a, { createdAt: T0, priority: 9 });
+        const a2 = await putAs(a, { createdAt: T0 + 1, priority: 9 });
+        const b1 = await putAs(b, { createdAt: T0 + 2 });
+        const b2 = await putAs(b, { createdAt: T0 + 3 });
+        const limits = { maxRunning: 10, maxRunningOf: (t: string) => (t === a ? 1 : 10) };
+
+        // Act
+        const first = await claimAll(limits);
+        await store.transition({ id: a1.id, from: ["STARTING"], to: "SUCCEEDED", attempt: 1 });
+        const second = await claimAll(limits);
+
+        // Assess
+        expect(first.started.map((r) => r.id)).toEqual([a1.id, b1.id, b2.id]);
+        expect(first.last.kind).toBe("held");
+        expect(second.started.map((r) => r.id)).toEqual([a2.id]);
+        expect(second.last.kind).toBe("empty");
+        expect(await store.tenantCounts(s.queue, a)).toEqual({ queued: 0, running: 1 });
+      });
+
+      it("applies each tenant's own limit (overrides) and the queue's above them", async () => {
+        // Prepare
+        const [a, b, c] = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
+        for (const tenant of [a, b, c]) for (let i = 0; i < 5; i++) await putAs(tenant);
+        const limits = { maxRunning: 5, maxRunningOf: (t: string) => (t === a ? 3 : 1) };
+
+        // Act
+        const { started, last } = await claimAll(limits);
+
+        // Assess
+        const count = (t: string) => started.filter((r) => r.tenant === t).length;
+        expect([count(a), count(b), count(c)]).toEqual([3, 1, 1]);
+        expect(last.kind).toBe("full");
+        expect(await store.tenantCounts(s.queue, a)).toEqual({ queued: 2, running: 3 });
+      });
+
+      it("reports held, not full, when only tenants at their limit wait", async () => {
+        // Prepare
+        const a = `${s.tenant}-a`;
+        await putAs(a);
+        await putAs(a);
+        const limits = { maxRunning: 10, maxRunningOf: () => 1 };
+        await store.claimNext(s.queue, limits, T0);
+
+        // Act
+        const claim = await store.claimNext(s.queue, limits, T0);
+
+        // Assess
+        expect(claim.kind).toBe("held");
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 1 });
+      });
+
+      it("keeps per-tenant counts through submit, start, finish and cancel", async () => {
+        // Prepare
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        const a1 = await putAs(a, { createdAt: T0 });
+        const a2 = await putAs(a, { createdAt: T0 + 1 });
+        await putAs(b, { createdAt: T0 + 2 });
+
+        // Act
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const afterStart = await store.tenantCounts(s.queue, a);
+        await store.transition({ id: a2.id, from: ["QUEUED"], to: "CANCELLED" });
+        await store.transition({ id: a1.id, from: ["STARTING"], to: "RUNNING", attempt: 1 });
+        const afterRun = await store.tenantCounts(s.queue, a);
+        await store.transition({ id: a1.id, from: ["RUNNING"], to: "FAILED", attempt: 1 });
+
+        // Assess
+        expect(afterStart).toEqual({ queued: 1, running: 1 });
+        expect(afterRun).toEqual({ queued: 0, running: 1 });
+        expect(await store.tenantCounts(s.queue, a)).toEqual({ queued: 0, running: 0 });
+        expect(await store.tenantCounts(s.queue, b)).toEqual({ queued: 1, running: 0 });
+        expect(await store.tenantCounts(s.queue, `${s.tenant}-never`)).toEqual({
+          queued: 0,
+          running: 0,
+        });
+      });
+
+      it("refuses a tenant beyond maxQueuedPerTenant (scope tenant) while others still submit", async () => {
+        // Prepare
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        const limits = { maxQueued: 3, maxQueuedPerTenant: 2, retryAfterSeconds: 5 };
+        await store.submit(s.request({ tenant: a }), null, limits);
+        await store.submit(s.request({ tenant: a }), null, limits);
+
+        // Act: one after the other, so that which limit is met is known.
+        const refused = await store
+          .submit(s.request({ tenant: a }), { key: "k", bodyHash: "h" }, limits)
+          .catch((error: unknown) => error);
+        const admitted = await store.submit(s.request({ tenant: b }), null, limits);
+        const queueFull = await store
+          .submit(s.request({ tenant: b }), null, limits)
+          .catch((error: unknown) => error);
+
+        // Assess
+        expect(refused).toBeInstanceOf(QueueFullError);
+        expect(refused).toMatchObject({ scope: "tenant", maxQueued: 2 });
+        expect(queueFull).toMatchObject({ scope: "queue", maxQueued: 3 });
+        expect(admitted.kind).toBe("created");
+        expect(await store.tenantCounts(s.queue, a)).toEqual({ queued: 2, running: 0 });
+        // The refused submit's key was not taken.
+        await store.transition({
+          id: (await idsIn(["QUEUED"], a))[0] as string,
+          from: ["QUEUED"],
+          to: "CANCELLED",
+        });
+        const later = await store.submit(
+          s.request({ tenant: a }),
+          { key: "k", bodyHash: "h" },
+          { ...limits, maxQueued: 10 },
+        );
+        expect(later.kind).toBe("created");
+      });
+
+      it("takes a token per submit, refuses an empty bucket with the wait, and refills it", async () => {
+        // Prepare: 1 per second, bursts of 2.
+        const rateLimit = { requestsPerSecond: 1, burst: 2 };
+        const limits = { ...ROOMY, rateLimit };
+        const at = (createdAt: number, tenant = s.tenant) =>
+          s.request({ tenant, createdAt, expiresAt: createdAt + 3_600_000 });
+
+        // Act
+        const first = await store.submit(at(T0), { key: "one", bodyHash: "h" }, limits);
+        const second = await store.submit(at(T0 + 100), null, limits);
+        const refused = await store
+          .submit(at(T0 + 200), null, limits)
+          .catch((error: unknown) => error);
+        const replay = await store.submit(at(T0 + 300), { key: "one", bodyHash: "h" }, limits);
+        const other = await store.submit(at(T0 + 300, `${s.tenant}-b`), null, limits);
+        const refilled = await store.submit(at(T0 + 1100), null, limits);
+
+        // Assess
+        expect(first).toMatchObject({
+          kind: "created",
+          rateLimit: { remaining: 1, policy: rateLimit },
+        });
+        expect(second).toMatchObject({
+          kind: "created",
+          rateLimit: { remaining: 0, resetSeconds: 2 },
+        });
+        expect(refused).toBeInstanceOf(RateLimitedError);
+        expect(refused).toMatchObject({ retryAfterSeconds: 1 });
+        expect(replay).toMatchObject({ kind: "replayed", rateLimit: { remaining: 0 } });
+        expect(other).toMatchObject({ kind: "created", rateLimit: { remaining: 1 } });
+        expect(refilled).toMatchObject({ kind: "created", rateLimit: { remaining: 0 } });
+        expect(await store.tenantCounts(s.queue, s.tenant)).toEqual({ queued: 3, running: 0 });
+      });
+
+      it("gives each waiting request the place it then starts at, across tenants and priorities", async () => {
+        // Prepare: three tenants, mixed priorities and ages, one tenant already running.
+        const [a, b, c] = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
+        await putAs(a, { createdAt: T0 - 100, priority: 9 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const plan: Array<[string, number, number]> = [
+          [a, 4, 1],
+          [a, 4, 2],
+          [b, 4, 3],
+          [a, 7, 4],
+          [c, 4, 5],
+          [b, 4, 6],
+          [c, 0, 7],
+          [b, 4, 7],
+          [a, 4, 8],
+          [c, 4, 9],
+          [b, 7, 10],
+        ];
+        const waiting: RequestRecord[] = [];
+        for (const [tenant, priority, dt] of plan) {
+          waiting.push(await putAs(tenant, { priority, createdAt: T0 + dt }));
+        }
+
+        // Act
+        const positions = await Promise.all(waiting.map((r) => store.position(r)));
+        const together = await store.positions(waiting);
+        const { started } = await claimAll();
+
+        // Assess
+        const order = started.map((r) => r.id);
+        expect(positions).toEqual(waiting.map((r) => order.indexOf(r.id)));
+        for (const [i, r] of waiting.entries()) expect(together.get(r.id)).toBe(positions[i]);
+      });
+
+      it("keeps a rolling summary of how long finished requests held their slot", async () => {
+        // Prepare: two ran (1 s and 3 s), one retried, one cancelled before it started.
+        const ran = [await put(), await put(), await put()];
+        const cancelled = await put();
+        await store.transition({ id: cancelled.id, from: ["QUEUED"], to: "CANCELLED" });
+        for (let i = 0; i < 3; i++) await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const [one, three, retried] = ran as [RequestRecord, RequestRecord, RequestRecord];
+        for (const r of ran) {
+          await store.transition({
+            id: r.id,
+            from: ["STARTING"],
+            to: "RUNNING",
+            attempt: 1,
+            set: { startedAt: T0 },
+          });
+        }
+        await store.transition({ id: retried.id, from: ["RUNNING"], to: "STARTING", attempt: 1 });
+        for (const [r, ms] of [
+          [one, 1000],
+          [three, 3000],
+        ] as const) {
+          await store.transition({
+            id: r.id,
+            from: ["RUNNING"],
+            to: "SUCCEEDED",
+            attempt: 1,
+            set: { finishedAt: T0 + ms },
+          });
+        }
+
+        // Act
+        const recent = await store.runStats?.(s.queue, T0 + 5000);
+        const stale = await store.runStats?.(s.queue, T0 + 3 * 86_400_000);
+
+        // Assess
+        if (!store.runStats) return;
+        expect(recent).toEqual({ meanMs: 2000, samples: 2 });
+        expect(stale).toBeNull();
+      });
+
+      it("admits exactly maxQueuedPerTenant of one tenant's racing submits", async () => {
+        // Prepare
+        const stores = [store, await fx.another(), await fx.another()];
+        const limits = { maxQueued: 100, maxQueuedPerTenant: 4, retryAfterSeconds: 1 };
+
+        // Act
+        const results = await Promise.allSettled(
+          Array.from({ length: 12 }, (_, i) =>
+            (stores[i % stores.length] as RequestStore).submit(s.request(), null, limits),
+          ),
+        );
+
+        // Assess
+        expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(4);
+        expect(await store.tenantCounts(s.queue, s.tenant)).toEqual({ queued: 4, running: 0 });
+      });
+
+      it("admits exactly a burst of one tenant's racing submits", async () => {
+        // Prepare
+        const stores = [store, await fx.another(), await fx.another()];
+        const limits = { ...ROOMY, rateLimit: { requestsPerSecond: 0.001, burst: 3 } };
+
+        // Act
+        const results = await Promise.allSettled(
+          Array.from({ length: 10 }, (_, i) =>
+            (stores[i % stores.length] as RequestStore).submit(
+              s.request({ createdAt: T0 + i }),
+              null,
+              limits,
+            ),
+          ),
+        );
+
+        // Assess
+        const refused = results.filter((r) => r.status === "rejected");
+        expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(3);
+        expect(refused.every((r) => r.reason instanceof RateLimitedError)).toBe(true);
+      });
+
+      it("never lets a tenant exceed its limit with parallel dispatchers", async () => {
+        // Prepare
+        const tenants = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
+        for (let i = 0; i < 8; i++) for (const t of tenants) await putAs(t, { createdAt: T0 + i });
+        const limits = { maxRunning: 5, maxRunningOf: (t: string) => (t === tenants[0] ? 3 : 2) };
+        const stores = [store, await fx.another(), await fx.another(), await fx.another()];
+        const held = new Map<string, number>();
+        let worst = 0;
+        const claimed: string[] = [];
+
+        // Act
+        const deadline = Date.now() + 60_000;
+        const dispatcher = async (own: RequestStore): Promise<void> => {
+          for (;;) {
+            if (Date.now() > deadline) throw new Error("dispatchers stopped making progress");
+            const claim = await own.claimNext(s.queue, limits, T0);
+            if (claim.kind === "empty") return;
+            if (claim.kind !== "started") {
+              await new Promise((resolve) => setTimeout(resolve, 1));
+              continue;
+            }
+            const { id, attempt, tenant } = claim.request;
+            claimed.push(id);
+            held.set(tenant, (held.get(tenant) ?? 0) + 1);
+            worst = Math.max(
+              worst,
+              ...tenants.map((t) => (held.get(t) ?? 0) - limits.maxRunningOf(t)),
+            );
+            // Released before the write that frees the slot: never overstates what is held.
+            held.set(tenant, (held.get(tenant) ?? 0) - 1);
+            await own.transition({ id, from: ["STARTING"], to: "SUCCEEDED", attempt });
+          }
+        };
+        await Promise.all(stores.map(dispatcher));
+
+        // Assess
+        expect(new Set(claimed).size).toBe(24);
+        expect(claimed).toHaveLength(24);
+        expect(worst).toBeLessThanOrEqual(0);
+        for (const t of tenants) {
+          expect(await store.tenantCounts(s.queue, t)).toEqual({ queued: 0, running: 0 });
+        }
+      });
+    });
+
     describe("concurrency", () => {
       it("creates exactly one request when 20 submits race with one Idempotency-Key", async () => {
         // Prepare
@@ -1308,7 +1705,7 @@ export function describeRequestStoreContract(
             }
             const claim = await own.claimNext(s.queue, { maxRunning }, T0);
             if (claim.kind === "empty") return;
-            if (claim.kind === "full" || claim.kind === "expired") {
+            if (claim.kind === "full" || claim.kind === "expired" || claim.kind === "held") {
               await new Promise((resolve) => setTimeout(resolve, 1));
               continue;
             }

@@ -17,8 +17,10 @@ import {
 import { RequestStatus } from "../../functions/core/request.ts";
 
 const EXPECTED_INDEX: Record<SqliteQueryName, string> = {
-  readyHead: "requests_ready",
-  position: "requests_ready",
+  tenantHeads: "requests_tenant_ready",
+  fairLevels: "requests_tenant_ready",
+  tenantBefore: "requests_tenant_ready",
+  tenantFirst: "requests_tenant_ready",
   listAll: "requests_list",
   listAllAfter: "requests_list",
   listStatus: "requests_list_status",
@@ -118,15 +120,23 @@ describe("SqliteRequestStore query plans", () => {
     }
   });
 
-  it("counts a position from the per-priority counts and its own priority's index range", () => {
+  it("counts a tenant's requests before one on its own priority's index range", () => {
     // Act
-    const plan = store.explain("position");
+    const plan = store.explain("tenantBefore");
 
     // Assess
-    const searches = plan.filter((l) => l.startsWith("SEARCH"));
-    expect(searches).toEqual([
-      "SEARCH queued_by_priority USING PRIMARY KEY (queue=? AND priority>?)",
-      "SEARCH requests USING COVERING INDEX requests_ready (queue=? AND priority=? AND (created_at,id)<(?,?))",
+    expect(plan.filter((l) => l.startsWith("SEARCH"))).toEqual([
+      "SEARCH requests USING COVERING INDEX requests_tenant_ready (queue=? AND tenant=? AND priority=? AND (created_at,id)<(?,?))",
     ]);
+  });
+
+  it("takes each waiting tenant's head with one probe of its index range", () => {
+    // Act
+    const plan = store.explain("tenantHeads");
+
+    // Assess
+    expect(plan.join(" | ")).toContain("SEARCH t USING PRIMARY KEY (queue=?)");
+    expect(plan.join(" | ")).toContain("INDEX requests_tenant_ready (queue=? AND tenant=?)");
+    expect(costlyLines(plan)).toEqual([]);
   });
 });

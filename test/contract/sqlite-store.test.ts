@@ -100,8 +100,10 @@ describe("SqliteRequestStore on a file", () => {
     expect(tables).toEqual([
       "idempotency_keys",
       "queue_counters",
+      "queue_run_stats",
       "queued_by_priority",
       "requests",
+      "tenant_counters",
     ]);
   });
 
@@ -186,6 +188,32 @@ describe("SqliteRequestStore on a file", () => {
     expect(claim).toMatchObject({ kind: "started", request: { platformRetries: 0 } });
     expect(retried).toMatchObject({ attempt: 2, platformRetries: 1 });
     expect(await upgraded.get(r.id)).toMatchObject({ attempt: 2, platformRetries: 1 });
+  });
+
+  it("upgrades a schema 2 file: the per-tenant counts are computed from its rows", async () => {
+    // Prepare: a file as schema 2 left it (no per-tenant table), one tenant already running.
+    const old = new SqliteRequestStore(path);
+    const limits = { maxQueued: 10, retryAfterSeconds: 1 };
+    for (let i = 0; i < 3; i++) {
+      await old.submit(queuedRequest("q", { tenant: "busy", createdAt: T0 + i }), null, limits);
+    }
+    await old.claimNext("q", { maxRunning: 10 }, T0);
+    await old.submit(queuedRequest("q", { tenant: "idle", createdAt: T0 + 9 }), null, limits);
+    old.close();
+    const raw = new Database(path);
+    raw.exec("DROP INDEX requests_tenant_ready; DROP TABLE tenant_counters");
+    raw.pragma("user_version = 2");
+    raw.close();
+
+    // Act
+    const upgraded = new SqliteRequestStore(path);
+    toClose.push(upgraded);
+    const claim = await upgraded.claimNext("q", { maxRunning: 10 }, T0);
+
+    // Assess: the idle tenant goes first although its request is the newest.
+    expect(await upgraded.tenantCounts("q", "busy")).toEqual({ queued: 2, running: 1 });
+    expect(claim).toMatchObject({ kind: "started", request: { tenant: "idle" } });
+    expect(await upgraded.tenantCounts("q", "idle")).toEqual({ queued: 0, running: 1 });
   });
 
   it("gives the exact position at submit even for a request dated before others of its priority", async () => {

@@ -320,8 +320,10 @@ describe.concurrent.each(BACKENDS)("longrun command line (%s backend, e2e)", (ba
     const table = await cli(["queues"]);
     expect(table.code).toBe(0);
     const [header, ...rows] = table.stdout.trimEnd().split("\n");
-    expect(header).toMatch(/^NAME +QUEUED +RUNNING +MAX QUEUED +MAX RUNNING$/);
+    // YOURS and YOUR MAX: the caller's queued/running and its own limits there.
+    expect(header).toMatch(/^NAME +QUEUED +RUNNING +MAX QUEUED +MAX RUNNING +YOURS +YOUR MAX$/);
     expect(rows.map((r) => r.split(/ +/)[0]).sort()).toEqual(["jobs", "listing", "once"]);
+    for (const row of rows) expect(row).toMatch(/ \d+\/\d+ +\d+\/\d+$/);
     const json = await cli(["queues", "--json"]);
     const queues = JSON.parse(json.stdout) as { name: string; maxRunning: number }[];
     expect(queues.find((q) => q.name === "listing")).toMatchObject({ maxRunning: 1 });
@@ -398,6 +400,9 @@ describe("submit --wait progress on a terminal", () => {
       error: null,
       files: {},
       retryOf: null,
+      waitReason: null,
+      waitDetail: null,
+      estimatedStartAt: null,
     } satisfies Partial<LongrunRequest>;
     const at = (current: number, status: LongrunRequest["status"]): LongrunRequest => ({
       ...base,

@@ -20,22 +20,29 @@ import {
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
 import { decodeTime } from "ulidx";
+import type { RateLimit } from "../../config/schema.ts";
 import {
   ConcurrentUpdateError,
   IdempotencyConflictError,
   InvalidRequestError,
   QueueFullError,
+  RateLimitedError,
 } from "../../core/errors.ts";
 import type {
+  ClaimLimits,
   ClaimResult,
   IdempotencyClaim,
   ListPage,
   ListQuery,
   QueueCounts,
+  RateLimitState,
   RequestStore,
+  RunStats,
+  SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
 } from "../../core/ports.ts";
+import { peekBucket, takeToken, tokenInterval } from "../../core/rate-limit.ts";
 import {
   ACTIVE_STATUSES,
   counterDelta,
@@ -49,12 +56,16 @@ import {
   assertTransitionCommand,
   decodeListCursor,
   encodeListCursor,
-  positionWalk,
+  type FairTenant,
+  fairPositionFinish,
+  fairPositionPlan,
+  pickFairHead,
 } from "../../core/store-support.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 import { ItemMemo } from "./item-memo.ts";
 import {
   countersKey,
+  escapeTenant,
   ITEM_KIND,
   idemKey,
   idemKeyOfPk,
@@ -62,6 +73,7 @@ import {
   type RequestItem,
   requestIdOfPk,
   requestKey,
+  unescapeTenant,
 } from "./items.ts";
 
 /** Options of {@link DynamoRequestStore}. */
@@ -130,6 +142,93 @@ function queuedByPriority(counters: Record<string, unknown> | undefined): number
   return split.reduce((a, b) => a + b, 0) === total ? split : null;
 }
 
+/**
+ * Per-tenant figures live on the queue's counters item beside `queued` and `running`, one
+ * top-level attribute each (ADD works on top-level attributes only, and creates them):
+ * `tq#<tenant>` QUEUED, `tq<p>#<tenant>` QUEUED at priority p, `tr#<tenant>` STARTING +
+ * RUNNING, `tb#<tenant>` the arrival time of its token bucket (core/rate-limit.ts).
+ */
+type TenantField = "q" | "r" | "b" | `q${number}`;
+
+function tenantAttr(field: TenantField, tenant: string): string {
+  return `t${field}#${escapeTenant(tenant)}`;
+}
+
+const TENANT_ATTR = /^t(q[0-9]?|r|b)#(.*)$/s;
+
+/** One tenant's figures as the counters item holds them. */
+interface TenantFigures {
+  queued: number;
+  /** QUEUED by priority, index 0–9. */
+  byPriority: number[];
+  running: number;
+  bucketAt: number | null;
+}
+
+/** Every tenant the counters item has figures for. */
+function tenantFigures(counters: Record<string, unknown> | undefined): Map<string, TenantFigures> {
+  const out = new Map<string, TenantFigures>();
+  for (const [name, value] of Object.entries(counters ?? {})) {
+    const m = TENANT_ATTR.exec(name);
+    if (!m || typeof value !== "number") continue;
+    const tenant = unescapeTenant(m[2] as string);
+    let f = out.get(tenant);
+    if (!f) {
+      f = { queued: 0, byPriority: PRIORITIES.map(() => 0), running: 0, bucketAt: null };
+      out.set(tenant, f);
+    }
+    const field = m[1] as string;
+    if (field === "q") f.queued = value;
+    else if (field === "r") f.running = value;
+    else if (field === "b") f.bucketAt = value;
+    else f.byPriority[Number(field.slice(1))] = value;
+  }
+  return out;
+}
+
+const DAY_MS = 86_400_000;
+/**
+ * Days behind the current one whose run-time figures each finish removes (two days are
+ * read): a queue idle for longer keeps at most that many stale pairs of attributes.
+ */
+const RUN_DAYS_SWEPT = 8;
+
+/** A request leaving its slot for good: its day and run time, if it ever ran. */
+function runTime(item: RequestItem, cmd: TransitionCommand): { day: number; ms: number } | null {
+  const startedAt = (cmd.set?.startedAt ?? item.startedAt) as number | null | undefined;
+  const finishedAt = (cmd.set?.finishedAt ?? item.finishedAt) as number | null | undefined;
+  if (typeof startedAt !== "number" || typeof finishedAt !== "number") return null;
+  return { day: Math.floor(finishedAt / DAY_MS), ms: Math.max(0, finishedAt - startedAt) };
+}
+
+/** Whether two sets of tenant figures agree on every count (buckets aside). */
+function sameTenantFigures(
+  a: ReadonlyMap<string, TenantFigures>,
+  b: ReadonlyMap<string, TenantFigures>,
+): boolean {
+  for (const tenant of new Set([...a.keys(), ...b.keys()])) {
+    const x = a.get(tenant);
+    const y = b.get(tenant);
+    if ((x?.queued ?? 0) !== (y?.queued ?? 0) || (x?.running ?? 0) !== (y?.running ?? 0)) {
+      return false;
+    }
+    if (PRIORITIES.some((p) => (x?.byPriority[p] ?? 0) !== (y?.byPriority[p] ?? 0))) return false;
+  }
+  return true;
+}
+
+/** Highest priority a tenant has QUEUED requests at; -1 for none. */
+function topPriority(f: TenantFigures): number {
+  for (let p = 9; p >= 0; p--) if ((f.byPriority[p] ?? 0) > 0) return p;
+  return -1;
+}
+
+/** A number attribute of an item returned with a cancellation (marshalled form). */
+function rawNumber(item: Reason["Item"], name: string): number | null {
+  const n = (item?.[name] as { N?: string } | undefined)?.N;
+  return n === undefined ? null : Number(n);
+}
+
 function listPk(tenant: string, queue: string): string {
   return `${tenant}#${queue}`;
 }
@@ -142,8 +241,9 @@ function statusPk(tenant: string, queue: string, status: RequestStatus): string 
   return `${tenant}#${queue}#${status}`;
 }
 
-function readyPk(queue: string): string {
-  return `READY#${queue}`;
+/** One ready partition per tenant and queue (docs/design.md "Fair claim on DynamoDB"). */
+function readyPk(queue: string, tenant: string): string {
+  return `READY#${queue}#${escapeTenant(tenant)}`;
 }
 
 function sweepQueuedPk(queue: string): string {
@@ -203,7 +303,7 @@ export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): Request
     ...(r.retryOf ? { retryOf: r.retryOf } : {}),
     rev: 0,
     ...(idem ? { idemPk: idemPk(r.tenant, idem.key) } : {}),
-    [INDEXES.ready.partitionKey]: readyPk(r.queue),
+    [INDEXES.ready.partitionKey]: readyPk(r.queue, r.tenant),
     [INDEXES.ready.sortKey]: readyOrderKey(r),
     [INDEXES.list.partitionKey]: listPk(r.tenant, r.queue),
     [INDEXES.list.sortKey]: listSk(r.createdAt, r.id),
@@ -420,6 +520,11 @@ export class DynamoRequestStore implements RequestStore {
   readonly #now: () => number;
   /** Items last read or written here: see {@link ItemMemo} for why stale ones are safe. */
   readonly #memo = new ItemMemo<RequestItem>();
+  /**
+   * Last known bucket arrival time per queue and tenant: it picks which of the two bucket
+   * writes a submit makes (see #bucketUpdate); a wrong guess costs one more transaction.
+   */
+  readonly #buckets = new Map<string, number>();
 
   constructor(options: DynamoRequestStoreOptions) {
     this.#doc =
@@ -439,7 +544,7 @@ export class DynamoRequestStore implements RequestStore {
   async submit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
-    limits: { maxQueued: number; retryAfterSeconds: number },
+    limits: SubmitLimits,
   ): Promise<SubmitOutcome> {
     if (request.status !== RequestStatus.QUEUED) {
       throw new Error(
@@ -467,8 +572,121 @@ export class DynamoRequestStore implements RequestStore {
   async #trySubmit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
-    limits: { maxQueued: number; retryAfterSeconds: number },
+    limits: SubmitLimits,
   ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
+    // A second pass only follows a wrong guess of the bucket's state (#bucketUpdate).
+    for (let pass = 0; pass < 3; pass++) {
+      const outcome = await this.#submitOnce(request, idempotency, limits, pass);
+      if (outcome.kind !== "bucket-missed") return outcome;
+    }
+    throw new TransientConflict("the token bucket kept moving");
+  }
+
+  /**
+   * The submit's counters update: the queue's and the tenant's QUEUED counts under their
+   * limits and, with a rate limit, a token from the tenant's bucket. A bucket's arrival
+   * time `at` moves to max(at, now) + interval; a condition cannot compute max, so the
+   * write takes one of two shapes after what this instance last knew of `at`: idle
+   * (at ≤ now: set now + interval) or busy (at > now: add the interval, at most burst − 1
+   * intervals ahead). A cancellation returns the old item, which says the truth.
+   */
+  #counterUpdate(
+    request: RequestRecord,
+    limits: SubmitLimits,
+  ): {
+    update: ItemUpdate;
+    bucket: { guess: number | null; decision: ReturnType<typeof takeToken> } | null;
+  } {
+    const { queue, tenant, createdAt: now } = request;
+    const adds = ["#queued :one", "#qp :one", "#tq :one", "#tqp :one"];
+    const sets: string[] = [];
+    const conditions = ["(attribute_not_exists(#queued) OR #queued < :max)"];
+    const names: Record<string, string> = {
+      "#queued": "queued",
+      "#qp": queuedAt(request.priority),
+      "#tq": tenantAttr("q", tenant),
+      "#tqp": tenantAttr(`q${request.priority}`, tenant),
+    };
+    const values: Record<string, unknown> = { ":one": 1, ":max": limits.maxQueued };
+    if (limits.maxQueuedPerTenant !== undefined) {
+      conditions.push("(attribute_not_exists(#tq) OR #tq < :tmax)");
+      values[":tmax"] = limits.maxQueuedPerTenant;
+    }
+    let bucket: { guess: number | null; decision: ReturnType<typeof takeToken> } | null = null;
+    if (limits.rateLimit) {
+      const policy: RateLimit = limits.rateLimit;
+      const guess = this.#buckets.get(`${queue}\u0000${tenant}`) ?? null;
+      const decision = takeToken(policy, guess, now);
+      names["#tb"] = tenantAttr("b", tenant);
+      values[":now"] = now;
+      if (guess === null || guess <= now) {
+        sets.push("#tb = :at");
+        conditions.push("(attribute_not_exists(#tb) OR #tb <= :now)");
+        values[":at"] = decision.allowed ? decision.at : now + tokenInterval(policy);
+      } else {
+        sets.push("#tb = #tb + :interval");
+        conditions.push("(#tb > :now AND #tb <= :edge)");
+        values[":interval"] = tokenInterval(policy);
+        values[":edge"] = now + (policy.burst - 1) * tokenInterval(policy) + 1e-6;
+      }
+      bucket = { guess, decision };
+    }
+    return {
+      update: {
+        TableName: this.#table,
+        Key: countersKey(queue),
+        // ADD creates the counter item (and the attributes) on a queue's first submit.
+        UpdateExpression: `${sets.length > 0 ? `SET ${sets.join(", ")} ` : ""}ADD ${adds.join(", ")}`,
+        ConditionExpression: conditions.join(" AND "),
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+      },
+      bucket,
+    };
+  }
+
+  /** Which limit a cancelled submit met, judged on the counters item as it was. */
+  #submitRefusal(
+    request: RequestRecord,
+    limits: SubmitLimits,
+    old: Reason["Item"],
+  ): Error | "bucket-missed" | null {
+    if ((rawNumber(old, "queued") ?? 0) >= limits.maxQueued) {
+      return new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+    }
+    if (
+      limits.maxQueuedPerTenant !== undefined &&
+      (rawNumber(old, tenantAttr("q", request.tenant)) ?? 0) >= limits.maxQueuedPerTenant
+    ) {
+      return new QueueFullError(
+        request.queue,
+        limits.maxQueuedPerTenant,
+        limits.retryAfterSeconds,
+        "tenant",
+      );
+    }
+    if (limits.rateLimit) {
+      const at = rawNumber(old, tenantAttr("b", request.tenant));
+      const key = `${request.queue}\u0000${request.tenant}`;
+      if (at === null) this.#buckets.delete(key);
+      else this.#buckets.set(key, at);
+      const decision = takeToken(limits.rateLimit, at, request.createdAt);
+      if (!decision.allowed) {
+        return new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
+      }
+      return "bucket-missed";
+    }
+    return null;
+  }
+
+  async #submitOnce(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: SubmitLimits,
+    pass: number,
+  ): Promise<
+    SubmitOutcome | { kind: "orphan-key"; requestId: string } | { kind: "bucket-missed" }
+  > {
     const items: NonNullable<TransactWriteCommandInput["TransactItems"]> = [];
     if (idempotency) {
       items.push({
@@ -494,42 +712,61 @@ export class DynamoRequestStore implements RequestStore {
         ExpressionAttributeNames: { "#pk": TABLE_KEY.partitionKey },
       },
     });
-    items.push({
-      Update: {
-        TableName: this.#table,
-        Key: countersKey(request.queue),
-        // ADD creates the counter item (and the attribute) on a queue's first submit.
-        UpdateExpression: "ADD #queued :one, #qp :one",
-        ConditionExpression: "attribute_not_exists(#queued) OR #queued < :max",
-        ExpressionAttributeNames: { "#queued": "queued", "#qp": queuedAt(request.priority) },
-        ExpressionAttributeValues: { ":one": 1, ":max": limits.maxQueued },
-      },
-    });
+    const counters = this.#counterUpdate(request, limits);
+    items.push({ Update: { ...counters.update, ReturnValuesOnConditionCheckFailure: "ALL_OLD" } });
+    // The request id is new for every submit: AWS then ignores an SDK retry of a transaction
+    // that did commit (its answer lost) instead of failing it on its own Put. A pass after a
+    // wrong bucket guess sends other parameters, so it gets a token of its own.
+    const token = pass === 0 ? request.id : `${request.id}-${pass}`;
     try {
       await this.#doc.send(
         new TransactWriteCommand({
           TransactItems: items,
-          // The request id is new for every submit: AWS then ignores an SDK retry of a
-          // transaction that did commit (its answer lost) instead of failing it on its own Put.
-          ...(request.id.length <= 36 ? { ClientRequestToken: request.id } : {}),
+          ...(token.length <= 36 ? { ClientRequestToken: token } : {}),
         }),
       );
-      return { kind: "created", request, position: await this.#positionOfNewest(request) };
+      let rateLimit: RateLimitState | undefined;
+      if (counters.bucket && limits.rateLimit) {
+        // Applied: the guess held, so the decision made on it is what was written.
+        const { decision } = counters.bucket;
+        const at = decision.allowed
+          ? decision.at
+          : request.createdAt + tokenInterval(limits.rateLimit);
+        this.#buckets.set(`${request.queue}\u0000${request.tenant}`, at);
+        rateLimit = takeToken(limits.rateLimit, counters.bucket.guess, request.createdAt).state;
+      }
+      return {
+        kind: "created",
+        request,
+        position: await this.#positionOfNewest(request),
+        ...(rateLimit ? { rateLimit } : {}),
+      };
     } catch (error) {
       const reasons = cancellationReasons(error);
       if (!reasons) throw error;
       const [idemReason, requestReason, counterReason] = idempotency
         ? reasons
         : [undefined, ...reasons];
-      // The key decides first: a replay is answered even when the queue is full.
+      // The key decides first: a replay is answered even when the queue is full, and it
+      // takes no token (the transaction that would have taken it did not apply).
       if (idempotency && failed(idemReason)) {
-        return this.#heldKey(request.tenant, idempotency, idemReason?.Item);
+        const held = await this.#heldKey(request.tenant, idempotency, idemReason?.Item);
+        if (held.kind !== "replayed" || !limits.rateLimit) return held;
+        const figures = tenantFigures(await this.#countersItem(request.queue)).get(request.tenant);
+        return {
+          ...held,
+          rateLimit: peekBucket(limits.rateLimit, figures?.bucketAt ?? null, request.createdAt),
+        };
       }
       if (failed(requestReason)) {
         throw new Error(`submit of ${request.id}: a request with this id already exists`);
       }
       if (failed(counterReason)) {
-        throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+        const refusal = this.#submitRefusal(request, limits, counterReason?.Item);
+        if (refusal === "bucket-missed") return { kind: "bucket-missed" };
+        if (refusal) throw refusal;
+        // The condition failed on a state the returned item does not show: read again.
+        throw new TransientConflict("counters moved");
       }
       throwIfTransient(reasons, error);
       throw error;
@@ -713,26 +950,62 @@ export class DynamoRequestStore implements RequestStore {
   }
 
   /**
-   * Requests that start before this one: those of higher priorities from the counters item
-   * (one consistent read), then those of its own priority that sort before it on the ready
-   * index (a Query of that priority's range only). Without a usable split in the counters,
-   * every entry before it on the index is counted.
+   * The fair position (store-support.ts fairPositionPlan): higher priorities and every
+   * waiting tenant's level from the counters item (one consistent read), the tenant's own
+   * entries before it on its ready partition (a Query of that priority's range), and for
+   * each other tenant at most one probe: the entry that would start at this request's level
+   * (a Query of that tenant's range, Limit up to it). The keys read follow the position.
    */
   async position(request: RequestRecord): Promise<number> {
-    const split = queuedByPriority(await this.#countersItem(request.queue));
+    return this.#fairPosition(request, await this.#countersItem(request.queue));
+  }
+
+  async #fairPosition(
+    request: RequestRecord,
+    counters: Record<string, unknown> | undefined,
+  ): Promise<number> {
+    const { queue, priority } = request;
+    const split = queuedByPriority(counters);
+    // Without a usable split (a counters item from before it), the tenant's own entries of
+    // every priority before it: exact while one tenant waits, a lower bound otherwise.
     if (!split) return this.#countReadyBefore(request, null);
-    const higher = split.slice(request.priority + 1).reduce((a, b) => a + b, 0);
-    return higher + (await this.#countReadyBefore(request, request.priority));
+    const own = await this.#countReadyBefore(request, priority);
+    const higher = split.slice(priority + 1).reduce((a, b) => a + b, 0);
+    const tenants: FairTenant[] = [];
+    for (const [tenant, f] of tenantFigures(counters)) {
+      const queued = f.byPriority[priority] ?? 0;
+      if (queued <= 0) continue;
+      const above = f.byPriority.slice(priority + 1).reduce((a, b) => a + b, 0);
+      tenants.push({ tenant, level: f.running + above, queued });
+    }
+    const plan = fairPositionPlan({ tenant: request.tenant, higher, own, tenants });
+    const keys = new Map(
+      await Promise.all(
+        plan.probes.map(
+          async (probe) =>
+            [
+              probe.tenant,
+              await this.#readyNth(queue, probe.tenant, priority, probe.index),
+            ] as const,
+        ),
+      ),
+    );
+    return fairPositionFinish(request, plan, keys);
   }
 
   /**
-   * Position of a request just submitted: every QUEUED request of a higher priority and
-   * every other one of its own, which all sort before it (it is the newest). One read of
-   * the counters; a request submitted between the write and this read is counted too.
+   * Position of a request just submitted when the counters alone give it: no other tenant
+   * waits at its priority, so every QUEUED request of a higher priority and every other one
+   * of its own start before it (it is the newest). One read of the counters; undefined
+   * otherwise (the caller asks position()).
    */
   async #positionOfNewest(request: RequestRecord): Promise<number | undefined> {
-    const split = queuedByPriority(await this.#countersItem(request.queue));
+    const counters = await this.#countersItem(request.queue);
+    const split = queuedByPriority(counters);
     if (!split) return undefined;
+    for (const [tenant, f] of tenantFigures(counters)) {
+      if (tenant !== request.tenant && (f.byPriority[request.priority] ?? 0) > 0) return undefined;
+    }
     const atOrAbove = split.slice(request.priority).reduce((a, b) => a + b, 0);
     return Math.max(0, atOrAbove - 1);
   }
@@ -745,34 +1018,56 @@ export class DynamoRequestStore implements RequestStore {
   }
 
   /**
-   * Entries of the ready index that sort before `request`: all of them (`priority` null) or
-   * only those of `priority`.
+   * Entries of the tenant's ready partition that sort before `request`: those of `priority`
+   * only, or all of them (`priority` null).
    */
   async #countReadyBefore(request: RequestRecord, priority: number | null): Promise<number> {
     const own = readyOrderKey(request);
-    return priority === null
-      ? this.#countReady(request.queue, null, own)
-      : this.#countReady(request.queue, `${9 - priority}#`, own);
+    const from = priority === null ? null : `${9 - priority}#`;
+    const keys = await this.#readyKeys(request.queue, request.tenant, from, own);
+    return keys.filter((key) => key < own).length;
   }
 
-  /** Entries of the queue's ready index with `from` ≤ key < `to` (`from` null: from the start). */
-  async #countReady(queue: string, from: string | null, to: string): Promise<number> {
-    return (await this.#readyKeys(queue, from, to)).filter((key) => key < to).length;
+  /** The `index`-th (0-based) ready key of a tenant at a priority; null when there is none. */
+  async #readyNth(
+    queue: string,
+    tenant: string,
+    priority: number,
+    index: number,
+  ): Promise<string | null> {
+    const expr = new Expression();
+    const sk = expr.name(INDEXES.ready.sortKey);
+    const items = await this.#queryItems(
+      {
+        TableName: this.#table,
+        IndexName: INDEXES.ready.name,
+        KeyConditionExpression: `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue, tenant))} AND begins_with(${sk}, ${expr.value(`${9 - priority}#`)})`,
+        ProjectionExpression: sk,
+        ...expr.params(),
+      },
+      index + 1,
+    );
+    return (items[index]?.[INDEXES.ready.sortKey] as string | undefined) ?? null;
   }
 
   /**
-   * Sort keys of the queue's ready index from `from` to `to` (both included; `from` null: from
-   * the start, `to` excluded), in order. Keys are read, not counted: a key condition cannot
-   * bound a range on both sides with one end open.
+   * Sort keys of a tenant's ready partition from `from` to `to` (both included; `from` null:
+   * from the start, `to` excluded), in order. Keys are read, not counted: a key condition
+   * cannot bound a range on both sides with one end open.
    */
-  async #readyKeys(queue: string, from: string | null, to: string): Promise<string[]> {
+  async #readyKeys(
+    queue: string,
+    tenant: string,
+    from: string | null,
+    to: string,
+  ): Promise<string[]> {
     const expr = new Expression();
     const sk = expr.name(INDEXES.ready.sortKey);
     const range =
       from === null
         ? `${sk} < ${expr.value(to)}`
         : `${sk} BETWEEN ${expr.value(from)} AND ${expr.value(to)}`;
-    const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))} AND ${range}`;
+    const condition = `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue, tenant))} AND ${range}`;
     const keys: string[] = [];
     const pages = this.#pages({
       TableName: this.#table,
@@ -787,32 +1082,33 @@ export class DynamoRequestStore implements RequestStore {
     return keys;
   }
 
-  /** Positions of several QUEUED requests (a list page): see {@link positionWalk}. */
+  /** Positions of several QUEUED requests (a list page), one counters read per queue. */
   async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
-    const splits = new Map<string, number[] | null>();
+    const counters = new Map<string, Record<string, unknown> | undefined>();
     for (const queue of new Set(requests.map((r) => r.queue))) {
-      splits.set(queue, queuedByPriority(await this.#countersItem(queue)));
+      counters.set(queue, await this.#countersItem(queue));
     }
-    for (const { queue, priority, ordered } of positionWalk(requests)) {
-      const split = splits.get(queue);
-      if (!split) {
-        for (const r of ordered) out.set(r.id, await this.#countReadyBefore(r, null));
-        continue;
-      }
-      // One walk of the priority's range up to the deepest request: each request's count is
-      // the number of keys before its own (one Query, paginated, instead of one per request).
-      const higher = split.slice(priority + 1).reduce((a, b) => a + b, 0);
-      const ownKeys = ordered.map((r) => readyOrderKey(r));
-      const keys = await this.#readyKeys(queue, `${9 - priority}#`, ownKeys.at(-1) as string);
-      let i = 0;
-      for (const [n, r] of ordered.entries()) {
-        const own = ownKeys[n] as string;
-        while (i < keys.length && (keys[i] as string) < own) i++;
-        out.set(r.id, higher + i);
-      }
-    }
+    const out = new Map<string, number>();
+    for (const r of requests) out.set(r.id, await this.#fairPosition(r, counters.get(r.queue)));
     return out;
+  }
+
+  /** The run-time summary of today and yesterday from the counters item. */
+  async runStats(queue: string, now: number): Promise<RunStats | null> {
+    const counters = await this.#countersItem(queue);
+    const today = Math.floor(now / DAY_MS);
+    let total = 0;
+    let n = 0;
+    for (const day of [today, today - 1]) {
+      total += (counters?.[`rs#${day}`] as number | undefined) ?? 0;
+      n += (counters?.[`rn#${day}`] as number | undefined) ?? 0;
+    }
+    return n > 0 ? { meanMs: total / n, samples: n } : null;
+  }
+
+  async tenantCounts(queue: string, tenant: string): Promise<QueueCounts> {
+    const f = tenantFigures(await this.#countersItem(queue)).get(tenant);
+    return { queued: f?.queued ?? 0, running: f?.running ?? 0 };
   }
 
   async findActive(limit: number): Promise<RequestRecord[]> {
@@ -917,51 +1213,140 @@ export class DynamoRequestStore implements RequestStore {
 
   // ---------------------------------------------------------------- claim
 
-  async claimNext(
-    queue: string,
-    limits: { maxRunning: number },
-    now: number,
-  ): Promise<ClaimResult> {
-    // A cheap early answer from the counters (one consistent read of one small item). They
-    // move in the same transaction as every request, so `queued` 0 means no request is
-    // QUEUED, while the ready index may still lag behind; the claim's own counter condition
-    // is what enforces the limit.
-    const counts = await this.queueCounts(queue);
-    if (counts.running >= limits.maxRunning) return { kind: "full" };
-    if (counts.queued <= 0) return { kind: "empty" };
-    for (let round = 0; round < CLAIM_ROUNDS; round++) {
-      const expr = new Expression();
-      const heads = await this.#doc.send(
-        new QueryCommand({
-          TableName: this.#table,
-          IndexName: INDEXES.ready.name,
-          KeyConditionExpression: `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue))}`,
-          // Later rounds look further: the first entries may all be stale (GSIs lag on AWS).
-          Limit: CLAIM_CANDIDATES * (round + 1),
-          ...expr.params(),
-        }),
+  /**
+   * The fair claim (docs/design.md "Fair claim on DynamoDB"): read the counters item, pick
+   * the tenant by the SPEC §3 rule from its per-tenant figures (the heads of tied tenants
+   * are read to break the tie), read that tenant's ready partition from its head, and start
+   * the first candidate still QUEUED in one transaction that also checks the queue's and
+   * the tenant's running counts. Calls per claim do not grow with the queue's depth.
+   */
+  async claimNext(queue: string, limits: ClaimLimits, now: number): Promise<ClaimResult> {
+    const limitOf = limits.maxRunningOf ?? (() => limits.maxRunning);
+    // Tenants whose partition showed nothing to claim in this call (the index lags on AWS).
+    const drained = new Set<string>();
+    // Each round that fails lost its candidates to other dispatchers, which made progress;
+    // a fair claim may meet them on every tenant it picks, so it has more rounds.
+    for (let round = 0; round < CLAIM_ROUNDS * 4; round++) {
+      // The counters move in the same transaction as every request, so `queued` 0 means no
+      // request is QUEUED; the claim's own counter condition is what enforces the limits.
+      const counters = await this.#countersItem(queue);
+      if (((counters?.running as number | undefined) ?? 0) >= limits.maxRunning) {
+        return { kind: "full" };
+      }
+      if (((counters?.queued as number | undefined) ?? 0) <= 0) return { kind: "empty" };
+      const waiting = [...tenantFigures(counters)].filter(
+        ([tenant, f]) => f.queued > 0 && !drained.has(tenant),
       );
-      const candidates = heads.Items ?? [];
-      if (candidates.length === 0) return { kind: "empty" };
-      for (const candidate of candidates) {
-        const pk = candidate[TABLE_KEY.partitionKey] as string;
-        const id = requestIdOfPk(pk);
-        let result: ClaimResult | null | "again" = "again";
-        // "again": the candidate changed between our read and our write; read it once more
-        // (no backoff: the change is done, nothing is contended).
-        for (let reread = 0; result === "again" && reread < CONFLICT_ATTEMPTS; reread++) {
-          result = await this.#retrying(() =>
-            this.#claimCandidate(id, queue, limits.maxRunning, now),
-          );
+      const open = waiting
+        .filter(([tenant, f]) => f.running < limitOf(tenant))
+        .map(([tenant, f]) => ({ tenant, priority: topPriority(f), active: f.running }));
+      if (open.length === 0) return waiting.length > 0 ? { kind: "held" } : { kind: "empty" };
+      const top = Math.max(...open.map((t) => t.priority));
+      const atTop = open.filter((t) => t.priority === top);
+      const fewest = Math.min(...atTop.map((t) => t.active));
+      const tied = atTop.filter((t) => t.active === fewest);
+      let tenant: string;
+      // The tenant's entries to try, in its start order: its head alone first when the tie
+      // read gave it, the entries after it only if another dispatcher takes it.
+      let candidates: string[] | null = null;
+      if (tied.length === 1) {
+        tenant = (tied[0] as (typeof tied)[number]).tenant;
+      } else {
+        // Equal priority and active count: the oldest head wins (one Limit 1 read per tied
+        // tenant, in parallel).
+        const heads = await Promise.all(
+          tied.map(async (t) => {
+            const [key] = await this.#readyKeysFrom(queue, t.tenant, 1);
+            return { ...t, key: key ?? "~", id: key ? (key.split("#")[2] as string) : null };
+          }),
+        );
+        const best = pickFairHead(heads.filter((h) => h.id !== null));
+        if (!best?.id) {
+          for (const h of heads) drained.add(h.tenant);
+          continue;
         }
-        if (result === "again") continue;
-        // null: the candidate was no longer QUEUED (another dispatcher, a cancel, a stale
-        // index entry); the next one in order is the head now.
+        tenant = best.tenant;
+        candidates = [best.id];
+      }
+      const tried = new Set<string>();
+      for (let pass = 0; pass < 2; pass++) {
+        const ids =
+          pass === 0 && candidates
+            ? candidates
+            : (await this.#readyIds(queue, tenant, CLAIM_CANDIDATES * (round + 1))).filter(
+                (id) => !tried.has(id),
+              );
+        if (pass === 0 && ids.length === 0) drained.add(tenant);
+        const result = await this.#claimFirst(
+          ids,
+          tried,
+          queue,
+          limits.maxRunning,
+          limitOf(tenant),
+          now,
+        );
+        if (result === "tenant-full") break;
         if (result) return result;
+        // Every entry was gone; unless the tie read gave only the head, pick again.
+        if (!candidates) break;
       }
     }
     throw new ConcurrentUpdateError(
       `queue ${JSON.stringify(queue)}: every candidate was taken by others; try again`,
+    );
+  }
+
+  /**
+   * Starts the first of `ids` still QUEUED (recording each in `tried`); null when none
+   * was, "tenant-full" when the tenant reached its limit meanwhile.
+   */
+  async #claimFirst(
+    ids: readonly string[],
+    tried: Set<string>,
+    queue: string,
+    maxRunning: number,
+    tenantMaxRunning: number,
+    now: number,
+  ): Promise<ClaimResult | "tenant-full" | null> {
+    for (const id of ids) {
+      tried.add(id);
+      let result: ClaimResult | null | "again" | "tenant-full" = "again";
+      // "again": the candidate changed between our read and our write; read it once more
+      // (no backoff: the change is done, nothing is contended).
+      for (let reread = 0; result === "again" && reread < CONFLICT_ATTEMPTS; reread++) {
+        result = await this.#retrying(() =>
+          this.#claimCandidate(id, queue, maxRunning, tenantMaxRunning, now),
+        );
+      }
+      if (result === "again") continue;
+      // Another dispatcher gave the tenant its last slot: pick again from fresh counters.
+      if (result === "tenant-full") return result;
+      // null: the candidate was no longer QUEUED (another dispatcher, a cancel, a stale
+      // index entry); the next one in order is the head now.
+      if (result) return result;
+    }
+    return null;
+  }
+
+  /** The first `limit` sort keys of a tenant's ready partition (its start order). */
+  async #readyKeysFrom(queue: string, tenant: string, limit: number): Promise<string[]> {
+    const expr = new Expression();
+    const out = await this.#doc.send(
+      new QueryCommand({
+        TableName: this.#table,
+        IndexName: INDEXES.ready.name,
+        KeyConditionExpression: `${expr.name(INDEXES.ready.partitionKey)} = ${expr.value(readyPk(queue, tenant))}`,
+        Limit: limit,
+        ...expr.params(),
+      }),
+    );
+    return (out.Items ?? []).map((i) => i[INDEXES.ready.sortKey] as string);
+  }
+
+  /** Request ids of the first `limit` entries of a tenant's ready partition. */
+  async #readyIds(queue: string, tenant: string, limit: number): Promise<string[]> {
+    return (await this.#readyKeysFrom(queue, tenant, limit)).map(
+      (key) => key.split("#")[2] as string,
     );
   }
 
@@ -973,8 +1358,9 @@ export class DynamoRequestStore implements RequestStore {
     id: string,
     queue: string,
     maxRunning: number,
+    tenantMaxRunning: number,
     now: number,
-  ): Promise<ClaimResult | null | "again"> {
+  ): Promise<ClaimResult | null | "again" | "tenant-full"> {
     // The read gives the tenant (statusPk needs it), expiresAt and the record to return;
     // the write is conditioned on `rev`, so the record returned is exactly what was written.
     const item = await this.#getItem(id);
@@ -1029,14 +1415,26 @@ export class DynamoRequestStore implements RequestStore {
               Update: {
                 TableName: this.#table,
                 Key: countersKey(queue),
-                UpdateExpression: "ADD #queued :minus, #running :one, #qp :minus",
-                ConditionExpression: "attribute_not_exists(#running) OR #running < :max",
+                UpdateExpression:
+                  "ADD #queued :minus, #running :one, #qp :minus, #tq :minus, #tqp :minus, #tr :one",
+                ConditionExpression:
+                  "(attribute_not_exists(#running) OR #running < :max) AND (attribute_not_exists(#tr) OR #tr < :tmax)",
                 ExpressionAttributeNames: {
                   "#queued": "queued",
                   "#running": "running",
                   "#qp": queuedAt(item.priority),
+                  "#tq": tenantAttr("q", item.tenant),
+                  "#tqp": tenantAttr(`q${item.priority}`, item.tenant),
+                  "#tr": tenantAttr("r", item.tenant),
                 },
-                ExpressionAttributeValues: { ":minus": -1, ":one": 1, ":max": maxRunning },
+                ExpressionAttributeValues: {
+                  ":minus": -1,
+                  ":one": 1,
+                  ":max": maxRunning,
+                  ":tmax": tenantMaxRunning,
+                },
+                // Says which limit stopped the claim: the queue's (full) or the tenant's.
+                ReturnValuesOnConditionCheckFailure: "ALL_OLD",
               },
             },
           ],
@@ -1046,7 +1444,11 @@ export class DynamoRequestStore implements RequestStore {
       const reasons = cancellationReasons(error);
       if (!reasons) throw error;
       // Full wins: whatever happened to the candidate, there is no slot to give.
-      if (failed(reasons[1])) return { kind: "full" };
+      if (failed(reasons[1])) {
+        return (rawNumber(reasons[1]?.Item, "running") ?? 0) >= maxRunning
+          ? { kind: "full" }
+          : "tenant-full";
+      }
       // Changed since our read: taken (the re-read says so) or only updated (retry it).
       if (failed(reasons[0])) return "again";
       throwIfTransient(reasons, error);
@@ -1233,6 +1635,7 @@ export class DynamoRequestStore implements RequestStore {
         },
         delta,
         ttl,
+        delta.running < 0 ? runTime(item, cmd) : null,
       );
       if (outcome === "applied") {
         const written = applyTransition(item, cmd, to);
@@ -1255,18 +1658,34 @@ export class DynamoRequestStore implements RequestStore {
     requestUpdate: ItemUpdate,
     delta: { queued: number; running: number },
     ttl: number | null,
+    run: { day: number; ms: number } | null = null,
   ): Promise<"applied" | "changed"> {
     const withKey = ttl !== null && typeof item.idemPk === "string";
     const build = (includeKey: boolean): TransactWriteCommandInput => {
       const counterParts: string[] = [];
       const values: Record<string, number> = {};
       if (delta.queued !== 0) {
-        counterParts.push("#queued :dq", "#qp :dq");
+        counterParts.push("#queued :dq", "#qp :dq", "#tq :dq", "#tqp :dq");
         values[":dq"] = delta.queued;
       }
       if (delta.running !== 0) {
-        counterParts.push("#running :dr");
+        counterParts.push("#running :dr", "#tr :dr");
         values[":dr"] = delta.running;
+      }
+      // The run-time summary: this day's sum and count; days that left the window go.
+      const runNames: Record<string, string> = {};
+      const removes: string[] = [];
+      if (run) {
+        counterParts.push("#rs :ms", "#rn :rn");
+        values[":ms"] = run.ms;
+        values[":rn"] = 1;
+        runNames["#rs"] = `rs#${run.day}`;
+        runNames["#rn"] = `rn#${run.day}`;
+        for (let back = 2; back <= RUN_DAYS_SWEPT; back++) {
+          runNames[`#rs${back}`] = `rs#${run.day - back}`;
+          runNames[`#rn${back}`] = `rn#${run.day - back}`;
+          removes.push(`#rs${back}`, `#rn${back}`);
+        }
       }
       const items: NonNullable<TransactWriteCommandInput["TransactItems"]> = [
         { Update: requestUpdate },
@@ -1274,12 +1693,20 @@ export class DynamoRequestStore implements RequestStore {
           Update: {
             TableName: this.#table,
             Key: countersKey(item.queue),
-            UpdateExpression: `ADD ${counterParts.join(", ")}`,
+            UpdateExpression: `ADD ${counterParts.join(", ")}${removes.length > 0 ? ` REMOVE ${removes.join(", ")}` : ""}`,
             ExpressionAttributeNames: {
               ...(delta.queued !== 0
-                ? { "#queued": "queued", "#qp": queuedAt(item.priority) }
+                ? {
+                    "#queued": "queued",
+                    "#qp": queuedAt(item.priority),
+                    "#tq": tenantAttr("q", item.tenant),
+                    "#tqp": tenantAttr(`q${item.priority}`, item.tenant),
+                  }
                 : {}),
-              ...(delta.running !== 0 ? { "#running": "running" } : {}),
+              ...(delta.running !== 0
+                ? { "#running": "running", "#tr": tenantAttr("r", item.tenant) }
+                : {}),
+              ...runNames,
             },
             ExpressionAttributeValues: values,
           },
@@ -1364,6 +1791,8 @@ export class DynamoRequestStore implements RequestStore {
           queued: split.reduce((a, b) => a + b, 0),
           running: await this.#countSweep(sweepActivePk(queue), ACTIVE_STATUSES),
         };
+        const tenants = await this.#countTenants(queue);
+        const storedTenants = tenantFigures(stored);
         out[queue] = counted;
         const old = {
           queued: stored?.queued as number | undefined,
@@ -1374,9 +1803,10 @@ export class DynamoRequestStore implements RequestStore {
           (old.running ?? 0) === counted.running &&
           PRIORITIES.every(
             (p) => ((stored?.[queuedAt(p)] as number | undefined) ?? 0) === split[p],
-          );
+          ) &&
+          sameTenantFigures(storedTenants, tenants);
         if (!options.fix || same) break;
-        if (await this.#setCounters(queue, old, counted, split)) break;
+        if (await this.#setCounters(queue, old, counted, split, tenants, storedTenants)) break;
         if (attempt >= CONFLICT_ATTEMPTS) {
           throw new ConcurrentUpdateError(`queue ${queue}: counters kept moving during recount`);
         }
@@ -1458,6 +1888,32 @@ export class DynamoRequestStore implements RequestStore {
     }
   }
 
+  /** Per-tenant QUEUED (by priority) and active counts, read through the sweep index. */
+  async #countTenants(queue: string): Promise<Map<string, TenantFigures>> {
+    const out = new Map<string, TenantFigures>();
+    const of = (tenant: string): TenantFigures => {
+      let f = out.get(tenant);
+      if (!f) {
+        f = { queued: 0, byPriority: PRIORITIES.map(() => 0), running: 0, bucketAt: null };
+        out.set(tenant, f);
+      }
+      return f;
+    };
+    const attributes = ["status", "priority", "tenant"];
+    for await (const item of this.#sweepItems(sweepQueuedPk(queue), { attributes })) {
+      if (item.status !== RequestStatus.QUEUED) continue;
+      const f = of(item.tenant as string);
+      f.queued++;
+      const p = item.priority as number;
+      f.byPriority[p] = (f.byPriority[p] ?? 0) + 1;
+    }
+    for await (const item of this.#sweepItems(sweepActivePk(queue), { attributes })) {
+      if (!ACTIVE_STATUSES.includes(item.status as RequestStatus)) continue;
+      of(item.tenant as string).running++;
+    }
+    return out;
+  }
+
   async #countSweep(partition: string, statuses: readonly RequestStatus[]): Promise<number> {
     let count = 0;
     for await (const item of this.#sweepItems(partition, { attributes: ["status"] })) {
@@ -1472,6 +1928,8 @@ export class DynamoRequestStore implements RequestStore {
     old: { queued: number | undefined; running: number | undefined },
     next: QueueCounts,
     split: readonly number[],
+    tenants: ReadonlyMap<string, TenantFigures>,
+    storedTenants: ReadonlyMap<string, TenantFigures>,
   ): Promise<boolean> {
     const expr = new Expression();
     const unchanged = (["queued", "running"] as const).map((field) => {
@@ -1482,12 +1940,37 @@ export class DynamoRequestStore implements RequestStore {
     });
     const update = new UpdateClauses(expr).set("queued", next.queued).set("running", next.running);
     for (const p of PRIORITIES) update.set(queuedAt(p), split[p] ?? 0);
+    // Tenant attribute names hold `#`, so they get placeholders of their own. A tenant the
+    // item knows and the count does not is set to zero (its bucket is left as it is).
+    let n = 0;
+    const setTenant = (attribute: string, value: number) => {
+      const placeholder = `#tenant${n++}`;
+      expr.names[placeholder] = attribute;
+      return `${placeholder} = ${expr.value(value)}`;
+    };
+    const tenantSets: string[] = [];
+    for (const tenant of new Set([...tenants.keys(), ...storedTenants.keys()])) {
+      const f = tenants.get(tenant);
+      const was = storedTenants.get(tenant);
+      tenantSets.push(setTenant(tenantAttr("q", tenant), f?.queued ?? 0));
+      tenantSets.push(setTenant(tenantAttr("r", tenant), f?.running ?? 0));
+      for (const p of PRIORITIES) {
+        const value = f?.byPriority[p] ?? 0;
+        if (value !== 0 || (was?.byPriority[p] ?? 0) !== 0) {
+          tenantSets.push(setTenant(tenantAttr(`q${p}`, tenant), value));
+        }
+      }
+    }
+    const updateExpression =
+      tenantSets.length > 0
+        ? update.toString().replace(/^SET /, `SET ${tenantSets.join(", ")}, `)
+        : update.toString();
     try {
       await this.#doc.send(
         new UpdateCommand({
           TableName: this.#table,
           Key: countersKey(queue),
-          UpdateExpression: update.toString(),
+          UpdateExpression: updateExpression,
           ConditionExpression: unchanged.join(" AND "),
           ...expr.params(),
         }),

@@ -37,6 +37,11 @@ export function escapeTenant(tenant: string): string {
   return tenant.replaceAll("%", "%25").replaceAll("#", "%23");
 }
 
+/** The tenant of a key segment {@link escapeTenant} made. */
+export function unescapeTenant(escaped: string): string {
+  return escaped.replaceAll("%23", "#").replaceAll("%25", "%");
+}
+
 /** `pk` of a request item. */
 export function requestPk(id: string): string {
   return `${ITEM_KIND.request.pkPrefix}${id}`;

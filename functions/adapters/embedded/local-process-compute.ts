@@ -16,6 +16,7 @@ import type { QueueConfig } from "../../config/schema.ts";
 import type { Clock, Compute, JobEvent, Reaped, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
+import { type GpuPool, gpuEnv } from "./gpu-pool.ts";
 
 /**
  * Where job log lines are written: {@link FsLogStore} by default, S3LogStore when the
@@ -54,6 +55,11 @@ export interface LocalProcessComputeOptions {
    * HOME is the work dir, as the server's own home is not the job's.
    */
   jobUser?: { name: string; uid: number; gid: number };
+  /**
+   * The machine's GPUs (SPEC §5): each job waits for and gets exactly its queue's
+   * `resources.gpus` devices. Without a pool GPU needs are not enforced.
+   */
+  gpus?: GpuPool;
 }
 
 interface Running {
@@ -121,6 +127,13 @@ export class LocalProcessCompute implements Compute {
       );
     }
     const { id, attempt } = request;
+    // The devices come first: until they are free the request stays STARTING without a job
+    // (waitReason no_capacity). A cancel gives up the wait, which fails this launch.
+    const pool = this.#opts.gpus;
+    let devices: string[] = [];
+    if (pool) devices = await pool.acquire(request, queue.resources.gpus);
+    const confine =
+      pool || queue.resources.gpus === 0 ? gpuEnv(devices) : ({} as Record<string, string>);
     const logLine = (line: string) => {
       this.#logs.append(id, [line], attempt).catch((error) => this.#report(error, `log of ${id}`));
     };
@@ -155,7 +168,7 @@ export class LocalProcessCompute implements Compute {
 
     const handle = startAttempt({
       command: queue.command,
-      env: queue.env,
+      env: { ...queue.env, ...confine },
       job: { requestId: id, queue: request.queue, attempt },
       workDir,
       input: request.input,
@@ -191,6 +204,8 @@ export class LocalProcessCompute implements Compute {
       }
       // Off the map before `exited` goes out: the lifecycle may start the next attempt from it.
       this.#running.delete(id);
+      // The job is gone: its devices go to the next in line.
+      pool?.release(id);
       // An attempt that never spawned is reported by start()'s rejection instead.
       const exited = spawned ? this.#exitedEvent(result, entry) : null;
       if (exited) emit(exited);
@@ -232,7 +247,16 @@ export class LocalProcessCompute implements Compute {
     }
   }
 
+  /** A request whose launch waits for GPUs says which (SPEC `no_capacity`). */
+  capacityWait(request: RequestRecord): { detail: string } | null {
+    const detail = this.#opts.gpus?.waitOf(request.id) ?? null;
+    return detail === null ? null : { detail };
+  }
+
   async stop(request: RequestRecord, reason: StopReason): Promise<void> {
+    // A launch still waiting for devices has no job to stop: give up the wait (not for a
+    // shutdown, which leaves it STARTING for the restart to retry).
+    if (reason !== "shutdown" && this.#opts.gpus?.cancelWait(request.id)) return;
     const entry = this.#running.get(request.id);
     if (!entry || entry.attempt !== request.attempt) return;
     entry.stopReason ??= reason;
@@ -248,6 +272,26 @@ export class LocalProcessCompute implements Compute {
       await own.finished;
       return { runningSince: null };
     }
+    const reaped = await this.#reapLeftover(request);
+    // Only now that its job is surely gone do a dead server's devices come back.
+    this.#opts.gpus?.release(request.id);
+    return reaped;
+  }
+
+  /**
+   * After a restart's recovery: devices the assignments file gives to requests that were
+   * not in flight come back once no job of theirs is found running.
+   */
+  async settleGpus(): Promise<void> {
+    const pool = this.#opts.gpus;
+    if (!pool) return;
+    for (const id of pool.holders()) {
+      if (this.#running.has(id)) continue;
+      if ((await findJobsOfRequest(id)).length === 0) pool.release(id);
+    }
+  }
+
+  async #reapLeftover(request: RequestRecord): Promise<Reaped> {
     const graceMs = this.#opts.reapGraceMs ?? 5000;
     let spawned = request.jobRef !== null;
     // The dead server's job, if it was still running: when it started (SPEC §5: one that

@@ -3,28 +3,38 @@ import {
   IdempotencyConflictError,
   InvalidRequestError,
   QueueFullError,
+  RateLimitedError,
 } from "../../core/errors.ts";
 import type {
+  ClaimLimits,
   ClaimResult,
   IdempotencyClaim,
   ListPage,
   ListQuery,
   QueueCounts,
+  RateLimitState,
   RequestStore,
+  RunStats,
+  SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
 } from "../../core/ports.ts";
+import { peekBucket, takeToken } from "../../core/rate-limit.ts";
 import {
   counterDelta,
   type RequestPatch,
   type RequestRecord,
   RequestStatus,
+  readyOrderKey,
 } from "../../core/request.ts";
 import {
   assertTransitionCommand,
   decodeListCursor,
   encodeListCursor,
-  positionWalk,
+  type FairTenant,
+  fairPositionFinish,
+  fairPositionPlan,
+  pickFairHead,
 } from "../../core/store-support.ts";
 import { openSqlite, statementCache } from "./sqlite-open.ts";
 
@@ -33,6 +43,8 @@ import { openSqlite, statementCache } from "./sqlite-open.ts";
  * `#migrate` whenever the tables or indexes change.
  */
 export const SQLITE_SCHEMA_VERSION = 3;
+
+const DAY_MS = 86_400_000;
 
 // The status literals below are spelled out in SQL text (not bound) on purpose: SQLite only
 // uses a partial index when the query's WHERE clause literally implies the index's WHERE.
@@ -113,6 +125,43 @@ CREATE TABLE IF NOT EXISTS queued_by_priority (
   queued   INTEGER NOT NULL,
   PRIMARY KEY (queue, priority)
 ) WITHOUT ROWID;
+
+-- Per tenant of a queue (schema 3), kept in the same transactions as queue_counters: the
+-- SPEC §1 per-tenant limits and the fair claim read them. bucket_at is the tenant's token
+-- bucket (core/rate-limit.ts), null until its first limited submit.
+CREATE TABLE IF NOT EXISTS tenant_counters (
+  queue     TEXT NOT NULL,
+  tenant    TEXT NOT NULL,
+  queued    INTEGER NOT NULL DEFAULT 0,
+  running   INTEGER NOT NULL DEFAULT 0,
+  bucket_at REAL,
+  PRIMARY KEY (queue, tenant)
+) WITHOUT ROWID;
+
+-- Run times of finished requests per queue and day (schema 3), the rolling summary that
+-- estimatedStartAt reads (the last two days); older days are deleted as new ones start.
+CREATE TABLE IF NOT EXISTS queue_run_stats (
+  queue    TEXT NOT NULL,
+  day      INTEGER NOT NULL,
+  total_ms INTEGER NOT NULL,
+  n        INTEGER NOT NULL,
+  PRIMARY KEY (queue, day)
+) WITHOUT ROWID;
+
+-- Start order of one tenant's waiting requests (schema 3): the fair claim takes each
+-- waiting tenant's head from it, and positions count a tenant's requests along it.
+CREATE INDEX IF NOT EXISTS requests_tenant_ready
+  ON requests (queue, tenant, priority DESC, created_at, id) WHERE status = 'QUEUED';
+`;
+
+/** Schema 2 → 3: per-tenant counts, computed from the rows (buckets are kept). */
+const BACKFILL_TENANT_COUNTERS = `
+UPDATE tenant_counters SET queued = 0, running = 0;
+INSERT INTO tenant_counters (queue, tenant, queued, running)
+  SELECT queue, tenant, sum(status = 'QUEUED'), sum(status IN ('STARTING', 'RUNNING'))
+  FROM requests WHERE status IN ('QUEUED', 'STARTING', 'RUNNING')
+  GROUP BY queue, tenant
+  ON CONFLICT (queue, tenant) DO UPDATE SET queued = excluded.queued, running = excluded.running;
 `;
 
 /** Schema 1 → 2: per-priority counts, computed once from the rows. */
@@ -157,6 +206,7 @@ function migrate(db: Database.Database): void {
     db.exec(SCHEMA);
     addMissingColumns(db);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
+    if (version < 3) db.exec(BACKFILL_TENANT_COUNTERS);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
     }
@@ -184,28 +234,59 @@ const SQL = {
     INSERT INTO idempotency_keys (tenant, key, request_id, body_hash)
     VALUES (@tenant, @key, @request_id, @body_hash)`,
   getCounts: "SELECT queued, running FROM queue_counters WHERE queue = @queue",
+  addRunTime: `
+    INSERT INTO queue_run_stats (queue, day, total_ms, n) VALUES (@queue, @day, @ms, 1)
+    ON CONFLICT (queue, day) DO UPDATE SET total_ms = total_ms + excluded.total_ms, n = n + 1`,
+  dropOldRunTimes: "DELETE FROM queue_run_stats WHERE queue = @queue AND day < @day - 1",
+  runStats: `
+    SELECT coalesce(sum(total_ms), 0) AS total_ms, coalesce(sum(n), 0) AS n
+    FROM queue_run_stats WHERE queue = @queue AND day >= @day - 1`,
+  getTenant: `
+    SELECT queued, running, bucket_at FROM tenant_counters
+    WHERE queue = @queue AND tenant = @tenant`,
+  bumpTenant: `
+    INSERT INTO tenant_counters (queue, tenant, queued, running) VALUES (@queue, @tenant, @dq, @dr)
+    ON CONFLICT (queue, tenant) DO UPDATE SET
+      queued = queued + excluded.queued,
+      running = running + excluded.running`,
+  setBucket: `
+    INSERT INTO tenant_counters (queue, tenant, bucket_at) VALUES (@queue, @tenant, @at)
+    ON CONFLICT (queue, tenant) DO UPDATE SET bucket_at = excluded.bucket_at`,
+  // The fair claim's one read: the head of every waiting tenant with its active count (one
+  // probe of requests_tenant_ready per waiting tenant, whatever the queue's depth).
+  tenantHeads: `
+    SELECT t.running AS tenant_running, r.* FROM tenant_counters t
+    JOIN requests r ON r.id = (
+      SELECT h.id FROM requests h
+      WHERE h.queue = t.queue AND h.tenant = t.tenant AND h.status = 'QUEUED'
+      ORDER BY h.priority DESC, h.created_at ASC, h.id ASC
+      LIMIT 1)
+    WHERE t.queue = @queue AND t.queued > 0`,
+  // For fair positions: each waiting tenant's active count and its QUEUED requests above
+  // the priority (an index range of requests_tenant_ready; they all start first anyway).
+  fairLevels: `
+    SELECT t.tenant, t.running,
+      (SELECT count(*) FROM requests h WHERE h.queue = t.queue AND h.tenant = t.tenant
+         AND h.status = 'QUEUED' AND h.priority > @priority) AS above
+    FROM tenant_counters t
+    WHERE t.queue = @queue AND t.queued > 0`,
+  tenantBefore: `
+    SELECT count(*) AS n FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) < (@created_at, @id)`,
+  tenantFirst: `
+    SELECT created_at, id FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+    ORDER BY created_at, id
+    LIMIT @limit`,
   bumpPriority: `
     INSERT INTO queued_by_priority (queue, priority, queued) VALUES (@queue, @priority, @dq)
     ON CONFLICT (queue, priority) DO UPDATE SET queued = queued + excluded.queued`,
-  queuedAtPriority:
-    "SELECT queued FROM queued_by_priority WHERE queue = @queue AND priority = @priority",
-  // Whether the new request is last in its priority's start order (then its position is
-  // known from the counts): one probe of the ready index.
-  queuedAfter: `
-    SELECT 1 FROM requests
-    WHERE queue = @queue AND status = 'QUEUED' AND priority = @priority
-      AND (created_at, id) > (@created_at, @id)
-    LIMIT 1`,
   bumpCounts: `
     INSERT INTO queue_counters (queue, queued, running) VALUES (@queue, @dq, @dr)
     ON CONFLICT (queue) DO UPDATE SET
       queued = queued + excluded.queued,
       running = running + excluded.running`,
-  readyHead: `
-    SELECT * FROM requests
-    WHERE queue = @queue AND status = 'QUEUED'
-    ORDER BY priority DESC, created_at ASC, id ASC
-    LIMIT 1`,
   expireHead: `
     UPDATE requests SET status = 'EXPIRED', finished_at = @now, updated_at = @now, error = @error
     WHERE id = @id AND status = 'QUEUED'
@@ -236,23 +317,6 @@ const SQL = {
       AND (created_at, id) < (@created_at, @id)
     ORDER BY created_at DESC, id DESC
     LIMIT @limit`,
-  // Higher priorities from their counts (at most ten rows), then one range count over the
-  // ready index for the same priority and earlier (created_at, id): the cost follows the
-  // request's place within its priority, not the whole queue ahead of it.
-  position: `
-    SELECT
-      (SELECT coalesce(sum(queued), 0) FROM queued_by_priority
-        WHERE queue = @queue AND priority > @priority)
-    + (SELECT count(*) FROM requests
-        WHERE queue = @queue AND status = 'QUEUED' AND priority = @priority
-          AND (created_at, id) < (@created_at, @id)) AS n`,
-  // One segment of a list page's positions (positionWalk): its priority's QUEUED requests
-  // from one request of the page (included) up to the next (excluded).
-  positionSegment: `
-    SELECT count(*) AS n FROM requests
-    WHERE queue = @queue AND status = 'QUEUED' AND priority = @priority
-      AND (created_at, id) >= (@from_created_at, @from_id)
-      AND (created_at, id) < (@created_at, @id)`,
   higherPriorities: `
     SELECT coalesce(sum(queued), 0) AS n FROM queued_by_priority
     WHERE queue = @queue AND priority > @priority`,
@@ -296,12 +360,14 @@ type StatementName = keyof typeof SQL;
 
 /** The read statements whose plans {@link SqliteRequestStore.explain} reports. */
 export const EXPLAINABLE_QUERIES = [
-  "readyHead",
+  "tenantHeads",
+  "fairLevels",
+  "tenantBefore",
+  "tenantFirst",
   "listAll",
   "listAllAfter",
   "listStatus",
   "listStatusAfter",
-  "position",
   "findActive",
   "findExpired",
   "findFinishedBefore",
@@ -480,11 +546,24 @@ export class SqliteRequestStore implements RequestStore {
     this.#stmt = statementCache(this.#db, SQL);
   }
 
-  /** Moves the queue's counters; `priority` is that of the request whose change moves them. */
-  #bump(queue: string, priority: number, dq: number, dr: number): void {
+  /**
+   * Moves the queue's and the tenant's counters; `tenant` and `priority` are those of the
+   * request whose change moves them.
+   */
+  #bump(queue: string, tenant: string, priority: number, dq: number, dr: number): void {
     if (dq === 0 && dr === 0) return;
     this.#stmt("bumpCounts").run({ queue, dq, dr });
+    this.#stmt("bumpTenant").run({ queue, tenant, dq, dr });
     if (dq !== 0) this.#stmt("bumpPriority").run({ queue, priority, dq });
+  }
+
+  #tenantRow(
+    queue: string,
+    tenant: string,
+  ): { queued: number; running: number; bucket_at: number | null } | undefined {
+    return this.#stmt("getTenant").get({ queue, tenant }) as
+      | { queued: number; running: number; bucket_at: number | null }
+      | undefined;
   }
 
   #counts(queue: string): QueueCounts {
@@ -495,7 +574,7 @@ export class SqliteRequestStore implements RequestStore {
   async submit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
-    limits: { maxQueued: number; retryAfterSeconds: number },
+    limits: SubmitLimits,
   ): Promise<SubmitOutcome> {
     if (request.status !== RequestStatus.QUEUED) {
       throw new Error(
@@ -519,11 +598,52 @@ export class SqliteRequestStore implements RequestStore {
             // The foreign key deletes a key with its request, so this means a damaged file.
             if (!row)
               throw new Error(`idempotency key points at missing request ${held.request_id}`);
-            return { kind: "replayed", request: fromRow(row) };
+            // A replay takes no token; it is told where the bucket stands.
+            const bucket = limits.rateLimit
+              ? peekBucket(
+                  limits.rateLimit,
+                  this.#tenantRow(request.queue, request.tenant)?.bucket_at ?? null,
+                  request.createdAt,
+                )
+              : undefined;
+            return {
+              kind: "replayed",
+              request: fromRow(row),
+              ...(bucket ? { rateLimit: bucket } : {}),
+            };
           }
         }
         if (this.#counts(request.queue).queued >= limits.maxQueued) {
           throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+        }
+        const tenantRow = this.#tenantRow(request.queue, request.tenant);
+        if (
+          limits.maxQueuedPerTenant !== undefined &&
+          (tenantRow?.queued ?? 0) >= limits.maxQueuedPerTenant
+        ) {
+          throw new QueueFullError(
+            request.queue,
+            limits.maxQueuedPerTenant,
+            limits.retryAfterSeconds,
+            "tenant",
+          );
+        }
+        let rateLimit: RateLimitState | undefined;
+        if (limits.rateLimit) {
+          const decision = takeToken(
+            limits.rateLimit,
+            tenantRow?.bucket_at ?? null,
+            request.createdAt,
+          );
+          if (!decision.allowed) {
+            throw new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
+          }
+          this.#stmt("setBucket").run({
+            queue: request.queue,
+            tenant: request.tenant,
+            at: decision.at,
+          });
+          rateLimit = decision.state;
         }
         const row = toRow(request);
         this.#stmt("insertRequest").run(row);
@@ -535,9 +655,14 @@ export class SqliteRequestStore implements RequestStore {
             body_hash: idempotency.bodyHash,
           });
         }
-        const ahead = this.#positionOfNewest(request);
-        this.#bump(request.queue, request.priority, 1, 0);
-        return { kind: "created", request: fromRow(row), position: ahead };
+        this.#bump(request.queue, request.tenant, request.priority, 1, 0);
+        const ahead = this.#fairPosition(request);
+        return {
+          kind: "created",
+          request: fromRow(row),
+          position: ahead,
+          ...(rateLimit ? { rateLimit } : {}),
+        };
       })
       .immediate();
   }
@@ -547,11 +672,7 @@ export class SqliteRequestStore implements RequestStore {
     return row ? fromRow(row) : null;
   }
 
-  async claimNext(
-    queue: string,
-    limits: { maxRunning: number },
-    now: number,
-  ): Promise<ClaimResult> {
+  async claimNext(queue: string, limits: ClaimLimits, now: number): Promise<ClaimResult> {
     // Most wake-ups find the queue full or empty (every submit wakes its queue): the counters
     // say so without the write lock. They are exact and committed before any wake-up that
     // follows a change, so a stale answer here is corrected by that change's own wake-up.
@@ -561,8 +682,22 @@ export class SqliteRequestStore implements RequestStore {
     return this.#db
       .transaction((): ClaimResult => {
         if (this.#counts(queue).running >= limits.maxRunning) return { kind: "full" };
-        const head = this.#stmt("readyHead").get({ queue }) as RequestRow | undefined;
-        if (!head) return { kind: "empty" };
+        const heads = this.#stmt("tenantHeads").all({ queue }) as (RequestRow & {
+          tenant_running: number;
+        })[];
+        if (heads.length === 0) return { kind: "empty" };
+        const limitOf = limits.maxRunningOf ?? (() => limits.maxRunning);
+        const head = pickFairHead(
+          heads
+            .filter((h) => h.tenant_running < limitOf(h.tenant))
+            .map((h) => ({
+              row: h,
+              priority: h.priority,
+              active: h.tenant_running,
+              key: readyOrderKey({ priority: h.priority, createdAt: h.created_at, id: h.id }),
+            })),
+        )?.row;
+        if (!head) return { kind: "held" };
         if (head.expires_at <= now) {
           const error = {
             code: "expired",
@@ -573,11 +708,11 @@ export class SqliteRequestStore implements RequestStore {
             now,
             error: JSON.stringify(error),
           }) as RequestRow;
-          this.#bump(queue, head.priority, -1, 0);
+          this.#bump(queue, head.tenant, head.priority, -1, 0);
           return { kind: "expired", request: fromRow(row) };
         }
         const row = this.#stmt("startHead").get({ id: head.id, now }) as RequestRow;
-        this.#bump(queue, head.priority, -1, 1);
+        this.#bump(queue, head.tenant, head.priority, -1, 1);
         return { kind: "started", request: fromRow(row) };
       })
       .immediate();
@@ -605,7 +740,8 @@ export class SqliteRequestStore implements RequestStore {
       .transaction((): RequestRecord | null => {
         const row = stmt.get(params) as RequestRow | undefined;
         if (!row) return null;
-        this.#bump(row.queue, row.priority, delta.queued, delta.running);
+        this.#bump(row.queue, row.tenant, row.priority, delta.queued, delta.running);
+        if (delta.running < 0) this.#recordRunTime(row);
         return fromRow(row);
       })
       .immediate();
@@ -665,62 +801,85 @@ export class SqliteRequestStore implements RequestStore {
   }
 
   /**
-   * Position of a request being inserted (before its counts move): every QUEUED request of
-   * a higher priority, and every one of its own priority when it sorts after them all, as
-   * a new request does unless the clock stepped back; otherwise the range count.
+   * The fair position of a QUEUED request (store-support.ts fairPositionPlan): higher
+   * priorities from their counts, the tenant's own requests before it on its index range,
+   * and for every other waiting tenant its first requests up to the one that would start at
+   * this request's level. The rows read follow the position, not the queue's depth.
    */
-  #positionOfNewest(request: RequestRecord): number {
+  #fairPosition(request: RequestRecord): number {
     const params = {
       queue: request.queue,
+      tenant: request.tenant,
       priority: request.priority,
       created_at: request.createdAt,
       id: request.id,
     };
-    if (this.#stmt("queuedAfter").get(params) !== undefined) {
-      return (this.#stmt("position").get(params) as { n: number }).n;
-    }
     const higher = (this.#stmt("higherPriorities").get(params) as { n: number }).n;
-    const same = this.#stmt("queuedAtPriority").get(params) as { queued: number } | undefined;
-    return higher + (same?.queued ?? 0);
+    const own = (this.#stmt("tenantBefore").get(params) as { n: number }).n;
+    const levels = this.#stmt("fairLevels").all(params) as {
+      tenant: string;
+      running: number;
+      above: number;
+    }[];
+    const mine = levels.find((t) => t.tenant === request.tenant);
+    const level = (mine ? mine.running + mine.above : 0) + own;
+    // The request's own tenant is in the plan for its level only.
+    const tenants: FairTenant[] = [{ tenant: request.tenant, level: level - own, queued: 0 }];
+    const keys = new Map<string, string | null>();
+    for (const t of levels) {
+      if (t.tenant === request.tenant) continue;
+      // Only requests up to (and including) the one at this request's level can matter.
+      const cap = level - (t.running + t.above) + 1;
+      if (cap <= 0) continue;
+      const rows = this.#stmt("tenantFirst").all({ ...params, tenant: t.tenant, limit: cap }) as {
+        created_at: number;
+        id: string;
+      }[];
+      tenants.push({ tenant: t.tenant, level: t.running + t.above, queued: rows.length });
+      const last = rows.at(-1);
+      if (rows.length === cap && last) {
+        keys.set(
+          t.tenant,
+          readyOrderKey({ priority: request.priority, createdAt: last.created_at, id: last.id }),
+        );
+      }
+    }
+    const plan = fairPositionPlan({ tenant: request.tenant, higher, own, tenants });
+    return fairPositionFinish(request, plan, keys);
   }
 
   async position(request: RequestRecord): Promise<number> {
-    const row = this.#stmt("position").get({
-      queue: request.queue,
-      priority: request.priority,
-      created_at: request.createdAt,
-      id: request.id,
-    }) as { n: number };
-    return row.n;
+    return this.#db.transaction(() => this.#fairPosition(request)).deferred();
   }
 
-  /** Positions of several QUEUED requests (a list page): see {@link positionWalk}. */
+  /** Positions of several QUEUED requests (a list page), read in one snapshot. */
   async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
-    // One read transaction: every count sees the same snapshot.
-    const txn = this.#db.transaction((): Map<string, number> => {
-      const out = new Map<string, number>();
-      for (const { queue, priority, ordered } of positionWalk(requests)) {
-        let from: RequestRecord | null = null;
-        let count = 0;
-        for (const r of ordered) {
-          const bounds = { queue, priority, created_at: r.createdAt, id: r.id };
-          count = from
-            ? count +
-              (
-                this.#stmt("positionSegment").get({
-                  ...bounds,
-                  from_created_at: from.createdAt,
-                  from_id: from.id,
-                }) as { n: number }
-              ).n
-            : (this.#stmt("position").get(bounds) as { n: number }).n;
-          out.set(r.id, count);
-          from = r;
-        }
-      }
-      return out;
-    });
+    const txn = this.#db.transaction(
+      (): Map<string, number> => new Map(requests.map((r) => [r.id, this.#fairPosition(r)])),
+    );
     return txn.deferred();
+  }
+
+  /** Adds a request that left its slot for good to the queue's run-time summary. */
+  #recordRunTime(row: RequestRow): void {
+    if (row.started_at === null || row.finished_at === null) return;
+    const day = Math.floor(row.finished_at / DAY_MS);
+    const ms = Math.max(0, row.finished_at - row.started_at);
+    this.#stmt("addRunTime").run({ queue: row.queue, day, ms });
+    this.#stmt("dropOldRunTimes").run({ queue: row.queue, day });
+  }
+
+  async runStats(queue: string, now: number): Promise<RunStats | null> {
+    const row = this.#stmt("runStats").get({ queue, day: Math.floor(now / DAY_MS) }) as {
+      total_ms: number;
+      n: number;
+    };
+    return row.n > 0 ? { meanMs: row.total_ms / row.n, samples: row.n } : null;
+  }
+
+  async tenantCounts(queue: string, tenant: string): Promise<QueueCounts> {
+    const row = this.#tenantRow(queue, tenant);
+    return { queued: row?.queued ?? 0, running: row?.running ?? 0 };
   }
 
   async queueCounts(queue: string): Promise<QueueCounts> {
@@ -781,6 +940,7 @@ export class SqliteRequestStore implements RequestStore {
           this.#stmt("setCounts").run({ queue, queued: c.queued, running: c.running });
         }
         this.#db.exec(BACKFILL_QUEUED_BY_PRIORITY);
+        this.#db.exec(BACKFILL_TENANT_COUNTERS);
       }
       return out;
     };

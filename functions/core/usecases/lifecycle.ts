@@ -1,4 +1,4 @@
-import type { QueueConfig } from "../../config/schema.ts";
+import { type QueueConfig, tenantLimits } from "../../config/schema.ts";
 import { ConflictError, PermanentLaunchError } from "../errors.ts";
 import type { JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
@@ -13,7 +13,7 @@ import {
   retryAfter,
 } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
-import type { RequestView } from "./queries.ts";
+import { type RequestView, viewOf } from "./queries.ts";
 
 type LifecycleDeps = Pick<
   CoreDeps,
@@ -32,8 +32,9 @@ function transit(
 const DISPATCH_BATCH = 1000;
 
 /**
- * Starts waiting requests of `queue` while it has free slots, highest priority then oldest
- * first; expires those that outlived their queue TTL on the way. Safe to run concurrently:
+ * Starts waiting requests of `queue` while it has free slots, in the order of SPEC §3
+ * (priority, then the tenant with the fewest active, then the oldest), each tenant held to
+ * its `maxRunningPerTenant`; expires those that outlived their queue TTL on the way. Safe to run concurrently:
  * every claim is a conditional write bounded by `maxRunning`.
  * @returns how many requests it started.
  */
@@ -43,10 +44,14 @@ export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Pro
   for (let i = 0; i < DISPATCH_BATCH; i++) {
     const claim = await deps.store.claimNext(
       queue.name,
-      { maxRunning: queue.maxRunning },
+      {
+        maxRunning: queue.maxRunning,
+        maxRunningOf: (tenant) => tenantLimits(queue, tenant).maxRunning,
+      },
       deps.clock.now(),
     );
-    if (claim.kind === "full" || claim.kind === "empty") break;
+    // "held": the waiting tenants all run their share; a finish of theirs wakes the queue.
+    if (claim.kind === "full" || claim.kind === "empty" || claim.kind === "held") break;
     if (claim.kind === "expired") {
       deps.onChange?.(claim.request, "completed");
       continue;
@@ -322,8 +327,9 @@ export async function cancelRequest(
   id: string,
   deps: LifecycleDeps,
 ): Promise<RequestView> {
-  // What a cancel leaves is never QUEUED: CANCELLED, or still active with the stop asked.
-  return { request: await cancelOwned(tenant, id, deps), position: null };
+  // What a cancel leaves is never QUEUED (CANCELLED, or still active with the stop asked),
+  // so the view reads no position; a STARTING request still says why it waits.
+  return viewOf(await cancelOwned(tenant, id, deps), deps);
 }
 
 /** The cancel itself; returns the request as the cancel left it. */
@@ -366,8 +372,13 @@ async function cancelOwned(
         set: { cancelRequested: true },
       });
       if (!marked) continue;
-      // A STARTING request without a job yet is stopped by launchAttempt once it has one.
-      if (marked.jobRef !== null || marked.status === RequestStatus.RUNNING) {
+      // A STARTING request without a job yet is stopped by launchAttempt once it has one,
+      // unless its launch waits for capacity: then the wait is given up now.
+      if (
+        marked.jobRef !== null ||
+        marked.status === RequestStatus.RUNNING ||
+        deps.compute.capacityWait?.(marked)
+      ) {
         await deps.compute.stop(marked, "cancel");
       }
       return marked;

@@ -1,33 +1,122 @@
+import { tenantLimits } from "../../config/schema.ts";
 import { InvalidRequestError, NoResultError, NotReadyError } from "../errors.ts";
-import type { Artifact, ListPage, LogPage, QueueCounts } from "../ports.ts";
+import type { Artifact, ListPage, LogPage, QueueCounts, RunStats } from "../ports.ts";
 import { isTerminal, type RequestRecord, RequestStatus } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
+
+/** Why a QUEUED or STARTING request is not running yet (SPEC §2 `waitReason`). */
+export type WaitReason = "slots_busy" | "tenant_limit" | "dispatching" | "starting" | "no_capacity";
+
+export interface WaitInfo {
+  waitReason: WaitReason | null;
+  waitDetail: string | null;
+  /** Epoch ms; QUEUED only, and only once the queue has finished requests to go by. */
+  estimatedStartAt: number | null;
+}
+
+/** What a request that neither waits nor starts shows. */
+export const NO_WAIT: WaitInfo = { waitReason: null, waitDetail: null, estimatedStartAt: null };
 
 export interface RequestView {
   request: RequestRecord;
   /** While QUEUED: how many requests of its queue start before it; otherwise null. */
   position: number | null;
+  wait: WaitInfo;
 }
 
+export type WaitDeps = Pick<CoreDeps, "store" | "queues" | "clock"> &
+  Partial<Pick<CoreDeps, "compute">>;
+
 /**
- * A request with its position: read from the store while QUEUED (unless `known`, a
- * position the caller already has from the same write), null otherwise.
+ * A request with its position and why it waits: the position read from the store while
+ * QUEUED (unless `known`, a position the caller already has from the same write), null
+ * otherwise.
  */
 export async function viewOf(
   request: RequestRecord,
-  deps: Pick<CoreDeps, "store">,
+  deps: WaitDeps,
   known?: number,
 ): Promise<RequestView> {
-  if (request.status !== RequestStatus.QUEUED) return { request, position: null };
-  return { request, position: known ?? (await deps.store.position(request)) };
+  const position =
+    request.status !== RequestStatus.QUEUED
+      ? null
+      : (known ?? (await deps.store.position(request)));
+  const positions = new Map(position === null ? [] : [[request.id, position]]);
+  const wait = (await waitInfos([request], positions, deps)).get(request.id) ?? NO_WAIT;
+  return { request, position, wait };
 }
 
-export async function getRequest(
-  tenant: string,
-  id: string,
-  deps: Pick<CoreDeps, "store">,
-): Promise<RequestView> {
+export async function getRequest(tenant: string, id: string, deps: WaitDeps): Promise<RequestView> {
   return viewOf(await getOwned(deps.store, tenant, id), deps);
+}
+
+/**
+ * `waitReason`, `waitDetail` and `estimatedStartAt` of several requests (one request, or a
+ * list page of one tenant): the queue's and the tenant's counts and the queue's run
+ * summary are read once per queue.
+ *
+ * QUEUED: `tenant_limit` when the tenant runs its `maxRunningPerTenant` (below the queue's
+ * `maxRunning`); else `dispatching` when fewer requests start before it than slots are
+ * free; else `slots_busy`. The estimate: requests ahead fill the free slots, then go
+ * `maxRunning` at a time, each wave taking the recent mean run time (the first one half of
+ * it, the running ones being halfway on average). STARTING: `no_capacity` when the compute
+ * says its job waits for capacity, else `starting`.
+ */
+export async function waitInfos(
+  requests: readonly RequestRecord[],
+  positions: ReadonlyMap<string, number>,
+  deps: WaitDeps,
+): Promise<Map<string, WaitInfo>> {
+  const out = new Map<string, WaitInfo>();
+  const counts = new Map<string, Promise<QueueCounts>>();
+  const tenants = new Map<string, Promise<QueueCounts>>();
+  const stats = new Map<string, Promise<RunStats | null>>();
+  const now = deps.clock.now();
+  for (const r of requests) {
+    if (r.status === RequestStatus.STARTING || r.status === RequestStatus.RUNNING) {
+      if (r.status === RequestStatus.RUNNING) {
+        out.set(r.id, NO_WAIT);
+        continue;
+      }
+      const capacity = deps.compute?.capacityWait?.(r) ?? null;
+      out.set(r.id, {
+        waitReason: capacity ? "no_capacity" : "starting",
+        waitDetail: capacity?.detail ?? null,
+        estimatedStartAt: null,
+      });
+      continue;
+    }
+    const queue = Object.hasOwn(deps.queues, r.queue) ? deps.queues[r.queue] : undefined;
+    if (r.status !== RequestStatus.QUEUED || !queue) {
+      out.set(r.id, NO_WAIT);
+      continue;
+    }
+    const queueCounts =
+      counts.get(r.queue) ?? counts.set(r.queue, deps.store.queueCounts(r.queue)).get(r.queue);
+    const key = `${r.queue}\u0000${r.tenant}`;
+    const tenantCounts =
+      tenants.get(key) ?? tenants.set(key, deps.store.tenantCounts(r.queue, r.tenant)).get(key);
+    const runStats =
+      stats.get(r.queue) ??
+      stats.set(r.queue, deps.store.runStats?.(r.queue, now) ?? Promise.resolve(null)).get(r.queue);
+    const [q, t, run] = await Promise.all([queueCounts, tenantCounts, runStats]);
+    const own = tenantLimits(queue, r.tenant).maxRunning;
+    const position = positions.get(r.id) ?? 0;
+    const free = Math.max(0, queue.maxRunning - (q?.running ?? 0));
+    const waitReason: WaitReason =
+      own < queue.maxRunning && (t?.running ?? 0) >= own
+        ? "tenant_limit"
+        : position < free
+          ? "dispatching"
+          : "slots_busy";
+    let estimatedStartAt: number | null = null;
+    if (run && run.samples > 0) {
+      const waves = position < free ? 0 : Math.floor((position - free) / queue.maxRunning) + 0.5;
+      estimatedStartAt = Math.round(now + waves * run.meanMs);
+    }
+    out.set(r.id, { waitReason, waitDetail: null, estimatedStartAt });
+  }
+  return out;
 }
 
 export interface ListCommand {
@@ -97,19 +186,38 @@ export interface QueueView extends QueueCounts {
   name: string;
   maxQueued: number;
   maxRunning: number;
+  /** The caller's own usage of the queue and its limits there, when a caller is known. */
+  tenant?: QueueCounts & { maxQueued: number; maxRunning: number };
 }
 
 export async function queueStats(
   name: string,
   deps: Pick<CoreDeps, "store" | "queues">,
+  tenant?: string,
 ): Promise<QueueView> {
   const q = queueOrThrow(deps.queues, name);
-  const counts = await deps.store.queueCounts(q.name);
-  return { name: q.name, maxQueued: q.maxQueued, maxRunning: q.maxRunning, ...counts };
+  const [counts, own] = await Promise.all([
+    deps.store.queueCounts(q.name),
+    tenant === undefined ? undefined : deps.store.tenantCounts(q.name, tenant),
+  ]);
+  const view: QueueView = {
+    name: q.name,
+    maxQueued: q.maxQueued,
+    maxRunning: q.maxRunning,
+    ...counts,
+  };
+  if (tenant !== undefined && own) {
+    const limits = tenantLimits(q, tenant);
+    view.tenant = { ...own, maxQueued: limits.maxQueued, maxRunning: limits.maxRunning };
+  }
+  return view;
 }
 
-export async function listQueues(deps: Pick<CoreDeps, "store" | "queues">): Promise<QueueView[]> {
-  return Promise.all(Object.keys(deps.queues).map((name) => queueStats(name, deps)));
+export async function listQueues(
+  deps: Pick<CoreDeps, "store" | "queues">,
+  tenant?: string,
+): Promise<QueueView[]> {
+  return Promise.all(Object.keys(deps.queues).map((name) => queueStats(name, deps, tenant)));
 }
 
 export function assertLimit(limit: number, max: number): void {

@@ -1,6 +1,7 @@
+import { tenantLimits } from "../../config/schema.ts";
 import { canonicalJson, sha256Hex } from "../canonical.ts";
 import { ConflictError, InvalidRequestError } from "../errors.ts";
-import type { SubmitOutcome } from "../ports.ts";
+import type { RateLimitState, SubmitOutcome } from "../ports.ts";
 import {
   type RequestFile,
   type RequestRecord,
@@ -41,14 +42,17 @@ export interface SubmitCommand {
 /** What a submit did (created or replayed) and the request with its position. */
 export interface SubmitResult extends RequestView {
   kind: SubmitOutcome["kind"];
+  /** Where the caller's bucket stands, when the queue has a rate limit. */
+  rateLimit?: RateLimitState;
 }
 
 /** Seconds a caller is told to wait after `queue_full`. */
 export const QUEUE_FULL_RETRY_AFTER_SECONDS = 10;
 
 /**
- * Accepts a request into a queue: one atomic write (idempotency key, request, queued
- * counter), then a wake-up of the queue's dispatcher.
+ * Accepts a request into a queue: one atomic write (idempotency key, request, the queue's
+ * and the tenant's queued counts under their limits, a token of the tenant's rate limit),
+ * then a wake-up of the queue's dispatcher.
  */
 export async function submitRequest(
   cmd: SubmitCommand,
@@ -108,12 +112,15 @@ export async function submitRequest(
   // The request's files and starting checkpoint are its own copies, made before the request
   // is written: once it exists, nothing it names can be removed by an upload's expiry, and
   // its first attempt cannot start before its checkpoint is in place.
+  const limits = tenantLimits(queue, cmd.tenant);
   const undo = await prepareRequestData(cmd, request, deps);
   let outcome: SubmitOutcome;
   try {
     outcome = await deps.store.submit(request, idempotency, {
       maxQueued: queue.maxQueued,
       retryAfterSeconds: QUEUE_FULL_RETRY_AFTER_SECONDS,
+      maxQueuedPerTenant: limits.maxQueued,
+      rateLimit: limits.rateLimit,
     });
   } catch (error) {
     await undo();
@@ -126,7 +133,11 @@ export async function submitRequest(
   // its wake-up, the retry by the caller is what gets the request going.
   await deps.trigger.wake(queue.name);
   const known = outcome.kind === "created" ? outcome.position : undefined;
-  return { kind: outcome.kind, ...(await viewOf(outcome.request, deps, known)) };
+  return {
+    kind: outcome.kind,
+    ...(await viewOf(outcome.request, deps, known)),
+    ...(outcome.rateLimit ? { rateLimit: outcome.rateLimit } : {}),
+  };
 }
 
 /**

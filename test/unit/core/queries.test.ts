@@ -25,7 +25,7 @@ let h: TestHarness;
 afterEach(() => h?.close());
 
 describe("getRequest", () => {
-  it("gives each QUEUED request its position: higher priority first, then FIFO", async () => {
+  it("gives each QUEUED request its position: higher priority first, then fair share", async () => {
     // Prepare
     h = makeDeps({ gpu: { maxRunning: 1 } });
     const tenant = uid("tenant");
@@ -37,7 +37,8 @@ describe("getRequest", () => {
     h.clock.advance(1);
     const c = await submitVia(h, { tenant, priority: 0 });
     const d = await submitVia(h, { tenant, priority: 5 }); // same instant as c
-    const other = await submitVia(h, { tenant: uid("other"), priority: 0 }); // other tenants count too
+    // Another tenant's request: newest, but its tenant runs nothing (SPEC §3 fair share).
+    const other = await submitVia(h, { tenant: uid("other"), priority: 0 });
 
     // Act
     const views = await Promise.all(
@@ -45,7 +46,9 @@ describe("getRequest", () => {
     );
 
     // Assess
-    expect(views.map((v) => v.position)).toEqual([null, 2, 0, 3, 1, 4]);
+    // The tenant runs one and starts b and d first, so at priority 0 the other tenant,
+    // which runs none, goes before a and c.
+    expect(views.map((v) => v.position)).toEqual([null, 3, 0, 4, 1, 2]);
     expect(views[1]?.request).toEqual(await h.store.get(a.id));
   });
 
@@ -318,5 +321,103 @@ describe("assertLimit", () => {
     for (const bad of [0, -1, 1001, 1.5, Number.NaN]) {
       expect(() => assertLimit(bad, 1000), String(bad)).toThrow(InvalidRequestError);
     }
+  });
+});
+
+describe("why a request waits", () => {
+  it("says dispatching, starting, tenant_limit and slots_busy as the queue fills", async () => {
+    // Prepare: two slots, one per tenant.
+    h = makeDeps({ gpu: { maxRunning: 2, maxRunningPerTenant: 1 } });
+    const [a, b, c] = [uid("a"), uid("b"), uid("c")];
+    const a1 = await submitVia(h, { tenant: a });
+    const first = await getRequest(a, a1.id, h.deps);
+    const a2 = await submitVia(h, { tenant: a });
+    const b1 = await submitVia(h, { tenant: b });
+    await dispatchQueue("gpu", h.deps);
+    const c1 = await submitVia(h, { tenant: c });
+
+    // Act
+    const [started, limited, busy] = await Promise.all([
+      getRequest(a, a1.id, h.deps),
+      getRequest(a, a2.id, h.deps),
+      getRequest(c, c1.id, h.deps),
+    ]);
+
+    // Assess
+    expect(first.wait.waitReason).toBe("dispatching");
+    expect(started.request.status).toBe("STARTING");
+    expect(started.wait).toEqual({
+      waitReason: "starting",
+      waitDetail: null,
+      estimatedStartAt: null,
+    });
+    expect(limited.wait.waitReason).toBe("tenant_limit");
+    expect(busy.wait.waitReason).toBe("slots_busy");
+    expect((await getRequest(b, b1.id, h.deps)).wait.waitReason).toBe("starting");
+  });
+
+  it("says no_capacity with the compute's detail while the job waits for capacity", async () => {
+    // Prepare
+    h = makeDeps({ gpu: { maxRunning: 1 } });
+    const tenant = uid("t");
+    const r = await submitVia(h, { tenant });
+    await dispatchQueue("gpu", h.deps);
+    Object.assign(h.deps.compute, {
+      capacityWait: (req: { id: string }) =>
+        req.id === r.id ? { detail: "needs 2 GPUs; 0,1 busy" } : null,
+    });
+
+    // Act
+    const view = await getRequest(tenant, r.id, h.deps);
+
+    // Assess
+    expect(view.wait).toEqual({
+      waitReason: "no_capacity",
+      waitDetail: "needs 2 GPUs; 0,1 busy",
+      estimatedStartAt: null,
+    });
+  });
+
+  it("estimates the start from the queue's recent run times, its slots and the position", async () => {
+    // Prepare: two requests ran 10 s and 30 s; one slot, one request running.
+    h = makeDeps({ gpu: { maxRunning: 1, maxQueued: 100 } });
+    const tenant = uid("t");
+    for (const seconds of [10, 30]) {
+      const r = await submitVia(h, { tenant });
+      await dispatchQueue("gpu", h.deps);
+      const startedAt = h.clock.now();
+      await h.store.transition({
+        id: r.id,
+        from: ["STARTING"],
+        to: "RUNNING",
+        attempt: 1,
+        set: { startedAt },
+      });
+      h.clock.advance(seconds * 1000);
+      await h.store.transition({
+        id: r.id,
+        from: ["RUNNING"],
+        to: "SUCCEEDED",
+        attempt: 1,
+        set: { finishedAt: h.clock.now() },
+      });
+    }
+    const before = await submitVia(h, { tenant });
+    const unknown = makeDeps({ gpu: {} });
+    const fresh = await submitVia(unknown, { tenant });
+    await dispatchQueue("gpu", h.deps);
+    const waiting = [await submitVia(h, { tenant }), await submitVia(h, { tenant })];
+
+    // Act
+    const views = await Promise.all(waiting.map((r) => getRequest(tenant, r.id, h.deps)));
+    const noHistory = await getRequest(tenant, fresh.id, unknown.deps);
+    unknown.close();
+
+    // Assess: the mean is 20 s; the running one is half done on average, then one by one.
+    const now = h.clock.now();
+    expect((await h.store.get(before.id))?.status).toBe("STARTING");
+    expect(views.map((v) => v.position)).toEqual([0, 1]);
+    expect(views.map((v) => v.wait.estimatedStartAt)).toEqual([now + 10_000, now + 30_000]);
+    expect(noHistory.wait.estimatedStartAt).toBeNull();
   });
 });

@@ -172,6 +172,9 @@ describe("OpenAPI document", () => {
         "error",
         "files",
         "retryOf",
+        "waitReason",
+        "waitDetail",
+        "estimatedStartAt",
       ].sort(),
     );
     expect(doc.components.schemas.RequestSummary.properties.input).toBeUndefined();

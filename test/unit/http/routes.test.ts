@@ -50,6 +50,10 @@ describe("submit", () => {
       error: null,
       files: {},
       retryOf: null,
+      // The queue's one slot is free and nothing is ahead; no run has finished yet.
+      waitReason: "dispatching",
+      waitDetail: null,
+      estimatedStartAt: null,
     });
     expect(Object.keys(r.json)).not.toContain("tenant");
   });
@@ -375,7 +379,8 @@ describe("list", () => {
     expect(page.items.map((i) => i.id)).toEqual([...mine].reverse());
     expect(page.nextCursor).toBeNull();
     for (const item of r.json.items) expect(item).not.toHaveProperty("input");
-    expect(page.items.map((i) => i.position)).toEqual([2, 1, 0]);
+    // Fair share: bob's one request starts second, after alice's oldest (SPEC §3).
+    expect(page.items.map((i) => i.position)).toEqual([3, 2, 0]);
   });
 
   it("pages with limit and cursor, visiting each request once", async () => {
@@ -433,6 +438,7 @@ describe("queues", () => {
       maxRunning: 1,
       queued: 1,
       running: 1,
+      tenant: { queued: 1, running: 1, maxQueued: 3, maxRunning: 1 },
     });
     expect(queues.map((q) => q.name).sort()).toEqual(["cpu", "gpu"]);
   });
@@ -446,6 +452,7 @@ describe("queues", () => {
       maxRunning: 1,
       queued: 0,
       running: 0,
+      tenant: { queued: 0, running: 0, maxQueued: 1000, maxRunning: 1 },
     });
     expectProblem(await h.call("GET", "/v1/queues/nope"), 404, "not_found");
   });
