@@ -219,8 +219,10 @@ describe("listRequests", () => {
     // Assess
     expect(page.items.map((r) => r.id)).toEqual(mine.map((r) => r.id).reverse());
     expect(page.nextCursor).toBeNull();
-    // Each QUEUED item with its position: what the route shows, from the use case.
-    expect(mine.map((r) => page.positions.get(r.id))).toEqual([0, 1, 2]);
+    // Each QUEUED item with its position: what the route shows, from the use case. Fair
+    // share puts the other tenant's request second: once our first has a slot, the other
+    // tenant runs fewer (SPEC §3).
+    expect(mine.map((r) => page.positions.get(r.id))).toEqual([0, 2, 3]);
   });
 
   it("filters by one or several statuses and treats an empty list as no filter", async () => {

@@ -270,7 +270,12 @@ describe("submitRequest", () => {
     const replay = await submitRequest(command({ tenant, idempotencyKey: key }), h.deps);
 
     // Assess
-    expect(replay).toEqual({ kind: "replayed", request: created.request, position: 0 });
+    expect(replay).toEqual({
+      kind: "replayed",
+      request: created.request,
+      position: 0,
+      wait: created.wait,
+    });
   });
 
   it("calls the webhook guard with the URL and stores the webhook", async () => {
