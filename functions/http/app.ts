@@ -257,7 +257,12 @@ export function createApi(options: ApiOptions): Api {
             ? outcome.position
             : await deps.store.position(r);
       const positions = new Map(position === null ? [] : [[r.id, position]]);
-      const view = requestView(r, position, (await waitInfos([r], positions, deps)).get(r.id));
+      const usage = outcome.kind === "created" ? outcome.usage : undefined;
+      const view = requestView(
+        r,
+        position,
+        (await waitInfos([r], positions, deps, usage)).get(r.id),
+      );
       // A queue with a rate limit says where the caller's bucket stands on every answer.
       const limited = outcome.rateLimit ? rateLimitHeaders(outcome.rateLimit) : {};
       return outcome.kind === "created"
