@@ -45,6 +45,8 @@ export type SubmitOutcome =
       position?: number;
       /** The tenant's bucket after this submit, when the queue has a rate limit. */
       rateLimit?: RateLimitState;
+      /** The queue's figures as the submit's own read found them, when it made one. */
+      usage?: UsageFigures;
     }
   | { kind: "replayed"; request: RequestRecord; rateLimit?: RateLimitState };
 
@@ -118,6 +120,13 @@ export interface QueueCounts {
   running: number;
 }
 
+/** What `waitReason` and `estimatedStartAt` are computed from, read together. */
+export interface UsageFigures {
+  queue: QueueCounts;
+  tenant: QueueCounts;
+  run: RunStats | null;
+}
+
 /** A queue's recent run times: finished requests from their first start to their end. */
 export interface RunStats {
   meanMs: number;
@@ -186,6 +195,12 @@ export interface RequestStore {
    * null while there is none. Never a scan of history.
    */
   runStats?(queue: string, now: number): Promise<RunStats | null>;
+
+  /**
+   * Optional: {@link queueCounts}, {@link tenantCounts} and {@link runStats} in one read,
+   * where the store keeps them together (the DynamoDB counters item).
+   */
+  usage?(queue: string, tenant: string, now: number): Promise<UsageFigures>;
 
   /** STARTING and RUNNING requests of every queue (restart recovery, reconciliation). */
   findActive(limit: number): Promise<RequestRecord[]>;

@@ -645,7 +645,7 @@ describe("DynamoRequestStore error paths (mocked SDK)", () => {
     const outcome = await store.submit(r, claim, ROOMY);
 
     // Assess
-    expect(outcome).toEqual({ kind: "created", request: r, position: 0 });
+    expect(outcome).toMatchObject({ kind: "created", request: r, position: 0 });
     expect(mock.commandCalls(TransactWriteCommand)).toHaveLength(3);
   });
 

@@ -18,7 +18,7 @@ import { RequestStatus } from "../../functions/core/request.ts";
 
 const EXPECTED_INDEX: Record<SqliteQueryName, string> = {
   tenantHeads: "requests_tenant_ready",
-  fairLevels: "requests_tenant_ready",
+  tenantAfter: "requests_tenant_ready",
   tenantBefore: "requests_tenant_ready",
   tenantFirst: "requests_tenant_ready",
   listAll: "requests_list",

@@ -104,6 +104,7 @@ describe("SqliteRequestStore on a file", () => {
       "queued_by_priority",
       "requests",
       "tenant_counters",
+      "tenant_queued_by_priority",
     ]);
   });
 
@@ -201,7 +202,9 @@ describe("SqliteRequestStore on a file", () => {
     await old.submit(queuedRequest("q", { tenant: "idle", createdAt: T0 + 9 }), null, limits);
     old.close();
     const raw = new Database(path);
-    raw.exec("DROP INDEX requests_tenant_ready; DROP TABLE tenant_counters");
+    raw.exec(
+      "DROP INDEX requests_tenant_ready; DROP TABLE tenant_counters; DROP TABLE tenant_queued_by_priority",
+    );
     raw.pragma("user_version = 2");
     raw.close();
 

@@ -41,6 +41,7 @@ import type {
   SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
+  UsageFigures,
 } from "../../core/ports.ts";
 import { peekBucket, takeToken, tokenInterval } from "../../core/rate-limit.ts";
 import {
@@ -199,6 +200,35 @@ function runTime(item: RequestItem, cmd: TransitionCommand): { day: number; ms: 
   const finishedAt = (cmd.set?.finishedAt ?? item.finishedAt) as number | null | undefined;
   if (typeof startedAt !== "number" || typeof finishedAt !== "number") return null;
   return { day: Math.floor(finishedAt / DAY_MS), ms: Math.max(0, finishedAt - startedAt) };
+}
+
+/** The run-time summary of `now`'s day and the one before, from a counters item. */
+function runStatsOf(counters: Record<string, unknown> | undefined, now: number): RunStats | null {
+  const today = Math.floor(now / DAY_MS);
+  let total = 0;
+  let n = 0;
+  for (const day of [today, today - 1]) {
+    total += (counters?.[`rs#${day}`] as number | undefined) ?? 0;
+    n += (counters?.[`rn#${day}`] as number | undefined) ?? 0;
+  }
+  return n > 0 ? { meanMs: total / n, samples: n } : null;
+}
+
+/** What a wait is computed from, all on the counters item. */
+function usageOf(
+  counters: Record<string, unknown> | undefined,
+  tenant: string,
+  now: number,
+): UsageFigures {
+  const f = tenantFigures(counters).get(tenant);
+  return {
+    queue: {
+      queued: (counters?.queued as number | undefined) ?? 0,
+      running: (counters?.running as number | undefined) ?? 0,
+    },
+    tenant: { queued: f?.queued ?? 0, running: f?.running ?? 0 },
+    run: runStatsOf(counters, now),
+  };
 }
 
 /** Whether two sets of tenant figures agree on every count (buckets aside). */
@@ -735,10 +765,12 @@ export class DynamoRequestStore implements RequestStore {
         this.#buckets.set(`${request.queue}\u0000${request.tenant}`, at);
         rateLimit = takeToken(limits.rateLimit, counters.bucket.guess, request.createdAt).state;
       }
+      const { position, usage } = await this.#positionOfNewest(request);
       return {
         kind: "created",
         request,
-        position: await this.#positionOfNewest(request),
+        ...(position !== undefined ? { position } : {}),
+        usage,
         ...(rateLimit ? { rateLimit } : {}),
       };
     } catch (error) {
@@ -999,15 +1031,20 @@ export class DynamoRequestStore implements RequestStore {
    * of its own start before it (it is the newest). One read of the counters; undefined
    * otherwise (the caller asks position()).
    */
-  async #positionOfNewest(request: RequestRecord): Promise<number | undefined> {
+  async #positionOfNewest(
+    request: RequestRecord,
+  ): Promise<{ position: number | undefined; usage: UsageFigures }> {
     const counters = await this.#countersItem(request.queue);
+    const usage = usageOf(counters, request.tenant, request.createdAt);
     const split = queuedByPriority(counters);
-    if (!split) return undefined;
+    if (!split) return { position: undefined, usage };
     for (const [tenant, f] of tenantFigures(counters)) {
-      if (tenant !== request.tenant && (f.byPriority[request.priority] ?? 0) > 0) return undefined;
+      if (tenant !== request.tenant && (f.byPriority[request.priority] ?? 0) > 0) {
+        return { position: undefined, usage };
+      }
     }
     const atOrAbove = split.slice(request.priority).reduce((a, b) => a + b, 0);
-    return Math.max(0, atOrAbove - 1);
+    return { position: Math.max(0, atOrAbove - 1), usage };
   }
 
   async #countersItem(queue: string): Promise<Record<string, unknown> | undefined> {
@@ -1093,17 +1130,14 @@ export class DynamoRequestStore implements RequestStore {
     return out;
   }
 
+  /** Queue and tenant counts and the run summary from one read of the counters item. */
+  async usage(queue: string, tenant: string, now: number): Promise<UsageFigures> {
+    return usageOf(await this.#countersItem(queue), tenant, now);
+  }
+
   /** The run-time summary of today and yesterday from the counters item. */
   async runStats(queue: string, now: number): Promise<RunStats | null> {
-    const counters = await this.#countersItem(queue);
-    const today = Math.floor(now / DAY_MS);
-    let total = 0;
-    let n = 0;
-    for (const day of [today, today - 1]) {
-      total += (counters?.[`rs#${day}`] as number | undefined) ?? 0;
-      n += (counters?.[`rn#${day}`] as number | undefined) ?? 0;
-    }
-    return n > 0 ? { meanMs: total / n, samples: n } : null;
+    return runStatsOf(await this.#countersItem(queue), now);
   }
 
   async tenantCounts(queue: string, tenant: string): Promise<QueueCounts> {

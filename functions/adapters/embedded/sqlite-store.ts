@@ -148,6 +148,16 @@ CREATE TABLE IF NOT EXISTS queue_run_stats (
   PRIMARY KEY (queue, day)
 ) WITHOUT ROWID;
 
+-- QUEUED requests per queue, tenant and priority (schema 3), in the same transactions: a
+-- fair position takes a tenant's level and a new request's place from here, not from rows.
+CREATE TABLE IF NOT EXISTS tenant_queued_by_priority (
+  queue    TEXT NOT NULL,
+  tenant   TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  queued   INTEGER NOT NULL,
+  PRIMARY KEY (queue, tenant, priority)
+) WITHOUT ROWID;
+
 -- Start order of one tenant's waiting requests (schema 3): the fair claim takes each
 -- waiting tenant's head from it, and positions count a tenant's requests along it.
 CREATE INDEX IF NOT EXISTS requests_tenant_ready
@@ -162,6 +172,10 @@ INSERT INTO tenant_counters (queue, tenant, queued, running)
   FROM requests WHERE status IN ('QUEUED', 'STARTING', 'RUNNING')
   GROUP BY queue, tenant
   ON CONFLICT (queue, tenant) DO UPDATE SET queued = excluded.queued, running = excluded.running;
+DELETE FROM tenant_queued_by_priority;
+INSERT INTO tenant_queued_by_priority (queue, tenant, priority, queued)
+  SELECT queue, tenant, priority, count(*) FROM requests WHERE status = 'QUEUED'
+  GROUP BY queue, tenant, priority;
 `;
 
 /** Schema 1 → 2: per-priority counts, computed once from the rows. */
@@ -249,6 +263,20 @@ const SQL = {
     ON CONFLICT (queue, tenant) DO UPDATE SET
       queued = queued + excluded.queued,
       running = running + excluded.running`,
+  bumpTenantPriority: `
+    INSERT INTO tenant_queued_by_priority (queue, tenant, priority, queued)
+    VALUES (@queue, @tenant, @priority, @dq)
+    ON CONFLICT (queue, tenant, priority) DO UPDATE SET queued = queued + excluded.queued`,
+  tenantQueuedAt: `
+    SELECT queued FROM tenant_queued_by_priority
+    WHERE queue = @queue AND tenant = @tenant AND priority = @priority`,
+  // Whether a request is the last of its tenant and priority in start order (a new one is):
+  // then its place among them is known from the counts. One probe of requests_tenant_ready.
+  tenantAfter: `
+    SELECT 1 FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) > (@created_at, @id)
+    LIMIT 1`,
   setBucket: `
     INSERT INTO tenant_counters (queue, tenant, bucket_at) VALUES (@queue, @tenant, @at)
     ON CONFLICT (queue, tenant) DO UPDATE SET bucket_at = excluded.bucket_at`,
@@ -266,8 +294,8 @@ const SQL = {
   // the priority (an index range of requests_tenant_ready; they all start first anyway).
   fairLevels: `
     SELECT t.tenant, t.running,
-      (SELECT count(*) FROM requests h WHERE h.queue = t.queue AND h.tenant = t.tenant
-         AND h.status = 'QUEUED' AND h.priority > @priority) AS above
+      (SELECT coalesce(sum(p.queued), 0) FROM tenant_queued_by_priority p
+         WHERE p.queue = t.queue AND p.tenant = t.tenant AND p.priority > @priority) AS above
     FROM tenant_counters t
     WHERE t.queue = @queue AND t.queued > 0`,
   tenantBefore: `
@@ -361,7 +389,7 @@ type StatementName = keyof typeof SQL;
 /** The read statements whose plans {@link SqliteRequestStore.explain} reports. */
 export const EXPLAINABLE_QUERIES = [
   "tenantHeads",
-  "fairLevels",
+  "tenantAfter",
   "tenantBefore",
   "tenantFirst",
   "listAll",
@@ -554,7 +582,10 @@ export class SqliteRequestStore implements RequestStore {
     if (dq === 0 && dr === 0) return;
     this.#stmt("bumpCounts").run({ queue, dq, dr });
     this.#stmt("bumpTenant").run({ queue, tenant, dq, dr });
-    if (dq !== 0) this.#stmt("bumpPriority").run({ queue, priority, dq });
+    if (dq !== 0) {
+      this.#stmt("bumpPriority").run({ queue, priority, dq });
+      this.#stmt("bumpTenantPriority").run({ queue, tenant, priority, dq });
+    }
   }
 
   #tenantRow(
@@ -815,7 +846,16 @@ export class SqliteRequestStore implements RequestStore {
       id: request.id,
     };
     const higher = (this.#stmt("higherPriorities").get(params) as { n: number }).n;
-    const own = (this.#stmt("tenantBefore").get(params) as { n: number }).n;
+    // The newest of its tenant and priority (every new request) is placed by the counts;
+    // any other by a range count of its tenant's requests before it.
+    const last = this.#stmt("tenantAfter").get(params) === undefined;
+    const counted = last
+      ? (this.#stmt("tenantQueuedAt").get(params) as { queued: number } | undefined)?.queued
+      : undefined;
+    const own =
+      counted !== undefined
+        ? Math.max(0, counted - 1)
+        : (this.#stmt("tenantBefore").get(params) as { n: number }).n;
     const levels = this.#stmt("fairLevels").all(params) as {
       tenant: string;
       running: number;

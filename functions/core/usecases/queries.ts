@@ -1,6 +1,6 @@
 import { tenantLimits } from "../../config/schema.ts";
 import { InvalidRequestError, NoResultError, NotReadyError } from "../errors.ts";
-import type { Artifact, ListPage, LogPage, QueueCounts, RunStats } from "../ports.ts";
+import type { Artifact, ListPage, LogPage, QueueCounts, UsageFigures } from "../ports.ts";
 import { isTerminal, type RequestRecord, RequestStatus } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
 
@@ -30,19 +30,20 @@ export type WaitDeps = Pick<CoreDeps, "store" | "queues" | "clock"> &
 /**
  * A request with its position and why it waits: the position read from the store while
  * QUEUED (unless `known`, a position the caller already has from the same write), null
- * otherwise.
+ * otherwise; `usage`, figures the same write already read, saves reading them again.
  */
 export async function viewOf(
   request: RequestRecord,
   deps: WaitDeps,
   known?: number,
+  usage?: UsageFigures,
 ): Promise<RequestView> {
   const position =
     request.status !== RequestStatus.QUEUED
       ? null
       : (known ?? (await deps.store.position(request)));
   const positions = new Map(position === null ? [] : [[request.id, position]]);
-  const wait = (await waitInfos([request], positions, deps)).get(request.id) ?? NO_WAIT;
+  const wait = (await waitInfos([request], positions, deps, usage)).get(request.id) ?? NO_WAIT;
   return { request, position, wait };
 }
 
@@ -66,12 +67,23 @@ export async function waitInfos(
   requests: readonly RequestRecord[],
   positions: ReadonlyMap<string, number>,
   deps: WaitDeps,
+  /** Figures already read (a submit's own read), for the first request's queue and tenant. */
+  known?: UsageFigures,
 ): Promise<Map<string, WaitInfo>> {
   const out = new Map<string, WaitInfo>();
-  const counts = new Map<string, Promise<QueueCounts>>();
-  const tenants = new Map<string, Promise<QueueCounts>>();
-  const stats = new Map<string, Promise<RunStats | null>>();
+  const figures = new Map<string, Promise<UsageFigures>>();
   const now = deps.clock.now();
+  const first = requests[0];
+  if (known && first) figures.set(`${first.queue}\u0000${first.tenant}`, Promise.resolve(known));
+  const read = async (queue: string, tenant: string): Promise<UsageFigures> => {
+    if (deps.store.usage) return deps.store.usage(queue, tenant, now);
+    const [q, t, run] = await Promise.all([
+      deps.store.queueCounts(queue),
+      deps.store.tenantCounts(queue, tenant),
+      deps.store.runStats?.(queue, now) ?? Promise.resolve(null),
+    ]);
+    return { queue: q, tenant: t, run };
+  };
   for (const r of requests) {
     if (r.status === RequestStatus.STARTING || r.status === RequestStatus.RUNNING) {
       if (r.status === RequestStatus.RUNNING) {
@@ -91,15 +103,13 @@ export async function waitInfos(
       out.set(r.id, NO_WAIT);
       continue;
     }
-    const queueCounts =
-      counts.get(r.queue) ?? counts.set(r.queue, deps.store.queueCounts(r.queue)).get(r.queue);
     const key = `${r.queue}\u0000${r.tenant}`;
-    const tenantCounts =
-      tenants.get(key) ?? tenants.set(key, deps.store.tenantCounts(r.queue, r.tenant)).get(key);
-    const runStats =
-      stats.get(r.queue) ??
-      stats.set(r.queue, deps.store.runStats?.(r.queue, now) ?? Promise.resolve(null)).get(r.queue);
-    const [q, t, run] = await Promise.all([queueCounts, tenantCounts, runStats]);
+    let pending = figures.get(key);
+    if (!pending) {
+      pending = read(r.queue, r.tenant);
+      figures.set(key, pending);
+    }
+    const { queue: q, tenant: t, run } = await pending;
     const own = tenantLimits(queue, r.tenant).maxRunning;
     const position = positions.get(r.id) ?? 0;
     const free = Math.max(0, queue.maxRunning - (q?.running ?? 0));

@@ -133,9 +133,10 @@ export async function submitRequest(
   // its wake-up, the retry by the caller is what gets the request going.
   await deps.trigger.wake(queue.name);
   const known = outcome.kind === "created" ? outcome.position : undefined;
+  const usage = outcome.kind === "created" ? outcome.usage : undefined;
   return {
     kind: outcome.kind,
-    ...(await viewOf(outcome.request, deps, known)),
+    ...(await viewOf(outcome.request, deps, known, usage)),
     ...(outcome.rateLimit ? { rateLimit: outcome.rateLimit } : {}),
   };
 }
