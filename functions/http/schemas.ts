@@ -386,7 +386,9 @@ const requestShape = {
     .int()
     .min(0)
     .nullable()
-    .describe("While QUEUED: how many requests of the queue start before it; else null."),
+    .describe(
+      "While QUEUED: how many requests of the queue start before it under the priority and fair-share rules, assuming nothing new arrives and the running requests keep their slots (a tenant at its maxRunningPerTenant may start later than this says); else null.",
+    ),
   progress: ProgressSchema.nullable(),
   error: RequestErrorSchema.nullable(),
   files: z
