@@ -7,6 +7,7 @@ import * as cognito from "aws-cdk-lib/aws-cognito";
 import type * as lambda from "aws-cdk-lib/aws-lambda";
 import * as logs from "aws-cdk-lib/aws-logs";
 import { Construct } from "constructs";
+import { OPERATIONS, type Operation } from "../../functions/http/openapi.ts";
 
 /** One route of SPEC §2 and whether it needs a token. */
 export interface ApiRoute {
@@ -17,31 +18,29 @@ export interface ApiRoute {
   readonly dashboard?: true;
 }
 
-/** The routes of SPEC §2 (v1). Only health and the OpenAPI document are public. */
-export const API_ROUTES: readonly ApiRoute[] = [
-  { method: apigw.HttpMethod.GET, path: "/v1/health", public: true },
-  { method: apigw.HttpMethod.GET, path: "/v1/openapi.json", public: true },
-  { method: apigw.HttpMethod.GET, path: "/v1/queues", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/queues/{queue}", public: false },
-  { method: apigw.HttpMethod.POST, path: "/v1/queues/{queue}/requests", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/queues/{queue}/requests", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/result", public: false },
-  { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/cancel", public: false },
-  { method: apigw.HttpMethod.POST, path: "/v1/requests/{id}/retry", public: false },
-  { method: apigw.HttpMethod.POST, path: "/v1/uploads", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/uploads/{id}", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/requests/{id}/logs", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/webhook-secret", public: false },
-  { method: apigw.HttpMethod.POST, path: "/v1/webhook-secret/rotate", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/metrics", public: false },
-  { method: apigw.HttpMethod.GET, path: "/v1/queues/{queue}/stats", public: false },
-  // The dashboard (SPEC §2 "GET /ui/"): `/` and `/ui` redirect to `/ui/`, whose page and
-  // files are `/ui/{asset}`; a request for `/ui/` itself is routed by `/ui`.
-  { method: apigw.HttpMethod.GET, path: "/", public: true, dashboard: true },
-  { method: apigw.HttpMethod.GET, path: "/ui", public: true, dashboard: true },
-  { method: apigw.HttpMethod.GET, path: "/ui/{asset}", public: true, dashboard: true },
-];
+/**
+ * The API Gateway routes of the operations the HTTP app serves (functions/http/openapi.ts is
+ * the one route table: a route added there is deployed without a second edit here).
+ *
+ * - Public exactly where the operation needs no token (health, the document, the dashboard).
+ * - The dashboard is every route outside `/v1/`: `/` and `/ui` redirect to `/ui/`, whose
+ *   page and files are `/ui/{asset}`.
+ * - API Gateway matches a path without its trailing slash, so `/ui/` is served by the `/ui`
+ *   route (the app tells the two apart) and gets no route of its own.
+ */
+export function apiRoutes(operations: readonly Operation[]): ApiRoute[] {
+  return operations
+    .filter((op) => op.path === "/" || !op.path.endsWith("/"))
+    .map((op) => ({
+      method: apigw.HttpMethod[op.method],
+      path: op.path,
+      public: !op.auth,
+      ...(op.path.startsWith("/v1/") ? {} : { dashboard: true as const }),
+    }));
+}
+
+/** The routes of SPEC §2 (v1) and the dashboard. Only health, the OpenAPI document and the dashboard's files are public. */
+export const API_ROUTES: readonly ApiRoute[] = apiRoutes(OPERATIONS);
 
 /** OAuth scope a Cognito machine client needs for the API (`<resource server>/<scope>`). */
 export const API_SCOPE = { resourceServer: "longrun", scope: "api" } as const;

@@ -17,6 +17,7 @@ import { ITEM_KIND } from "../../functions/adapters/aws/items.ts";
 import { REQUEST_ID_POLICY_VARIABLE } from "../../functions/adapters/aws/job-scope.ts";
 import { AWS_ENV, ENV } from "../../functions/config/env.ts";
 import type { LongrunConfig } from "../../functions/config/schema.ts";
+import { OPERATIONS } from "../../functions/http/openapi.ts";
 import { CLOUDWATCH_METRICS } from "../../functions/metrics/figures.ts";
 import { API_ROUTES, type Api } from "../../infra/constructs/api.ts";
 import { LAMBDA_UI_DIR } from "../../infra/constructs/functions.ts";
@@ -63,6 +64,20 @@ describe("API", () => {
         expect(route.AuthorizationScopes, route.RouteKey).toHaveLength(1);
       }
     }
+  });
+
+  it("deploys a route for every operation the app serves, from the app's one route table", () => {
+    const deployed = new Set(API_ROUTES.map((r) => `${r.method} ${r.path}`));
+    for (const op of OPERATIONS) {
+      // API Gateway routes `/ui/` by `/ui`: a trailing slash is not part of a route.
+      const path = op.path.length > 1 ? op.path.replace(/\/$/, "") : op.path;
+      expect(deployed.has(`${op.method} ${path}`), op.operationId).toBe(true);
+    }
+    expect(API_ROUTES.filter((r) => r.dashboard).map((r) => r.path)).toEqual([
+      "/",
+      "/ui",
+      "/ui/{asset}",
+    ]);
   });
 
   it("uses a Cognito user pool with a client-credentials machine client by default", () => {
