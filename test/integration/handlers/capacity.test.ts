@@ -27,6 +27,7 @@ import { mockClient } from "aws-sdk-client-mock";
 import { beforeAll, describe, expect, it } from "vitest";
 import { BatchCompute } from "../../../functions/adapters/aws/batch-compute.ts";
 import { FIRST_ATTEMPT_ENV } from "../../../functions/adapters/aws/batch-events.ts";
+import { describeRequest } from "../../../functions/cli/format.ts";
 import type { QueueConfigInput } from "../../../functions/config/schema.ts";
 import { NO_CAPACITY_AFTER_MS } from "../../../functions/core/request.ts";
 import { createSweepHandler, LOST_JOB_AFTER_MS } from "../../../functions/handlers/sweep.ts";
@@ -126,6 +127,10 @@ describe("Batch events of a job waiting for an instance", () => {
       waitReason: "no_capacity",
       waitDetail: `waiting for an instance since ${since}: ${REASON}`,
     });
+    // `longrun status` prints the same answer.
+    expect(describeRequest(late)).toContain(
+      `waiting          no_capacity: waiting for an instance since ${since}: ${REASON}`,
+    );
     expect((await h.get(id)).capacityWait).toEqual({
       attempt: 1,
       since: e.detail.createdAt,
