@@ -3,7 +3,13 @@
  * Adapters (functions/adapters/*) implement them for SQLite + local processes and for AWS.
  */
 import type { QueueConfig, RateLimit } from "../config/schema.ts";
-import type { Progress, RequestPatch, RequestRecord, RequestStatus } from "./request.ts";
+import type {
+  CapacityReport,
+  Progress,
+  RequestPatch,
+  RequestRecord,
+  RequestStatus,
+} from "./request.ts";
 import type { UploadRecord } from "./upload.ts";
 
 export interface Clock {
@@ -294,7 +300,15 @@ export interface LaunchOptions {
 
 export type JobEvent =
   /** The backend is starting this attempt (AWS Batch RUNNABLE/STARTING, a retry included). */
-  | { type: "starting"; requestId: string; attempt: number; at: number; jobRef?: string }
+  | {
+      type: "starting";
+      requestId: string;
+      attempt: number;
+      at: number;
+      jobRef?: string;
+      /** Whether the job waits for an instance, where the backend says (SPEC `no_capacity`). */
+      capacity?: CapacityReport;
+    }
   | { type: "running"; requestId: string; attempt: number; at: number; jobRef?: string }
   | {
       type: "progress";

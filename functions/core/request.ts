@@ -150,6 +150,26 @@ export interface RequestRecord {
   files?: Record<string, RequestFile>;
   /** The request this one retries (POST /v1/requests/{id}/retry); absent reads as null. */
   retryOf?: string | null;
+  /**
+   * What the compute backend said of the current attempt's wait for an instance (AWS Batch:
+   * the job is RUNNABLE), once that wait is worth telling (see {@link capacityWaitAfter});
+   * absent reads as null. Read through {@link noCapacityDetail}.
+   */
+  capacityWait?: CapacityWait | null;
+}
+
+/**
+ * A job's wait for an instance, as stored on its request. It names its attempt, so a fact of
+ * an earlier attempt says nothing of the current one and needs no clearing when it moves on.
+ */
+export interface CapacityWait {
+  attempt: number;
+  /** When the job began to wait (epoch ms). */
+  since: number;
+  /** The backend's own words for why (Batch's `statusReason`), when it gave any. */
+  reason: string | null;
+  /** When the job got its instance (epoch ms): the wait is over for this attempt. */
+  endedAt: number | null;
 }
 
 /** One input file a request keeps (its own copy of an upload, or of the request it retries). */
@@ -170,6 +190,7 @@ export type RequestPatch = Partial<
     | "error"
     | "jobRef"
     | "cancelRequested"
+    | "capacityWait"
   >
 >;
 
@@ -218,4 +239,64 @@ export function retryAfter(
     return { attempt: r.attempt + 1, platformRetries: r.platformRetries };
   }
   return null;
+}
+
+/**
+ * SPEC §2: a STARTING request whose job has waited for an instance longer than this says
+ * `no_capacity` (before that, `starting`: instances take a minute or two to come up).
+ */
+export const NO_CAPACITY_AFTER_MS = 2 * 60_000;
+
+/**
+ * What a job event says of a starting job's wait for an instance (ports.ts JobEvent): it
+ * waits (AWS Batch RUNNABLE) since `since`, for `reason` when the backend gives one; or it
+ * has its instance (Batch STARTING).
+ */
+export type CapacityReport =
+  | { waiting: true; since: number; reason: string | null }
+  | { waiting: false; at: number };
+
+/**
+ * The `waitDetail` of a request that waits for capacity by its stored {@link CapacityWait}:
+ * STARTING at the attempt the wait is of, still waiting, and for more than
+ * {@link NO_CAPACITY_AFTER_MS} at `now`. Null otherwise (the request then says `starting`).
+ */
+export function noCapacityDetail(
+  r: Pick<RequestRecord, "status" | "attempt" | "capacityWait">,
+  now: number,
+): string | null {
+  const w = r.capacityWait;
+  if (!w || r.status !== RequestStatus.STARTING || w.attempt !== r.attempt) return null;
+  if (w.endedAt !== null || now - w.since <= NO_CAPACITY_AFTER_MS) return null;
+  const since = `waiting for an instance since ${new Date(w.since).toISOString()}`;
+  return w.reason ? `${since}: ${w.reason}` : since;
+}
+
+/**
+ * The {@link CapacityWait} to store after `report` on attempt `attempt` of `r`, or undefined
+ * when nothing is to be written. Written only while the request is STARTING at that attempt
+ * (the caller conditions its write on both). So that the usual start, whose job waits a few
+ * seconds, costs no write, a wait is first stored when it has a reason or has already lasted
+ * past {@link NO_CAPACITY_AFTER_MS} at `now`; once stored, it keeps its earliest `since`
+ * and last reason, and a report that the job has its instance ends it for good (a late
+ * RUNNABLE report of the same attempt changes nothing then). Duplicates write nothing.
+ */
+export function capacityWaitAfter(
+  r: Pick<RequestRecord, "status" | "attempt" | "capacityWait">,
+  attempt: number,
+  report: CapacityReport | undefined,
+  now: number,
+): CapacityWait | undefined {
+  if (!report || r.status !== RequestStatus.STARTING || r.attempt !== attempt) return undefined;
+  const stored = r.capacityWait?.attempt === attempt ? r.capacityWait : null;
+  if (stored?.endedAt != null) return undefined;
+  if (!report.waiting) return stored ? { ...stored, endedAt: report.at } : undefined;
+  if (!stored) {
+    if (report.reason === null && now - report.since <= NO_CAPACITY_AFTER_MS) return undefined;
+    return { attempt, since: report.since, reason: report.reason, endedAt: null };
+  }
+  const since = Math.min(stored.since, report.since);
+  const reason = report.reason ?? stored.reason;
+  if (since === stored.since && reason === stored.reason) return undefined;
+  return { attempt, since, reason, endedAt: null };
 }

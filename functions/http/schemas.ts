@@ -399,12 +399,14 @@ const requestShape = {
     .enum(["slots_busy", "tenant_limit", "dispatching", "starting", "no_capacity"])
     .nullable()
     .describe(
-      "QUEUED or STARTING: why it is not running yet (slots_busy: the queue runs maxRunning; tenant_limit: you run your maxRunningPerTenant; dispatching: a slot is free and it is next; starting: its job is being started; no_capacity: the capacity it needs is busy). Else null.",
+      "QUEUED or STARTING: why it is not running yet (slots_busy: the queue runs maxRunning; tenant_limit: you run your maxRunningPerTenant; dispatching: a slot is free and it is next; starting: its job is being started; no_capacity: the capacity it needs is busy: on the server the GPUs it needs are held by other jobs, on AWS its Batch job has waited more than 2 minutes in RUNNABLE for an instance). Else null.",
     ),
   waitDetail: z
     .string()
     .nullable()
-    .describe("no_capacity: which GPUs it waits for, or the backend's reason. Else null."),
+    .describe(
+      "no_capacity: on the server, which GPUs it needs and which are busy; on AWS, since when its job has waited for an instance and, when Batch gives one, Batch's status reason (e.g. `waiting for an instance since 2026-11-26T10:00:00.000Z: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - …`). Else null.",
+    ),
   estimatedStartAt: IsoTime.nullable().describe(
     "QUEUED: an estimate from the queue's recent run times, maxRunning and the position; null while the queue has no recent history, and else null.",
   ),

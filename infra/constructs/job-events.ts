@@ -2,11 +2,16 @@ import * as events from "aws-cdk-lib/aws-events";
 import * as targets from "aws-cdk-lib/aws-events-targets";
 import type * as sqs from "aws-cdk-lib/aws-sqs";
 import { Construct } from "constructs";
+import { BATCH_EVENT_DETAIL_TYPES } from "../../functions/adapters/aws/batch-events.ts";
 
-/** The EventBridge pattern fields the rule matches (the events handler parses the rest). */
+/**
+ * The EventBridge pattern fields the rule matches (the events handler parses the rest): every
+ * job state change, RUNNABLE included, and the "job queue blocked" event Batch sends with the
+ * reason a RUNNABLE job waits (SPEC `no_capacity`).
+ */
 export const BATCH_STATE_CHANGE = {
   source: "aws.batch",
-  detailType: "Batch Job State Change",
+  detailTypes: BATCH_EVENT_DETAIL_TYPES,
 } as const;
 
 /** Props of {@link JobEvents}. */
@@ -20,7 +25,7 @@ export interface JobEventsProps {
 }
 
 /**
- * Batch job state changes of longrun's job queues → SQS. A queue sits between EventBridge
+ * Batch job state changes (and blocked-queue events) of longrun's job queues → SQS. A queue sits between EventBridge
  * and the handler so that bursts are batched, failures retried and poison events parked in a
  * DLQ, and an outage of the handler loses nothing.
  */
@@ -33,7 +38,7 @@ export class JobEvents extends Construct {
       description: "longrun: Batch job state changes of its job queues",
       eventPattern: {
         source: [BATCH_STATE_CHANGE.source],
-        detailType: [BATCH_STATE_CHANGE.detailType],
+        detailType: [...BATCH_STATE_CHANGE.detailTypes],
         detail: { jobQueue: [...props.jobQueueArns] },
       },
       targets: [

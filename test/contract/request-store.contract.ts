@@ -1731,5 +1731,52 @@ export function describeRequestStoreContract(
         expect(await idsIn([RequestStatus.SUCCEEDED])).toHaveLength(total);
       }, 180_000);
     });
+
+    describe("a job's wait for an instance", () => {
+      it("keeps the wait a STARTING attempt reported, and only for that attempt", async () => {
+        // Prepare
+        await put();
+        const claim = await store.claimNext(s.queue, MANY_SLOTS, T0);
+        if (claim.kind !== "started") throw new Error(`expected a start, got ${claim.kind}`);
+        const { id } = claim.request;
+        const capacityWait = {
+          attempt: 1,
+          since: T0,
+          reason: "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - no g5.xlarge",
+          endedAt: null,
+        };
+
+        // Act
+        const noted = await store.transition({
+          id,
+          from: [RequestStatus.STARTING],
+          attempt: 1,
+          set: { capacityWait },
+        });
+        const otherAttempt = await store.transition({
+          id,
+          from: [RequestStatus.STARTING],
+          attempt: 2,
+          set: { capacityWait: { ...capacityWait, attempt: 2 } },
+        });
+        await store.transition({ id, from: [RequestStatus.STARTING], to: "RUNNING", attempt: 1 });
+        const afterRunning = await store.transition({
+          id,
+          from: [RequestStatus.STARTING],
+          attempt: 1,
+          set: { capacityWait: { ...capacityWait, reason: "late" } },
+        });
+
+        // Assess
+        expect(claim.request).not.toHaveProperty("capacityWait");
+        expect(noted?.capacityWait).toEqual(capacityWait);
+        expect(otherAttempt).toBeNull();
+        expect(afterRunning).toBeNull();
+        expect(await store.get(id)).toMatchObject({ status: "RUNNING", capacityWait });
+        expect((await store.list({ tenant: s.tenant, queue: s.queue, limit: 5 })).items).toEqual([
+          await store.get(id),
+        ]);
+      });
+    });
   });
 }

@@ -458,7 +458,8 @@ describe("events and schedules", () => {
     template.hasResourceProperties("AWS::Events::Rule", {
       EventPattern: {
         source: ["aws.batch"],
-        "detail-type": ["Batch Job State Change"],
+        // Blocked-queue events carry the reason a RUNNABLE job waits (waitDetail).
+        "detail-type": ["Batch Job State Change", "Batch Job Queue Blocked"],
         detail: { jobQueue: [{ "Fn::GetAtt": [queueId, "JobQueueArn"] }] },
       },
       Targets: [Match.objectLike({ Arn: Match.anyValue(), DeadLetterConfig: Match.anyValue() })],

@@ -17,19 +17,37 @@ describe("parseBatchEvent", () => {
   // Every fixture that ended an attempt says it began to run 100 s before it stopped.
   const ATTEMPT_STARTED = 1641944300058;
   const expected: Record<string, unknown> = {
+    // RUNNABLE: the job waits for an instance since it was created; no blocked reason yet.
     "runnable.json": {
       type: "starting",
       requestId: ID,
       attempt: 1,
       at: Date.parse("2022-01-11T23:36:40Z"),
       jobRef: JOB,
+      capacity: { waiting: true, since: 1641944200058, reason: null },
     },
+    // Batch's "job queue blocked" event: the same job detail, with the reason it waits.
+    "job-queue-blocked.json": {
+      type: "starting",
+      requestId: ID,
+      attempt: 1,
+      at: Date.parse("2022-01-11T23:39:10Z"),
+      jobRef: JOB,
+      capacity: {
+        waiting: true,
+        since: 1641944200058,
+        reason:
+          "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity requested for instance type [g5.xlarge]",
+      },
+    },
+    // STARTING: the job has its instance.
     "starting.json": {
       type: "starting",
       requestId: ID,
       attempt: 1,
       at: Date.parse("2022-01-11T23:37:40Z"),
       jobRef: JOB,
+      capacity: { waiting: false, at: Date.parse("2022-01-11T23:37:40Z") },
     },
     "running.json": {
       type: "running",
@@ -57,12 +75,14 @@ describe("parseBatchEvent", () => {
       jobRef: JOB,
       message: "Essential container in task exited; exit code 1",
     },
+    // A Batch retry waits again from the end of the attempt before.
     "runnable-after-spot-reclaim.json": {
       type: "starting",
       requestId: ID,
       attempt: 2,
       at: Date.parse("2022-01-11T23:41:00Z"),
       jobRef: JOB,
+      capacity: { waiting: true, since: 1641944400058, reason: null },
     },
     "running-second-attempt.json": {
       type: "running",
@@ -142,9 +162,9 @@ describe("parseBatchEvent", () => {
     const other = fixture("running.json");
     other.source = "aws.ecs";
     expect(parseBatchEvent(other)).toBeNull();
-    const queueBlocked = fixture("runnable.json");
-    queueBlocked["detail-type"] = "Batch Job Queue Blocked";
-    expect(parseBatchEvent(queueBlocked)).toBeNull();
+    const otherType = fixture("runnable.json");
+    otherType["detail-type"] = "Batch Service Job Queue Blocked";
+    expect(parseBatchEvent(otherType)).toBeNull();
     const badStatus = fixture("running.json");
     badStatus.detail.status = "EXPLODED";
     expect(parseBatchEvent(badStatus)).toBeNull();
@@ -174,7 +194,19 @@ describe("parseBatchEvent", () => {
       const e = fixture("runnable.json");
       e.detail.status = status;
       expect(parseBatchEvent(e)).toMatchObject({ type: "starting", attempt: 1, jobRef: JOB });
+      expect(parseBatchEvent(e)).not.toHaveProperty("capacity");
     }
+  });
+
+  it("takes only a blocked reason (CATEGORY:CODE - text) as the reason a job waits", () => {
+    const e = fixture("runnable-after-spot-reclaim.json");
+    e.detail.statusReason = "Essential container in task exited";
+    expect(parseBatchEvent(e)).toMatchObject({ capacity: { waiting: true, reason: null } });
+    e.detail.statusReason =
+      "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job resource requirement is higher than the compute environments can meet";
+    expect(parseBatchEvent(e)).toMatchObject({
+      capacity: { waiting: true, reason: e.detail.statusReason },
+    });
   });
 
   it("counts a failure before any attempt ran as the first attempt", () => {

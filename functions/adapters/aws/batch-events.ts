@@ -1,6 +1,6 @@
 /**
- * AWS Batch "Batch Job State Change" events (EventBridge, source `aws.batch`) and
- * DescribeJobs job details, read as the core's JobEvents.
+ * AWS Batch "Batch Job State Change" and "Batch Job Queue Blocked" events (EventBridge,
+ * source `aws.batch`) and DescribeJobs job details, read as the core's JobEvents.
  *
  * The event's `detail` mirrors DescribeJobs' JobDetail, and AWS may add fields at any time,
  * so both are parsed leniently: only the fields used here are checked, unknown ones pass.
@@ -14,6 +14,7 @@
  */
 import { z } from "zod";
 import type { JobEvent } from "../../core/ports.ts";
+import type { CapacityReport } from "../../core/request.ts";
 
 /** Container variable BatchCompute sets: the request attempt the job's first Batch attempt is. */
 export const FIRST_ATTEMPT_ENV = "LONGRUN_FIRST_ATTEMPT";
@@ -38,6 +39,23 @@ export const TIMEOUT_STATUS_REASON = /attempt duration exceeded timeout/i;
  * it; a Batch retry would spend one of the attempts the job's own failures are allowed.
  */
 export const PLATFORM_STATUS_REASON = /^Host EC2 \(instance [^)]*\) terminated/i;
+
+/**
+ * The EventBridge detail types read here: every state change, and the event Batch sends when
+ * a RUNNABLE job blocks its queue (its detail is the job's, with the reason as statusReason).
+ */
+export const BATCH_EVENT_DETAIL_TYPES = [
+  "Batch Job State Change",
+  "Batch Job Queue Blocked",
+] as const;
+
+/**
+ * The form of the reason Batch gives a RUNNABLE job it cannot place ("CAPACITY:INSUFFICIENT_
+ * INSTANCE_CAPACITY - …", "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - …"): a category and a
+ * code. Only such a reason is a reason the job waits for an instance; any other status
+ * reason a RUNNABLE job carries (an earlier attempt's end) is not.
+ */
+export const BLOCKED_STATUS_REASON = /^[A-Z][A-Z_]*:[A-Z][A-Z_]*\b/;
 
 export const BATCH_JOB_STATUSES = [
   "SUBMITTED",
@@ -100,7 +118,7 @@ export type BatchJobDetail = z.infer<typeof BatchJobDetailSchema>;
 
 const EventSchema = z.looseObject({
   source: z.literal("aws.batch"),
-  "detail-type": z.literal("Batch Job State Change"),
+  "detail-type": z.enum(BATCH_EVENT_DETAIL_TYPES),
   time: optString,
   detail: z.unknown(),
 });
@@ -114,7 +132,7 @@ export interface ParseOptions {
 
 /**
  * Reads one EventBridge event (an object, or its JSON text as an SQS body holds it) as a
- * JobEvent. Null when it is not a Batch job state change of a longrun request (another
+ * JobEvent. Null when it is not a Batch job event of a longrun request (another
  * source or detail type, a foreign job name or job queue, a malformed detail).
  */
 export function parseBatchEvent(raw: unknown, opts: ParseOptions = {}): JobEvent | null {
@@ -153,16 +171,19 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
     case "SUBMITTED":
     case "PENDING":
     case "RUNNABLE":
-    case "STARTING":
+    case "STARTING": {
       // `starting` also carries the job id, which repairs a jobRef the dispatcher did not
       // get to record.
+      const capacity = capacityOf(detail, fallbackAt);
       return {
         type: "starting",
         requestId,
         attempt: base + attempts.length + 1,
         at: fallbackAt,
         jobRef,
+        ...(capacity ? { capacity } : {}),
       };
+    }
     case "RUNNING":
       return {
         type: "running",
@@ -232,6 +253,21 @@ export function jobEventFromDetail(detail: BatchJobDetail, fallbackAt: number): 
 }
 
 type Attempt = NonNullable<BatchJobDetail["attempts"]>[number];
+
+/**
+ * What a starting job's state says of its wait for an instance: RUNNABLE waits, since its
+ * previous attempt ended (a Batch retry) or else since it was created (SUBMITTED and PENDING
+ * last seconds for a job without dependencies), with Batch's blocked reason when it gives
+ * one; STARTING has its instance. SUBMITTED and PENDING say nothing.
+ */
+function capacityOf(detail: BatchJobDetail, fallbackAt: number): CapacityReport | undefined {
+  if (detail.status === "STARTING") return { waiting: false, at: fallbackAt };
+  if (detail.status !== "RUNNABLE") return undefined;
+  const since = detail.attempts?.at(-1)?.stoppedAt ?? detail.createdAt ?? fallbackAt;
+  const text = detail.statusReason?.trim() ?? "";
+  const reason = BLOCKED_STATUS_REASON.test(text) ? text.slice(0, 1000) : null;
+  return { waiting: true, since, reason };
+}
 
 function failureMessage(detail: BatchJobDetail, last: Attempt | undefined): string {
   const exitCode = last?.container?.exitCode ?? detail.container?.exitCode;

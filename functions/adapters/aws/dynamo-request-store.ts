@@ -65,6 +65,7 @@ import {
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 import { ItemMemo } from "./item-memo.ts";
 import {
+  CAPACITY_WAIT_ATTRIBUTE,
   countersKey,
   escapeTenant,
   ITEM_KIND,
@@ -331,6 +332,7 @@ export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): Request
     // Written only when set, so items of requests without them stay as they were.
     ...(r.files && Object.keys(r.files).length > 0 ? { files: plain(r.files) } : {}),
     ...(r.retryOf ? { retryOf: r.retryOf } : {}),
+    ...(r.capacityWait ? { [CAPACITY_WAIT_ATTRIBUTE]: plain(r.capacityWait) } : {}),
     rev: 0,
     ...(idem ? { idemPk: idemPk(r.tenant, idem.key) } : {}),
     [INDEXES.ready.partitionKey]: readyPk(r.queue, r.tenant),
@@ -375,6 +377,9 @@ function fromItem(item: Record<string, unknown>): RequestRecord {
     // Only when set, so a record without them reads back exactly as it was written.
     ...(i.files ? { files: i.files } : {}),
     ...(i.retryOf ? { retryOf: i.retryOf } : {}),
+    ...(item[CAPACITY_WAIT_ATTRIBUTE]
+      ? { capacityWait: item[CAPACITY_WAIT_ATTRIBUTE] as RequestRecord["capacityWait"] }
+      : {}),
   };
 }
 
@@ -527,6 +532,7 @@ const PATCH_FIELDS = [
   "error",
   "jobRef",
   "cancelRequested",
+  CAPACITY_WAIT_ATTRIBUTE,
 ] as const satisfies readonly (keyof RequestPatch)[];
 
 function sleep(ms: number): Promise<void> {

@@ -12,7 +12,7 @@
  *   webhook order pk = WHORD#<request id>     sk = WHORD      (order of a request's deliveries)
  *   upload       pk = UPL#<id>                sk = UPL        (`ttl` at expiry)
  */
-import { ACTIVE_STATUSES, type RequestStatus } from "../../core/request.ts";
+import { ACTIVE_STATUSES, type CapacityWait, type RequestStatus } from "../../core/request.ts";
 import { TABLE_KEY } from "./definitions.ts";
 
 /** `pk` prefix and `sk` of each item kind. */
@@ -128,10 +128,19 @@ export interface RequestItem extends Record<string, unknown> {
   rev: number;
   /** Key of the idempotency item claimed with this request, if any. */
   idemPk?: string;
+  /**
+   * The current attempt's wait for an instance (request.ts CapacityWait: attempt, since,
+   * reason, endedAt), a map written by the Batch events handler and the sweep with one
+   * UpdateItem conditioned on status STARTING and the attempt; absent on most items.
+   */
+  capacityWait?: CapacityWait | null;
 }
 
 /** Name of the `rev` attribute, for writers building their own expressions. */
 export const REV_ATTRIBUTE = "rev" satisfies keyof RequestItem;
+
+/** Name of the attribute that keeps a job's wait for an instance (SPEC `no_capacity`). */
+export const CAPACITY_WAIT_ATTRIBUTE = "capacityWait" satisfies keyof RequestItem;
 
 /** A running job's report: a heartbeat, and new progress when there is some. */
 export interface ProgressUpdate {

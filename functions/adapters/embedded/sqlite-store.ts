@@ -198,6 +198,9 @@ const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
   ["files", "TEXT"],
   // The request this one retries.
   ["retry_of", "TEXT"],
+  // JSON request.ts CapacityWait: the current attempt's wait for an instance (a backend that
+  // reports one through job events; the embedded GPU pool answers from memory instead).
+  ["capacity_wait", "TEXT"],
 ];
 
 function addMissingColumns(db: Database.Database): void {
@@ -235,12 +238,12 @@ const SQL = {
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
       created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
       cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
-      files, retry_of
+      files, retry_of, capacity_wait
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
       @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
       @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
-      @files, @retry_of
+      @files, @retry_of, @capacity_wait
     )`,
   getKey:
     "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
@@ -446,6 +449,8 @@ interface RequestRow {
   /** JSON `{name: {size}}`; null when the request has no files. */
   files: string | null;
   retry_of: string | null;
+  /** JSON CapacityWait; null when none was reported. */
+  capacity_wait: string | null;
 }
 
 function jsonOrNull(value: unknown): string | null {
@@ -485,6 +490,7 @@ export function toRow(r: RequestRecord): RequestRow {
     job_ref: r.jobRef,
     files: r.files && Object.keys(r.files).length > 0 ? JSON.stringify(r.files) : null,
     retry_of: r.retryOf ?? null,
+    capacity_wait: jsonOrNull(r.capacityWait),
   };
 }
 
@@ -516,6 +522,7 @@ function fromRow(row: RequestRow): RequestRecord {
     // Only when set, so a record without them reads back exactly as it was written.
     ...(row.files !== null && row.files !== undefined ? { files: JSON.parse(row.files) } : {}),
     ...(row.retry_of ? { retryOf: row.retry_of } : {}),
+    ...(row.capacity_wait ? { capacityWait: JSON.parse(row.capacity_wait) } : {}),
   };
 }
 
@@ -535,6 +542,7 @@ const PATCH_COLUMNS: {
   error: { column: "error", encode: jsonOrNull },
   jobRef: { column: "job_ref", encode: (v) => v ?? null },
   cancelRequested: { column: "cancel_requested", encode: (v) => (v ? 1 : 0) },
+  capacityWait: { column: "capacity_wait", encode: jsonOrNull },
 };
 
 const PATCH_FIELDS = Object.keys(PATCH_COLUMNS) as (keyof RequestPatch)[];

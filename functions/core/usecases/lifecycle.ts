@@ -4,6 +4,7 @@ import type { JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
   type AttemptOutcome,
+  capacityWaitAfter,
   type ErrorCode,
   isTerminal,
   jobAttempts,
@@ -141,14 +142,25 @@ export async function recordJobEvent(event: JobEvent, deps: LifecycleDeps): Prom
   if (current.attempt !== event.attempt) return;
   switch (event.type) {
     case "starting": {
-      if (event.jobRef && current.jobRef !== event.jobRef) {
-        await transit(deps, {
-          id: event.requestId,
-          from: ACTIVE_STATUSES,
-          attempt: event.attempt,
-          set: { jobRef: event.jobRef },
-        });
-      }
+      const jobRef = event.jobRef && current.jobRef !== event.jobRef ? event.jobRef : undefined;
+      // The job's wait for an instance (SPEC no_capacity), only while STARTING at this attempt:
+      // a late RUNNABLE after RUNNING, or of an earlier attempt, fails the condition.
+      const capacityWait = capacityWaitAfter(
+        current,
+        event.attempt,
+        event.capacity,
+        deps.clock.now(),
+      );
+      if (jobRef === undefined && capacityWait === undefined) return;
+      const cmd: TransitionCommand = {
+        id: event.requestId,
+        from: capacityWait === undefined ? ACTIVE_STATUSES : [RequestStatus.STARTING],
+        attempt: event.attempt,
+        set: { ...(jobRef ? { jobRef } : {}), ...(capacityWait ? { capacityWait } : {}) },
+      };
+      // A new job is a change `updatedAt` tells of; a note on the wait is not (the sweep's
+      // stuck-STARTING figure goes by `updatedAt`).
+      await (jobRef ? transit(deps, cmd) : deps.store.transition(cmd));
       return;
     }
     case "running": {

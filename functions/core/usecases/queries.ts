@@ -1,7 +1,7 @@
 import { tenantLimits } from "../../config/schema.ts";
 import { InvalidRequestError, NoResultError, NotReadyError } from "../errors.ts";
 import type { Artifact, ListPage, LogPage, QueueCounts, UsageFigures } from "../ports.ts";
-import { isTerminal, type RequestRecord, RequestStatus } from "../request.ts";
+import { isTerminal, noCapacityDetail, type RequestRecord, RequestStatus } from "../request.ts";
 import { type CoreDeps, getOwned, queueOrThrow } from "./deps.ts";
 
 /** Why a QUEUED or STARTING request is not running yet (SPEC §2 `waitReason`). */
@@ -61,7 +61,8 @@ export async function getRequest(tenant: string, id: string, deps: WaitDeps): Pr
  * free; else `slots_busy`. The estimate: requests ahead fill the free slots, then go
  * `maxRunning` at a time, each wave taking the recent mean run time (the first one half of
  * it, the running ones being halfway on average). STARTING: `no_capacity` when the compute
- * says its job waits for capacity, else `starting`.
+ * says its job waits for capacity, or when the request's stored wait for an instance says
+ * so at the clock's now (request.ts noCapacityDetail), else `starting`.
  */
 export async function waitInfos(
   requests: readonly RequestRecord[],
@@ -90,10 +91,12 @@ export async function waitInfos(
         out.set(r.id, NO_WAIT);
         continue;
       }
-      const capacity = deps.compute?.capacityWait?.(r) ?? null;
+      // The compute's own view (embedded: the GPU pool), else what the backend reported and
+      // the request keeps (AWS: its Batch job RUNNABLE for over NO_CAPACITY_AFTER_MS).
+      const detail = deps.compute?.capacityWait?.(r)?.detail ?? noCapacityDetail(r, now);
       out.set(r.id, {
-        waitReason: capacity ? "no_capacity" : "starting",
-        waitDetail: capacity?.detail ?? null,
+        waitReason: detail !== null ? "no_capacity" : "starting",
+        waitDetail: detail,
         estimatedStartAt: null,
       });
       continue;

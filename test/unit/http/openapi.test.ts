@@ -181,6 +181,14 @@ describe("OpenAPI document", () => {
     expect(doc.components.schemas.RequestStatus.enum).toHaveLength(7);
   });
 
+  it("says what no_capacity means on each backend and what its waitDetail carries", () => {
+    const { waitReason, waitDetail } = doc.components.schemas.Request.properties;
+    const text = (p: Doc) => JSON.stringify(p);
+    expect(text(waitReason)).toContain("2 minutes in RUNNABLE");
+    expect(text(waitDetail)).toContain("Batch's status reason");
+    expect(text(waitDetail)).toContain("GPUs");
+  });
+
   it("is built once and served as the same text", () => {
     expect(openApiJson()).toBe(openApiJson());
     expect(JSON.parse(openApiJson())).toEqual(JSON.parse(JSON.stringify(doc)));
