@@ -18,6 +18,7 @@ import type {
   SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
+  UsageFigures,
 } from "../../core/ports.ts";
 import { peekBucket, takeToken } from "../../core/rate-limit.ts";
 import {
@@ -545,6 +546,18 @@ function newestFirst(a: RequestRow, b: RequestRow): number {
   return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
 }
 
+/** A submit waiting for its group commit. */
+interface PendingSubmit {
+  request: RequestRecord;
+  idempotency: IdempotencyClaim | null;
+  limits: SubmitLimits;
+  resolve: (outcome: SubmitOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+/** How one submit of a group ended. */
+type Settled = { ok: true; value: SubmitOutcome } | { ok: false; error: unknown };
+
 /** Options for {@link SqliteRequestStore.recount}. */
 export interface RecountOptions {
   /** Also overwrite the stored counters with the recomputed ones (repair). */
@@ -561,6 +574,17 @@ export class SqliteRequestStore implements RequestStore {
   readonly #stmt: (name: StatementName) => Database.Statement;
   /** UPDATE statements for transitions, one per shape (statuses, attempt, fields set). */
   readonly #transitionStmts = new Map<string, Database.Statement>();
+  /** Submits waiting for the next group commit, in call order. */
+  readonly #pending: PendingSubmit[] = [];
+  readonly #submitCommits = { commits: 0, submits: 0 };
+  /** The group transaction; `.immediate(batch)` runs {@link #runBatch} in BEGIN IMMEDIATE. */
+  readonly #submitBatch: Database.Transaction<(batch: readonly PendingSubmit[]) => Settled[]>;
+  /** One submit in a savepoint of the group's transaction (or its own, alone). */
+  readonly #submitOneTxn: (
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: SubmitLimits,
+  ) => SubmitOutcome;
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string) {
@@ -572,6 +596,13 @@ export class SqliteRequestStore implements RequestStore {
       migrate(db);
     });
     this.#stmt = statementCache(this.#db, SQL);
+    this.#submitBatch = this.#db.transaction((batch: readonly PendingSubmit[]) =>
+      this.#runBatch(batch),
+    );
+    this.#submitOneTxn = this.#db.transaction(
+      (request: RequestRecord, idempotency: IdempotencyClaim | null, limits: SubmitLimits) =>
+        this.#submitOne(request, idempotency, limits),
+    );
   }
 
   /**
@@ -602,6 +633,16 @@ export class SqliteRequestStore implements RequestStore {
     return { queued: row?.queued ?? 0, running: row?.running ?? 0 };
   }
 
+  /**
+   * Submits are committed in groups: every submit called in the same turn of the event loop
+   * joins one `BEGIN IMMEDIATE` transaction that runs them in call order, each in a
+   * savepoint of its own, so each sees the writes of those before it (its idempotency key,
+   * the queue's and the tenant's counts, the tenant's bucket) exactly as if it had run
+   * alone, and a failing one (a limit, a conflict, a fault) undoes only its own writes. A
+   * promise settles only after the commit: an answer never tells of a request that a crash
+   * could still lose. A commit costs about as much as one request's pages, so sharing it is
+   * what keeps the submit path near one INSERT per request (docs/design.md).
+   */
   async submit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
@@ -612,90 +653,166 @@ export class SqliteRequestStore implements RequestStore {
         `submit of ${request.id}: a new request must be QUEUED, not ${request.status}`,
       );
     }
-    return this.#db
-      .transaction((): SubmitOutcome => {
-        if (idempotency) {
-          const held = this.#stmt("getKey").get({
-            tenant: request.tenant,
-            key: idempotency.key,
-          }) as { request_id: string; body_hash: string } | undefined;
-          if (held) {
-            if (held.body_hash !== idempotency.bodyHash) {
-              throw new IdempotencyConflictError(idempotency.key, held.request_id);
-            }
-            const row = this.#stmt("getById").get({ id: held.request_id }) as
-              | RequestRow
-              | undefined;
-            // The foreign key deletes a key with its request, so this means a damaged file.
-            if (!row)
-              throw new Error(`idempotency key points at missing request ${held.request_id}`);
-            // A replay takes no token; it is told where the bucket stands.
-            const bucket = limits.rateLimit
-              ? peekBucket(
-                  limits.rateLimit,
-                  this.#tenantRow(request.queue, request.tenant)?.bucket_at ?? null,
-                  request.createdAt,
-                )
-              : undefined;
-            return {
-              kind: "replayed",
-              request: fromRow(row),
-              ...(bucket ? { rateLimit: bucket } : {}),
-            };
+    return new Promise<SubmitOutcome>((resolve, reject) => {
+      this.#pending.push({ request, idempotency, limits, resolve, reject });
+      // setImmediate runs after the poll phase: every request whose bytes arrived in this
+      // turn has reached its submit by then.
+      if (this.#pending.length === 1) setImmediate(() => this.#flushSubmits());
+    });
+  }
+
+  /** Figures of group commits so far: transactions that committed submits, and submits. */
+  get submitCommits(): { commits: number; submits: number } {
+    return { ...this.#submitCommits };
+  }
+
+  /**
+   * Commits the pending submits as one transaction. If that transaction fails as a whole
+   * (a fault that SQLite answers by rolling everything back, or a failing COMMIT), nothing
+   * of it was stored or answered, and each submit is run again in a transaction of its
+   * own, so the fault fails only the submit that caused it.
+   */
+  #flushSubmits(): void {
+    const batch = this.#pending.splice(0);
+    if (batch.length === 0) return;
+    let settled: Settled[];
+    try {
+      settled = this.#submitBatch.immediate(batch);
+      this.#countCommit(settled);
+    } catch (batchError) {
+      if (batch.length === 1) {
+        settled = [{ ok: false, error: batchError }];
+      } else {
+        settled = batch.map((s): Settled => {
+          try {
+            const one = this.#submitBatch.immediate([s]);
+            this.#countCommit(one);
+            return one[0] as Settled;
+          } catch (error) {
+            return { ok: false, error };
           }
+        });
+      }
+    }
+    batch.forEach((s, i) => {
+      const out = settled[i] as Settled;
+      if (out.ok) s.resolve(out.value);
+      else s.reject(out.error);
+    });
+  }
+
+  #countCommit(settled: readonly Settled[]): void {
+    const ok = settled.filter((s) => s.ok).length;
+    if (ok === 0) return;
+    this.#submitCommits.commits++;
+    this.#submitCommits.submits += ok;
+  }
+
+  /** Runs the submits of a group in order inside the caller's transaction. */
+  #runBatch(batch: readonly PendingSubmit[]): Settled[] {
+    const out: Settled[] = [];
+    for (const s of batch) {
+      // A fault SQLite answers by rolling the whole transaction back leaves no savepoint to
+      // return to; what follows must not run outside a transaction, so the group fails.
+      if (!this.#db.inTransaction) throw new Error("the submit transaction was rolled back");
+      try {
+        out.push({ ok: true, value: this.#submitOneTxn(s.request, s.idempotency, s.limits) });
+      } catch (error) {
+        if (!this.#db.inTransaction) throw error;
+        out.push({ ok: false, error });
+      }
+    }
+    return out;
+  }
+
+  /** One submit, as SPEC §2 and the port describe it; runs inside a transaction. */
+  #submitOne(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: SubmitLimits,
+  ): SubmitOutcome {
+    if (idempotency) {
+      const held = this.#stmt("getKey").get({
+        tenant: request.tenant,
+        key: idempotency.key,
+      }) as { request_id: string; body_hash: string } | undefined;
+      if (held) {
+        if (held.body_hash !== idempotency.bodyHash) {
+          throw new IdempotencyConflictError(idempotency.key, held.request_id);
         }
-        if (this.#counts(request.queue).queued >= limits.maxQueued) {
-          throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
-        }
-        const tenantRow = this.#tenantRow(request.queue, request.tenant);
-        if (
-          limits.maxQueuedPerTenant !== undefined &&
-          (tenantRow?.queued ?? 0) >= limits.maxQueuedPerTenant
-        ) {
-          throw new QueueFullError(
-            request.queue,
-            limits.maxQueuedPerTenant,
-            limits.retryAfterSeconds,
-            "tenant",
-          );
-        }
-        let rateLimit: RateLimitState | undefined;
-        if (limits.rateLimit) {
-          const decision = takeToken(
-            limits.rateLimit,
-            tenantRow?.bucket_at ?? null,
-            request.createdAt,
-          );
-          if (!decision.allowed) {
-            throw new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
-          }
-          this.#stmt("setBucket").run({
-            queue: request.queue,
-            tenant: request.tenant,
-            at: decision.at,
-          });
-          rateLimit = decision.state;
-        }
-        const row = toRow(request);
-        this.#stmt("insertRequest").run(row);
-        if (idempotency) {
-          this.#stmt("insertKey").run({
-            tenant: request.tenant,
-            key: idempotency.key,
-            request_id: request.id,
-            body_hash: idempotency.bodyHash,
-          });
-        }
-        this.#bump(request.queue, request.tenant, request.priority, 1, 0);
-        const ahead = this.#fairPosition(request);
+        const row = this.#stmt("getById").get({ id: held.request_id }) as RequestRow | undefined;
+        // The foreign key deletes a key with its request, so this means a damaged file.
+        if (!row) throw new Error(`idempotency key points at missing request ${held.request_id}`);
+        // A replay takes no token; it is told where the bucket stands.
+        const bucket = limits.rateLimit
+          ? peekBucket(
+              limits.rateLimit,
+              this.#tenantRow(request.queue, request.tenant)?.bucket_at ?? null,
+              request.createdAt,
+            )
+          : undefined;
         return {
-          kind: "created",
+          kind: "replayed",
           request: fromRow(row),
-          position: ahead,
-          ...(rateLimit ? { rateLimit } : {}),
+          ...(bucket ? { rateLimit: bucket } : {}),
         };
-      })
-      .immediate();
+      }
+    }
+    const counts = this.#counts(request.queue);
+    if (counts.queued >= limits.maxQueued) {
+      throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+    }
+    const tenantRow = this.#tenantRow(request.queue, request.tenant);
+    if (
+      limits.maxQueuedPerTenant !== undefined &&
+      (tenantRow?.queued ?? 0) >= limits.maxQueuedPerTenant
+    ) {
+      throw new QueueFullError(
+        request.queue,
+        limits.maxQueuedPerTenant,
+        limits.retryAfterSeconds,
+        "tenant",
+      );
+    }
+    let rateLimit: RateLimitState | undefined;
+    if (limits.rateLimit) {
+      const decision = takeToken(limits.rateLimit, tenantRow?.bucket_at ?? null, request.createdAt);
+      if (!decision.allowed) {
+        throw new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
+      }
+      this.#stmt("setBucket").run({
+        queue: request.queue,
+        tenant: request.tenant,
+        at: decision.at,
+      });
+      rateLimit = decision.state;
+    }
+    const row = toRow(request);
+    this.#stmt("insertRequest").run(row);
+    if (idempotency) {
+      this.#stmt("insertKey").run({
+        tenant: request.tenant,
+        key: idempotency.key,
+        request_id: request.id,
+        body_hash: idempotency.bodyHash,
+      });
+    }
+    this.#bump(request.queue, request.tenant, request.priority, 1, 0);
+    const ahead = this.#fairPosition(request);
+    // The wait view's figures as this transaction leaves them, so the answer needs no reads
+    // of its own after the commit (the counts above, moved by this request).
+    const usage: UsageFigures = {
+      queue: { queued: counts.queued + 1, running: counts.running },
+      tenant: { queued: (tenantRow?.queued ?? 0) + 1, running: tenantRow?.running ?? 0 },
+      run: this.#runStats(request.queue, request.createdAt),
+    };
+    return {
+      kind: "created",
+      request: fromRow(row),
+      position: ahead,
+      usage,
+      ...(rateLimit ? { rateLimit } : {}),
+    };
   }
 
   async get(id: string): Promise<RequestRecord | null> {
@@ -910,6 +1027,10 @@ export class SqliteRequestStore implements RequestStore {
   }
 
   async runStats(queue: string, now: number): Promise<RunStats | null> {
+    return this.#runStats(queue, now);
+  }
+
+  #runStats(queue: string, now: number): RunStats | null {
     const row = this.#stmt("runStats").get({ queue, day: Math.floor(now / DAY_MS) }) as {
       total_ms: number;
       n: number;
@@ -1005,6 +1126,8 @@ export class SqliteRequestStore implements RequestStore {
 
   /** Closes the connection; the store must not be used afterwards. */
   close(): void {
+    // Submits already called are committed (and answered) first, not lost with the handle.
+    this.#flushSubmits();
     this.#db.close();
   }
 }
