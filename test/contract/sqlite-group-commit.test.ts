@@ -118,7 +118,7 @@ describe("SqliteRequestStore group commit", () => {
       status: "fulfilled",
       value: { kind: "replayed", request: { id: a.id } },
     });
-    expect(conflicting.status === "rejected" && conflicting.reason).toBeInstanceOf(
+    expect(conflicting?.status === "rejected" && conflicting.reason).toBeInstanceOf(
       IdempotencyConflictError,
     );
     expect(unrelated).toMatchObject({ status: "fulfilled", value: { kind: "created" } });
