@@ -176,12 +176,13 @@ describe("SqliteRequestStore group commit", () => {
   });
 
   it("undoes only its own writes when a fault is raised inside the group's transaction", async () => {
-    // Prepare: inserting key "boom" fails after its request row and counters were written.
+    // Prepare: counting tenant "boom" fails after its request row and the queue's count
+    // were written.
     raw.exec(`
-      CREATE TRIGGER fault_on_key BEFORE INSERT ON idempotency_keys
-      WHEN NEW.key = 'boom' BEGIN SELECT RAISE(ABORT, 'injected fault'); END`);
+      CREATE TRIGGER fault_on_count BEFORE INSERT ON tenant_counters
+      WHEN NEW.tenant = 'boom' BEGIN SELECT RAISE(ABORT, 'injected fault'); END`);
     const before = queued({ createdAt: T0 });
-    const faulty = queued({ createdAt: T0 + 1 });
+    const faulty = queued({ tenant: "boom", createdAt: T0 + 1 });
     const after = queued({ createdAt: T0 + 2 });
 
     // Act
@@ -199,6 +200,7 @@ describe("SqliteRequestStore group commit", () => {
     expect(await store.recount()).toEqual({ q: { queued: 2, running: 0 } });
     expect(await store.queueCounts("q")).toEqual({ queued: 2, running: 0 });
     expect(await store.tenantCounts("q", "t1")).toEqual({ queued: 2, running: 0 });
+    expect(await store.tenantCounts("q", "boom")).toEqual({ queued: 0, running: 0 });
     expect(results[2]).toMatchObject({ value: { position: 1 } });
   });
 

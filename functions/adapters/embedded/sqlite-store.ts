@@ -22,6 +22,7 @@ import type {
 } from "../../core/ports.ts";
 import { peekBucket, takeToken } from "../../core/rate-limit.ts";
 import {
+  ALL_STATUSES,
   counterDelta,
   type RequestPatch,
   type RequestRecord,
@@ -43,7 +44,7 @@ import { openSqlite, statementCache } from "./sqlite-open.ts";
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
  * `#migrate` whenever the tables or indexes change.
  */
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 
 const DAY_MS = 86_400_000;
 
@@ -77,13 +78,7 @@ CREATE TABLE IF NOT EXISTS requests (
   job_ref           TEXT
 );
 
--- Start order of waiting requests; holds only QUEUED rows, so dispatch never scans.
-CREATE INDEX IF NOT EXISTS requests_ready
-  ON requests (queue, priority DESC, created_at, id) WHERE status = 'QUEUED';
-
--- Listing, newest first, without and with a status filter.
-CREATE INDEX IF NOT EXISTS requests_list
-  ON requests (tenant, queue, created_at DESC, id DESC);
+-- Listing, newest first: one range per status (a page without a filter merges them).
 CREATE INDEX IF NOT EXISTS requests_list_status
   ON requests (tenant, queue, status, created_at DESC, id DESC);
 
@@ -100,16 +95,6 @@ CREATE INDEX IF NOT EXISTS requests_webhook
 -- Retention: finished requests by the time they finished.
 CREATE INDEX IF NOT EXISTS requests_finished
   ON requests (queue, finished_at) WHERE finished_at IS NOT NULL;
-
--- A key lives exactly as long as its request: deleting the request (retention) frees it.
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-  tenant     TEXT NOT NULL,
-  key        TEXT NOT NULL,
-  request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-  body_hash  TEXT NOT NULL,
-  PRIMARY KEY (tenant, key)
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_request ON idempotency_keys (request_id);
 
 -- Exact per-queue counts, kept in step with the rows by every state-changing transaction.
 CREATE TABLE IF NOT EXISTS queue_counters (
@@ -199,7 +184,43 @@ const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
   ["files", "TEXT"],
   // The request this one retries.
   ["retry_of", "TEXT"],
+  // Schema 4: the Idempotency-Key the request was created under and the hash of its body,
+  // in the row itself (schema 3 had a table of its own, with two indexes).
+  ["idem_key", "TEXT"],
+  ["idem_hash", "TEXT"],
 ];
+
+/**
+ * Indexes on columns of {@link ADDED_COLUMNS}, made once those exist. A key lives exactly
+ * as long as its request: deleting the request (retention) frees it.
+ */
+const ADDED_INDEXES = `
+CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency
+  ON requests (tenant, idem_key) WHERE idem_key IS NOT NULL;
+`;
+
+/**
+ * Schema 3 → 4: the keys move into their requests' rows, and the indexes no statement
+ * needs any more go (each one was an entry written with every request): requests_ready
+ * (dispatch and positions read requests_tenant_ready) and requests_list (a page without a
+ * status filter merges the ranges of requests_list_status).
+ */
+const MOVE_IDEMPOTENCY_KEYS = `
+UPDATE requests SET idem_key = k.key, idem_hash = k.body_hash
+  FROM idempotency_keys k WHERE k.request_id = requests.id;
+DROP TABLE idempotency_keys;
+`;
+const DROP_UNUSED_INDEXES = `
+DROP INDEX IF EXISTS requests_ready;
+DROP INDEX IF EXISTS requests_list;
+`;
+
+function hasTable(db: Database.Database, name: string): boolean {
+  return (
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !==
+    undefined
+  );
+}
 
 function addMissingColumns(db: Database.Database): void {
   const have = new Set(
@@ -222,6 +243,11 @@ function migrate(db: Database.Database): void {
     addMissingColumns(db);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
     if (version < 3) db.exec(BACKFILL_TENANT_COUNTERS);
+    if (version < 4) {
+      if (hasTable(db, "idempotency_keys")) db.exec(MOVE_IDEMPOTENCY_KEYS);
+      db.exec(DROP_UNUSED_INDEXES);
+    }
+    db.exec(ADDED_INDEXES);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
     }
@@ -236,18 +262,15 @@ const SQL = {
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
       created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
       cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
-      files, retry_of
+      files, retry_of, idem_key, idem_hash
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
       @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
       @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
-      @files, @retry_of
+      @files, @retry_of, @idem_key, @idem_hash
     )`,
-  getKey:
-    "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
-  insertKey: `
-    INSERT INTO idempotency_keys (tenant, key, request_id, body_hash)
-    VALUES (@tenant, @key, @request_id, @body_hash)`,
+  // The request a tenant's Idempotency-Key was claimed by, with its body's hash.
+  getKey: "SELECT * FROM requests WHERE tenant = @tenant AND idem_key = @key",
   getCounts: "SELECT queued, running FROM queue_counters WHERE queue = @queue",
   addRunTime: `
     INSERT INTO queue_run_stats (queue, day, total_ms, n) VALUES (@queue, @day, @ms, 1)
@@ -325,27 +348,20 @@ const SQL = {
       updated_at = @now
     WHERE id = @id AND status = 'QUEUED'
     RETURNING *`,
-  listAll: `
-    SELECT * FROM requests
-    WHERE tenant = @tenant AND queue = @queue
-    ORDER BY created_at DESC, id DESC
-    LIMIT @limit`,
-  listAllAfter: `
-    SELECT * FROM requests
-    WHERE tenant = @tenant AND queue = @queue AND (created_at, id) < (@created_at, @id)
-    ORDER BY created_at DESC, id DESC
-    LIMIT @limit`,
+  // A page's keys from the covering list index, one status at a time; the rows of the
+  // page's own items are then read by rowid.
   listStatus: `
-    SELECT * FROM requests
+    SELECT rowid, created_at, id FROM requests
     WHERE tenant = @tenant AND queue = @queue AND status = @status
     ORDER BY created_at DESC, id DESC
     LIMIT @limit`,
   listStatusAfter: `
-    SELECT * FROM requests
+    SELECT rowid, created_at, id FROM requests
     WHERE tenant = @tenant AND queue = @queue AND status = @status
       AND (created_at, id) < (@created_at, @id)
     ORDER BY created_at DESC, id DESC
     LIMIT @limit`,
+  getByRowid: "SELECT * FROM requests WHERE rowid = @rowid",
   higherPriorities: `
     SELECT coalesce(sum(queued), 0) AS n FROM queued_by_priority
     WHERE queue = @queue AND priority > @priority`,
@@ -389,12 +405,11 @@ type StatementName = keyof typeof SQL;
 
 /** The read statements whose plans {@link SqliteRequestStore.explain} reports. */
 export const EXPLAINABLE_QUERIES = [
+  "getKey",
   "tenantHeads",
   "tenantAfter",
   "tenantBefore",
   "tenantFirst",
-  "listAll",
-  "listAllAfter",
   "listStatus",
   "listStatusAfter",
   "findActive",
@@ -417,6 +432,7 @@ const EXPLAIN_PARAMS: Record<string, unknown> = {
   now: 0,
   cutoff: 0,
   since: 0,
+  key: "k",
 };
 
 /** A `requests` row as SQLite returns it. */
@@ -447,6 +463,10 @@ interface RequestRow {
   /** JSON `{name: {size}}`; null when the request has no files. */
   files: string | null;
   retry_of: string | null;
+  /** The Idempotency-Key the request was created under (not part of the record). */
+  idem_key: string | null;
+  /** sha256 of that submit's canonical body. */
+  idem_hash: string | null;
 }
 
 function jsonOrNull(value: unknown): string | null {
@@ -486,6 +506,8 @@ export function toRow(r: RequestRecord): RequestRow {
     job_ref: r.jobRef,
     files: r.files && Object.keys(r.files).length > 0 ? JSON.stringify(r.files) : null,
     retry_of: r.retryOf ?? null,
+    idem_key: null,
+    idem_hash: null,
   };
 }
 
@@ -540,8 +562,15 @@ const PATCH_COLUMNS: {
 
 const PATCH_FIELDS = Object.keys(PATCH_COLUMNS) as (keyof RequestPatch)[];
 
+/** A list index entry: where the row is and what it sorts by. */
+interface ListKey {
+  rowid: number;
+  created_at: number;
+  id: string;
+}
+
 /** Newest first: created_at DESC, then id DESC. */
-function newestFirst(a: RequestRow, b: RequestRow): number {
+function newestFirst(a: ListKey, b: ListKey): number {
   if (a.created_at !== b.created_at) return b.created_at - a.created_at;
   return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
 }
@@ -732,17 +761,14 @@ export class SqliteRequestStore implements RequestStore {
     limits: SubmitLimits,
   ): SubmitOutcome {
     if (idempotency) {
-      const held = this.#stmt("getKey").get({
+      const row = this.#stmt("getKey").get({
         tenant: request.tenant,
         key: idempotency.key,
-      }) as { request_id: string; body_hash: string } | undefined;
-      if (held) {
-        if (held.body_hash !== idempotency.bodyHash) {
-          throw new IdempotencyConflictError(idempotency.key, held.request_id);
+      }) as RequestRow | undefined;
+      if (row) {
+        if (row.idem_hash !== idempotency.bodyHash) {
+          throw new IdempotencyConflictError(idempotency.key, row.id);
         }
-        const row = this.#stmt("getById").get({ id: held.request_id }) as RequestRow | undefined;
-        // The foreign key deletes a key with its request, so this means a damaged file.
-        if (!row) throw new Error(`idempotency key points at missing request ${held.request_id}`);
         // A replay takes no token; it is told where the bucket stands.
         const bucket = limits.rateLimit
           ? peekBucket(
@@ -788,15 +814,11 @@ export class SqliteRequestStore implements RequestStore {
       rateLimit = decision.state;
     }
     const row = toRow(request);
-    this.#stmt("insertRequest").run(row);
     if (idempotency) {
-      this.#stmt("insertKey").run({
-        tenant: request.tenant,
-        key: idempotency.key,
-        request_id: request.id,
-        body_hash: idempotency.bodyHash,
-      });
+      row.idem_key = idempotency.key;
+      row.idem_hash = idempotency.bodyHash;
     }
+    this.#stmt("insertRequest").run(row);
     this.#bump(request.queue, request.tenant, request.priority, 1, 0);
     const ahead = this.#fairPosition(request);
     // The wait view's figures as this transaction leaves them, so the answer needs no reads
@@ -925,21 +947,23 @@ export class SqliteRequestStore implements RequestStore {
       limit: limit + 1,
       ...(after ? { created_at: after.createdAt, id: after.id } : {}),
     };
-    const statuses = [...new Set(query.statuses ?? [])];
+    const statuses = query.statuses?.length ? [...new Set(query.statuses)] : ALL_STATUSES;
     // A deferred transaction gives the several per-status reads one consistent snapshot.
     const rows = this.#db
       .transaction((): RequestRow[] => {
-        if (statuses.length === 0) {
-          return this.#stmt(after ? "listAllAfter" : "listAll").all(base) as RequestRow[];
-        }
-        // One index range per status, merged here: `status IN (...)` would make SQLite walk
-        // the tenant's whole queue (or sort every match), so cost would follow table size.
-        const merged: RequestRow[] = [];
+        // One covering index range per status, merged here: `status IN (...)` would make
+        // SQLite walk the tenant's whole queue (or sort every match), so cost would follow
+        // table size. Only the page's own rows are then read from the table.
+        const merged: ListKey[] = [];
+        const stmt = this.#stmt(after ? "listStatusAfter" : "listStatus");
         for (const status of statuses) {
-          const stmt = this.#stmt(after ? "listStatusAfter" : "listStatus");
-          merged.push(...(stmt.all({ ...base, status }) as RequestRow[]));
+          merged.push(...(stmt.all({ ...base, status }) as ListKey[]));
         }
-        return merged.sort(newestFirst).slice(0, limit + 1);
+        const page = statuses.length === 1 ? merged : merged.sort(newestFirst);
+        const getByRowid = this.#stmt("getByRowid");
+        return page
+          .slice(0, limit + 1)
+          .map((k) => getByRowid.get({ rowid: k.rowid }) as RequestRow);
       })
       .deferred();
     const more = rows.length > limit;
@@ -1065,7 +1089,7 @@ export class SqliteRequestStore implements RequestStore {
     return rows.map((r) => r.id);
   }
 
-  /** Deletes a finished request and (by cascade) its idempotency key; false if not finished. */
+  /** Deletes a finished request and with it its idempotency key; false if not finished. */
   async deleteFinished(id: string): Promise<boolean> {
     return this.#db
       .transaction(() => this.#stmt("deleteFinished").run({ id }).changes > 0)
