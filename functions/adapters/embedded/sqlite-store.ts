@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import {
+  DomainError,
   IdempotencyConflictError,
   InvalidRequestError,
   QueueFullError,
@@ -584,6 +585,15 @@ interface PendingSubmit {
   reject: (error: unknown) => void;
 }
 
+/** What an accepted submit's checks read, for its writes and its answer. */
+interface SubmitPlan {
+  /** The queue's and the tenant's counts before this request. */
+  queue: QueueCounts;
+  tenant: QueueCounts;
+  /** The tenant's bucket after this submit's token, when the queue has a rate limit. */
+  bucket: { at: number; state: RateLimitState } | null;
+}
+
 /** How one submit of a group ended. */
 type Settled = { ok: true; value: SubmitOutcome } | { ok: false; error: unknown };
 
@@ -608,12 +618,6 @@ export class SqliteRequestStore implements RequestStore {
   readonly #submitCommits = { commits: 0, submits: 0 };
   /** The group transaction; `.immediate(batch)` runs {@link #runBatch} in BEGIN IMMEDIATE. */
   readonly #submitBatch: Database.Transaction<(batch: readonly PendingSubmit[]) => Settled[]>;
-  /** One submit in a savepoint of the group's transaction (or its own, alone). */
-  readonly #submitOneTxn: (
-    request: RequestRecord,
-    idempotency: IdempotencyClaim | null,
-    limits: SubmitLimits,
-  ) => SubmitOutcome;
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string) {
@@ -627,10 +631,6 @@ export class SqliteRequestStore implements RequestStore {
     this.#stmt = statementCache(this.#db, SQL);
     this.#submitBatch = this.#db.transaction((batch: readonly PendingSubmit[]) =>
       this.#runBatch(batch),
-    );
-    this.#submitOneTxn = this.#db.transaction(
-      (request: RequestRecord, idempotency: IdempotencyClaim | null, limits: SubmitLimits) =>
-        this.#submitOne(request, idempotency, limits),
     );
   }
 
@@ -664,13 +664,12 @@ export class SqliteRequestStore implements RequestStore {
 
   /**
    * Submits are committed in groups: every submit called in the same turn of the event loop
-   * joins one `BEGIN IMMEDIATE` transaction that runs them in call order, each in a
-   * savepoint of its own, so each sees the writes of those before it (its idempotency key,
-   * the queue's and the tenant's counts, the tenant's bucket) exactly as if it had run
-   * alone, and a failing one (a limit, a conflict, a fault) undoes only its own writes. A
-   * promise settles only after the commit: an answer never tells of a request that a crash
-   * could still lose. A commit costs about as much as one request's pages, so sharing it is
-   * what keeps the submit path near one INSERT per request (docs/design.md).
+   * joins one `BEGIN IMMEDIATE` transaction that runs them in call order, so each sees the
+   * writes of those before it (a key claimed, the queue's and the tenant's counts, the
+   * tenant's bucket) exactly as if it had run alone, and each gets its own answer or
+   * refusal. A promise settles only after the commit: an answer never tells of a request
+   * that a crash could still lose. A commit costs several times one request's INSERT, so
+   * sharing it is what keeps the submit path near the floor (docs/design.md).
    */
   async submit(
     request: RequestRecord,
@@ -697,9 +696,9 @@ export class SqliteRequestStore implements RequestStore {
 
   /**
    * Commits the pending submits as one transaction. If that transaction fails as a whole
-   * (a fault that SQLite answers by rolling everything back, or a failing COMMIT), nothing
-   * of it was stored or answered, and each submit is run again in a transaction of its
-   * own, so the fault fails only the submit that caused it.
+   * (a fault inside a submit's writes, a failing COMMIT), nothing of it was stored or
+   * answered, and each submit is run again in a transaction of its own, so the fault fails
+   * only the submit that caused it.
    */
   #flushSubmits(): void {
     const batch = this.#pending.splice(0);
@@ -737,29 +736,42 @@ export class SqliteRequestStore implements RequestStore {
     this.#submitCommits.submits += ok;
   }
 
-  /** Runs the submits of a group in order inside the caller's transaction. */
+  /**
+   * Runs the submits of a group in order inside the caller's transaction. A refusal (a
+   * limit, a conflict) is thrown by the checks, before the submit writes anything, so it
+   * fails that submit alone and the group goes on; any other error may come after some of
+   * a submit's writes and fails the whole group, which {@link #flushSubmits} then runs
+   * again one submit per transaction. (A savepoint per submit would undo a partial write
+   * too, but costs more than the request's own INSERT.)
+   */
   #runBatch(batch: readonly PendingSubmit[]): Settled[] {
     const out: Settled[] = [];
     for (const s of batch) {
-      // A fault SQLite answers by rolling the whole transaction back leaves no savepoint to
-      // return to; what follows must not run outside a transaction, so the group fails.
-      if (!this.#db.inTransaction) throw new Error("the submit transaction was rolled back");
+      let checked: SubmitOutcome | SubmitPlan;
       try {
-        out.push({ ok: true, value: this.#submitOneTxn(s.request, s.idempotency, s.limits) });
+        checked = this.#checkSubmit(s.request, s.idempotency, s.limits);
       } catch (error) {
-        if (!this.#db.inTransaction) throw error;
+        if (!(error instanceof DomainError)) throw error;
         out.push({ ok: false, error });
+        continue;
       }
+      const value =
+        "kind" in checked ? checked : this.#writeSubmit(s.request, s.idempotency, checked);
+      out.push({ ok: true, value });
     }
     return out;
   }
 
-  /** One submit, as SPEC §2 and the port describe it; runs inside a transaction. */
-  #submitOne(
+  /**
+   * The reads and checks of one submit, in a transaction, writing nothing: the replay of a
+   * key already held, or what the write needs.
+   * @throws DomainError the submit is refused (see {@link RequestStore.submit}).
+   */
+  #checkSubmit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
     limits: SubmitLimits,
-  ): SubmitOutcome {
+  ): SubmitOutcome | SubmitPlan {
     if (idempotency) {
       const row = this.#stmt("getKey").get({
         tenant: request.tenant,
@@ -800,18 +812,33 @@ export class SqliteRequestStore implements RequestStore {
         "tenant",
       );
     }
-    let rateLimit: RateLimitState | undefined;
+    let bucket: SubmitPlan["bucket"] = null;
     if (limits.rateLimit) {
       const decision = takeToken(limits.rateLimit, tenantRow?.bucket_at ?? null, request.createdAt);
       if (!decision.allowed) {
         throw new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
       }
+      bucket = { at: decision.at, state: decision.state };
+    }
+    return {
+      queue: counts,
+      tenant: { queued: tenantRow?.queued ?? 0, running: tenantRow?.running ?? 0 },
+      bucket,
+    };
+  }
+
+  /** The writes of one accepted submit, in the transaction its checks ran in. */
+  #writeSubmit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    plan: SubmitPlan,
+  ): SubmitOutcome {
+    if (plan.bucket) {
       this.#stmt("setBucket").run({
         queue: request.queue,
         tenant: request.tenant,
-        at: decision.at,
+        at: plan.bucket.at,
       });
-      rateLimit = decision.state;
     }
     const row = toRow(request);
     if (idempotency) {
@@ -822,10 +849,10 @@ export class SqliteRequestStore implements RequestStore {
     this.#bump(request.queue, request.tenant, request.priority, 1, 0);
     const ahead = this.#fairPosition(request);
     // The wait view's figures as this transaction leaves them, so the answer needs no reads
-    // of its own after the commit (the counts above, moved by this request).
+    // of its own after the commit (the counts the checks read, moved by this request).
     const usage: UsageFigures = {
-      queue: { queued: counts.queued + 1, running: counts.running },
-      tenant: { queued: (tenantRow?.queued ?? 0) + 1, running: tenantRow?.running ?? 0 },
+      queue: { queued: plan.queue.queued + 1, running: plan.queue.running },
+      tenant: { queued: plan.tenant.queued + 1, running: plan.tenant.running },
       run: this.#runStats(request.queue, request.createdAt),
     };
     return {
@@ -833,7 +860,7 @@ export class SqliteRequestStore implements RequestStore {
       request: fromRow(row),
       position: ahead,
       usage,
-      ...(rateLimit ? { rateLimit } : {}),
+      ...(plan.bucket ? { rateLimit: plan.bucket.state } : {}),
     };
   }
 
