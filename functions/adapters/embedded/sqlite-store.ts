@@ -39,6 +39,7 @@ import {
   fairPositionPlan,
   pickFairHead,
 } from "../../core/store-support.ts";
+import { WalCheckpointer } from "./sqlite-checkpointer.ts";
 import { openSqlite, statementCache } from "./sqlite-open.ts";
 
 /**
@@ -597,6 +598,16 @@ interface SubmitPlan {
 /** How one submit of a group ended. */
 type Settled = { ok: true; value: SubmitOutcome } | { ok: false; error: unknown };
 
+/** Options of the {@link SqliteRequestStore} constructor. */
+export interface SqliteRequestStoreOptions {
+  /**
+   * Checkpoint the WAL from a worker thread (sqlite-checkpointer.ts) instead of inside
+   * this connection's commits: what a long-running server wants. Default false: tools and
+   * tests that open a store briefly keep SQLite's automatic checkpoints.
+   */
+  backgroundCheckpoints?: boolean;
+}
+
 /** Options for {@link SqliteRequestStore.recount}. */
 export interface RecountOptions {
   /** Also overwrite the stored counters with the recomputed ones (repair). */
@@ -619,8 +630,10 @@ export class SqliteRequestStore implements RequestStore {
   /** The group transaction; `.immediate(batch)` runs {@link #runBatch} in BEGIN IMMEDIATE. */
   readonly #submitBatch: Database.Transaction<(batch: readonly PendingSubmit[]) => Settled[]>;
 
+  readonly #checkpointer: WalCheckpointer | undefined;
+
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
-  constructor(path: string) {
+  constructor(path: string, options: SqliteRequestStoreOptions = {}) {
     this.#db = openSqlite(path, (db) => {
       db.pragma("foreign_keys = ON");
       // A 64 MiB page cache (the default is 2 MiB) keeps the ready and list indexes of a
@@ -629,6 +642,9 @@ export class SqliteRequestStore implements RequestStore {
       migrate(db);
     });
     this.#stmt = statementCache(this.#db, SQL);
+    if (options.backgroundCheckpoints && path !== ":memory:") {
+      this.#checkpointer = new WalCheckpointer(this.#db, path);
+    }
     this.#submitBatch = this.#db.transaction((batch: readonly PendingSubmit[]) =>
       this.#runBatch(batch),
     );
@@ -1179,6 +1195,7 @@ export class SqliteRequestStore implements RequestStore {
   close(): void {
     // Submits already called are committed (and answered) first, not lost with the handle.
     this.#flushSubmits();
+    void this.#checkpointer?.stop();
     this.#db.close();
   }
 }
