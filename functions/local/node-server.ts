@@ -171,9 +171,13 @@ export function createRequestListener(opts: NodeAdapterOptions) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     void (async () => {
       // Prefixing (rather than resolving against a base) keeps "//x" a path, not a host.
-      const url = URL.canParse(`http://localhost${req.url ?? "/"}`)
-        ? new URL(`http://localhost${req.url ?? "/"}`)
-        : new URL("http://localhost/");
+      // One parse (canParse and then new URL parsed every request twice).
+      let url: URL;
+      try {
+        url = new URL(`http://localhost${req.url ?? "/"}`);
+      } catch {
+        url = new URL("http://localhost/");
+      }
       const artifact =
         req.method === "GET" && opts.artifacts ? url.pathname.match(ARTIFACT_ROUTE) : null;
       if (artifact && opts.artifacts) {
