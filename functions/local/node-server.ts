@@ -42,34 +42,41 @@ const BODY_TIMEOUT_MS = 60_000;
 
 /**
  * Reads at most `limit` bytes of the body; the rest is discarded, not buffered. A body not
- * complete within `timeoutMs` closes the connection (null: nothing is answered).
+ * complete within `timeoutMs` closes the connection (null: nothing is answered). Plain
+ * stream events rather than `for await`: the async iterator cost a few percent of a
+ * submit's time (docs/design.md, submit path).
  */
-async function readBody(
-  req: IncomingMessage,
-  limit: number,
-  timeoutMs: number,
-): Promise<Buffer | null> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let late = false;
-  const timer = setTimeout(() => {
-    late = true;
-    req.destroy();
-  }, timeoutMs);
-  try {
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      if (size >= limit) continue; // drain without keeping it
+function readBody(req: IncomingMessage, limit: number, timeoutMs: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let late = false;
+    let settled = false;
+    const timer = setTimeout(() => {
+      late = true;
+      req.destroy();
+    }, timeoutMs);
+    const finish = (error: unknown, body: Buffer | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (late) resolve(null);
+      else if (error !== undefined) reject(error);
+      else resolve(body);
+    };
+    req.on("data", (chunk: Buffer) => {
+      if (size >= limit) return; // drain without keeping it
       const take = chunk.subarray(0, limit - size);
       chunks.push(take);
       size += take.length;
-    }
-  } catch (error) {
-    if (late) return null;
-    throw error;
-  } finally {
-    clearTimeout(timer);
-  }
-  return late ? null : Buffer.concat(chunks, size);
+    });
+    req.once("end", () =>
+      finish(undefined, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size)),
+    );
+    req.once("error", (error) => finish(error, null));
+    // Closed before its end (the client went away): as the stream iterator did, a failure.
+    req.once("close", () => finish(new Error("the request closed before its body ended"), null));
+  });
 }
 
 function send(res: ServerResponse, out: HttpResponse): void {
@@ -164,9 +171,13 @@ export function createRequestListener(opts: NodeAdapterOptions) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     void (async () => {
       // Prefixing (rather than resolving against a base) keeps "//x" a path, not a host.
-      const url = URL.canParse(`http://localhost${req.url ?? "/"}`)
-        ? new URL(`http://localhost${req.url ?? "/"}`)
-        : new URL("http://localhost/");
+      // One parse (canParse and then new URL parsed every request twice).
+      let url: URL;
+      try {
+        url = new URL(`http://localhost${req.url ?? "/"}`);
+      } catch {
+        url = new URL("http://localhost/");
+      }
       const artifact =
         req.method === "GET" && opts.artifacts ? url.pathname.match(ARTIFACT_ROUTE) : null;
       if (artifact && opts.artifacts) {

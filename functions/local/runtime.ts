@@ -95,7 +95,9 @@ export class EmbeddedRuntime {
     const { dataDir, config } = options;
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const jobUser = options.jobUser ?? null;
-    this.store = new SqliteRequestStore(join(dataDir, "longrun.db"));
+    this.store = new SqliteRequestStore(join(dataDir, "longrun.db"), {
+      backgroundCheckpoints: true,
+    });
     this.signer = new ArtifactUrlSigner(
       ArtifactUrlSigner.keyFromFile(join(dataDir, "artifact-url.key")),
       options.baseUrl,

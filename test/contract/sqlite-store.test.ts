@@ -11,6 +11,7 @@ import {
   SQLITE_SCHEMA_VERSION,
   SqliteRequestStore,
 } from "../../functions/adapters/embedded/sqlite-store.ts";
+import { IdempotencyConflictError } from "../../functions/core/errors.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { describeRequestStoreContract } from "./request-store.contract.ts";
 import type { RaceReport, RaceTask } from "./sqlite-race-worker.ts";
@@ -98,7 +99,6 @@ describe("SqliteRequestStore on a file", () => {
       .all()
       .map((r) => (r as { name: string }).name);
     expect(tables).toEqual([
-      "idempotency_keys",
       "queue_counters",
       "queue_run_stats",
       "queued_by_priority",
@@ -217,6 +217,70 @@ describe("SqliteRequestStore on a file", () => {
     expect(await upgraded.tenantCounts("q", "busy")).toEqual({ queued: 2, running: 1 });
     expect(claim).toMatchObject({ kind: "started", request: { tenant: "idle" } });
     expect(await upgraded.tenantCounts("q", "idle")).toEqual({ queued: 0, running: 1 });
+  });
+
+  it("upgrades a schema 3 file: its keys move into their requests and the spare indexes go", async () => {
+    // Prepare: a file as schema 3 left it: keys in a table of their own (with its index on
+    // request_id), the ready and list indexes, no key columns in requests.
+    const old = new SqliteRequestStore(path);
+    const limits = { maxQueued: 10, retryAfterSeconds: 1 };
+    const keyed = queuedRequest("q", { tenant: "a", createdAt: T0 });
+    const plain = queuedRequest("q", { tenant: "a", createdAt: T0 + 1 });
+    await old.submit(keyed, { key: "k1", bodyHash: "h1" }, limits);
+    await old.submit(plain, null, limits);
+    old.close();
+    const raw = new Database(path);
+    raw.exec(`
+      CREATE TABLE idempotency_keys (
+        tenant TEXT NOT NULL, key TEXT NOT NULL,
+        request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
+        body_hash TEXT NOT NULL, PRIMARY KEY (tenant, key));
+      CREATE INDEX idempotency_keys_request ON idempotency_keys (request_id);
+      INSERT INTO idempotency_keys SELECT tenant, idem_key, id, idem_hash FROM requests
+        WHERE idem_key IS NOT NULL;
+      DROP INDEX requests_idempotency;
+      ALTER TABLE requests DROP COLUMN idem_key;
+      ALTER TABLE requests DROP COLUMN idem_hash;
+      CREATE INDEX requests_ready
+        ON requests (queue, priority DESC, created_at, id) WHERE status = 'QUEUED';
+      CREATE INDEX requests_list ON requests (tenant, queue, created_at DESC, id DESC);`);
+    raw.pragma("user_version = 3");
+    raw.close();
+
+    // Act
+    const upgraded = new SqliteRequestStore(path);
+    toClose.push(upgraded);
+    const replay = await upgraded.submit(
+      queuedRequest("q", { tenant: "a" }),
+      { key: "k1", bodyHash: "h1" },
+      limits,
+    );
+    const conflict = upgraded.submit(
+      queuedRequest("q", { tenant: "a" }),
+      { key: "k1", bodyHash: "other" },
+      limits,
+    );
+
+    // Assess
+    expect(replay).toMatchObject({ kind: "replayed", request: { id: keyed.id } });
+    await expect(conflict).rejects.toBeInstanceOf(IdempotencyConflictError);
+    const check = new Database(path);
+    toClose.push(check);
+    expect(check.pragma("user_version", { simple: true })).toBe(SQLITE_SCHEMA_VERSION);
+    const names = (
+      check.prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'requests'").all() as {
+        name: string;
+      }[]
+    ).map((r) => r.name);
+    expect(names).toContain("requests_idempotency");
+    expect(names).not.toContain("requests_ready");
+    expect(names).not.toContain("requests_list");
+    expect(
+      check.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'idempotency_keys%'").all(),
+    ).toEqual([]);
+    const page = await upgraded.list({ tenant: "a", queue: "q", limit: 10 });
+    expect(page.items.map((r) => r.id)).toEqual([plain.id, keyed.id]);
+    expect(await upgraded.get(keyed.id)).toEqual(keyed);
   });
 
   it("gives the exact position at submit even for a request dated before others of its priority", async () => {

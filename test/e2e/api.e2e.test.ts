@@ -10,6 +10,8 @@ describe.each(BACKENDS)("HTTP API (%s backend, e2e)", (backend) => {
       // maxRunning is tiny and jobs hold so requests stay QUEUED while we look at them.
       work: demoQueue({ maxRunning: 1, maxQueued: 50 }),
       tiny: demoQueue({ maxRunning: 1, maxQueued: 2 }),
+      // Its own queue: the burst below must not move the positions the others look at.
+      burst: demoQueue({ maxRunning: 1 }),
     },
   });
   // Never released: a job of this input runs until the server goes, however slow the machine.
@@ -93,6 +95,37 @@ describe.each(BACKENDS)("HTTP API (%s backend, e2e)", (backend) => {
     expect(again.status).toBe(200);
     expect(again.headers.get("idempotent-replayed")).toBe("true");
     expect(again.body.id).toBe(first.body.id);
+  });
+
+  it("answers each of a burst of submits on its own: one request per key, replays, conflicts", async () => {
+    // Prepare: sent at once, so the embedded server commits them together.
+    const key = `key-${Date.now()}-burst`;
+    const bodies = [1, 1, 1, 1, 2].map((n) => ({ input: { ...slow, n } }));
+
+    // Act
+    const [keyed, plain] = await Promise.all([
+      Promise.all(bodies.map((b) => server.submit("burst", b, { "idempotency-key": key }))),
+      Promise.all([1, 2, 3].map((n) => server.submit("burst", { input: { ...slow, plain: n } }))),
+    ]);
+
+    // Assess: whichever body came first made the request; the same body replays it, the
+    // other is a conflict.
+    const created = keyed.filter((r) => r.status === 202);
+    expect(created).toHaveLength(1);
+    const winner = bodies[keyed.indexOf(created[0] as (typeof keyed)[number])];
+    keyed.forEach((r, i) => {
+      if (r === created[0]) return;
+      if (bodies[i]?.input.n === winner?.input.n) {
+        expect(r.status).toBe(200);
+        expect(r.headers.get("idempotent-replayed")).toBe("true");
+        expect(r.body.id).toBe(created[0]?.body.id);
+      } else {
+        expect(r.status).toBe(409);
+        expect(r.body.code).toBe("idempotency_conflict");
+      }
+    });
+    expect(plain.map((r) => r.status)).toEqual([202, 202, 202]);
+    expect(new Set(plain.map((r) => r.body.id)).size).toBe(3);
   });
 
   it("answers 409 idempotency_conflict when a key comes back with another body", async () => {

@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import {
+  DomainError,
   IdempotencyConflictError,
   InvalidRequestError,
   QueueFullError,
@@ -18,9 +19,11 @@ import type {
   SubmitLimits,
   SubmitOutcome,
   TransitionCommand,
+  UsageFigures,
 } from "../../core/ports.ts";
 import { peekBucket, takeToken } from "../../core/rate-limit.ts";
 import {
+  ALL_STATUSES,
   counterDelta,
   type RequestPatch,
   type RequestRecord,
@@ -36,13 +39,14 @@ import {
   fairPositionPlan,
   pickFairHead,
 } from "../../core/store-support.ts";
+import { WalCheckpointer } from "./sqlite-checkpointer.ts";
 import { openSqlite, statementCache } from "./sqlite-open.ts";
 
 /**
  * Schema version kept in `PRAGMA user_version`. Bump it together with a migration step in
  * `#migrate` whenever the tables or indexes change.
  */
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 
 const DAY_MS = 86_400_000;
 
@@ -76,13 +80,7 @@ CREATE TABLE IF NOT EXISTS requests (
   job_ref           TEXT
 );
 
--- Start order of waiting requests; holds only QUEUED rows, so dispatch never scans.
-CREATE INDEX IF NOT EXISTS requests_ready
-  ON requests (queue, priority DESC, created_at, id) WHERE status = 'QUEUED';
-
--- Listing, newest first, without and with a status filter.
-CREATE INDEX IF NOT EXISTS requests_list
-  ON requests (tenant, queue, created_at DESC, id DESC);
+-- Listing, newest first: one range per status (a page without a filter merges them).
 CREATE INDEX IF NOT EXISTS requests_list_status
   ON requests (tenant, queue, status, created_at DESC, id DESC);
 
@@ -99,16 +97,6 @@ CREATE INDEX IF NOT EXISTS requests_webhook
 -- Retention: finished requests by the time they finished.
 CREATE INDEX IF NOT EXISTS requests_finished
   ON requests (queue, finished_at) WHERE finished_at IS NOT NULL;
-
--- A key lives exactly as long as its request: deleting the request (retention) frees it.
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-  tenant     TEXT NOT NULL,
-  key        TEXT NOT NULL,
-  request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
-  body_hash  TEXT NOT NULL,
-  PRIMARY KEY (tenant, key)
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_request ON idempotency_keys (request_id);
 
 -- Exact per-queue counts, kept in step with the rows by every state-changing transaction.
 CREATE TABLE IF NOT EXISTS queue_counters (
@@ -198,10 +186,46 @@ const ADDED_COLUMNS: readonly (readonly [name: string, type: string])[] = [
   ["files", "TEXT"],
   // The request this one retries.
   ["retry_of", "TEXT"],
+  // Schema 4: the Idempotency-Key the request was created under and the hash of its body,
+  // in the row itself (schema 3 had a table of its own, with two indexes).
+  ["idem_key", "TEXT"],
+  ["idem_hash", "TEXT"],
   // JSON request.ts CapacityWait: the current attempt's wait for an instance (a backend that
   // reports one through job events; the embedded GPU pool answers from memory instead).
   ["capacity_wait", "TEXT"],
 ];
+
+/**
+ * Indexes on columns of {@link ADDED_COLUMNS}, made once those exist. A key lives exactly
+ * as long as its request: deleting the request (retention) frees it.
+ */
+const ADDED_INDEXES = `
+CREATE UNIQUE INDEX IF NOT EXISTS requests_idempotency
+  ON requests (tenant, idem_key) WHERE idem_key IS NOT NULL;
+`;
+
+/**
+ * Schema 3 → 4: the keys move into their requests' rows, and the indexes no statement
+ * needs any more go (each one was an entry written with every request): requests_ready
+ * (dispatch and positions read requests_tenant_ready) and requests_list (a page without a
+ * status filter merges the ranges of requests_list_status).
+ */
+const MOVE_IDEMPOTENCY_KEYS = `
+UPDATE requests SET idem_key = k.key, idem_hash = k.body_hash
+  FROM idempotency_keys k WHERE k.request_id = requests.id;
+DROP TABLE idempotency_keys;
+`;
+const DROP_UNUSED_INDEXES = `
+DROP INDEX IF EXISTS requests_ready;
+DROP INDEX IF EXISTS requests_list;
+`;
+
+function hasTable(db: Database.Database, name: string): boolean {
+  return (
+    db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !==
+    undefined
+  );
+}
 
 function addMissingColumns(db: Database.Database): void {
   const have = new Set(
@@ -224,6 +248,11 @@ function migrate(db: Database.Database): void {
     addMissingColumns(db);
     if (version < 2) db.exec(BACKFILL_QUEUED_BY_PRIORITY);
     if (version < 3) db.exec(BACKFILL_TENANT_COUNTERS);
+    if (version < 4) {
+      if (hasTable(db, "idempotency_keys")) db.exec(MOVE_IDEMPOTENCY_KEYS);
+      db.exec(DROP_UNUSED_INDEXES);
+    }
+    db.exec(ADDED_INDEXES);
     if (version < SQLITE_SCHEMA_VERSION) {
       db.pragma(`user_version = ${SQLITE_SCHEMA_VERSION}`);
     }
@@ -238,18 +267,15 @@ const SQL = {
       id, tenant, queue, status, priority, input, metadata, webhook, idempotency_key,
       created_at, started_at, finished_at, updated_at, attempt, max_attempts, platform_retries,
       cancel_requested, timeout_seconds, queue_ttl_seconds, expires_at, progress, error, job_ref,
-      files, retry_of, capacity_wait
+      files, retry_of, capacity_wait, idem_key, idem_hash
     ) VALUES (
       @id, @tenant, @queue, @status, @priority, @input, @metadata, @webhook, @idempotency_key,
       @created_at, @started_at, @finished_at, @updated_at, @attempt, @max_attempts, @platform_retries,
       @cancel_requested, @timeout_seconds, @queue_ttl_seconds, @expires_at, @progress, @error, @job_ref,
-      @files, @retry_of, @capacity_wait
+      @files, @retry_of, @capacity_wait, @idem_key, @idem_hash
     )`,
-  getKey:
-    "SELECT request_id, body_hash FROM idempotency_keys WHERE tenant = @tenant AND key = @key",
-  insertKey: `
-    INSERT INTO idempotency_keys (tenant, key, request_id, body_hash)
-    VALUES (@tenant, @key, @request_id, @body_hash)`,
+  // The request a tenant's Idempotency-Key was claimed by, with its body's hash.
+  getKey: "SELECT * FROM requests WHERE tenant = @tenant AND idem_key = @key",
   getCounts: "SELECT queued, running FROM queue_counters WHERE queue = @queue",
   addRunTime: `
     INSERT INTO queue_run_stats (queue, day, total_ms, n) VALUES (@queue, @day, @ms, 1)
@@ -327,27 +353,20 @@ const SQL = {
       updated_at = @now
     WHERE id = @id AND status = 'QUEUED'
     RETURNING *`,
-  listAll: `
-    SELECT * FROM requests
-    WHERE tenant = @tenant AND queue = @queue
-    ORDER BY created_at DESC, id DESC
-    LIMIT @limit`,
-  listAllAfter: `
-    SELECT * FROM requests
-    WHERE tenant = @tenant AND queue = @queue AND (created_at, id) < (@created_at, @id)
-    ORDER BY created_at DESC, id DESC
-    LIMIT @limit`,
+  // A page's keys from the covering list index, one status at a time; the rows of the
+  // page's own items are then read by rowid.
   listStatus: `
-    SELECT * FROM requests
+    SELECT rowid, created_at, id FROM requests
     WHERE tenant = @tenant AND queue = @queue AND status = @status
     ORDER BY created_at DESC, id DESC
     LIMIT @limit`,
   listStatusAfter: `
-    SELECT * FROM requests
+    SELECT rowid, created_at, id FROM requests
     WHERE tenant = @tenant AND queue = @queue AND status = @status
       AND (created_at, id) < (@created_at, @id)
     ORDER BY created_at DESC, id DESC
     LIMIT @limit`,
+  getByRowid: "SELECT * FROM requests WHERE rowid = @rowid",
   higherPriorities: `
     SELECT coalesce(sum(queued), 0) AS n FROM queued_by_priority
     WHERE queue = @queue AND priority > @priority`,
@@ -391,12 +410,11 @@ type StatementName = keyof typeof SQL;
 
 /** The read statements whose plans {@link SqliteRequestStore.explain} reports. */
 export const EXPLAINABLE_QUERIES = [
+  "getKey",
   "tenantHeads",
   "tenantAfter",
   "tenantBefore",
   "tenantFirst",
-  "listAll",
-  "listAllAfter",
   "listStatus",
   "listStatusAfter",
   "findActive",
@@ -419,6 +437,7 @@ const EXPLAIN_PARAMS: Record<string, unknown> = {
   now: 0,
   cutoff: 0,
   since: 0,
+  key: "k",
 };
 
 /** A `requests` row as SQLite returns it. */
@@ -449,6 +468,10 @@ interface RequestRow {
   /** JSON `{name: {size}}`; null when the request has no files. */
   files: string | null;
   retry_of: string | null;
+  /** The Idempotency-Key the request was created under (not part of the record). */
+  idem_key: string | null;
+  /** sha256 of that submit's canonical body. */
+  idem_hash: string | null;
   /** JSON CapacityWait; null when none was reported. */
   capacity_wait: string | null;
 }
@@ -490,6 +513,8 @@ export function toRow(r: RequestRecord): RequestRow {
     job_ref: r.jobRef,
     files: r.files && Object.keys(r.files).length > 0 ? JSON.stringify(r.files) : null,
     retry_of: r.retryOf ?? null,
+    idem_key: null,
+    idem_hash: null,
     capacity_wait: jsonOrNull(r.capacityWait),
   };
 }
@@ -547,10 +572,48 @@ const PATCH_COLUMNS: {
 
 const PATCH_FIELDS = Object.keys(PATCH_COLUMNS) as (keyof RequestPatch)[];
 
+/** A list index entry: where the row is and what it sorts by. */
+interface ListKey {
+  rowid: number;
+  created_at: number;
+  id: string;
+}
+
 /** Newest first: created_at DESC, then id DESC. */
-function newestFirst(a: RequestRow, b: RequestRow): number {
+function newestFirst(a: ListKey, b: ListKey): number {
   if (a.created_at !== b.created_at) return b.created_at - a.created_at;
   return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}
+
+/** A submit waiting for its group commit. */
+interface PendingSubmit {
+  request: RequestRecord;
+  idempotency: IdempotencyClaim | null;
+  limits: SubmitLimits;
+  resolve: (outcome: SubmitOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+/** What an accepted submit's checks read, for its writes and its answer. */
+interface SubmitPlan {
+  /** The queue's and the tenant's counts before this request. */
+  queue: QueueCounts;
+  tenant: QueueCounts;
+  /** The tenant's bucket after this submit's token, when the queue has a rate limit. */
+  bucket: { at: number; state: RateLimitState } | null;
+}
+
+/** How one submit of a group ended. */
+type Settled = { ok: true; value: SubmitOutcome } | { ok: false; error: unknown };
+
+/** Options of the {@link SqliteRequestStore} constructor. */
+export interface SqliteRequestStoreOptions {
+  /**
+   * Checkpoint the WAL from a worker thread (sqlite-checkpointer.ts) instead of inside
+   * this connection's commits: what a long-running server wants. Default false: tools and
+   * tests that open a store briefly keep SQLite's automatic checkpoints.
+   */
+  backgroundCheckpoints?: boolean;
 }
 
 /** Options for {@link SqliteRequestStore.recount}. */
@@ -569,9 +632,16 @@ export class SqliteRequestStore implements RequestStore {
   readonly #stmt: (name: StatementName) => Database.Statement;
   /** UPDATE statements for transitions, one per shape (statuses, attempt, fields set). */
   readonly #transitionStmts = new Map<string, Database.Statement>();
+  /** Submits waiting for the next group commit, in call order. */
+  readonly #pending: PendingSubmit[] = [];
+  readonly #submitCommits = { commits: 0, submits: 0 };
+  /** The group transaction; `.immediate(batch)` runs {@link #runBatch} in BEGIN IMMEDIATE. */
+  readonly #submitBatch: Database.Transaction<(batch: readonly PendingSubmit[]) => Settled[]>;
+
+  readonly #checkpointer: WalCheckpointer | undefined;
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
-  constructor(path: string) {
+  constructor(path: string, options: SqliteRequestStoreOptions = {}) {
     this.#db = openSqlite(path, (db) => {
       db.pragma("foreign_keys = ON");
       // A 64 MiB page cache (the default is 2 MiB) keeps the ready and list indexes of a
@@ -580,6 +650,12 @@ export class SqliteRequestStore implements RequestStore {
       migrate(db);
     });
     this.#stmt = statementCache(this.#db, SQL);
+    if (options.backgroundCheckpoints && path !== ":memory:") {
+      this.#checkpointer = new WalCheckpointer(this.#db, path);
+    }
+    this.#submitBatch = this.#db.transaction((batch: readonly PendingSubmit[]) =>
+      this.#runBatch(batch),
+    );
   }
 
   /**
@@ -610,6 +686,15 @@ export class SqliteRequestStore implements RequestStore {
     return { queued: row?.queued ?? 0, running: row?.running ?? 0 };
   }
 
+  /**
+   * Submits are committed in groups: every submit called in the same turn of the event loop
+   * joins one `BEGIN IMMEDIATE` transaction that runs them in call order, so each sees the
+   * writes of those before it (a key claimed, the queue's and the tenant's counts, the
+   * tenant's bucket) exactly as if it had run alone, and each gets its own answer or
+   * refusal. A promise settles only after the commit: an answer never tells of a request
+   * that a crash could still lose. A commit costs several times one request's INSERT, so
+   * sharing it is what keeps the submit path near the floor (docs/design.md).
+   */
   async submit(
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
@@ -620,90 +705,187 @@ export class SqliteRequestStore implements RequestStore {
         `submit of ${request.id}: a new request must be QUEUED, not ${request.status}`,
       );
     }
-    return this.#db
-      .transaction((): SubmitOutcome => {
-        if (idempotency) {
-          const held = this.#stmt("getKey").get({
-            tenant: request.tenant,
-            key: idempotency.key,
-          }) as { request_id: string; body_hash: string } | undefined;
-          if (held) {
-            if (held.body_hash !== idempotency.bodyHash) {
-              throw new IdempotencyConflictError(idempotency.key, held.request_id);
-            }
-            const row = this.#stmt("getById").get({ id: held.request_id }) as
-              | RequestRow
-              | undefined;
-            // The foreign key deletes a key with its request, so this means a damaged file.
-            if (!row)
-              throw new Error(`idempotency key points at missing request ${held.request_id}`);
-            // A replay takes no token; it is told where the bucket stands.
-            const bucket = limits.rateLimit
-              ? peekBucket(
-                  limits.rateLimit,
-                  this.#tenantRow(request.queue, request.tenant)?.bucket_at ?? null,
-                  request.createdAt,
-                )
-              : undefined;
-            return {
-              kind: "replayed",
-              request: fromRow(row),
-              ...(bucket ? { rateLimit: bucket } : {}),
-            };
+    return new Promise<SubmitOutcome>((resolve, reject) => {
+      this.#pending.push({ request, idempotency, limits, resolve, reject });
+      // setImmediate runs after the poll phase: every request whose bytes arrived in this
+      // turn has reached its submit by then.
+      if (this.#pending.length === 1) setImmediate(() => this.#flushSubmits());
+    });
+  }
+
+  /** Figures of group commits so far: transactions that committed submits, and submits. */
+  get submitCommits(): { commits: number; submits: number } {
+    return { ...this.#submitCommits };
+  }
+
+  /**
+   * Commits the pending submits as one transaction. If that transaction fails as a whole
+   * (a fault inside a submit's writes, a failing COMMIT), nothing of it was stored or
+   * answered, and each submit is run again in a transaction of its own, so the fault fails
+   * only the submit that caused it.
+   */
+  #flushSubmits(): void {
+    const batch = this.#pending.splice(0);
+    if (batch.length === 0) return;
+    let settled: Settled[];
+    try {
+      settled = this.#submitBatch.immediate(batch);
+      this.#countCommit(settled);
+    } catch (batchError) {
+      if (batch.length === 1) {
+        settled = [{ ok: false, error: batchError }];
+      } else {
+        settled = batch.map((s): Settled => {
+          try {
+            const one = this.#submitBatch.immediate([s]);
+            this.#countCommit(one);
+            return one[0] as Settled;
+          } catch (error) {
+            return { ok: false, error };
           }
+        });
+      }
+    }
+    batch.forEach((s, i) => {
+      const out = settled[i] as Settled;
+      if (out.ok) s.resolve(out.value);
+      else s.reject(out.error);
+    });
+  }
+
+  #countCommit(settled: readonly Settled[]): void {
+    const ok = settled.filter((s) => s.ok).length;
+    if (ok === 0) return;
+    this.#submitCommits.commits++;
+    this.#submitCommits.submits += ok;
+  }
+
+  /**
+   * Runs the submits of a group in order inside the caller's transaction. A refusal (a
+   * limit, a conflict) is thrown by the checks, before the submit writes anything, so it
+   * fails that submit alone and the group goes on; any other error may come after some of
+   * a submit's writes and fails the whole group, which {@link #flushSubmits} then runs
+   * again one submit per transaction. (A savepoint per submit would undo a partial write
+   * too, but costs more than the request's own INSERT.)
+   */
+  #runBatch(batch: readonly PendingSubmit[]): Settled[] {
+    const out: Settled[] = [];
+    for (const s of batch) {
+      let checked: SubmitOutcome | SubmitPlan;
+      try {
+        checked = this.#checkSubmit(s.request, s.idempotency, s.limits);
+      } catch (error) {
+        if (!(error instanceof DomainError)) throw error;
+        out.push({ ok: false, error });
+        continue;
+      }
+      const value =
+        "kind" in checked ? checked : this.#writeSubmit(s.request, s.idempotency, checked);
+      out.push({ ok: true, value });
+    }
+    return out;
+  }
+
+  /**
+   * The reads and checks of one submit, in a transaction, writing nothing: the replay of a
+   * key already held, or what the write needs.
+   * @throws DomainError the submit is refused (see {@link RequestStore.submit}).
+   */
+  #checkSubmit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: SubmitLimits,
+  ): SubmitOutcome | SubmitPlan {
+    if (idempotency) {
+      const row = this.#stmt("getKey").get({
+        tenant: request.tenant,
+        key: idempotency.key,
+      }) as RequestRow | undefined;
+      if (row) {
+        if (row.idem_hash !== idempotency.bodyHash) {
+          throw new IdempotencyConflictError(idempotency.key, row.id);
         }
-        if (this.#counts(request.queue).queued >= limits.maxQueued) {
-          throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
-        }
-        const tenantRow = this.#tenantRow(request.queue, request.tenant);
-        if (
-          limits.maxQueuedPerTenant !== undefined &&
-          (tenantRow?.queued ?? 0) >= limits.maxQueuedPerTenant
-        ) {
-          throw new QueueFullError(
-            request.queue,
-            limits.maxQueuedPerTenant,
-            limits.retryAfterSeconds,
-            "tenant",
-          );
-        }
-        let rateLimit: RateLimitState | undefined;
-        if (limits.rateLimit) {
-          const decision = takeToken(
-            limits.rateLimit,
-            tenantRow?.bucket_at ?? null,
-            request.createdAt,
-          );
-          if (!decision.allowed) {
-            throw new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
-          }
-          this.#stmt("setBucket").run({
-            queue: request.queue,
-            tenant: request.tenant,
-            at: decision.at,
-          });
-          rateLimit = decision.state;
-        }
-        const row = toRow(request);
-        this.#stmt("insertRequest").run(row);
-        if (idempotency) {
-          this.#stmt("insertKey").run({
-            tenant: request.tenant,
-            key: idempotency.key,
-            request_id: request.id,
-            body_hash: idempotency.bodyHash,
-          });
-        }
-        this.#bump(request.queue, request.tenant, request.priority, 1, 0);
-        const ahead = this.#fairPosition(request);
+        // A replay takes no token; it is told where the bucket stands.
+        const bucket = limits.rateLimit
+          ? peekBucket(
+              limits.rateLimit,
+              this.#tenantRow(request.queue, request.tenant)?.bucket_at ?? null,
+              request.createdAt,
+            )
+          : undefined;
         return {
-          kind: "created",
+          kind: "replayed",
           request: fromRow(row),
-          position: ahead,
-          ...(rateLimit ? { rateLimit } : {}),
+          ...(bucket ? { rateLimit: bucket } : {}),
         };
-      })
-      .immediate();
+      }
+    }
+    const counts = this.#counts(request.queue);
+    if (counts.queued >= limits.maxQueued) {
+      throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
+    }
+    const tenantRow = this.#tenantRow(request.queue, request.tenant);
+    if (
+      limits.maxQueuedPerTenant !== undefined &&
+      (tenantRow?.queued ?? 0) >= limits.maxQueuedPerTenant
+    ) {
+      throw new QueueFullError(
+        request.queue,
+        limits.maxQueuedPerTenant,
+        limits.retryAfterSeconds,
+        "tenant",
+      );
+    }
+    let bucket: SubmitPlan["bucket"] = null;
+    if (limits.rateLimit) {
+      const decision = takeToken(limits.rateLimit, tenantRow?.bucket_at ?? null, request.createdAt);
+      if (!decision.allowed) {
+        throw new RateLimitedError(request.queue, decision.retryAfterSeconds, decision.state);
+      }
+      bucket = { at: decision.at, state: decision.state };
+    }
+    return {
+      queue: counts,
+      tenant: { queued: tenantRow?.queued ?? 0, running: tenantRow?.running ?? 0 },
+      bucket,
+    };
+  }
+
+  /** The writes of one accepted submit, in the transaction its checks ran in. */
+  #writeSubmit(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    plan: SubmitPlan,
+  ): SubmitOutcome {
+    if (plan.bucket) {
+      this.#stmt("setBucket").run({
+        queue: request.queue,
+        tenant: request.tenant,
+        at: plan.bucket.at,
+      });
+    }
+    const row = toRow(request);
+    if (idempotency) {
+      row.idem_key = idempotency.key;
+      row.idem_hash = idempotency.bodyHash;
+    }
+    this.#stmt("insertRequest").run(row);
+    this.#bump(request.queue, request.tenant, request.priority, 1, 0);
+    const ahead = this.#fairPosition(request);
+    // The wait view's figures as this transaction leaves them, so the answer needs no reads
+    // of its own after the commit (the counts the checks read, moved by this request).
+    const usage: UsageFigures = {
+      queue: { queued: plan.queue.queued + 1, running: plan.queue.running },
+      tenant: { queued: plan.tenant.queued + 1, running: plan.tenant.running },
+      run: this.#runStats(request.queue, request.createdAt),
+    };
+    return {
+      kind: "created",
+      request: fromRow(row),
+      position: ahead,
+      usage,
+      ...(plan.bucket ? { rateLimit: plan.bucket.state } : {}),
+    };
   }
 
   async get(id: string): Promise<RequestRecord | null> {
@@ -816,21 +998,23 @@ export class SqliteRequestStore implements RequestStore {
       limit: limit + 1,
       ...(after ? { created_at: after.createdAt, id: after.id } : {}),
     };
-    const statuses = [...new Set(query.statuses ?? [])];
+    const statuses = query.statuses?.length ? [...new Set(query.statuses)] : ALL_STATUSES;
     // A deferred transaction gives the several per-status reads one consistent snapshot.
     const rows = this.#db
       .transaction((): RequestRow[] => {
-        if (statuses.length === 0) {
-          return this.#stmt(after ? "listAllAfter" : "listAll").all(base) as RequestRow[];
-        }
-        // One index range per status, merged here: `status IN (...)` would make SQLite walk
-        // the tenant's whole queue (or sort every match), so cost would follow table size.
-        const merged: RequestRow[] = [];
+        // One covering index range per status, merged here: `status IN (...)` would make
+        // SQLite walk the tenant's whole queue (or sort every match), so cost would follow
+        // table size. Only the page's own rows are then read from the table.
+        const merged: ListKey[] = [];
+        const stmt = this.#stmt(after ? "listStatusAfter" : "listStatus");
         for (const status of statuses) {
-          const stmt = this.#stmt(after ? "listStatusAfter" : "listStatus");
-          merged.push(...(stmt.all({ ...base, status }) as RequestRow[]));
+          merged.push(...(stmt.all({ ...base, status }) as ListKey[]));
         }
-        return merged.sort(newestFirst).slice(0, limit + 1);
+        const page = statuses.length === 1 ? merged : merged.sort(newestFirst);
+        const getByRowid = this.#stmt("getByRowid");
+        return page
+          .slice(0, limit + 1)
+          .map((k) => getByRowid.get({ rowid: k.rowid }) as RequestRow);
       })
       .deferred();
     const more = rows.length > limit;
@@ -918,6 +1102,10 @@ export class SqliteRequestStore implements RequestStore {
   }
 
   async runStats(queue: string, now: number): Promise<RunStats | null> {
+    return this.#runStats(queue, now);
+  }
+
+  #runStats(queue: string, now: number): RunStats | null {
     const row = this.#stmt("runStats").get({ queue, day: Math.floor(now / DAY_MS) }) as {
       total_ms: number;
       n: number;
@@ -952,7 +1140,7 @@ export class SqliteRequestStore implements RequestStore {
     return rows.map((r) => r.id);
   }
 
-  /** Deletes a finished request and (by cascade) its idempotency key; false if not finished. */
+  /** Deletes a finished request and with it its idempotency key; false if not finished. */
   async deleteFinished(id: string): Promise<boolean> {
     return this.#db
       .transaction(() => this.#stmt("deleteFinished").run({ id }).changes > 0)
@@ -1013,6 +1201,9 @@ export class SqliteRequestStore implements RequestStore {
 
   /** Closes the connection; the store must not be used afterwards. */
   close(): void {
+    // Submits already called are committed (and answered) first, not lost with the handle.
+    this.#flushSubmits();
+    void this.#checkpointer?.stop();
     this.#db.close();
   }
 }
