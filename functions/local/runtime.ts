@@ -5,6 +5,7 @@ import { FsFileStore } from "../adapters/embedded/fs-files.ts";
 import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
 import { GpuPool } from "../adapters/embedded/gpu-pool.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
+import { JobLauncher } from "../adapters/embedded/launcher.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
 import { SqliteUploadStore } from "../adapters/embedded/sqlite-uploads.ts";
@@ -73,6 +74,8 @@ export class EmbeddedRuntime {
   readonly store: SqliteRequestStore;
   readonly compute: LocalProcessCompute;
   readonly trigger: InProcessTrigger;
+  /** The process that forks the jobs and gives them their log files (launcher.ts). */
+  readonly launcher: JobLauncher;
   readonly signer: ArtifactUrlSigner;
   /** Results and artifacts of succeeded requests (the download route opens files here). */
   readonly results: FsResultStore;
@@ -140,8 +143,10 @@ export class EmbeddedRuntime {
       }
       gpus = new GpuPool(options.gpus, join(dataDir, "gpus.json"));
     }
+    this.launcher = new JobLauncher({ log: options.log });
     this.compute = new LocalProcessCompute({
       dataDir,
+      launcher: this.launcher,
       onEvent: (event) => this.#onJobEvent(event),
       ...(jobUser ? { jobUser } : {}),
       ...(gpus ? { gpus } : {}),
@@ -253,6 +258,7 @@ export class EmbeddedRuntime {
     if (this.#sweep) clearInterval(this.#sweep);
     await this.trigger.stop();
     await this.compute.shutdown(graceMs);
+    await this.launcher.close();
     await this.#notifier.idle();
     await this.#webhooks.stop();
     this.hooks.close();

@@ -87,7 +87,47 @@ export interface AttemptOptions {
    * handed over to it first; supplementary groups are dropped at spawn.
    */
   user?: { uid: number; gid: number };
+  /**
+   * Starts the job process somewhere else than in this process (the embedded server's
+   * launcher, which writes the job's stdout and stderr straight into its log). Without it the
+   * runner spawns the job itself with piped stdio and hands the lines to `logSink`.
+   */
+  spawn?: JobSpawner;
 }
+
+/** What {@link JobSpawner} is asked to start: the job, exactly as the runner would spawn it. */
+export interface JobSpawnSpec {
+  program: string;
+  args: readonly string[];
+  cwd: string;
+  env: Record<string, string>;
+  user?: { uid: number; gid: number };
+}
+
+/** How a job started by a {@link JobSpawner} ended. */
+export interface SpawnedExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /**
+   * Set when the exit status could not be known (the process that waited for the job died
+   * before it); says why. The attempt then ends `lost`, unless it was being stopped.
+   */
+  lost?: string;
+  /** The job's last line of output, for the failure message (the runner sees no stream). */
+  lastLine?: string;
+}
+
+/** A job process a {@link JobSpawner} started, leading its own process group. */
+export interface SpawnedJob {
+  pid: number;
+  /** /proc start time of the process (see {@link encodeJobRef}), null where unknown. */
+  startTime: string | null;
+  /** Resolves once the process has exited. Never rejects. */
+  exited: Promise<SpawnedExit>;
+}
+
+/** Starts a job process in its own process group; rejects when it could not be started. */
+export type JobSpawner = (spec: JobSpawnSpec) => Promise<SpawnedJob>;
 
 export interface AttemptStarted {
   pid: number;
@@ -95,7 +135,8 @@ export interface AttemptStarted {
   jobRef: string;
 }
 
-export type AttemptOutcome = "succeeded" | "failed" | "timeout" | "stopped";
+/** `lost`: the job ended but its exit status is unknown ({@link SpawnedExit.lost}). */
+export type AttemptOutcome = "succeeded" | "failed" | "timeout" | "stopped" | "lost";
 
 export interface AttemptResult {
   outcome: AttemptOutcome;
@@ -284,6 +325,68 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
   }
 }
 
+type Launched =
+  | {
+      pid: number;
+      startTime: string | null;
+      child: ChildProcess | undefined;
+      closed: Promise<SpawnedExit>;
+    }
+  | { error: unknown };
+
+/** Spawns the job from this process, stdout and stderr piped into `log` line by line. */
+async function spawnHere(
+  spec: JobSpawnSpec,
+  log: (line: string, stream: LogStream) => void,
+): Promise<Launched> {
+  const proc = spawn(spec.program, spec.args, {
+    cwd: spec.cwd,
+    env: spec.env,
+    detached: true,
+    ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let lastStderr = "";
+  const outLines = new LineSplitter((line) => log(line, "stdout"));
+  const errLines = new LineSplitter((line) => {
+    if (line.trim()) lastStderr = line.trim();
+    log(line, "stderr");
+  });
+  const closed = new Promise<SpawnedExit>((res) => {
+    proc.once("close", (code, signal) => {
+      outLines.end();
+      errLines.end();
+      res({ code, signal, lastLine: lastStderr });
+    });
+  });
+  const spawnError = await new Promise<Error | null>((res) => {
+    proc.once("spawn", () => res(null));
+    // Kept for the process's lifetime: an 'error' without a listener would crash the server.
+    proc.on("error", (error) => {
+      res(error);
+      log(`[longrun] process error: ${describeError(error)}`, "runner");
+    });
+  });
+  if (spawnError || proc.pid === undefined) return { error: spawnError };
+  const pid = proc.pid;
+  proc.stdout?.on("data", (chunk: Buffer) => outLines.push(chunk));
+  proc.stderr?.on("data", (chunk: Buffer) => errLines.push(chunk));
+  // The group's leftovers are killed at `exit` so that `close` fires when a grandchild
+  // still holds the pipes.
+  proc.once("exit", () => signalGroup(pid, "SIGKILL"));
+  return { pid, startTime: await processStartTime(pid), child: proc, closed };
+}
+
+/** Has `spawner` start the job; its output is the spawner's to store. */
+async function spawnElsewhere(spawner: JobSpawner, spec: JobSpawnSpec): Promise<Launched> {
+  try {
+    const job = await spawner(spec);
+    return { pid: job.pid, startTime: job.startTime, child: undefined, closed: job.exited };
+  } catch (error) {
+    return { error };
+  }
+}
+
 /**
  * Starts one attempt and returns at once; see {@link AttemptHandle}. The job runs in its
  * own process group (`detached`) so a stop reaches every process it forked.
@@ -303,6 +406,8 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
   };
 
   let child: ChildProcess | undefined;
+  /** The job's pid (its process group) once it is spawned, here or by `options.spawn`. */
+  let jobPid: number | undefined;
   let stopReason: string | null = null;
   let exited = false;
   let killTimer: NodeJS.Timeout | undefined;
@@ -316,7 +421,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
   started.catch(() => {});
 
   const sendSignal = (signal: NodeJS.Signals) => {
-    const pid = child?.pid;
+    const pid = jobPid;
     if (pid === undefined || exited) return;
     if (!signalGroup(pid, signal)) child?.kill(signal);
   };
@@ -324,7 +429,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
   const stop = (reason = "stop") => {
     if (stopReason !== null) return;
     stopReason = reason;
-    if (!child || exited) return; // not spawned yet: the run notices stopReason
+    if (jobPid === undefined || exited) return; // not spawned yet: the run notices stopReason
     log(`[longrun] stopping (${reason}): SIGTERM, SIGKILL after ${graceMs / 1000}s`, "runner");
     sendSignal("SIGTERM");
     killTimer = setTimeout(() => {
@@ -336,7 +441,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
 
   const kill = (reason = "stop") => {
     if (stopReason === null) stopReason = reason;
-    if (!child || exited) return;
+    if (jobPid === undefined || exited) return;
     log(`[longrun] killing (${reason}): SIGKILL`, "runner");
     sendSignal("SIGKILL");
   };
@@ -411,49 +516,36 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       [JOB_ENV.progressFile]: paths.progressFile,
     };
 
-    const proc = spawn(program, args, {
+    const spec: JobSpawnSpec = {
+      program,
+      args,
       cwd: options.workDir,
       env: withPythonPackage(env),
-      detached: true,
-      ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    child = proc;
-    const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-      proc.once("close", (code, signal) => res({ code, signal }));
-    });
-    const spawnError = await new Promise<Error | null>((res) => {
-      proc.once("spawn", () => res(null));
-      // Kept for the process's lifetime: an 'error' without a listener would crash the server.
-      proc.on("error", (error) => {
-        res(error);
-        log(`[longrun] process error: ${describeError(error)}`, "runner");
-      });
-    });
-    if (spawnError || proc.pid === undefined) {
+      ...(options.user ? { user: options.user } : {}),
+    };
+    const launched = options.spawn
+      ? await spawnElsewhere(options.spawn, spec)
+      : await spawnHere(spec, log);
+    if ("error" in launched) {
       exited = true;
-      const message = `could not start ${JSON.stringify(program)}: ${describeError(spawnError)}`;
-      rejectStarted(new Error(message, { cause: spawnError }));
+      const message = `could not start ${JSON.stringify(program)}: ${describeError(launched.error)}`;
+      rejectStarted(new Error(message, { cause: launched.error }));
       return notStarted(message);
     }
-    const pid = proc.pid;
-
-    let lastStderr = "";
-    const outLines = new LineSplitter((line) => log(line, "stdout"));
-    const errLines = new LineSplitter((line) => {
-      if (line.trim()) lastStderr = line.trim();
-      log(line, "stderr");
-    });
-    proc.stdout?.on("data", (chunk: Buffer) => outLines.push(chunk));
-    proc.stderr?.on("data", (chunk: Buffer) => errLines.push(chunk));
-    proc.once("exit", () => {
+    const { pid } = launched;
+    jobPid = pid;
+    child = launched.child;
+    const closed = launched.closed.then((exit) => {
       exited = true;
+      return exit;
+    });
+    void closed.then(() => {
       // Whatever the job forked and left behind dies with it; this also lets `close` fire
       // when a grandchild still holds the pipes.
       signalGroup(pid, "SIGKILL");
     });
 
-    const startTime = await processStartTime(pid);
+    const startTime = launched.startTime;
     resolveStarted({ pid, jobRef: encodeJobRef({ pid, startTime }) });
     try {
       options.onStarted?.({ pid, jobRef: encodeJobRef({ pid, startTime }) });
@@ -522,18 +614,20 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       });
     }, pollMs);
 
-    const { code, signal } = await closed;
+    const { code, signal, lost, lastLine } = await closed;
     clearInterval(poller);
     clearTimeout(timeoutTimer);
     clearTimeout(killTimer);
-    outLines.end();
-    errLines.end();
     // Let an in-flight poll finish, then look once more: the last report may be newer.
     await poll.running;
     await checkProgress();
     await saves;
 
-    const exitNote = signal ? `killed by signal ${signal}` : `exited with code ${code}`;
+    const exitNote = lost
+      ? `ended, exit status unknown (${lost})`
+      : signal
+        ? `killed by signal ${signal}`
+        : `exited with code ${code}`;
     log(`[longrun] job ${exitNote}`, "runner");
 
     // SPEC §4: the checkpoint is saved at exit whatever the exit, SIGTERM included (unless
@@ -548,7 +642,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     );
     const [checkpointError, result] = await Promise.all([
       checkpointSaved,
-      conclude(code, signal, exitNote, lastStderr),
+      conclude(code, signal, exitNote, lastLine ?? "", lost !== undefined),
     ]);
     if (result.outcome === "succeeded" && checkpointError) {
       result.message += ` (checkpoint not saved: ${checkpointError})`;
@@ -562,6 +656,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     signal: NodeJS.Signals | null,
     exitNote: string,
     lastStderr: string,
+    lost: boolean,
   ): Promise<AttemptResult> => {
     const base = { exitCode: code, signal, stopReason };
     if (stopReason === "timeout") {
@@ -574,6 +669,8 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     if (stopReason !== null) {
       return { ...base, outcome: "stopped", message: `stopped (${stopReason}); job ${exitNote}` };
     }
+    // Neither a success nor the job's failure can be told: the platform lost the attempt.
+    if (lost) return { ...base, outcome: "lost", message: `job ${exitNote}` };
     if (code !== 0) {
       const tail = lastStderr ? `: ${lastStderr.slice(0, 300)}` : "";
       return { ...base, outcome: "failed", message: `job ${exitNote}${tail}` };
