@@ -23,10 +23,13 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 
-/** Live jobs by key: pid and start time, for answering a resent spawn. */
+/**
+ * Jobs by key from the spawn request on: `{ pid, startTime }` once running, or the list of
+ * answers owed to the requests of it that came while it was being started.
+ */
 const live = new Map();
 
 function send(message) {
@@ -51,6 +54,9 @@ function openLog(path) {
     return openSync(path, "a", 0o600);
   }
 }
+
+/** In the job's work dir: `<pid> <start time>` of the job, written right after the fork. */
+const PID_FILE = ".longrun-pid";
 
 /** Bytes of the log's end read for the last line of output. */
 const TAIL_BYTES = 4096;
@@ -87,15 +93,23 @@ function finishLog(path) {
 
 function start(m) {
   const known = live.get(m.key);
+  if (known?.waiting) {
+    known.waiting++;
+    return;
+  }
   if (known) {
     send({ key: m.key, pid: known.pid, startTime: known.startTime });
     return;
   }
+  // Claimed at once: a resent request read before the spawn event must not start it twice.
+  const starting = { waiting: 1 };
+  live.set(m.key, starting);
   let fd;
   try {
     fd = openLog(m.log);
     if (m.header) writeSync(fd, `${m.header}\n`);
   } catch (error) {
+    live.delete(m.key);
     send({ key: m.key, error: `could not open the log: ${error.message}` });
     return;
   }
@@ -110,25 +124,36 @@ function start(m) {
     });
   } catch (error) {
     closeSync(fd);
+    live.delete(m.key);
     send({ key: m.key, error: error.message });
     return;
   }
   // The child holds its own copy of the descriptor.
   closeSync(fd);
+  if (child.pid !== undefined) {
+    // Forked: recorded in its work dir before anything else, so that a server that outlives
+    // this launcher learns which process it started even if the answer never went out.
+    try {
+      writeFileSync(join(m.cwd, PID_FILE), `${child.pid} ${startTimeOf(child.pid) ?? ""}\n`);
+    } catch {
+      // a work dir gone meanwhile: the answer still says it
+    }
+  }
   let answered = false;
   child.once("error", (error) => {
     if (answered) return;
     answered = true;
+    live.delete(m.key);
     send({ key: m.key, error: error.message });
   });
   child.once("spawn", () => {
     answered = true;
     const job = { pid: child.pid, startTime: startTimeOf(child.pid) };
     live.set(m.key, job);
-    send({ key: m.key, ...job });
+    for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
   });
   child.once("exit", (code, signal) => {
-    if (!live.has(m.key)) return; // never started: the error said so
+    if (!live.get(m.key)?.pid) return; // never started: the error said so
     live.delete(m.key);
     send({ key: m.key, exit: true, code, signal, lastLine: finishLog(m.log) });
   });

@@ -28,6 +28,8 @@ import {
 import { JOB_ENV } from "../../config/env.ts";
 
 const LAUNCHER_SCRIPT = join(import.meta.dirname, "launcher.mjs");
+/** Where launcher.mjs records a job it forked, in the job's work dir. */
+const PID_FILE = ".longrun-pid";
 
 /** What the launcher answers, one JSON object per line (see launcher.mjs). */
 type Answer =
@@ -58,8 +60,10 @@ interface SpawnMessage {
 interface Pending {
   message: SpawnMessage;
   requestId: string;
-  /** How many launchers it was sent to: a spawn is resent at most once. */
+  /** How many launchers it was sent to: one more each time one died without answering. */
   sends: number;
+  /** The launcher it was last sent to: only that one's death makes it be sent again. */
+  sentTo: ChildProcess | null;
   resolve: (job: { pid: number; startTime: string | null }) => void;
   reject: (error: Error) => void;
 }
@@ -89,6 +93,13 @@ export interface JobLauncherOptions {
 const LOST = "its launcher died before it";
 
 /**
+ * Sends of one spawn, each to a new launcher after the last one died without answering it
+ * (and without starting it): past this the launch fails rather than wait for a launcher
+ * that cannot run.
+ */
+const MAX_SENDS = 10;
+
+/**
  * Starts jobs through a launcher process; see the module comment. Each job is named by a
  * key (request id and attempt) that makes a resent spawn answer the job already started.
  */
@@ -97,8 +108,8 @@ export class JobLauncher {
   #proc: ChildProcess | null = null;
   readonly #pending = new Map<string, Pending>();
   readonly #live = new Map<string, Live>();
-  /** Adopted jobs' watch loop, while there are any. */
-  #watching: Promise<void> | null = null;
+  /** Whether the adopted jobs' watch loop runs. */
+  #watching = false;
   #closed = false;
   /** How many launcher processes have died under this server (a test and chaos figure). */
   restarts = 0;
@@ -142,7 +153,7 @@ export class JobLauncher {
       header,
     };
     const started = new Promise<{ pid: number; startTime: string | null }>((resolve, reject) => {
-      this.#pending.set(key, { message, requestId, sends: 0, resolve, reject });
+      this.#pending.set(key, { message, requestId, sends: 0, sentTo: null, resolve, reject });
     });
     this.#send(key);
     const { pid, startTime } = await started;
@@ -196,6 +207,7 @@ export class JobLauncher {
     if (!pending) return;
     pending.sends++;
     const proc = this.#launcher();
+    pending.sentTo = proc;
     proc.stdin?.write(`${JSON.stringify(pending.message)}\n`);
   }
 
@@ -263,24 +275,34 @@ export class JobLauncher {
     for (const live of this.#live.values()) if (live.parent === proc) live.parent = null;
     this.#watch();
     // Spawns it had not answered: a job it forked needs a moment to carry its environment.
-    const unanswered = [...this.#pending.keys()];
+    const unanswered = [...this.#pending].filter(([, p]) => p.sentTo === proc).map(([k]) => k);
     if (unanswered.length === 0) return;
     await sleep(this.#opts.settleMs ?? 50);
     for (const key of unanswered) {
       const pending = this.#pending.get(key);
-      if (!pending) continue;
-      const attempt = pending.message.env[JOB_ENV.attempt];
-      const found = await findJobsOfRequest(pending.requestId);
-      const ref = await firstOfAttempt(found, attempt);
+      if (!pending || pending.sentTo !== proc) continue;
+      const ref =
+        (await pidFileIn(pending.message.cwd)) ??
+        (await firstOfAttempt(
+          await findJobsOfRequest(pending.requestId),
+          pending.message.env[JOB_ENV.attempt],
+        ));
+      this.#opts.log?.(
+        ref
+          ? `job ${key}: started by the launcher that died (pid ${ref.pid}); adopted`
+          : `job ${key}: not started by the launcher that died; sent again`,
+      );
       if (ref) {
         this.#pending.delete(key);
         this.#adopting.add(key);
         pending.resolve(ref);
-      } else if (pending.sends < 2) {
+      } else if (pending.sends < MAX_SENDS) {
         this.#send(key);
       } else {
         this.#pending.delete(key);
-        pending.reject(new Error("the job launcher died twice while starting the job"));
+        pending.reject(
+          new Error(`the job launcher died ${pending.sends} times while starting the job`),
+        );
       }
     }
   }
@@ -288,24 +310,28 @@ export class JobLauncher {
   /** Watches adopted jobs until their process groups are gone. */
   #watch(): void {
     if (this.#watching) return;
-    this.#watching = (async () => {
-      for (;;) {
-        const orphans = [...this.#live].filter(([, l]) => l.parent === null);
-        if (orphans.length === 0) break;
-        const groups = await liveGroups();
-        for (const [key, live] of orphans) {
-          const leader = groups.leaders.get(live.pid);
-          const reused =
-            leader !== undefined && live.startTime !== null && leader !== live.startTime;
-          if (groups.pgids.has(live.pid) && !reused) continue;
-          this.#live.delete(key);
-          live.resolveExit({ code: null, signal: null, lost: LOST });
-          await terminateLog(live.logFile);
+    this.#watching = true;
+    void (async () => {
+      try {
+        for (;;) {
+          const orphans = [...this.#live].filter(([, l]) => l.parent === null);
+          if (orphans.length === 0 || this.#closed) return;
+          const groups = await liveGroups();
+          for (const [key, live] of orphans) {
+            const leader = groups.leaders.get(live.pid);
+            const reused =
+              leader !== undefined && live.startTime !== null && leader !== live.startTime;
+            if (groups.pgids.has(live.pid) && !reused) continue;
+            this.#live.delete(key);
+            await terminateLog(live.logFile).catch(() => {});
+            live.resolveExit({ code: null, signal: null, lost: LOST });
+          }
+          await sleep(this.#opts.adoptPollMs ?? 100);
         }
-        if (this.#closed) break;
-        await sleep(this.#opts.adoptPollMs ?? 100);
+      } finally {
+        // Set again by the next adoption (the flag, not a promise: the loop may end at once).
+        this.#watching = false;
       }
-      this.#watching = null;
     })();
   }
 
@@ -324,6 +350,16 @@ export class JobLauncher {
     }
     this.#pending.clear();
   }
+}
+
+/** The job a launcher recorded in `workDir` right after forking it (launcher.mjs), if any. */
+async function pidFileIn(
+  workDir: string,
+): Promise<{ pid: number; startTime: string | null } | null> {
+  const text = await readFile(join(workDir, PID_FILE), "utf8").catch(() => null);
+  const m = text === null ? null : /^([0-9]+) ([0-9]*)\n/.exec(text);
+  if (!m?.[1]) return null;
+  return { pid: Number(m[1]), startTime: m[2] ? m[2] : null };
 }
 
 /** The first of `refs` whose process runs `attempt` (from its environment), if any. */
