@@ -1,32 +1,15 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launcherPids } from "../../chaos/procs.ts";
 import { SqliteRequestStore } from "../../functions/adapters/embedded/sqlite-store.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { TestServer } from "../helpers/server.ts";
 import { waitFor } from "../runner/helpers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Pids of the live job launchers (launcher.mjs) whose parent is `serverPid`, from /proc. */
-function launcherPids(serverPid: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (!readFileSync(`/proc/${entry}/cmdline`, "latin1").includes("launcher.mjs")) continue;
-      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
-      // After the command's closing parenthesis: field 3 (state), field 4 (ppid).
-      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (state !== "Z" && Number(ppid) === serverPid) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
 
 let dir: string;
 beforeAll(async () => {

@@ -194,6 +194,7 @@ export class JobLauncher {
       parent: this.#adopting.has(key) ? null : this.#proc,
     });
     if (this.#adopting.delete(key)) this.#watch();
+    this.#holdWhileBusy();
     return exited;
   }
 
@@ -209,6 +210,7 @@ export class JobLauncher {
     const proc = this.#launcher();
     pending.sentTo = proc;
     proc.stdin?.write(`${JSON.stringify(pending.message)}\n`);
+    this.#holdWhileBusy();
   }
 
   /** The running launcher, started if there is none. */
@@ -221,10 +223,11 @@ export class JobLauncher {
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     });
     this.#proc = proc;
-    // Neither the process nor its pipes keep the server alive.
+    // An idle launcher does not keep the server alive (see #holdWhileBusy).
     proc.unref();
     (proc.stdin as unknown as { unref?: () => void } | null)?.unref?.();
     (proc.stdout as unknown as { unref?: () => void } | null)?.unref?.();
+    this.#held = false;
     proc.stdin?.on("error", () => {}); // a dead launcher: handled at `close`
     proc.on("error", (error) => this.#opts.log?.(`job launcher: ${String(error)}`));
     if (proc.stdout) {
@@ -233,6 +236,26 @@ export class JobLauncher {
     // `close` comes after every answer it wrote has been read.
     proc.once("close", (code, signal) => void this.#died(proc, code, signal));
     return proc;
+  }
+
+  /** Whether the launcher's answers pipe keeps this process alive now. */
+  #held = false;
+
+  /**
+   * Keeps the process alive while an answer is owed (a spawn sent, or the exit of a job it
+   * started), as a child spawned here would: a server recovering before it listens has
+   * nothing else to wait on.
+   */
+  #holdWhileBusy(): void {
+    const proc = this.#proc;
+    const stdout = proc?.stdout as unknown as { ref?: () => void; unref?: () => void } | null;
+    if (!proc || !stdout) return;
+    let busy = this.#pending.size > 0;
+    for (const live of this.#live.values()) busy ||= live.parent === proc;
+    if (busy === this.#held) return;
+    this.#held = busy;
+    if (busy) stdout.ref?.();
+    else stdout.unref?.();
   }
 
   #answer(line: string): void {
@@ -255,6 +278,7 @@ export class JobLauncher {
       }
       this.#live.delete(answer.key);
       live.resolveExit(exit);
+      this.#holdWhileBusy();
       return;
     }
     const pending = this.#pending.get(answer.key);
@@ -262,6 +286,8 @@ export class JobLauncher {
     this.#pending.delete(answer.key);
     if (answer.error !== undefined) pending.reject(new Error(answer.error));
     else pending.resolve({ pid: answer.pid, startTime: answer.startTime });
+    // Released until #track holds it again for the job's exit, in this same turn.
+    this.#holdWhileBusy();
   }
 
   async #died(proc: ChildProcess, code: number | null, signal: NodeJS.Signals | null) {
