@@ -6,7 +6,7 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { lchown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { delimiter, join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
@@ -304,16 +304,21 @@ function describeError(error: unknown): string {
 
 /** Creates `dir` empty, removing whatever a crashed run left there first. */
 async function freshDir(dir: string): Promise<void> {
-  // Resolves to the first folder it created: undefined when `dir` was there already.
-  const created = await mkdir(dir, { recursive: true }).catch((error: unknown) => {
+  let created: string | undefined;
+  try {
+    // The first folder it created: undefined when `dir` was there already.
+    created = mkdirSync(dir, { recursive: true });
+  } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "EEXIST" || code === "ENOTDIR") return undefined; // a file in the way
-    throw error;
-  });
+    if (code !== "EEXIST" && code !== "ENOTDIR") throw error; // ENOTDIR: a file in the way
+  }
   if (created !== undefined) return;
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
 }
+
+/** An input.json up to this size is written synchronously (see the work dir's preparation). */
+const SYNC_INPUT_CHARS = 64 * 1024;
 
 /** Gives `dir` and everything in it to `uid:gid`; links are changed, not their targets. */
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
@@ -465,25 +470,29 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     let savedCheckpoint: string | null = null;
 
     // Prepare the work dir: a leftover from a crashed server must not leak into this attempt.
+    // Its folders and a small input.json are made synchronously: a handful of quick
+    // syscalls cost the event loop less than as many trips through the thread pool, and
+    // every launch waits for them (issue 15).
     try {
       await freshDir(options.workDir);
-      const restored = mkdir(paths.checkpointDir).then(async () => {
+      mkdirSync(paths.checkpointDir);
+      mkdirSync(paths.inputDir);
+      mkdirSync(paths.outputDir);
+      const inputText = JSON.stringify(options.input ?? null);
+      const input =
+        inputText.length <= SYNC_INPUT_CHARS
+          ? writeFileSync(paths.inputFile, inputText)
+          : writeFile(paths.inputFile, inputText);
+      const restored = (async () => {
         await options.storage.restoreCheckpoint(paths.checkpointDir);
         // Nothing runs in the folder yet, so an empty one is exactly what the storage holds.
         const names = await readdir(paths.checkpointDir);
         return names.length === 0 ? EMPTY_FOLDER : null;
-      });
+      })();
       // Settled, not raced: nothing may still write into the folder once this returns.
-      const inputs = mkdir(paths.inputDir).then(() =>
-        options.storage.restoreInputs?.(paths.inputDir),
-      );
-      const [output, input, restore, files] = await Promise.allSettled([
-        mkdir(paths.outputDir),
-        writeFile(paths.inputFile, JSON.stringify(options.input ?? null)),
-        restored,
-        inputs,
-      ]);
-      for (const step of [output, input, restore, files]) {
+      const inputs = (async () => options.storage.restoreInputs?.(paths.inputDir))();
+      const [written, restore, files] = await Promise.allSettled([input, restored, inputs]);
+      for (const step of [written, restore, files]) {
         if (step.status === "rejected") throw step.reason;
       }
       if (restore.status === "fulfilled") savedCheckpoint = restore.value;

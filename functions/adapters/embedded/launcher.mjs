@@ -130,28 +130,27 @@ function start(m) {
   }
   // The child holds its own copy of the descriptor.
   closeSync(fd);
-  if (child.pid !== undefined) {
-    // Forked: recorded in its work dir before anything else, so that a server that outlives
-    // this launcher learns which process it started even if the answer never went out.
-    try {
-      writeFileSync(join(m.cwd, PID_FILE), `${child.pid} ${startTimeOf(child.pid) ?? ""}\n`);
-    } catch {
-      // a work dir gone meanwhile: the answer still says it
-    }
+  if (child.pid === undefined) {
+    // Not started (no such program, no permission): node reports why on the next tick.
+    child.once("error", (error) => {
+      live.delete(m.key);
+      send({ key: m.key, error: error.message });
+    });
+    return;
   }
-  let answered = false;
-  child.once("error", (error) => {
-    if (answered) return;
-    answered = true;
-    live.delete(m.key);
-    send({ key: m.key, error: error.message });
-  });
-  child.once("spawn", () => {
-    answered = true;
-    const job = { pid: child.pid, startTime: startTimeOf(child.pid) };
-    live.set(m.key, job);
-    for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
-  });
+  // A pid means the program was executed: answered now, not at the `spawn` event a tick later.
+  const job = { pid: child.pid, startTime: startTimeOf(child.pid) };
+  live.set(m.key, job);
+  for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
+  // Also in its work dir, so that a server that outlives this launcher finds which process
+  // it started even if it never read the answer. After the answer: stdout is a pipe, written
+  // synchronously, so a launcher that dies from here on has answered already.
+  try {
+    writeFileSync(join(m.cwd, PID_FILE), `${job.pid} ${job.startTime ?? ""}\n`);
+  } catch {
+    // a work dir gone meanwhile: the answer says it
+  }
+  child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
     if (!live.get(m.key)?.pid) return; // never started: the error said so
     live.delete(m.key);
