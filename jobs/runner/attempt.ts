@@ -19,6 +19,11 @@ export interface AttemptStorage {
   /** Fills `dir` (empty, existing) with the last saved checkpoint; nothing on a first attempt. */
   restoreCheckpoint(dir: string): Promise<void>;
   /**
+   * Optional and synchronous: false when no checkpoint was saved yet, so the runner skips
+   * the restore and knows the folder is empty (most launches: saves a trip per launch).
+   */
+  hasCheckpoint?(): boolean;
+  /**
    * Fills `dir` (empty, existing) with the request's input files, read-only (SPEC §4
    * LONGRUN_INPUT_DIR); nothing when it has none. Optional: a storage without it gives
    * every job an empty folder.
@@ -484,6 +489,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
           ? writeFileSync(paths.inputFile, inputText)
           : writeFile(paths.inputFile, inputText);
       const restored = (async () => {
+        if (options.storage.hasCheckpoint?.() === false) return EMPTY_FOLDER;
         await options.storage.restoreCheckpoint(paths.checkpointDir);
         // Nothing runs in the folder yet, so an empty one is exactly what the storage holds.
         const names = await readdir(paths.checkpointDir);
