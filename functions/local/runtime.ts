@@ -54,6 +54,8 @@ export interface EmbeddedOptions {
   onWebhookTried?: (ok: boolean) => void;
 }
 
+/** Dispatch passes run side by side per queue (InProcessTrigger), at most its maxRunning. */
+const DISPATCH_WIDTH = 4;
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
 const REPAIR_EVERY_SWEEPS = 30;
 /** Every this many sweeps, finished requests past their retention are deleted. */
@@ -131,6 +133,8 @@ export class EmbeddedRuntime {
     this.trigger = new InProcessTrigger(
       (queue) => dispatchQueue(queue, this.deps),
       (queue, error) => options.log(`dispatch of queue ${queue} failed: ${String(error)}`),
+      // Spawns in flight at once per queue: more than 4 buys little (one launcher forks them).
+      (queue) => Math.min(DISPATCH_WIDTH, config.queues[queue]?.maxRunning ?? 1),
     );
     let gpus: GpuPool | undefined;
     if (options.gpus) {
