@@ -6,8 +6,8 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { lchown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { lchown, mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { delimiter, join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { JOB_ENV } from "../../functions/config/env.ts";
@@ -597,7 +597,9 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     const checkProgress = async () => {
       let text: string;
       try {
-        text = await readFile(paths.progressFile, "utf8");
+        // Synchronous: a small file, read at every poll and once more on the path from a
+        // job's exit to the next start (issue 15).
+        text = readFileSync(paths.progressFile, "utf8");
       } catch {
         return;
       }
@@ -693,7 +695,8 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     const resultFile = join(paths.outputDir, "result.json");
     let resultText: string | null = null;
     try {
-      resultText = await readFile(resultFile, "utf8");
+      // Synchronous, as the progress file: on the path from exit to the next start.
+      resultText = readFileSync(resultFile, "utf8");
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
         return {
