@@ -134,7 +134,12 @@ export class EmbeddedRuntime {
       (queue) => dispatchQueue(queue, this.deps),
       (queue, error) => options.log(`dispatch of queue ${queue} failed: ${String(error)}`),
       // Spawns in flight at once per queue: more than 4 buys little (one launcher forks them).
-      (queue) => Math.min(DISPATCH_WIDTH, config.queues[queue]?.maxRunning ?? 1),
+      // A queue whose launches wait for GPUs keeps one pass: one request waits for devices.
+      (queue) => {
+        const q = config.queues[queue];
+        if (!q || (options.gpus && q.resources.gpus > 0)) return 1;
+        return Math.min(DISPATCH_WIDTH, q.maxRunning);
+      },
     );
     let gpus: GpuPool | undefined;
     if (options.gpus) {
