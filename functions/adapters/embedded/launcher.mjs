@@ -3,7 +3,8 @@
 // forked from this process, and a fork costs in proportion to the forking process's memory.
 //
 // Protocol: one JSON object per line. The server writes requests to stdin:
-//   {"op":"spawn","key":K,"program":P,"args":[...],"cwd":D,"env":{...},"uid"?,"gid"?,"log":F,"header":H}
+//   {"op":"spawn","key":K,"program":P,"args":[...],"cwd":D,"env":{...},"uid"?,"gid"?,"log":F,
+//    "header":H,"pidFile":R}
 // and reads answers on stdout:
 //   {"key":K,"pid":N,"startTime":S}       the job runs (S: /proc start time, null without /proc)
 //   {"key":K,"error":"..."}               it could not be started
@@ -23,7 +24,7 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { createInterface } from "node:readline";
 
 /**
@@ -54,9 +55,6 @@ function openLog(path) {
     return openSync(path, "a", 0o600);
   }
 }
-
-/** In the job's work dir: `<pid> <start time>` of the job, written right after the fork. */
-const PID_FILE = ".longrun-pid";
 
 /** Bytes of the log's end read for the last line of output. */
 const TAIL_BYTES = 4096;
@@ -142,18 +140,24 @@ function start(m) {
   const job = { pid: child.pid, startTime: startTimeOf(child.pid) };
   live.set(m.key, job);
   for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
-  // Also in its work dir, so that a server that outlives this launcher finds which process
-  // it started even if it never read the answer. After the answer: stdout is a pipe, written
-  // synchronously, so a launcher that dies from here on has answered already.
+  // Also in the pid file R (`<pid> <start time>`), so that a server that outlives this
+  // launcher finds which process it started even if it never read the answer. After the
+  // answer: stdout is a pipe, written synchronously, so a launcher that dies from here on
+  // has answered already. Removed at the job's exit.
   try {
-    writeFileSync(join(m.cwd, PID_FILE), `${job.pid} ${job.startTime ?? ""}\n`);
+    writeFileSync(m.pidFile, `${job.pid} ${job.startTime ?? ""}\n`, { mode: 0o600 });
   } catch {
-    // a work dir gone meanwhile: the answer says it
+    // a work root gone meanwhile: the answer says it
   }
   child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
     if (!live.get(m.key)?.pid) return; // never started: the error said so
     live.delete(m.key);
+    try {
+      unlinkSync(m.pidFile);
+    } catch {
+      // never written, or removed with the work root
+    }
     send({ key: m.key, exit: true, code, signal, lastLine: finishLog(m.log) });
   });
 }

@@ -13,7 +13,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { open, readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -28,8 +28,13 @@ import {
 import { JOB_ENV } from "../../config/env.ts";
 
 const LAUNCHER_SCRIPT = join(import.meta.dirname, "launcher.mjs");
-/** Where launcher.mjs records a job it forked, in the job's work dir. */
-const PID_FILE = ".longrun-pid";
+/**
+ * Where launcher.mjs records the job it forked for work dir `cwd`: beside it, in the
+ * request's work root, which a job running as `LONGRUN_JOB_USER` cannot write to.
+ */
+function pidFileOf(cwd: string): string {
+  return join(dirname(cwd), `.pid-${basename(cwd)}`);
+}
 
 /** What the launcher answers, one JSON object per line (see launcher.mjs). */
 type Answer =
@@ -50,6 +55,7 @@ interface SpawnMessage {
   args: readonly string[];
   cwd: string;
   env: Record<string, string>;
+  pidFile: string;
   uid?: number;
   gid?: number;
   log: string;
@@ -148,6 +154,7 @@ export class JobLauncher {
       args: spec.args,
       cwd: spec.cwd,
       env: spec.env,
+      pidFile: pidFileOf(spec.cwd),
       ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
       log: logFile,
       header,
@@ -308,7 +315,7 @@ export class JobLauncher {
       const pending = this.#pending.get(key);
       if (!pending || pending.sentTo !== proc) continue;
       const ref =
-        (await pidFileIn(pending.message.cwd)) ??
+        (await readPidFile(pending.message.pidFile)) ??
         (await firstOfAttempt(
           await findJobsOfRequest(pending.requestId),
           pending.message.env[JOB_ENV.attempt],
@@ -379,10 +386,10 @@ export class JobLauncher {
 }
 
 /** The job a launcher recorded in `workDir` right after forking it (launcher.mjs), if any. */
-async function pidFileIn(
-  workDir: string,
+async function readPidFile(
+  path: string,
 ): Promise<{ pid: number; startTime: string | null } | null> {
-  const text = await readFile(join(workDir, PID_FILE), "utf8").catch(() => null);
+  const text = await readFile(path, "utf8").catch(() => null);
   const m = text === null ? null : /^([0-9]+) ([0-9]*)\n/.exec(text);
   if (!m?.[1]) return null;
   return { pid: Number(m[1]), startTime: m[2] ? m[2] : null };
