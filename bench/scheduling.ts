@@ -474,7 +474,7 @@ export const startSection: BenchSection = {
       const lines = [
         `## Time to start and slot refill (embedded, ${n} samples each, /bin/sh job)`,
         "",
-        "Wall-clock intervals between this process's clock and marks the job writes with `date +%s%N` the moment it starts and right before it exits. The floor spawns the same script from a plain `node` process (no tsx, nothing loaded: the smallest heap node forks from) the way the runner does (`detached`, stdio piped, the runner's environment), in the same run. Time to start: a request submitted over HTTP while a slot is free, the next one only after it finished; each sample is followed by a floor sample (spawn call → start mark), so both see the same load. Slot refill: maxRunning=1, all requests queued before the first may exit; the floor spawns the next child on the previous child's `exit` event." +
+        "Wall-clock intervals between this process's clock and marks the job writes with `date +%s%N` the moment it starts and right before it exits. The floor spawns the same script from a plain `node` process (no tsx, nothing loaded: the smallest heap node forks from) the way the runner does (`detached`, stdio piped, the runner's environment), in the same run (the server's jobs are forked by its job launcher, with their log file as stdout and stderr). Time to start: a request submitted over HTTP while a slot is free, the next one only after it finished; each sample is followed by a floor sample (spawn call → start mark), so both see the same load. Slot refill: maxRunning=1, all requests queued before the first may exit; the floor spawns the next child on the previous child's `exit` event." +
           (n <= 100 ? ` p99 over ${n} samples is the largest.` : ""),
         "",
         "| measure | p50 | p99 | min | max | floor p50 | floor p99 | ratio p50 | ratio p99 |",
@@ -494,22 +494,22 @@ export const startSection: BenchSection = {
         part(
           "start: createdAt → startedAt",
           createdToStarted,
-          "wake, claim transaction, work dir (mkdir; output dir, input.json and checkpoint restore side by side), fork, /proc read",
+          "wake, claim transaction, work dir (folders and a small input.json made synchronously, checkpoint looked up), spawn request to the job launcher (its fork, /proc read, answer over the pipe)",
         ),
         part(
           "start: startedAt → job's start mark",
           startedToMark,
-          "exec of the shell, `date` (startedAt is stamped after the fork and the /proc read, so a job quick to start can beat it: min may be negative)",
+          "exec of the shell, `date` (startedAt is stamped once the launcher's answer is read, so a job quick to start can beat it: min may be negative)",
         ),
         part(
           "refill: job's end mark → finishedAt",
           endToFinished,
-          "runner after exit: progress re-read, checkpoint save unless unchanged (signature), result.json and outputs renamed into place side by side, log flush (the work dir is removed after `exited`)",
+          "launcher's exit answer (log tail read), runner after exit: progress re-read, checkpoint save unless unchanged (signature), result.json and outputs renamed into place side by side, log flush (the work dir is removed after `exited`)",
         ),
         part(
           "refill: finishedAt → next startedAt",
           finishedToStarted,
-          "exit transaction, trigger.wake, claim transaction, work dir, fork, /proc read",
+          "exit transaction, trigger.wake, claim transaction, work dir, spawn request to the job launcher",
         ),
         part(
           "refill: next startedAt → its start mark",
@@ -614,8 +614,9 @@ interface OrderReport {
 
 /**
  * Start order from the store: `startedAt` is stamped when the runner reports the process
- * spawned, and dispatchQueue launches one claim after another (the next claim waits for
- * the previous spawn), so startedAt is non-decreasing in claim order; requests within one
+ * spawned; the embedded trigger runs up to 4 dispatch passes side by side, whose launches
+ * reach the job launcher in claim order and are answered in that order, so startedAt is
+ * non-decreasing in claim order (an inversion here would show it is not); requests within one
  * millisecond are ordered by pid (from jobRef), which the kernel hands out in spawn order
  * (unwrapped at pid_max). Expected order: priority descending, then createdAt, then id.
  */
@@ -814,9 +815,9 @@ export const dispatchScaleSection: BenchSection = {
         `| FIFO inversions within a priority | ${order.fifoInversions} | 0 | |`,
         `| SUCCEEDED / attempt 1 / ran exactly once | ${succeeded} / ${n - retried} / ${ran.ids.size - ranTwice} | ${n} | |`,
         "",
-        `Start order is read from the store: startedAt is non-decreasing in claim order (dispatchQueue launches one claim after another), ties within a millisecond (${order.tiesByPid} of them) ordered by the job's pid; largest displacement from the expected order ${order.maxDisplacement}. Seeding ${n.toLocaleString("en-US")} requests through the store took ${(seedMs / 1000).toFixed(2)} s (${((n * 1000) / seedMs).toFixed(0)}/s).`,
+        `Start order is read from the store: startedAt is non-decreasing in claim order (launches reach the job launcher in claim order and are answered in it), ties within a millisecond (${order.tiesByPid} of them) ordered by the job's pid; largest displacement from the expected order ${order.maxDisplacement}. Seeding ${n.toLocaleString("en-US")} requests through the store took ${(seedMs / 1000).toFixed(2)} s (${((n * 1000) / seedMs).toFixed(0)}/s).`,
         "",
-        `Server CPU (all its threads, user+sys) ${cpu.toFixed(1)} s, ${idleCpu.toFixed(1)} s of it start-up (from the idle server): ${cpuShare.toFixed(0)}% of one core over the drain, while at most ${maxRunning} of the ${SCALE_RUNNING} slots were ever in use: the drain is limited by the server's serial work per job (dispatchQueue launches one claim at a time, and every launch and exit runs on its one event loop), not by maxRunning. ${loadNote(loadBefore, loadAfter)}${allGood ? "" : " **Some requests did not succeed exactly once: see the counts above.**"}`,
+        `Server CPU (all its threads, user+sys) ${cpu.toFixed(1)} s, ${idleCpu.toFixed(1)} s of it start-up (from the idle server): ${cpuShare.toFixed(0)}% of one core over the drain, while at most ${maxRunning} of the ${SCALE_RUNNING} slots were ever in use: the drain is limited by the server's work per job (up to 4 dispatch passes side by side, each waiting for its spawn, and every launch and exit runs on its one event loop), not by maxRunning. ${loadNote(loadBefore, loadAfter)}${allGood ? "" : " **Some requests did not succeed exactly once: see the counts above.**"}`,
       ];
       const summary: SummaryRow[] = [
         {

@@ -3,7 +3,8 @@
  * embedded one (SQLite + local processes) or the same server on the AWS adapters against an
  * emulator — that submits (repeating idempotency keys, now and then with another body),
  * cancels, runs jobs that crash, hang past their timeout or ignore SIGTERM, and SIGKILLs or
- * SIGTERMs the server at random moments and starts it again on the same data.
+ * SIGTERMs the server at random moments and starts it again on the same data (embedded: it
+ * also SIGKILLs the job launcher, which the server replaces).
  *
  * Invariants, checked at every sample and once more after a quiescent drain at the end:
  * - no request lost: every id the API acknowledged answers GET 200 and is listed;
@@ -27,7 +28,7 @@ import { DynamoRequestStore } from "../functions/adapters/aws/dynamo-request-sto
 import { MAX_PLATFORM_RETRIES } from "../functions/core/request.ts";
 import { TestServer } from "../test/helpers/server.ts";
 import { createRng, type Rng } from "./prng.ts";
-import { type JobProcess, JobProcessScanner, killProcesses } from "./procs.ts";
+import { type JobProcess, JobProcessScanner, killProcesses, launcherPids } from "./procs.ts";
 
 export type ChaosBackend = "embedded" | "aws";
 
@@ -80,6 +81,8 @@ export interface ChaosReport {
   serverKills: number;
   /** Graceful SIGTERM stops of the server. */
   sigtermStops: number;
+  /** SIGKILLs of the embedded server's job launcher (the server starts a new one). */
+  launcherKills: number;
   /** Successful starts after the first. */
   restarts: number;
   /** Job processes alive right after a SIGKILL of the server (the orphans it left). */
@@ -252,6 +255,7 @@ class ChaosRun {
   readonly #opts: ChaosOptions;
   readonly #rng: Rng;
   readonly #killRng: Rng;
+  readonly #launcherRng: Rng;
   readonly #runId: string;
   readonly #maxRunning: number;
   readonly #server: TestServer;
@@ -282,6 +286,7 @@ class ChaosRun {
     const root = createRng(opts.seed);
     this.#rng = root.fork(1);
     this.#killRng = root.fork(2);
+    this.#launcherRng = root.fork(3);
     this.#maxRunning = opts.maxRunning ?? 3;
     this.#runId = `c${opts.seed.toString(36)}${Date.now().toString(36)}${process.pid.toString(36)}`;
     const marker = "LONGRUN_CHAOS_RUN";
@@ -320,6 +325,7 @@ class ChaosRun {
       conflicts: 0,
       cancels: 0,
       serverKills: 0,
+      launcherKills: 0,
       sigtermStops: 0,
       restarts: 0,
       orphansAtKill: 0,
@@ -980,6 +986,30 @@ class ChaosRun {
     }
   }
 
+  /**
+   * SIGKILLs the embedded server's job launcher at random moments: the server starts a new
+   * one, adopts the jobs it had started and starts again what it had not.
+   */
+  async #launcherKiller(): Promise<void> {
+    const rng = this.#launcherRng;
+    while (!this.#chaosOver) {
+      const at = Date.now() + rng.int(1000, 4000);
+      while (Date.now() < at && !this.#chaosOver) await sleep(Math.min(200, at - Date.now()));
+      const serverPid = this.#server.pid;
+      if (this.#chaosOver || !this.#up || serverPid === undefined) continue;
+      for (const pid of launcherPids(serverPid)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          continue; // gone meanwhile
+        }
+        this.report.launcherKills++;
+        this.#fault("launcher:sigkill");
+        this.#event(`SIGKILL the job launcher (pid ${pid})`, true);
+      }
+    }
+  }
+
   // ---------------------------------------------------------------- samples
 
   /** Every process scan: maxRunning, one job per request, no job of a finished request. */
@@ -1440,6 +1470,9 @@ class ChaosRun {
         guard("worker", this.#worker()),
         guard("sampler", this.#sampler()),
         guard("killer", this.#killer()),
+        ...(this.#opts.backend === "embedded"
+          ? [guard("launcher killer", this.#launcherKiller())]
+          : []),
       ];
       const end = this.#t0Chaos + this.#opts.durationMs;
       while (!this.#chaosOver && Date.now() < end) await sleep(Math.min(200, end - Date.now()));

@@ -128,3 +128,30 @@ export function killProcesses(processes: readonly JobProcess[]): number {
   }
   return n;
 }
+
+/**
+ * Pids of the live job launchers (functions/adapters/embedded/launcher.mjs) whose parent is
+ * `serverPid`: the process an embedded server forks its jobs from.
+ */
+export function launcherPids(serverPid: number): number[] {
+  const pids: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return pids;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/cmdline`, "latin1").includes("launcher.mjs")) continue;
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      // After the command's closing parenthesis: field 3 (state), field 4 (ppid).
+      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (state !== "Z" && Number(ppid) === serverPid) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return pids;
+}

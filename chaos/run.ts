@@ -77,6 +77,7 @@ function table(reports: ChaosReport[]): string {
     ["cancels answered", (r) => r.cancels],
     ["server SIGKILLs", (r) => r.serverKills],
     ["server SIGTERMs", (r) => r.sigtermStops],
+    ["job launcher SIGKILLs (embedded)", (r) => r.launcherKills],
     ["restarts", (r) => r.restarts],
     ["orphan jobs at SIGKILL", (r) => r.orphansAtKill],
     ["calls without an answer", (r) => r.unanswered],

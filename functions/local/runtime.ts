@@ -5,6 +5,7 @@ import { FsFileStore } from "../adapters/embedded/fs-files.ts";
 import { FsLayout, FsLogStore, FsResultStore } from "../adapters/embedded/fs-storage.ts";
 import { GpuPool } from "../adapters/embedded/gpu-pool.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
+import { JobLauncher } from "../adapters/embedded/launcher.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
 import { SqliteUploadStore } from "../adapters/embedded/sqlite-uploads.ts";
@@ -53,6 +54,8 @@ export interface EmbeddedOptions {
   onWebhookTried?: (ok: boolean) => void;
 }
 
+/** Dispatch passes run side by side per queue (InProcessTrigger), at most its maxRunning. */
+const DISPATCH_WIDTH = 4;
 /** Every `repairEvery` sweeps, every queue is woken in case a wake-up was lost to a crash. */
 const REPAIR_EVERY_SWEEPS = 30;
 /** Every this many sweeps, finished requests past their retention are deleted. */
@@ -73,6 +76,8 @@ export class EmbeddedRuntime {
   readonly store: SqliteRequestStore;
   readonly compute: LocalProcessCompute;
   readonly trigger: InProcessTrigger;
+  /** The process that forks the jobs and gives them their log files (launcher.ts). */
+  readonly launcher: JobLauncher;
   readonly signer: ArtifactUrlSigner;
   /** Results and artifacts of succeeded requests (the download route opens files here). */
   readonly results: FsResultStore;
@@ -130,6 +135,13 @@ export class EmbeddedRuntime {
     this.trigger = new InProcessTrigger(
       (queue) => dispatchQueue(queue, this.deps),
       (queue, error) => options.log(`dispatch of queue ${queue} failed: ${String(error)}`),
+      // Spawns in flight at once per queue: more than 4 buys little (one launcher forks them).
+      // A queue whose launches wait for GPUs keeps one pass: one request waits for devices.
+      (queue) => {
+        const q = config.queues[queue];
+        if (!q || (options.gpus && q.resources.gpus > 0)) return 1;
+        return Math.min(DISPATCH_WIDTH, q.maxRunning);
+      },
     );
     let gpus: GpuPool | undefined;
     if (options.gpus) {
@@ -142,8 +154,10 @@ export class EmbeddedRuntime {
       }
       gpus = new GpuPool(options.gpus, join(dataDir, "gpus.json"));
     }
+    this.launcher = new JobLauncher({ log: options.log });
     this.compute = new LocalProcessCompute({
       dataDir,
+      launcher: this.launcher,
       onEvent: (event) => this.#onJobEvent(event),
       ...(jobUser ? { jobUser } : {}),
       ...(gpus ? { gpus } : {}),
@@ -255,6 +269,7 @@ export class EmbeddedRuntime {
     if (this.#sweep) clearInterval(this.#sweep);
     await this.trigger.stop();
     await this.compute.shutdown(graceMs);
+    await this.launcher.close();
     await this.#notifier.idle();
     await this.#webhooks.stop();
     this.hooks.close();

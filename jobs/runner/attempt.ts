@@ -6,8 +6,8 @@
  * the same code runs in the embedded server (filesystem) and in a Batch container (S3).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { lchown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { lchown, mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { delimiter, join, resolve } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { JOB_ENV } from "../../functions/config/env.ts";
@@ -18,6 +18,11 @@ import { encodeJobRef, processStartTime, signalGroup } from "./process-group.ts"
 export interface AttemptStorage {
   /** Fills `dir` (empty, existing) with the last saved checkpoint; nothing on a first attempt. */
   restoreCheckpoint(dir: string): Promise<void>;
+  /**
+   * Optional and synchronous: false when no checkpoint was saved yet, so the runner skips
+   * the restore and knows the folder is empty (most launches: saves a trip per launch).
+   */
+  hasCheckpoint?(): boolean;
   /**
    * Fills `dir` (empty, existing) with the request's input files, read-only (SPEC §4
    * LONGRUN_INPUT_DIR); nothing when it has none. Optional: a storage without it gives
@@ -87,7 +92,47 @@ export interface AttemptOptions {
    * handed over to it first; supplementary groups are dropped at spawn.
    */
   user?: { uid: number; gid: number };
+  /**
+   * Starts the job process somewhere else than in this process (the embedded server's
+   * launcher, which writes the job's stdout and stderr straight into its log). Without it the
+   * runner spawns the job itself with piped stdio and hands the lines to `logSink`.
+   */
+  spawn?: JobSpawner;
 }
+
+/** What {@link JobSpawner} is asked to start: the job, exactly as the runner would spawn it. */
+export interface JobSpawnSpec {
+  program: string;
+  args: readonly string[];
+  cwd: string;
+  env: Record<string, string>;
+  user?: { uid: number; gid: number };
+}
+
+/** How a job started by a {@link JobSpawner} ended. */
+export interface SpawnedExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /**
+   * Set when the exit status could not be known (the process that waited for the job died
+   * before it); says why. The attempt then ends `lost`, unless it was being stopped.
+   */
+  lost?: string;
+  /** The job's last line of output, for the failure message (the runner sees no stream). */
+  lastLine?: string;
+}
+
+/** A job process a {@link JobSpawner} started, leading its own process group. */
+export interface SpawnedJob {
+  pid: number;
+  /** /proc start time of the process (see {@link encodeJobRef}), null where unknown. */
+  startTime: string | null;
+  /** Resolves once the process has exited. Never rejects. */
+  exited: Promise<SpawnedExit>;
+}
+
+/** Starts a job process in its own process group; rejects when it could not be started. */
+export type JobSpawner = (spec: JobSpawnSpec) => Promise<SpawnedJob>;
 
 export interface AttemptStarted {
   pid: number;
@@ -95,7 +140,8 @@ export interface AttemptStarted {
   jobRef: string;
 }
 
-export type AttemptOutcome = "succeeded" | "failed" | "timeout" | "stopped";
+/** `lost`: the job ended but its exit status is unknown ({@link SpawnedExit.lost}). */
+export type AttemptOutcome = "succeeded" | "failed" | "timeout" | "stopped" | "lost";
 
 export interface AttemptResult {
   outcome: AttemptOutcome;
@@ -263,16 +309,21 @@ function describeError(error: unknown): string {
 
 /** Creates `dir` empty, removing whatever a crashed run left there first. */
 async function freshDir(dir: string): Promise<void> {
-  // Resolves to the first folder it created: undefined when `dir` was there already.
-  const created = await mkdir(dir, { recursive: true }).catch((error: unknown) => {
+  let created: string | undefined;
+  try {
+    // The first folder it created: undefined when `dir` was there already.
+    created = mkdirSync(dir, { recursive: true });
+  } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === "EEXIST" || code === "ENOTDIR") return undefined; // a file in the way
-    throw error;
-  });
+    if (code !== "EEXIST" && code !== "ENOTDIR") throw error; // ENOTDIR: a file in the way
+  }
   if (created !== undefined) return;
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
 }
+
+/** An input.json up to this size is written synchronously (see the work dir's preparation). */
+const SYNC_INPUT_CHARS = 64 * 1024;
 
 /** Gives `dir` and everything in it to `uid:gid`; links are changed, not their targets. */
 async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
@@ -281,6 +332,68 @@ async function chownTree(dir: string, uid: number, gid: number): Promise<void> {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) await chownTree(path, uid, gid);
     else await lchown(path, uid, gid);
+  }
+}
+
+type Launched =
+  | {
+      pid: number;
+      startTime: string | null;
+      child: ChildProcess | undefined;
+      closed: Promise<SpawnedExit>;
+    }
+  | { error: unknown };
+
+/** Spawns the job from this process, stdout and stderr piped into `log` line by line. */
+async function spawnHere(
+  spec: JobSpawnSpec,
+  log: (line: string, stream: LogStream) => void,
+): Promise<Launched> {
+  const proc = spawn(spec.program, spec.args, {
+    cwd: spec.cwd,
+    env: spec.env,
+    detached: true,
+    ...(spec.user ? { uid: spec.user.uid, gid: spec.user.gid } : {}),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let lastStderr = "";
+  const outLines = new LineSplitter((line) => log(line, "stdout"));
+  const errLines = new LineSplitter((line) => {
+    if (line.trim()) lastStderr = line.trim();
+    log(line, "stderr");
+  });
+  const closed = new Promise<SpawnedExit>((res) => {
+    proc.once("close", (code, signal) => {
+      outLines.end();
+      errLines.end();
+      res({ code, signal, lastLine: lastStderr });
+    });
+  });
+  const spawnError = await new Promise<Error | null>((res) => {
+    proc.once("spawn", () => res(null));
+    // Kept for the process's lifetime: an 'error' without a listener would crash the server.
+    proc.on("error", (error) => {
+      res(error);
+      log(`[longrun] process error: ${describeError(error)}`, "runner");
+    });
+  });
+  if (spawnError || proc.pid === undefined) return { error: spawnError };
+  const pid = proc.pid;
+  proc.stdout?.on("data", (chunk: Buffer) => outLines.push(chunk));
+  proc.stderr?.on("data", (chunk: Buffer) => errLines.push(chunk));
+  // The group's leftovers are killed at `exit` so that `close` fires when a grandchild
+  // still holds the pipes.
+  proc.once("exit", () => signalGroup(pid, "SIGKILL"));
+  return { pid, startTime: await processStartTime(pid), child: proc, closed };
+}
+
+/** Has `spawner` start the job; its output is the spawner's to store. */
+async function spawnElsewhere(spawner: JobSpawner, spec: JobSpawnSpec): Promise<Launched> {
+  try {
+    const job = await spawner(spec);
+    return { pid: job.pid, startTime: job.startTime, child: undefined, closed: job.exited };
+  } catch (error) {
+    return { error };
   }
 }
 
@@ -303,6 +416,8 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
   };
 
   let child: ChildProcess | undefined;
+  /** The job's pid (its process group) once it is spawned, here or by `options.spawn`. */
+  let jobPid: number | undefined;
   let stopReason: string | null = null;
   let exited = false;
   let killTimer: NodeJS.Timeout | undefined;
@@ -316,7 +431,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
   started.catch(() => {});
 
   const sendSignal = (signal: NodeJS.Signals) => {
-    const pid = child?.pid;
+    const pid = jobPid;
     if (pid === undefined || exited) return;
     if (!signalGroup(pid, signal)) child?.kill(signal);
   };
@@ -324,7 +439,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
   const stop = (reason = "stop") => {
     if (stopReason !== null) return;
     stopReason = reason;
-    if (!child || exited) return; // not spawned yet: the run notices stopReason
+    if (jobPid === undefined || exited) return; // not spawned yet: the run notices stopReason
     log(`[longrun] stopping (${reason}): SIGTERM, SIGKILL after ${graceMs / 1000}s`, "runner");
     sendSignal("SIGTERM");
     killTimer = setTimeout(() => {
@@ -336,7 +451,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
 
   const kill = (reason = "stop") => {
     if (stopReason === null) stopReason = reason;
-    if (!child || exited) return;
+    if (jobPid === undefined || exited) return;
     log(`[longrun] killing (${reason}): SIGKILL`, "runner");
     sendSignal("SIGKILL");
   };
@@ -360,25 +475,30 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     let savedCheckpoint: string | null = null;
 
     // Prepare the work dir: a leftover from a crashed server must not leak into this attempt.
+    // Its folders and a small input.json are made synchronously: a handful of quick
+    // syscalls cost the event loop less than as many trips through the thread pool, and
+    // every launch waits for them (issue 15).
     try {
       await freshDir(options.workDir);
-      const restored = mkdir(paths.checkpointDir).then(async () => {
+      mkdirSync(paths.checkpointDir);
+      mkdirSync(paths.inputDir);
+      mkdirSync(paths.outputDir);
+      const inputText = JSON.stringify(options.input ?? null);
+      const input =
+        inputText.length <= SYNC_INPUT_CHARS
+          ? writeFileSync(paths.inputFile, inputText)
+          : writeFile(paths.inputFile, inputText);
+      const restored = (async () => {
+        if (options.storage.hasCheckpoint?.() === false) return EMPTY_FOLDER;
         await options.storage.restoreCheckpoint(paths.checkpointDir);
         // Nothing runs in the folder yet, so an empty one is exactly what the storage holds.
         const names = await readdir(paths.checkpointDir);
         return names.length === 0 ? EMPTY_FOLDER : null;
-      });
+      })();
       // Settled, not raced: nothing may still write into the folder once this returns.
-      const inputs = mkdir(paths.inputDir).then(() =>
-        options.storage.restoreInputs?.(paths.inputDir),
-      );
-      const [output, input, restore, files] = await Promise.allSettled([
-        mkdir(paths.outputDir),
-        writeFile(paths.inputFile, JSON.stringify(options.input ?? null)),
-        restored,
-        inputs,
-      ]);
-      for (const step of [output, input, restore, files]) {
+      const inputs = (async () => options.storage.restoreInputs?.(paths.inputDir))();
+      const [written, restore, files] = await Promise.allSettled([input, restored, inputs]);
+      for (const step of [written, restore, files]) {
         if (step.status === "rejected") throw step.reason;
       }
       if (restore.status === "fulfilled") savedCheckpoint = restore.value;
@@ -411,49 +531,36 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       [JOB_ENV.progressFile]: paths.progressFile,
     };
 
-    const proc = spawn(program, args, {
+    const spec: JobSpawnSpec = {
+      program,
+      args,
       cwd: options.workDir,
       env: withPythonPackage(env),
-      detached: true,
-      ...(options.user ? { uid: options.user.uid, gid: options.user.gid } : {}),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    child = proc;
-    const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-      proc.once("close", (code, signal) => res({ code, signal }));
-    });
-    const spawnError = await new Promise<Error | null>((res) => {
-      proc.once("spawn", () => res(null));
-      // Kept for the process's lifetime: an 'error' without a listener would crash the server.
-      proc.on("error", (error) => {
-        res(error);
-        log(`[longrun] process error: ${describeError(error)}`, "runner");
-      });
-    });
-    if (spawnError || proc.pid === undefined) {
+      ...(options.user ? { user: options.user } : {}),
+    };
+    const launched = options.spawn
+      ? await spawnElsewhere(options.spawn, spec)
+      : await spawnHere(spec, log);
+    if ("error" in launched) {
       exited = true;
-      const message = `could not start ${JSON.stringify(program)}: ${describeError(spawnError)}`;
-      rejectStarted(new Error(message, { cause: spawnError }));
+      const message = `could not start ${JSON.stringify(program)}: ${describeError(launched.error)}`;
+      rejectStarted(new Error(message, { cause: launched.error }));
       return notStarted(message);
     }
-    const pid = proc.pid;
-
-    let lastStderr = "";
-    const outLines = new LineSplitter((line) => log(line, "stdout"));
-    const errLines = new LineSplitter((line) => {
-      if (line.trim()) lastStderr = line.trim();
-      log(line, "stderr");
-    });
-    proc.stdout?.on("data", (chunk: Buffer) => outLines.push(chunk));
-    proc.stderr?.on("data", (chunk: Buffer) => errLines.push(chunk));
-    proc.once("exit", () => {
+    const { pid } = launched;
+    jobPid = pid;
+    child = launched.child;
+    const closed = launched.closed.then((exit) => {
       exited = true;
+      return exit;
+    });
+    void closed.then(() => {
       // Whatever the job forked and left behind dies with it; this also lets `close` fire
       // when a grandchild still holds the pipes.
       signalGroup(pid, "SIGKILL");
     });
 
-    const startTime = await processStartTime(pid);
+    const startTime = launched.startTime;
     resolveStarted({ pid, jobRef: encodeJobRef({ pid, startTime }) });
     try {
       options.onStarted?.({ pid, jobRef: encodeJobRef({ pid, startTime }) });
@@ -490,7 +597,9 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     const checkProgress = async () => {
       let text: string;
       try {
-        text = await readFile(paths.progressFile, "utf8");
+        // Synchronous: a small file, read at every poll and once more on the path from a
+        // job's exit to the next start (issue 15).
+        text = readFileSync(paths.progressFile, "utf8");
       } catch {
         return;
       }
@@ -522,18 +631,20 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
       });
     }, pollMs);
 
-    const { code, signal } = await closed;
+    const { code, signal, lost, lastLine } = await closed;
     clearInterval(poller);
     clearTimeout(timeoutTimer);
     clearTimeout(killTimer);
-    outLines.end();
-    errLines.end();
     // Let an in-flight poll finish, then look once more: the last report may be newer.
     await poll.running;
     await checkProgress();
     await saves;
 
-    const exitNote = signal ? `killed by signal ${signal}` : `exited with code ${code}`;
+    const exitNote = lost
+      ? `ended, exit status unknown (${lost})`
+      : signal
+        ? `killed by signal ${signal}`
+        : `exited with code ${code}`;
     log(`[longrun] job ${exitNote}`, "runner");
 
     // SPEC §4: the checkpoint is saved at exit whatever the exit, SIGTERM included (unless
@@ -548,7 +659,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     );
     const [checkpointError, result] = await Promise.all([
       checkpointSaved,
-      conclude(code, signal, exitNote, lastStderr),
+      conclude(code, signal, exitNote, lastLine ?? "", lost !== undefined),
     ]);
     if (result.outcome === "succeeded" && checkpointError) {
       result.message += ` (checkpoint not saved: ${checkpointError})`;
@@ -562,6 +673,7 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     signal: NodeJS.Signals | null,
     exitNote: string,
     lastStderr: string,
+    lost: boolean,
   ): Promise<AttemptResult> => {
     const base = { exitCode: code, signal, stopReason };
     if (stopReason === "timeout") {
@@ -574,6 +686,8 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     if (stopReason !== null) {
       return { ...base, outcome: "stopped", message: `stopped (${stopReason}); job ${exitNote}` };
     }
+    // Neither a success nor the job's failure can be told: the platform lost the attempt.
+    if (lost) return { ...base, outcome: "lost", message: `job ${exitNote}` };
     if (code !== 0) {
       const tail = lastStderr ? `: ${lastStderr.slice(0, 300)}` : "";
       return { ...base, outcome: "failed", message: `job ${exitNote}${tail}` };
@@ -581,7 +695,8 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     const resultFile = join(paths.outputDir, "result.json");
     let resultText: string | null = null;
     try {
-      resultText = await readFile(resultFile, "utf8");
+      // Synchronous, as the progress file: on the path from exit to the next start.
+      resultText = readFileSync(resultFile, "utf8");
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
         return {

@@ -14,6 +14,7 @@
  * recently to tell ("racy", as git calls it) makes the whole signature unusable (null),
  * and the folder is saved as before.
  */
+import { readdirSync } from "node:fs";
 import { lstat, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -31,7 +32,9 @@ export const EMPTY_FOLDER = "empty";
  */
 export async function folderSignature(dir: string, clockFile: string): Promise<string | null> {
   try {
-    if ((await readdir(dir)).length === 0) return EMPTY_FOLDER;
+    // Synchronous: most checkpoint folders are empty, and this is on the path from a job's
+    // exit to the next start.
+    if (readdirSync(dir).length === 0) return EMPTY_FOLDER;
     await writeFile(clockFile, `${Date.now()}\n`);
     const clock = (await lstat(clockFile, { bigint: true })).ctimeNs;
     // Folders are read after their own lstat: a name added or removed since then moves

@@ -4,7 +4,8 @@ import { type ChaosBackend, runChaos } from "../../chaos/engine.ts";
 /**
  * Issue 6, the chaos run in its short CI form (`npm run chaos` is the long one): 20 s of
  * seeded chaos per backend — repeated idempotency keys, cancels, crashing, hanging and
- * SIGTERM-ignoring jobs, SIGKILLs and SIGTERMs of the server — then a drain, with every
+ * SIGTERM-ignoring jobs, SIGKILLs and SIGTERMs of the server (and of the embedded server's
+ * job launcher) — then a drain, with every
  * invariant checked throughout (see chaos/engine.ts).
  */
 // Seeds whose first faults include a plain SIGKILL, a SIGKILL as a job launches and a SIGTERM.
@@ -28,6 +29,7 @@ describe.each(["embedded", "aws"] as const)("chaos run (%s backend, short form)"
     expect(report.requests).toBeGreaterThan(0);
     expect(report.serverKills).toBeGreaterThan(0);
     expect(report.restarts).toBeGreaterThan(0);
+    if (backend === "embedded") expect(report.launcherKills).toBeGreaterThan(0);
     expect(report.samples).toBeGreaterThan(0);
     expect(report.counterChecks).toBeGreaterThan(0);
     expect(report.maxLiveJobs).toBeLessThanOrEqual(report.maxRunning);

@@ -12,7 +12,7 @@
  * ```
  */
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { constants, readdirSync, readlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import {
   appendFile,
@@ -132,26 +132,36 @@ export class FsAttemptStorage implements AttemptStorage {
 
   /** The folder the current checkpoint lives in, or null before the first save. */
   async currentCheckpoint(): Promise<string | null> {
-    const root = this.#layout.checkpointRoot(this.#requestId);
-    try {
-      // One readlink, not a realpath that reads every folder up to the root.
-      return resolve(root, await readlink(join(root, CURRENT)));
-    } catch (error) {
-      if (isMissing(error)) return null;
-      // Not a symlink: a folder put there by hand is the checkpoint itself.
-      if ((error as NodeJS.ErrnoException).code === "EINVAL") return join(root, CURRENT);
-      throw error;
-    }
+    return this.#currentCheckpointSync();
+  }
+
+  /** Whether a checkpoint was saved: one readlink, without a trip through the thread pool. */
+  hasCheckpoint(): boolean {
+    return this.#currentCheckpointSync() !== null;
   }
 
   async restoreCheckpoint(dir: string): Promise<void> {
-    const current = await this.currentCheckpoint();
+    const current = this.#currentCheckpointSync();
     if (current === null) return;
     try {
       await cp(current, dir, { recursive: true, force: true });
     } catch (error) {
       // `current` naming a version that is gone reads as no checkpoint, as it always has.
       if (isMissing(error) && (await lstat(current).catch(() => null)) === null) return;
+      throw error;
+    }
+  }
+
+  /** {@link currentCheckpoint}, synchronously: one readlink. */
+  #currentCheckpointSync(): string | null {
+    const root = this.#layout.checkpointRoot(this.#requestId);
+    try {
+      // One readlink, not a realpath that reads every folder up to the root.
+      return resolve(root, readlinkSync(join(root, CURRENT)));
+    } catch (error) {
+      if (isMissing(error)) return null;
+      // Not a symlink: a folder put there by hand is the checkpoint itself.
+      if ((error as NodeJS.ErrnoException).code === "EINVAL") return join(root, CURRENT);
       throw error;
     }
   }
@@ -249,7 +259,8 @@ export class FsAttemptStorage implements AttemptStorage {
 export async function linkInputs(from: string, to: string): Promise<void> {
   let names: string[];
   try {
-    names = await readdir(from);
+    // Synchronous: most requests have no input files, and every launch waits for this.
+    names = readdirSync(from);
   } catch (error) {
     if (isMissing(error)) return;
     throw error;

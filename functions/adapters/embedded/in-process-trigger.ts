@@ -3,9 +3,13 @@ import type { DispatchTrigger } from "../../core/ports.ts";
 /**
  * Wakes a queue's dispatcher inside this process. Wake-ups are coalesced per queue: while a
  * run is in progress, further wake-ups set a flag that makes it run once more when it ends,
- * so none is lost and at most one dispatcher per queue runs at a time (as the SQS FIFO
- * message group gives on AWS). `wake` never waits for the dispatch itself: a finished job
- * wakes its queue from inside the lifecycle without recursion.
+ * so none is lost. A run is `width(queue)` dispatch passes side by side (default 1, as the
+ * SQS FIFO message group gives on AWS): a launch waits for its job's spawn, and with one pass
+ * a deep queue fills its free slots one spawn after another. Passes never claim more than
+ * the queue allows (every claim is a conditional write), and they reach the spawn in the
+ * order they claimed (a first attempt's launch awaits no I/O before it). `wake` never waits
+ * for the dispatch itself: a finished job wakes its queue from inside the lifecycle without
+ * recursion.
  */
 export class InProcessTrigger implements DispatchTrigger {
   readonly #running = new Map<string, Promise<void>>();
@@ -15,6 +19,7 @@ export class InProcessTrigger implements DispatchTrigger {
   constructor(
     private readonly dispatch: (queue: string) => Promise<unknown>,
     private readonly onError: (queue: string, error: unknown) => void,
+    private readonly width: (queue: string) => number = () => 1,
   ) {}
 
   async wake(queue: string): Promise<void> {
@@ -28,11 +33,16 @@ export class InProcessTrigger implements DispatchTrigger {
       await Promise.resolve();
       do {
         this.#again.delete(queue);
-        try {
-          await this.dispatch(queue);
-        } catch (error) {
-          this.onError(queue, error);
-        }
+        const passes = Math.max(1, this.width(queue));
+        await Promise.all(
+          Array.from({ length: passes }, async () => {
+            try {
+              await this.dispatch(queue);
+            } catch (error) {
+              this.onError(queue, error);
+            }
+          }),
+        );
       } while (this.#again.has(queue) && !this.#stopped);
       this.#running.delete(queue);
     })();

@@ -17,6 +17,7 @@ import type { Clock, Compute, JobEvent, Reaped, StopReason } from "../../core/po
 import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
 import { type GpuPool, gpuEnv } from "./gpu-pool.ts";
+import type { JobLauncher } from "./launcher.ts";
 
 /**
  * Where job log lines are written: {@link FsLogStore} by default, S3LogStore when the
@@ -60,6 +61,11 @@ export interface LocalProcessComputeOptions {
    * `resources.gpus` devices. Without a pool GPU needs are not enforced.
    */
   gpus?: GpuPool;
+  /**
+   * Starts the jobs instead of this process (launcher.ts): jobs write their output straight
+   * into the log file of {@link FsLayout}, so use it only with the file log store.
+   */
+  launcher?: JobLauncher;
 }
 
 interface Running {
@@ -137,7 +143,10 @@ export class LocalProcessCompute implements Compute {
     const logLine = (line: string) => {
       this.#logs.append(id, [line], attempt).catch((error) => this.#report(error, `log of ${id}`));
     };
-    logLine(`--- attempt ${attempt} ---`);
+    const header = `--- attempt ${attempt} ---`;
+    const launcher = this.#opts.launcher;
+    // The launcher writes the header into the log right before the job's own output.
+    if (!launcher) logLine(header);
 
     // Events of one attempt are delivered one after another, in the order they happened.
     let events: Promise<void> = Promise.resolve();
@@ -179,6 +188,9 @@ export class LocalProcessCompute implements Compute {
       ...(user ? { user: { uid: user.uid, gid: user.gid } } : {}),
       ...(this.#opts.pollIntervalMs ? { pollIntervalMs: this.#opts.pollIntervalMs } : {}),
       logSink: (line) => logLine(line),
+      ...(launcher
+        ? { spawn: launcher.spawnerFor(id, attempt, this.#layout.logFile(id), header) }
+        : {}),
       onStarted: ({ jobRef }) => {
         spawned = true;
         emit({ type: "running", requestId: id, attempt, at: this.#clock.now(), jobRef });
@@ -244,6 +256,9 @@ export class LocalProcessCompute implements Compute {
       case "stopped":
         // A cancel becomes CANCELLED in the core because cancelRequested is set.
         return entry.stopReason === "shutdown" ? null : { ...base, outcome: "failed" };
+      case "lost":
+        // Its exit status died with the launcher: retried from its checkpoint, not counted.
+        return { ...base, outcome: "lost" };
     }
   }
 

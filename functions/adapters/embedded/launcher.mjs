@@ -1,0 +1,178 @@
+// The embedded server's job launcher (see launcher.ts and docs/design.md "The job launcher").
+// Plain JavaScript with no imports beyond node's own, so that it starts small: every job is
+// forked from this process, and a fork costs in proportion to the forking process's memory.
+//
+// Protocol: one JSON object per line. The server writes requests to stdin:
+//   {"op":"spawn","key":K,"program":P,"args":[...],"cwd":D,"env":{...},"uid"?,"gid"?,"log":F,
+//    "header":H,"pidFile":R}
+// and reads answers on stdout:
+//   {"key":K,"pid":N,"startTime":S}       the job runs (S: /proc start time, null without /proc)
+//   {"key":K,"error":"..."}               it could not be started
+//   {"key":K,"exit":true,"code":C,"signal":G,"lastLine":L}   it has exited
+// A spawn of a key whose job still runs answers that job again (a request resent by the
+// server after it lost track of the answer). The job's stdout and stderr are the log file F
+// itself, opened for appending: its output reaches the log whatever happens to this process or
+// to the server. Jobs lead their own process group (detached), so they outlive this process.
+// When stdin ends (the server is gone) the launcher exits and leaves its jobs running.
+import { spawn } from "node:child_process";
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  writeSync,
+} from "node:fs";
+import { dirname } from "node:path";
+import { createInterface } from "node:readline";
+
+/**
+ * Jobs by key from the spawn request on: `{ pid, startTime }` once running, or the list of
+ * answers owed to the requests of it that came while it was being started.
+ */
+const live = new Map();
+
+function send(message) {
+  process.stdout.write(`${JSON.stringify(message)}\n`);
+}
+
+function startTimeOf(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "latin1");
+    return text.slice(text.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function openLog(path) {
+  try {
+    return openSync(path, "a", 0o600);
+  } catch (error) {
+    if (error.code !== "ENOENT") throw error;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    return openSync(path, "a", 0o600);
+  }
+}
+
+/** Bytes of the log's end read for the last line of output. */
+const TAIL_BYTES = 4096;
+
+/**
+ * Ends the job's output with a newline (a job may stop mid-line; the runner's own lines follow)
+ * and returns its last line that is not one of the runner's, for the failure message.
+ */
+function finishLog(path) {
+  let fd;
+  try {
+    fd = openSync(path, "r+");
+  } catch {
+    return "";
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const start = Math.max(0, size - TAIL_BYTES);
+    const buffer = Buffer.alloc(size - start);
+    readSync(fd, buffer, 0, buffer.length, start);
+    if (size > 0 && buffer[buffer.length - 1] !== 0x0a) writeSync(fd, "\n", size);
+    const lines = buffer.toString("utf8").split("\n");
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const line = (lines[i] ?? "").replace(/\r$/, "").trim();
+      if (line && !line.startsWith("[longrun]") && !line.startsWith("--- attempt")) return line;
+    }
+    return "";
+  } catch {
+    return "";
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function start(m) {
+  const known = live.get(m.key);
+  if (known?.waiting) {
+    known.waiting++;
+    return;
+  }
+  if (known) {
+    send({ key: m.key, pid: known.pid, startTime: known.startTime });
+    return;
+  }
+  // Claimed at once: a resent request read before the spawn event must not start it twice.
+  const starting = { waiting: 1 };
+  live.set(m.key, starting);
+  let fd;
+  try {
+    fd = openLog(m.log);
+    if (m.header) writeSync(fd, `${m.header}\n`);
+  } catch (error) {
+    live.delete(m.key);
+    send({ key: m.key, error: `could not open the log: ${error.message}` });
+    return;
+  }
+  let child;
+  try {
+    child = spawn(m.program, m.args, {
+      cwd: m.cwd,
+      env: m.env,
+      detached: true,
+      stdio: ["ignore", fd, fd],
+      ...(m.uid !== undefined ? { uid: m.uid, gid: m.gid } : {}),
+    });
+  } catch (error) {
+    closeSync(fd);
+    live.delete(m.key);
+    send({ key: m.key, error: error.message });
+    return;
+  }
+  // The child holds its own copy of the descriptor.
+  closeSync(fd);
+  if (child.pid === undefined) {
+    // Not started (no such program, no permission): node reports why on the next tick.
+    child.once("error", (error) => {
+      live.delete(m.key);
+      send({ key: m.key, error: error.message });
+    });
+    return;
+  }
+  // A pid means the program was executed: answered now, not at the `spawn` event a tick later.
+  const job = { pid: child.pid, startTime: startTimeOf(child.pid) };
+  live.set(m.key, job);
+  for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
+  // Also in the pid file R (`<pid> <start time>`), so that a server that outlives this
+  // launcher finds which process it started even if it never read the answer. After the
+  // answer: stdout is a pipe, written synchronously, so a launcher that dies from here on
+  // has answered already. Removed at the job's exit.
+  try {
+    writeFileSync(m.pidFile, `${job.pid} ${job.startTime ?? ""}\n`, { mode: 0o600 });
+  } catch {
+    // a work root gone meanwhile: the answer says it
+  }
+  child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
+  child.once("exit", (code, signal) => {
+    if (!live.get(m.key)?.pid) return; // never started: the error said so
+    live.delete(m.key);
+    try {
+      unlinkSync(m.pidFile);
+    } catch {
+      // never written, or removed with the work root
+    }
+    send({ key: m.key, exit: true, code, signal, lastLine: finishLog(m.log) });
+  });
+}
+
+const ops = { spawn: start };
+
+createInterface({ input: process.stdin }).on("line", (line) => {
+  let m;
+  try {
+    m = JSON.parse(line);
+  } catch {
+    return;
+  }
+  ops[m.op]?.(m);
+});
+process.stdin.on("end", () => process.exit(0));
+// The server is gone: nobody reads the answers any more.
+process.stdout.on("error", () => process.exit(0));
