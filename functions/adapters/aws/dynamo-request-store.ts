@@ -295,6 +295,11 @@ function readyKeyId(key: string): string {
   return key.split("#")[2] as string;
 }
 
+/** What every ready key of `priority` begins with. */
+function readyKeyPrefix(priority: number): string {
+  return `${9 - priority}#`;
+}
+
 /** The priority of a ready key. */
 function readyKeyPriority(key: string): number {
   return 9 - Number(key.split("#")[0]);
@@ -650,6 +655,11 @@ export class DynamoRequestStore implements RequestStore {
    * writes a submit makes (see #bucketUpdate); a wrong guess costs one more transaction.
    */
   readonly #buckets = new Map<string, number>();
+  /**
+   * Last known head hint per queue and tenant, kept only to pick the shape of a submit's
+   * hint update (see #counterUpdate); a wrong guess costs one more transaction.
+   */
+  readonly #heads = new Map<string, string>();
   /** What each dispatch pass knows (claimNext's `pass`); gone with the pass. */
   readonly #passes = new WeakMap<ClaimPass, Map<string, PassState>>();
 
@@ -701,12 +711,13 @@ export class DynamoRequestStore implements RequestStore {
     idempotency: IdempotencyClaim | null,
     limits: SubmitLimits,
   ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
-    // A second pass only follows a wrong guess of the bucket's state (#bucketUpdate).
+    // A second pass only follows a wrong guess of the bucket's state or of the head hint
+    // (#counterUpdate).
     for (let pass = 0; pass < 3; pass++) {
       const outcome = await this.#submitOnce(request, idempotency, limits, pass);
       if (outcome.kind !== "bucket-missed") return outcome;
     }
-    throw new TransientConflict("the token bucket kept moving");
+    throw new TransientConflict("the token bucket or the head hint kept moving");
   }
 
   /**
@@ -726,9 +737,21 @@ export class DynamoRequestStore implements RequestStore {
   } {
     const { queue, tenant, createdAt: now } = request;
     const adds = ["#queued :one", "#qp :one", "#tq :one", "#tqp :one"];
-    // The tenant's head hint: this request when the tenant had none (claimNext).
-    const sets: string[] = ["#th = if_not_exists(#th, :head)"];
+    const sets: string[] = [];
     const conditions = ["(attribute_not_exists(#queued) OR #queued < :max)"];
+    // The tenant's head hint (claimNext) stays the earliest ready key at its priority. Set
+    // when the tenant has none; kept when it is earlier, or at another priority (a claim
+    // then reads the partition). A request earlier than the head at its own priority (the
+    // clocks of two submitters) takes it over: a second shape, picked like the bucket's.
+    if (this.#newHead(request, this.#heads.get(`${queue}\u0000${tenant}`))) {
+      sets.push("#th = :head");
+      conditions.push("(begins_with(#th, :prefix) AND #th > :head)");
+    } else {
+      sets.push("#th = if_not_exists(#th, :head)");
+      conditions.push(
+        "(attribute_not_exists(#th) OR #th < :head OR NOT begins_with(#th, :prefix))",
+      );
+    }
     const names: Record<string, string> = {
       "#queued": "queued",
       "#qp": queuedAt(request.priority),
@@ -740,6 +763,7 @@ export class DynamoRequestStore implements RequestStore {
       ":one": 1,
       ":max": limits.maxQueued,
       ":head": readyOrderKey(request),
+      ":prefix": readyKeyPrefix(request.priority),
     };
     if (limits.maxQueuedPerTenant !== undefined) {
       conditions.push("(attribute_not_exists(#tq) OR #tq < :tmax)");
@@ -798,6 +822,15 @@ export class DynamoRequestStore implements RequestStore {
         "tenant",
       );
     }
+    // Which shape of the head hint's update was due, from the hint as it was.
+    const hint = (old?.[tenantAttr("h", request.tenant)] as { S?: string } | undefined)?.S;
+    const headKey = `${request.queue}\u0000${request.tenant}`;
+    const headMissed =
+      this.#newHead(request, hint) !== this.#newHead(request, this.#heads.get(headKey));
+    if (headMissed) {
+      if (hint === undefined) this.#heads.delete(headKey);
+      else this.#heads.set(headKey, hint);
+    }
     if (limits.rateLimit) {
       const at = rawNumber(old, tenantAttr("b", request.tenant));
       const key = `${request.queue}\u0000${request.tenant}`;
@@ -809,7 +842,13 @@ export class DynamoRequestStore implements RequestStore {
       }
       return "bucket-missed";
     }
-    return null;
+    return headMissed ? "bucket-missed" : null;
+  }
+
+  /** Whether `request` comes before `hint`, the tenant's head hint, at its own priority. */
+  #newHead(request: RequestRecord, hint: string | undefined): boolean {
+    if (hint === undefined) return false;
+    return hint.startsWith(readyKeyPrefix(request.priority)) && hint > readyOrderKey(request);
   }
 
   async #submitOnce(
@@ -858,6 +897,11 @@ export class DynamoRequestStore implements RequestStore {
           ...(token.length <= 36 ? { ClientRequestToken: token } : {}),
         }),
       );
+      const headKey = `${request.queue}\u0000${request.tenant}`;
+      if (this.#newHead(request, this.#heads.get(headKey))) {
+        // The second shape applied: this request is the tenant's head now.
+        this.#heads.set(headKey, readyOrderKey(request));
+      }
       let rateLimit: RateLimitState | undefined;
       if (counters.bucket && limits.rateLimit) {
         // Applied: the guess held, so the decision made on it is what was written.
