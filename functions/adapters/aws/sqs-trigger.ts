@@ -25,7 +25,7 @@
  * after at most one window plus the margin (two reads of the queue's state);
  * {@link dispatchWhenSettled}, which the dispatcher Lambda uses, waits that long and runs
  * one pass: the first start after a quiet spell comes up to 1.25 s later, and each fresh
- * message costs one pass instead of two (docs/aws.md "Dispatch wake-ups").
+ * message costs one pass instead of two (docs/design.md, "Wake-ups").
  */
 import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { z } from "zod";
