@@ -222,6 +222,30 @@ describe("DynamoRequestStore on DynamoDB", () => {
     client.destroy();
   });
 
+  it("reads the counters again once a pass's view is a second old, and sees a higher priority", async () => {
+    // Prepare
+    const low1 = queued();
+    const scope = { tenant: low1.tenant, queue: low1.queue };
+    await storeOn(admin).submit(low1, null, ROOMY);
+    for (const createdAt of [T0 + 1, T0 + 2]) {
+      await storeOn(admin).submit(queued({ ...scope, createdAt }), null, ROOMY);
+    }
+    let clock = T0;
+    const store = storeOn(admin, { now: () => clock });
+    const pass = {};
+    const first = await store.claimNext(scope.queue, { maxRunning: 10 }, T0, pass);
+    const high = queued({ ...scope, priority: 7, createdAt: T0 + 3 });
+    await storeOn(admin).submit(high, null, ROOMY);
+
+    // Act: within the second the pass goes on from its view; after it, it looks again.
+    clock = T0 + 1001;
+    const second = await store.claimNext(scope.queue, { maxRunning: 10 }, T0, pass);
+
+    // Assess
+    expect(first).toMatchObject({ kind: "started", request: { id: low1.id } });
+    expect(second).toMatchObject({ kind: "started", request: { id: high.id } });
+  });
+
   it("claims a tenant's only request from its hint, without reading the partition", async () => {
     // Prepare
     const r = queued();

@@ -90,7 +90,10 @@ export interface DynamoRequestStoreOptions {
   queues: () => readonly string[];
   /** Days a finished request (and its idempotency key) is kept before TTL deletes it. */
   retentionDaysFor?: (queue: string) => number;
-  /** Epoch ms; only used for the TTL of a request finished without a `finishedAt`. */
+  /**
+   * Epoch ms; used for the TTL of a request finished without a `finishedAt`, and for the
+   * age of a dispatch pass's view of a queue (claimNext).
+   */
   now?: () => number;
 }
 
@@ -106,6 +109,12 @@ const SECONDS_PER_DAY = 86_400;
 const CLAIM_CANDIDATES = 5;
 /** Query rounds a claim makes before giving up to a heavy contention. */
 const CLAIM_ROUNDS = 8;
+/**
+ * Age after which a dispatch pass reads the counters item again: a pass that fills many
+ * slots sees a request of a higher priority that arrived meanwhile within about this long,
+ * as a new pass would.
+ */
+const PASS_VIEW_MS = 1000;
 /** Attempts of one write that keeps meeting transaction conflicts or throttling. */
 const CONFLICT_ATTEMPTS = 8;
 /** BatchGetItem accepts at most 100 keys per call. */
@@ -264,6 +273,8 @@ function topPriority(f: TenantFigures): number {
 interface PassState {
   /** The counters item as read at the pass's first claim, moved by the pass's own claims. */
   counters: Record<string, unknown> | null;
+  /** When `counters` was read (the store's clock). */
+  readAt: number;
   /** Ready keys read per tenant, in start order; those tried are taken off. */
   ready: Map<string, string[]>;
 }
@@ -1425,8 +1436,10 @@ export class DynamoRequestStore implements RequestStore {
       // The counters move in the same transaction as every request, so `queued` 0 means no
       // request is QUEUED; the claim's own counter condition is what enforces the limits.
       // A round after one that lost a race reads them afresh.
-      if (state.counters === null || round > 0) {
+      if (state.counters === null || round > 0 || this.#now() - state.readAt > PASS_VIEW_MS) {
+        state.readAt = this.#now();
         state.counters = (await this.#countersItem(queue)) ?? {};
+        state.ready.clear();
       }
       const counters = state.counters;
       if (((counters.running as number | undefined) ?? 0) >= limits.maxRunning) {
@@ -1469,7 +1482,7 @@ export class DynamoRequestStore implements RequestStore {
 
   /** What a pass (or, without one, this claim alone) knows of `queue`. */
   #passState(queue: string, pass: ClaimPass | undefined): PassState {
-    const fresh: PassState = { counters: null, ready: new Map() };
+    const fresh: PassState = { counters: null, readAt: 0, ready: new Map() };
     if (!pass) return fresh;
     let byQueue = this.#passes.get(pass);
     if (!byQueue) {
