@@ -313,8 +313,8 @@ export async function createLifecycleBench(
   const meter = new AwsMeter(clients, new CapacityCalculator(plumbing.dynamo, () => TABLE_SHAPE));
   const deps = createAwsDeps({ config, resources, clients });
   const http = createHttpHandler(deps, "sub");
-  // The dispatcher's settle pass waits for the dedup window to close; the calls are the same
-  // without the wait, so the bench does not sleep.
+  // The dispatcher waits for the dedup window to close before its pass; the calls are the
+  // same without the wait, so the bench does not sleep.
   const dispatcher = createDispatcherHandler(deps, { sleep: async () => {} });
   const events = createBatchEventsHandler(deps, { jobQueueArn });
   // The Batch runner's writer, on the metered client (the container makes its own).

@@ -96,6 +96,12 @@ export interface TransitionCommand {
   set?: RequestPatch;
 }
 
+/**
+ * One dispatch pass (RequestStore.claimNext): the dispatcher makes a new one for every
+ * pass and gives it to each claim of that pass. Opaque: the store keys what it learnt on it.
+ */
+export type ClaimPass = object;
+
 export type ClaimResult =
   /** The next request moved QUEUED → STARTING with attempt + 1; it holds a slot. */
   | { kind: "started"; request: RequestRecord }
@@ -168,8 +174,17 @@ export interface RequestStore {
    * their `maxRunningOf`, the highest priority waiting; within it, the tenant with the
    * fewest active requests; ties, the oldest request (then the smallest id). A request so
    * chosen whose `expiresAt` has passed is expired instead.
+   *
+   * `pass` names one dispatch pass: the claims made with the same object may reuse what
+   * the earlier claims of that pass read (each claim stays one conditional write, so this
+   * never breaks a limit; a stale view can only end the pass early). A store may ignore it.
    */
-  claimNext(queue: string, limits: ClaimLimits, now: number): Promise<ClaimResult>;
+  claimNext(
+    queue: string,
+    limits: ClaimLimits,
+    now: number,
+    pass?: ClaimPass,
+  ): Promise<ClaimResult>;
 
   /** Applies one conditional transition; null when the condition did not hold. */
   transition(cmd: TransitionCommand): Promise<RequestRecord | null>;

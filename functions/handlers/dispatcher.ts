@@ -6,7 +6,7 @@
  */
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { dispatchUntilSettled, parseDispatchMessage } from "../adapters/aws/sqs-trigger.ts";
+import { dispatchWhenSettled, parseDispatchMessage } from "../adapters/aws/sqs-trigger.ts";
 import type { CoreDeps } from "../core/usecases/deps.ts";
 import { dispatchQueue } from "../core/usecases/lifecycle.ts";
 import { lambdaDeps, logger } from "./context.ts";
@@ -24,7 +24,8 @@ export function createDispatcherHandler(
       logger.warn("dropping an unusable dispatch message", { messageId: r.messageId });
       return;
     }
-    await dispatchUntilSettled(
+    // One pass, once every wake-up deduplicated against this one has been written.
+    await dispatchWhenSettled(
       message,
       async (queue) => {
         const started = await dispatchQueue(queue, deps);

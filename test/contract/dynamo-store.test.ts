@@ -192,6 +192,104 @@ describe("DynamoRequestStore on DynamoDB", () => {
     expect(await store.position(later)).toBe(2);
   });
 
+  it("reads the counters item once per dispatch pass and a partition once for its claims", async () => {
+    // Prepare
+    const first = queued();
+    const scope = { tenant: first.tenant, queue: first.queue };
+    await storeOn(admin).submit(first, null, ROOMY);
+    for (const createdAt of [T0 + 1, T0 + 2]) {
+      await storeOn(admin).submit(queued({ ...scope, createdAt }), null, ROOMY);
+    }
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+    const pass = {};
+
+    // Act
+    const kinds: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      kinds.push((await store.claimNext(scope.queue, { maxRunning: 10 }, T0, pass)).kind);
+    }
+
+    // Assess: the counters once, the partition once, then each request read and claimed;
+    // the pass's own snapshot says when nothing is left.
+    expect(kinds).toEqual(["started", "started", "started", "empty"]);
+    expect(sent).toEqual([
+      "GetItemCommand",
+      "QueryCommand",
+      ...Array.from({ length: 3 }, () => ["GetItemCommand", "TransactWriteItemsCommand"]).flat(),
+    ]);
+    expect(await store.queueCounts(scope.queue)).toEqual({ queued: 0, running: 3 });
+    client.destroy();
+  });
+
+  it("reads the counters again once a pass's view is a second old, and sees a higher priority", async () => {
+    // Prepare
+    const low1 = queued();
+    const scope = { tenant: low1.tenant, queue: low1.queue };
+    await storeOn(admin).submit(low1, null, ROOMY);
+    for (const createdAt of [T0 + 1, T0 + 2]) {
+      await storeOn(admin).submit(queued({ ...scope, createdAt }), null, ROOMY);
+    }
+    let clock = T0;
+    const store = storeOn(admin, { now: () => clock });
+    const pass = {};
+    const first = await store.claimNext(scope.queue, { maxRunning: 10 }, T0, pass);
+    const high = queued({ ...scope, priority: 7, createdAt: T0 + 3 });
+    await storeOn(admin).submit(high, null, ROOMY);
+
+    // Act: within the second the pass goes on from its view; after it, it looks again.
+    clock = T0 + 1001;
+    const second = await store.claimNext(scope.queue, { maxRunning: 10 }, T0, pass);
+
+    // Assess
+    expect(first).toMatchObject({ kind: "started", request: { id: low1.id } });
+    expect(second).toMatchObject({ kind: "started", request: { id: high.id } });
+  });
+
+  it("claims a tenant's only request from its hint, without reading the partition", async () => {
+    // Prepare
+    const r = queued();
+    await storeOn(admin).submit(r, null, ROOMY);
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+
+    // Act
+    const claim = await store.claimNext(r.queue, { maxRunning: 1 }, T0);
+
+    // Assess: the counters item, the request it names, the claim.
+    expect(claim).toMatchObject({ kind: "started", request: { id: r.id } });
+    expect(sent).toEqual(["GetItemCommand", "GetItemCommand", "TransactWriteItemsCommand"]);
+    client.destroy();
+  });
+
+  it("breaks a tie of 20 tenants with one partition read, not one per tenant", async () => {
+    // Prepare: 20 tenants with two requests each, all at one priority and nobody running.
+    const queue = `q-${ulid().toLowerCase()}`;
+    const tenants = Array.from({ length: 20 }, (_, i) => `t${i}-${ulid().toLowerCase()}`);
+    const oldest = queued({ queue, tenant: tenants[7], createdAt: T0 });
+    for (const [i, tenant] of tenants.entries()) {
+      if (i === 7) await storeOn(admin).submit(oldest, null, ROOMY);
+      else
+        await storeOn(admin).submit(queued({ queue, tenant, createdAt: T0 + 1 + i }), null, ROOMY);
+      await storeOn(admin).submit(queued({ queue, tenant, createdAt: T0 + 100 + i }), null, ROOMY);
+    }
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+
+    // Act
+    const claim = await store.claimNext(queue, { maxRunning: 100 }, T0);
+
+    // Assess: the oldest head won; its tenant's partition gave the next head for the hint.
+    expect(claim).toMatchObject({ kind: "started", request: { id: oldest.id } });
+    expect(sent).toEqual([
+      "GetItemCommand",
+      "QueryCommand",
+      "GetItemCommand",
+      "TransactWriteItemsCommand",
+    ]);
+    client.destroy();
+  });
+
   it("restores each tenant's figures on the counters item with a recount that fixes", async () => {
     // Prepare: two tenants, one running; then the per-tenant figures damaged by hand.
     const store = storeOn(admin);

@@ -1331,6 +1331,68 @@ export function describeRequestStoreContract(
         expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 1 });
       });
 
+      it("breaks ties by the oldest request even when a tenant's older one was submitted later", async () => {
+        // Prepare: a's newer request arrives first (two submitters' clocks disagree).
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        const a2 = await putAs(a, { createdAt: T0 + 20 });
+        const a1 = await putAs(a, { createdAt: T0 + 5 });
+        const b1 = await putAs(b, { createdAt: T0 + 10 });
+
+        // Act
+        const { started } = await claimAll();
+
+        // Assess
+        expect(started.map((r) => r.id)).toEqual([a1.id, b1.id, a2.id]);
+      });
+
+      it("breaks ties by the oldest request still waiting once a tenant's oldest is cancelled", async () => {
+        // Prepare: a's oldest goes; a's other one is newer than b's, and so is c's second.
+        const [a, b, c] = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
+        const a1 = await putAs(a, { createdAt: T0 });
+        const a2 = await putAs(a, { createdAt: T0 + 20 });
+        const b1 = await putAs(b, { createdAt: T0 + 10 });
+        const c1 = await putAs(c, { createdAt: T0 + 1 });
+        const c2 = await putAs(c, { createdAt: T0 + 30 });
+        const c3 = await putAs(c, { createdAt: T0 + 31 });
+        await store.transition({ id: a1.id, from: ["QUEUED"], to: "CANCELLED" });
+        await store.transition({ id: c1.id, from: ["QUEUED"], to: "CANCELLED" });
+
+        // Act
+        const { started } = await claimAll();
+
+        // Assess
+        expect(started.map((r) => r.id)).toEqual([b1.id, a2.id, c2.id, c3.id]);
+      });
+
+      it("never claims past a limit on what a dispatch pass read before another's claims", async () => {
+        // Prepare: c's request (priority 5) comes first; a and b wait at priority 0.
+        const [a, b, c] = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
+        const a1 = await putAs(a, { createdAt: T0 });
+        await putAs(a, { createdAt: T0 + 1 });
+        const b1 = await putAs(b, { createdAt: T0 + 2 });
+        const c1 = await putAs(c, { createdAt: T0 + 3, priority: 5 });
+        const other = await fx.another();
+        const limits = { maxRunning: 3, maxRunningOf: () => 1 };
+        const [mine, theirs] = [{}, {}];
+
+        // Act: my pass reads the queue with nobody running; another dispatcher starts a's
+        // first meanwhile; my pass, still holding a with nobody running, goes on.
+        const first = await store.claimNext(s.queue, limits, T0, mine);
+        const between = await other.claimNext(s.queue, limits, T0, theirs);
+        const second = await store.claimNext(s.queue, limits, T0, mine);
+        const third = await store.claimNext(s.queue, limits, T0, mine);
+
+        // Assess: a gets no second slot, and the queue no fourth.
+        expect([first, between, second].map((x) => x.kind === "started" && x.request.id)).toEqual([
+          c1.id,
+          a1.id,
+          b1.id,
+        ]);
+        expect(third.kind).toBe("full");
+        expect(await store.tenantCounts(s.queue, a)).toEqual({ queued: 1, running: 1 });
+        expect(await store.queueCounts(s.queue)).toEqual({ queued: 1, running: 3 });
+      });
+
       it("keeps per-tenant counts through submit, start, finish and cancel", async () => {
         // Prepare
         const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];

@@ -10,6 +10,7 @@ import {
   CLOCK_SKEW_MARGIN_MS,
   dispatchMessageFor,
   dispatchUntilSettled,
+  dispatchWhenSettled,
   parseDispatchMessage,
   SqsDispatchTrigger,
 } from "../../functions/adapters/aws/sqs-trigger.ts";
@@ -159,6 +160,49 @@ describe("SqsDispatchTrigger", () => {
     expect(waiting).toEqual([]);
   });
 
+  it("loses no wake-up when the dispatcher waits for the settle instant and runs one pass", async () => {
+    // Prepare: as above, the queue's state is a list the dispatcher drains.
+    const url = await dispatchQueue();
+    const clock = new FakeClock(T0 + 200);
+    const trigger = new SqsDispatchTrigger({ client: sqs, queueUrl: url, clock });
+    const waiting: string[] = [];
+    const passes: { at: number; started: string[] }[] = [];
+    const submit = async (id: string) => {
+      waiting.push(id);
+      await trigger.wake("finetune");
+    };
+    await submit("r1");
+    const [first] = await receiveAll(url, false);
+    const message = parseDispatchMessage(first?.Body ?? "");
+    expect(message).not.toBeNull();
+
+    // Act: while the dispatcher holds the message and waits, in the same 1 s bucket,
+    // another request arrives and its wake-up is dropped by SQS.
+    const waited = await dispatchWhenSettled(
+      message!,
+      async () => {
+        passes.push({ at: clock.now(), started: waiting.splice(0) });
+      },
+      {
+        clock,
+        sleep: async (ms) => {
+          clock.set(T0 + 700);
+          await submit("r2");
+          clock.set(T0 + 200 + ms);
+        },
+      },
+    );
+    await sqs.send(
+      new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: first?.ReceiptHandle }),
+    );
+
+    // Assess: SQS really dropped r2's wake-up, and the one pass, begun at the settle
+    // instant, started both.
+    expect(await receiveAll(url)).toEqual([]);
+    expect(waited).toBe(1000 + CLOCK_SKEW_MARGIN_MS - 200);
+    expect(passes).toEqual([{ at: T0 + 1000 + CLOCK_SKEW_MARGIN_MS, started: ["r1", "r2"] }]);
+  });
+
   it("delivers a wake-up of the next bucket as a new message", async () => {
     const url = await dispatchQueue();
     const clock = new FakeClock(T0 + 200);
@@ -205,6 +249,22 @@ describe("dispatchUntilSettled", () => {
       { clock, sleep: async () => expect.fail("must not wait") },
     );
     expect(ran).toBe(2);
+  });
+});
+
+describe("dispatchWhenSettled", () => {
+  it("runs its one pass at once when the message is consumed after its settle instant", async () => {
+    const clock = new FakeClock(T0 + 5000);
+    const queues: string[] = [];
+    const waited = await dispatchWhenSettled(
+      { queue: "q", settleAt: T0 + 1250 },
+      async (q) => {
+        queues.push(q);
+      },
+      { clock, sleep: async () => expect.fail("must not wait") },
+    );
+    expect(waited).toBe(0);
+    expect(queues).toEqual(["q"]);
   });
 });
 

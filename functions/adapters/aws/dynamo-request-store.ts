@@ -30,6 +30,7 @@ import {
 } from "../../core/errors.ts";
 import type {
   ClaimLimits,
+  ClaimPass,
   ClaimResult,
   IdempotencyClaim,
   ListPage,
@@ -60,7 +61,6 @@ import {
   type FairTenant,
   fairPositionFinish,
   fairPositionPlan,
-  pickFairHead,
 } from "../../core/store-support.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "./definitions.ts";
 import { ItemMemo } from "./item-memo.ts";
@@ -91,7 +91,10 @@ export interface DynamoRequestStoreOptions {
   queues: () => readonly string[];
   /** Days a finished request (and its idempotency key) is kept before TTL deletes it. */
   retentionDaysFor?: (queue: string) => number;
-  /** Epoch ms; only used for the TTL of a request finished without a `finishedAt`. */
+  /**
+   * Epoch ms; used for the TTL of a request finished without a `finishedAt`, and for the
+   * age of a dispatch pass's view of a queue (claimNext).
+   */
   now?: () => number;
 }
 
@@ -107,6 +110,12 @@ const SECONDS_PER_DAY = 86_400;
 const CLAIM_CANDIDATES = 5;
 /** Query rounds a claim makes before giving up to a heavy contention. */
 const CLAIM_ROUNDS = 8;
+/**
+ * Age after which a dispatch pass reads the counters item again: a pass that fills many
+ * slots sees a request of a higher priority that arrived meanwhile within about this long,
+ * as a new pass would.
+ */
+const PASS_VIEW_MS = 1000;
 /** Attempts of one write that keeps meeting transaction conflicts or throttling. */
 const CONFLICT_ATTEMPTS = 8;
 /** BatchGetItem accepts at most 100 keys per call. */
@@ -148,15 +157,17 @@ function queuedByPriority(counters: Record<string, unknown> | undefined): number
  * Per-tenant figures live on the queue's counters item beside `queued` and `running`, one
  * top-level attribute each (ADD works on top-level attributes only, and creates them):
  * `tq#<tenant>` QUEUED, `tq<p>#<tenant>` QUEUED at priority p, `tr#<tenant>` STARTING +
- * RUNNING, `tb#<tenant>` the arrival time of its token bucket (core/rate-limit.ts).
+ * RUNNING, `tb#<tenant>` the arrival time of its token bucket (core/rate-limit.ts), and
+ * `th#<tenant>` the ready key of its head as far as the writers know it (a hint; see
+ * docs/design.md "Fair claim on DynamoDB").
  */
-type TenantField = "q" | "r" | "b" | `q${number}`;
+type TenantField = "q" | "r" | "b" | "h" | `q${number}`;
 
 function tenantAttr(field: TenantField, tenant: string): string {
   return `t${field}#${escapeTenant(tenant)}`;
 }
 
-const TENANT_ATTR = /^t(q[0-9]?|r|b)#(.*)$/s;
+const TENANT_ATTR = /^t(q[0-9]?|r|b|h)#(.*)$/s;
 
 /** One tenant's figures as the counters item holds them. */
 interface TenantFigures {
@@ -165,6 +176,8 @@ interface TenantFigures {
   byPriority: number[];
   running: number;
   bucketAt: number | null;
+  /** The head hint (`th#`): a ready key, null when the item holds none. */
+  head?: string | null;
 }
 
 /** Every tenant the counters item has figures for. */
@@ -172,18 +185,21 @@ function tenantFigures(counters: Record<string, unknown> | undefined): Map<strin
   const out = new Map<string, TenantFigures>();
   for (const [name, value] of Object.entries(counters ?? {})) {
     const m = TENANT_ATTR.exec(name);
-    if (!m || typeof value !== "number") continue;
+    const field = m?.[1];
+    if (!m || (typeof value !== "number" && !(field === "h" && typeof value === "string"))) {
+      continue;
+    }
     const tenant = unescapeTenant(m[2] as string);
     let f = out.get(tenant);
     if (!f) {
       f = { queued: 0, byPriority: PRIORITIES.map(() => 0), running: 0, bucketAt: null };
       out.set(tenant, f);
     }
-    const field = m[1] as string;
-    if (field === "q") f.queued = value;
+    if (typeof value === "string") f.head = value;
+    else if (field === "q") f.queued = value;
     else if (field === "r") f.running = value;
     else if (field === "b") f.bucketAt = value;
-    else f.byPriority[Number(field.slice(1))] = value;
+    else f.byPriority[Number((field as string).slice(1))] = value;
   }
   return out;
 }
@@ -252,6 +268,101 @@ function sameTenantFigures(
 function topPriority(f: TenantFigures): number {
   for (let p = 9; p >= 0; p--) if ((f.byPriority[p] ?? 0) > 0) return p;
   return -1;
+}
+
+/** What one dispatch pass knows of a queue (claimNext's `pass`). */
+interface PassState {
+  /** The counters item as read at the pass's first claim, moved by the pass's own claims. */
+  counters: Record<string, unknown> | null;
+  /** When `counters` was read (the store's clock). */
+  readAt: number;
+  /** Ready keys read per tenant, in start order; those tried are taken off. */
+  ready: Map<string, string[]>;
+}
+
+/** A waiting tenant a claim may pick. */
+interface ClaimCandidate {
+  tenant: string;
+  figures: TenantFigures;
+  priority: number;
+  active: number;
+}
+
+/** The tenant picked, with its head read when the hint named its only request. */
+interface PickedTenant extends ClaimCandidate {
+  item: RequestItem | null;
+}
+
+/** The limits and hint move of one claim write. */
+interface ClaimWrite {
+  maxRunning: number;
+  tenantMaxRunning: number;
+  now: number;
+  /** The tenant's next head: a ready key, null for none (the hint goes), undefined: keep. */
+  nextHead: string | null | undefined;
+}
+
+/** The request id in a ready key (`<9-priority>#<createdAt>#<id>`, request.ts). */
+function readyKeyId(key: string): string {
+  return key.split("#")[2] as string;
+}
+
+/** What every ready key of `priority` begins with. */
+function readyKeyPrefix(priority: number): string {
+  return `${9 - priority}#`;
+}
+
+/** The priority of a ready key. */
+function readyKeyPriority(key: string): number {
+  return 9 - Number(key.split("#")[0]);
+}
+
+/**
+ * What is known of a tenant's head at priority `top`: entries read in this pass, or its
+ * hinted request read and found QUEUED (sure); else its hint at that priority (a guess:
+ * no later than the true head but for the cases docs/design.md lists); else nothing.
+ */
+function knownHead(
+  t: ClaimCandidate,
+  top: number,
+  state: PassState,
+  checked: ReadonlyMap<string, RequestItem>,
+): { key: string; sure: boolean } | null {
+  const read = state.ready.get(t.tenant)?.[0];
+  if (read !== undefined) return { key: read, sure: true };
+  const item = checked.get(t.tenant);
+  if (item) return { key: item[INDEXES.ready.sortKey] as string, sure: true };
+  const hint = t.figures.head;
+  // A hint at another priority says nothing of the head at `top`.
+  if (hint && readyKeyPriority(hint) === top) return { key: hint, sure: false };
+  return null;
+}
+
+/** Moves a pass's snapshot as a claim (started) or an expiry moved the counters item. */
+function moveSnapshot(
+  state: PassState,
+  item: RequestItem,
+  started: boolean,
+  nextHead: string | null | undefined,
+): void {
+  const c = state.counters;
+  if (!c) return;
+  const add = (name: string, by: number) => {
+    c[name] = ((c[name] as number | undefined) ?? 0) + by;
+  };
+  for (const name of [
+    "queued",
+    queuedAt(item.priority),
+    tenantAttr("q", item.tenant),
+    tenantAttr(`q${item.priority}`, item.tenant),
+  ]) {
+    add(name, -1);
+  }
+  if (!started) return;
+  add("running", 1);
+  add(tenantAttr("r", item.tenant), 1);
+  if (nextHead === null) delete c[tenantAttr("h", item.tenant)];
+  else if (nextHead !== undefined) c[tenantAttr("h", item.tenant)] = nextHead;
 }
 
 /** A number attribute of an item returned with a cancellation (marshalled form). */
@@ -561,6 +672,13 @@ export class DynamoRequestStore implements RequestStore {
    * writes a submit makes (see #bucketUpdate); a wrong guess costs one more transaction.
    */
   readonly #buckets = new Map<string, number>();
+  /**
+   * Last known head hint per queue and tenant, kept only to pick the shape of a submit's
+   * hint update (see #counterUpdate); a wrong guess costs one more transaction.
+   */
+  readonly #heads = new Map<string, string>();
+  /** What each dispatch pass knows (claimNext's `pass`); gone with the pass. */
+  readonly #passes = new WeakMap<ClaimPass, Map<string, PassState>>();
 
   constructor(options: DynamoRequestStoreOptions) {
     this.#doc =
@@ -610,12 +728,13 @@ export class DynamoRequestStore implements RequestStore {
     idempotency: IdempotencyClaim | null,
     limits: SubmitLimits,
   ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
-    // A second pass only follows a wrong guess of the bucket's state (#bucketUpdate).
+    // A second pass only follows a wrong guess of the bucket's state or of the head hint
+    // (#counterUpdate).
     for (let pass = 0; pass < 3; pass++) {
       const outcome = await this.#submitOnce(request, idempotency, limits, pass);
       if (outcome.kind !== "bucket-missed") return outcome;
     }
-    throw new TransientConflict("the token bucket kept moving");
+    throw new TransientConflict("the token bucket or the head hint kept moving");
   }
 
   /**
@@ -637,13 +756,32 @@ export class DynamoRequestStore implements RequestStore {
     const adds = ["#queued :one", "#qp :one", "#tq :one", "#tqp :one"];
     const sets: string[] = [];
     const conditions = ["(attribute_not_exists(#queued) OR #queued < :max)"];
+    // The tenant's head hint (claimNext) stays the earliest ready key at its priority. Set
+    // when the tenant has none; kept when it is earlier, or at another priority (a claim
+    // then reads the partition). A request earlier than the head at its own priority (the
+    // clocks of two submitters) takes it over: a second shape, picked like the bucket's.
+    if (this.#newHead(request, this.#heads.get(`${queue}\u0000${tenant}`))) {
+      sets.push("#th = :head");
+      conditions.push("(begins_with(#th, :prefix) AND #th > :head)");
+    } else {
+      sets.push("#th = if_not_exists(#th, :head)");
+      conditions.push(
+        "(attribute_not_exists(#th) OR #th < :head OR NOT begins_with(#th, :prefix))",
+      );
+    }
     const names: Record<string, string> = {
       "#queued": "queued",
       "#qp": queuedAt(request.priority),
       "#tq": tenantAttr("q", tenant),
       "#tqp": tenantAttr(`q${request.priority}`, tenant),
+      "#th": tenantAttr("h", tenant),
     };
-    const values: Record<string, unknown> = { ":one": 1, ":max": limits.maxQueued };
+    const values: Record<string, unknown> = {
+      ":one": 1,
+      ":max": limits.maxQueued,
+      ":head": readyOrderKey(request),
+      ":prefix": readyKeyPrefix(request.priority),
+    };
     if (limits.maxQueuedPerTenant !== undefined) {
       conditions.push("(attribute_not_exists(#tq) OR #tq < :tmax)");
       values[":tmax"] = limits.maxQueuedPerTenant;
@@ -672,7 +810,7 @@ export class DynamoRequestStore implements RequestStore {
         TableName: this.#table,
         Key: countersKey(queue),
         // ADD creates the counter item (and the attributes) on a queue's first submit.
-        UpdateExpression: `${sets.length > 0 ? `SET ${sets.join(", ")} ` : ""}ADD ${adds.join(", ")}`,
+        UpdateExpression: `SET ${sets.join(", ")} ADD ${adds.join(", ")}`,
         ConditionExpression: conditions.join(" AND "),
         ExpressionAttributeNames: names,
         ExpressionAttributeValues: values,
@@ -701,6 +839,15 @@ export class DynamoRequestStore implements RequestStore {
         "tenant",
       );
     }
+    // Which shape of the head hint's update was due, from the hint as it was.
+    const hint = (old?.[tenantAttr("h", request.tenant)] as { S?: string } | undefined)?.S;
+    const headKey = `${request.queue}\u0000${request.tenant}`;
+    const headMissed =
+      this.#newHead(request, hint) !== this.#newHead(request, this.#heads.get(headKey));
+    if (headMissed) {
+      if (hint === undefined) this.#heads.delete(headKey);
+      else this.#heads.set(headKey, hint);
+    }
     if (limits.rateLimit) {
       const at = rawNumber(old, tenantAttr("b", request.tenant));
       const key = `${request.queue}\u0000${request.tenant}`;
@@ -712,7 +859,13 @@ export class DynamoRequestStore implements RequestStore {
       }
       return "bucket-missed";
     }
-    return null;
+    return headMissed ? "bucket-missed" : null;
+  }
+
+  /** Whether `request` comes before `hint`, the tenant's head hint, at its own priority. */
+  #newHead(request: RequestRecord, hint: string | undefined): boolean {
+    if (hint === undefined) return false;
+    return hint.startsWith(readyKeyPrefix(request.priority)) && hint > readyOrderKey(request);
   }
 
   async #submitOnce(
@@ -761,6 +914,11 @@ export class DynamoRequestStore implements RequestStore {
           ...(token.length <= 36 ? { ClientRequestToken: token } : {}),
         }),
       );
+      const headKey = `${request.queue}\u0000${request.tenant}`;
+      if (this.#newHead(request, this.#heads.get(headKey))) {
+        // The second shape applied: this request is the tenant's head now.
+        this.#heads.set(headKey, readyOrderKey(request));
+      }
       let rateLimit: RateLimitState | undefined;
       if (counters.bucket && limits.rateLimit) {
         // Applied: the guess held, so the decision made on it is what was written.
@@ -1254,14 +1412,28 @@ export class DynamoRequestStore implements RequestStore {
   // ---------------------------------------------------------------- claim
 
   /**
-   * The fair claim (docs/design.md "Fair claim on DynamoDB"): read the counters item, pick
-   * the tenant by the SPEC §3 rule from its per-tenant figures (the heads of tied tenants
-   * are read to break the tie), read that tenant's ready partition from its head, and start
-   * the first candidate still QUEUED in one transaction that also checks the queue's and
-   * the tenant's running counts. Calls per claim do not grow with the queue's depth.
+   * The fair claim (docs/design.md "Fair claim on DynamoDB"): from the counters item, pick
+   * the tenant by the SPEC §3 rule (its per-tenant figures give priorities and active
+   * counts, its head hints break ties), learn that tenant's head (the hinted request itself
+   * when it is the tenant's only one, else the tenant's ready partition), and start it in
+   * one transaction that also checks the queue's and the tenant's running counts and moves
+   * the tenant's hint on. Calls per claim grow neither with the queue's depth nor with the
+   * number of waiting tenants; a stale hint costs one read more.
+   *
+   * With a `pass`, the counters item is read at the pass's first claim only and then moved
+   * by the pass's own claims, and the ready keys read stay for its later claims. The
+   * writes' conditions keep every limit whatever the snapshot says; a stale snapshot can
+   * only end the pass early ("empty", "full", "held") or miss a change made meanwhile, and
+   * the write that made that change wakes the queue again (sqs-trigger.ts).
    */
-  async claimNext(queue: string, limits: ClaimLimits, now: number): Promise<ClaimResult> {
+  async claimNext(
+    queue: string,
+    limits: ClaimLimits,
+    now: number,
+    pass?: ClaimPass,
+  ): Promise<ClaimResult> {
     const limitOf = limits.maxRunningOf ?? (() => limits.maxRunning);
+    const state = this.#passState(queue, pass);
     // Tenants whose partition showed nothing to claim in this call (the index lags on AWS).
     const drained = new Set<string>();
     // Each round that fails lost its candidates to other dispatchers, which made progress;
@@ -1269,101 +1441,218 @@ export class DynamoRequestStore implements RequestStore {
     for (let round = 0; round < CLAIM_ROUNDS * 4; round++) {
       // The counters move in the same transaction as every request, so `queued` 0 means no
       // request is QUEUED; the claim's own counter condition is what enforces the limits.
-      const counters = await this.#countersItem(queue);
-      if (((counters?.running as number | undefined) ?? 0) >= limits.maxRunning) {
+      // A round after one that lost a race reads them afresh.
+      if (state.counters === null || round > 0 || this.#now() - state.readAt > PASS_VIEW_MS) {
+        state.readAt = this.#now();
+        state.counters = (await this.#countersItem(queue)) ?? {};
+        state.ready.clear();
+      }
+      const counters = state.counters;
+      if (((counters.running as number | undefined) ?? 0) >= limits.maxRunning) {
         return { kind: "full" };
       }
-      if (((counters?.queued as number | undefined) ?? 0) <= 0) return { kind: "empty" };
+      if (((counters.queued as number | undefined) ?? 0) <= 0) return { kind: "empty" };
       const waiting = [...tenantFigures(counters)].filter(
         ([tenant, f]) => f.queued > 0 && !drained.has(tenant),
       );
       const open = waiting
         .filter(([tenant, f]) => f.running < limitOf(tenant))
-        .map(([tenant, f]) => ({ tenant, priority: topPriority(f), active: f.running }));
+        .map(([tenant, figures]) => ({
+          tenant,
+          figures,
+          priority: topPriority(figures),
+          active: figures.running,
+        }));
       if (open.length === 0) return waiting.length > 0 ? { kind: "held" } : { kind: "empty" };
       const top = Math.max(...open.map((t) => t.priority));
       const atTop = open.filter((t) => t.priority === top);
       const fewest = Math.min(...atTop.map((t) => t.active));
       const tied = atTop.filter((t) => t.active === fewest);
-      let tenant: string;
-      // The tenant's entries to try, in its start order: its head alone first when the tie
-      // read gave it, the entries after it only if another dispatcher takes it.
-      let candidates: string[] | null = null;
-      if (tied.length === 1) {
-        tenant = (tied[0] as (typeof tied)[number]).tenant;
-      } else {
-        // Equal priority and active count: the oldest head wins (one Limit 1 read per tied
-        // tenant, in parallel).
-        const heads = await Promise.all(
-          tied.map(async (t) => {
-            const [key] = await this.#readyKeysFrom(queue, t.tenant, 1);
-            return { ...t, key: key ?? "~", id: key ? (key.split("#")[2] as string) : null };
-          }),
-        );
-        const best = pickFairHead(heads.filter((h) => h.id !== null));
-        if (!best?.id) {
-          for (const h of heads) drained.add(h.tenant);
-          continue;
-        }
-        tenant = best.tenant;
-        candidates = [best.id];
-      }
-      const tried = new Set<string>();
-      for (let pass = 0; pass < 2; pass++) {
-        const ids =
-          pass === 0 && candidates
-            ? candidates
-            : (await this.#readyIds(queue, tenant, CLAIM_CANDIDATES * (round + 1))).filter(
-                (id) => !tried.has(id),
-              );
-        if (pass === 0 && ids.length === 0) drained.add(tenant);
-        const result = await this.#claimFirst(
-          ids,
-          tried,
-          queue,
-          limits.maxRunning,
-          limitOf(tenant),
-          now,
-        );
-        if (result === "tenant-full") break;
-        if (result) return result;
-        // Every entry was gone; unless the tie read gave only the head, pick again.
-        if (!candidates) break;
-      }
+      const picked = await this.#pickTenant(queue, tied, top, state, drained, round);
+      if (!picked) continue;
+      const result = await this.#claimHead(
+        queue,
+        picked,
+        state,
+        limits.maxRunning,
+        limitOf(picked.tenant),
+        now,
+      );
+      if (result === "drained") drained.add(picked.tenant);
+      else if (result !== "retry") return result;
     }
     throw new ConcurrentUpdateError(
       `queue ${JSON.stringify(queue)}: every candidate was taken by others; try again`,
     );
   }
 
+  /** What a pass (or, without one, this claim alone) knows of `queue`. */
+  #passState(queue: string, pass: ClaimPass | undefined): PassState {
+    const fresh: PassState = { counters: null, readAt: 0, ready: new Map() };
+    if (!pass) return fresh;
+    let byQueue = this.#passes.get(pass);
+    if (!byQueue) {
+      byQueue = new Map();
+      this.#passes.set(pass, byQueue);
+    }
+    let state = byQueue.get(queue);
+    if (!state) {
+      state = fresh;
+      byQueue.set(queue, state);
+    }
+    return state;
+  }
+
   /**
-   * Starts the first of `ids` still QUEUED (recording each in `tried`); null when none
-   * was, "tenant-full" when the tenant reached its limit meanwhile.
+   * Among tenants tied on priority and active count, the one with the oldest head, with
+   * that head known for sure: read partition keys, or the hinted request read and found
+   * QUEUED when it is the tenant's only one. Hints are compared first; the best one is
+   * checked, and if it was stale the tenant's true head is read and the choice made again,
+   * so a stale hint costs a read, never a wrong pick (docs/design.md). Null when every
+   * tied tenant's partition showed nothing.
    */
-  async #claimFirst(
-    ids: readonly string[],
-    tried: Set<string>,
+  async #pickTenant(
     queue: string,
+    tied: readonly ClaimCandidate[],
+    top: number,
+    state: PassState,
+    drained: Set<string>,
+    round: number,
+  ): Promise<PickedTenant | null> {
+    const checked = new Map<string, RequestItem>();
+    // Each step reads one tenant's head (or, once, every unknown one): it ends.
+    for (let step = 0; step < 2 * tied.length + 2; step++) {
+      const live = tied.filter((t) => !drained.has(t.tenant));
+      if (live.length === 0) return null;
+      const heads = live.map((t) => ({ t, head: knownHead(t, top, state, checked) }));
+      const unknown = heads.filter((h) => h.head === null);
+      if (live.length > 1 && unknown.length > 0) {
+        // No usable hint (a hint at another priority, or none): read those partitions.
+        await Promise.all(
+          unknown.map((h) => this.#loadReady(queue, h.t.tenant, state, drained, round)),
+        );
+        continue;
+      }
+      let best = heads[0] as (typeof heads)[number];
+      for (const h of heads) {
+        if (h.head && best.head && h.head.key < best.head.key) best = h;
+      }
+      if (best.head?.sure) {
+        return { ...best.t, item: checked.get(best.t.tenant) ?? null };
+      }
+      const hint = best.head?.key;
+      if (hint !== undefined && best.t.figures.queued === 1) {
+        // The tenant's only request: if the hinted one is still QUEUED, it is that one.
+        const item = await this.#getItem(readyKeyId(hint));
+        if (
+          item?.status === RequestStatus.QUEUED &&
+          item[INDEXES.ready.sortKey] === hint &&
+          item[INDEXES.ready.partitionKey] === readyPk(queue, best.t.tenant)
+        ) {
+          checked.set(best.t.tenant, item);
+          continue;
+        }
+      }
+      await this.#loadReady(queue, best.t.tenant, state, drained, round);
+    }
+    return null;
+  }
+
+  /** Reads the first entries of a tenant's ready partition into the pass. */
+  async #loadReady(
+    queue: string,
+    tenant: string,
+    state: PassState,
+    drained: Set<string>,
+    round: number,
+  ): Promise<void> {
+    const keys = await this.#readyKeysFrom(queue, tenant, CLAIM_CANDIDATES * (round + 1));
+    if (keys.length > 0) {
+      state.ready.set(tenant, keys);
+    } else {
+      state.ready.delete(tenant);
+      drained.add(tenant);
+    }
+  }
+
+  /**
+   * Starts the picked tenant's head, or the next of its read entries when another
+   * dispatcher took it. "retry" when the round must start again from fresh counters (the
+   * tenant reached its limit meanwhile, its hint moved, or every entry read was gone),
+   * "drained" when its partition showed nothing.
+   */
+  async #claimHead(
+    queue: string,
+    picked: PickedTenant,
+    state: PassState,
     maxRunning: number,
     tenantMaxRunning: number,
     now: number,
-  ): Promise<ClaimResult | "tenant-full" | null> {
-    for (const id of ids) {
-      tried.add(id);
-      let result: ClaimResult | null | "again" | "tenant-full" = "again";
-      // "again": the candidate changed between our read and our write; read it once more
-      // (no backoff: the change is done, nothing is contended).
-      for (let reread = 0; result === "again" && reread < CONFLICT_ATTEMPTS; reread++) {
-        result = await this.#retrying(() =>
-          this.#claimCandidate(id, queue, maxRunning, tenantMaxRunning, now),
-        );
+  ): Promise<ClaimResult | "retry" | "drained"> {
+    const { tenant, figures } = picked;
+    // After its last QUEUED request, a tenant has no head: the hint goes (on condition).
+    const last = figures.queued <= 1;
+    if (picked.item) {
+      // Taken by another dispatcher meanwhile: pick again from fresh counters.
+      const result = await this.#claimOne(picked.item.id, picked.item, queue, state, {
+        maxRunning,
+        tenantMaxRunning,
+        now,
+        nextHead: last ? null : undefined,
+      });
+      return result ?? "retry";
+    }
+    const keys = state.ready.get(tenant);
+    if (!keys || keys.length === 0) return "drained";
+    while (keys.length > 0) {
+      const key = keys.shift() as string;
+      if (keys.length === 0) state.ready.delete(tenant);
+      // The entry after it is the tenant's next head; with none read, the hint stays as it
+      // is (it names this request or an older one: still no later than the true head).
+      const nextHead = keys[0] ?? (last ? null : undefined);
+      const result = await this.#claimOne(readyKeyId(key), null, queue, state, {
+        maxRunning,
+        tenantMaxRunning,
+        now,
+        nextHead,
+      });
+      // null: the entry was no longer QUEUED (another dispatcher, a cancel, a stale index
+      // entry); the next one in order is the head now.
+      if (result !== null) return result;
+    }
+    return "retry";
+  }
+
+  /**
+   * Claims one request (read unless `item` is given), reading it again while it changed
+   * between the read and the write; null when it is not QUEUED any more. A claim made moves
+   * the pass's snapshot as the write moved the counters item.
+   */
+  async #claimOne(
+    id: string,
+    item: RequestItem | null,
+    queue: string,
+    state: PassState,
+    claim: ClaimWrite,
+  ): Promise<ClaimResult | "retry" | null> {
+    let current = item;
+    // "again": the candidate changed between our read and our write; read it once more
+    // (no backoff: the change is done, nothing is contended).
+    for (let reread = 0; reread < CONFLICT_ATTEMPTS; reread++) {
+      if (!current) current = await this.#getItem(id);
+      if (!current || current.status !== RequestStatus.QUEUED) return null;
+      const read = current;
+      const result = await this.#retrying(() => this.#claimCandidate(read, queue, claim));
+      if (result === "again") {
+        current = null;
+        continue;
       }
-      if (result === "again") continue;
-      // Another dispatcher gave the tenant its last slot: pick again from fresh counters.
-      if (result === "tenant-full") return result;
-      // null: the candidate was no longer QUEUED (another dispatcher, a cancel, a stale
-      // index entry); the next one in order is the head now.
-      if (result) return result;
+      if (result === "tenant-full" || result === "hint-moved") return "retry";
+      if (result.kind === "full") state.counters = null;
+      if (result.kind === "started" || result.kind === "expired") {
+        moveSnapshot(state, read, result.kind === "started", claim.nextHead);
+      }
+      return result;
     }
     return null;
   }
@@ -1383,28 +1672,19 @@ export class DynamoRequestStore implements RequestStore {
     return (out.Items ?? []).map((i) => i[INDEXES.ready.sortKey] as string);
   }
 
-  /** Request ids of the first `limit` entries of a tenant's ready partition. */
-  async #readyIds(queue: string, tenant: string, limit: number): Promise<string[]> {
-    return (await this.#readyKeysFrom(queue, tenant, limit)).map(
-      (key) => key.split("#")[2] as string,
-    );
-  }
-
   /**
-   * Starts or expires one QUEUED request; null when it is not QUEUED any more, "again" when
-   * it changed after our read.
+   * Starts or expires one QUEUED request as read; "again" when it changed after the read,
+   * "hint-moved" when the tenant got a new request meanwhile and the hint must stay.
    */
   async #claimCandidate(
-    id: string,
+    item: RequestItem,
     queue: string,
-    maxRunning: number,
-    tenantMaxRunning: number,
-    now: number,
-  ): Promise<ClaimResult | null | "again" | "tenant-full"> {
-    // The read gives the tenant (statusPk needs it), expiresAt and the record to return;
-    // the write is conditioned on `rev`, so the record returned is exactly what was written.
-    const item = await this.#getItem(id);
-    if (!item || item.status !== RequestStatus.QUEUED) return null;
+    claim: ClaimWrite,
+  ): Promise<ClaimResult | "again" | "tenant-full" | "hint-moved"> {
+    const { id } = item;
+    const { maxRunning, tenantMaxRunning, now, nextHead } = claim;
+    // The write is conditioned on the `rev` read, so the record returned is exactly what
+    // was written.
     const record = fromItem(item);
     if (item.expiresAt <= now) {
       const error = {
@@ -1438,6 +1718,18 @@ export class DynamoRequestStore implements RequestStore {
       .increment("rev")
       .remove(INDEXES.ready.partitionKey, INDEXES.ready.sortKey);
     const condition = `${expr.name("status")} = ${expr.value(RequestStatus.QUEUED)} AND ${expr.name("rev")} = ${expr.value(item.rev)}`;
+    // The tenant's head hint moves to the entry after this one; after its last request it
+    // goes, only if no request of the tenant arrived meanwhile (`tq` still 1).
+    let hintClause = "";
+    let hintCondition = "";
+    const hintValues: Record<string, unknown> = {};
+    if (typeof nextHead === "string") {
+      hintClause = " SET #th = :next";
+      hintValues[":next"] = nextHead;
+    } else if (nextHead === null) {
+      hintClause = " REMOVE #th";
+      hintCondition = " AND #tq = :one";
+    }
     try {
       await this.#doc.send(
         new TransactWriteCommand({
@@ -1455,10 +1747,8 @@ export class DynamoRequestStore implements RequestStore {
               Update: {
                 TableName: this.#table,
                 Key: countersKey(queue),
-                UpdateExpression:
-                  "ADD #queued :minus, #running :one, #qp :minus, #tq :minus, #tqp :minus, #tr :one",
-                ConditionExpression:
-                  "(attribute_not_exists(#running) OR #running < :max) AND (attribute_not_exists(#tr) OR #tr < :tmax)",
+                UpdateExpression: `ADD #queued :minus, #running :one, #qp :minus, #tq :minus, #tqp :minus, #tr :one${hintClause}`,
+                ConditionExpression: `(attribute_not_exists(#running) OR #running < :max) AND (attribute_not_exists(#tr) OR #tr < :tmax)${hintCondition}`,
                 ExpressionAttributeNames: {
                   "#queued": "queued",
                   "#running": "running",
@@ -1466,14 +1756,17 @@ export class DynamoRequestStore implements RequestStore {
                   "#tq": tenantAttr("q", item.tenant),
                   "#tqp": tenantAttr(`q${item.priority}`, item.tenant),
                   "#tr": tenantAttr("r", item.tenant),
+                  ...(hintClause ? { "#th": tenantAttr("h", item.tenant) } : {}),
                 },
                 ExpressionAttributeValues: {
                   ":minus": -1,
                   ":one": 1,
                   ":max": maxRunning,
                   ":tmax": tenantMaxRunning,
+                  ...hintValues,
                 },
-                // Says which limit stopped the claim: the queue's (full) or the tenant's.
+                // Says which condition stopped the claim: the queue's limit (full), the
+                // tenant's, or the hint's.
                 ReturnValuesOnConditionCheckFailure: "ALL_OLD",
               },
             },
@@ -1485,9 +1778,12 @@ export class DynamoRequestStore implements RequestStore {
       if (!reasons) throw error;
       // Full wins: whatever happened to the candidate, there is no slot to give.
       if (failed(reasons[1])) {
-        return (rawNumber(reasons[1]?.Item, "running") ?? 0) >= maxRunning
-          ? { kind: "full" }
-          : "tenant-full";
+        const old = reasons[1]?.Item;
+        if ((rawNumber(old, "running") ?? 0) >= maxRunning) return { kind: "full" };
+        if ((rawNumber(old, tenantAttr("r", item.tenant)) ?? 0) >= tenantMaxRunning) {
+          return "tenant-full";
+        }
+        return "hint-moved";
       }
       // Changed since our read: taken (the re-read says so) or only updated (retry it).
       if (failed(reasons[0])) return "again";

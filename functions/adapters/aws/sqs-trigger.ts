@@ -13,15 +13,19 @@
  * state change that made W send. W was dropped because a message M with the same id was
  * accepted first; M's body carries `settleAt`, the end of its bucket plus a clock-skew
  * margin. W's sender computed the same bucket, so W was sent — and the state change behind
- * it was written — before the bucket ended. {@link dispatchUntilSettled} makes the
- * dispatcher that consumes M run a drain pass that *starts* at or after `settleAt`; that pass
- * reads the queue's state after W's write and starts W's work (or, when no slot is free, the
- * request that frees one sends its own wake-up, covered by the same argument). A wake-up in
- * a later bucket has another id and is never dropped because of M.
+ * it was written — before the bucket ended. {@link dispatchUntilSettled} and
+ * {@link dispatchWhenSettled} make the dispatcher that consumes M run a drain pass that
+ * *starts* at or after `settleAt`; that pass reads the queue's state after W's write and
+ * starts W's work (or, when no slot is free, the request that frees one sends its own
+ * wake-up, covered by the same argument). A wake-up in a later bucket has another id and is
+ * never dropped because of M.
  *
- * Cost: a dispatcher that consumes a fresh message waits at most one window plus the margin
- * for its second pass; a message consumed after its `settleAt` (a backlog, a redelivery)
- * needs one pass.
+ * Cost: a message consumed after its `settleAt` (a backlog, a redelivery) needs one pass.
+ * For a fresh one, {@link dispatchUntilSettled} runs a pass at once and a settling pass
+ * after at most one window plus the margin (two reads of the queue's state);
+ * {@link dispatchWhenSettled}, which the dispatcher Lambda uses, waits that long and runs
+ * one pass: the first start after a quiet spell comes up to 1.25 s later, and each fresh
+ * message costs one pass instead of two (docs/design.md, "Wake-ups").
  */
 import { SendMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { z } from "zod";
@@ -163,4 +167,24 @@ export async function dispatchUntilSettled(
   if (wait > 0) await sleep(wait);
   await drain(message.queue);
   return 2;
+}
+
+/**
+ * Runs `drain` once for one consumed wake-up, begun no earlier than the message's
+ * `settleAt` (waiting for it when the message is fresh), so that no wake-up deduplicated
+ * against it is lost. The dispatcher handler calls this while it holds the message (the
+ * FIFO group stays locked, so no other dispatcher drains the queue meanwhile).
+ * @returns how many ms it waited before the pass.
+ */
+export async function dispatchWhenSettled(
+  message: DispatchMessage,
+  drain: (queue: string) => Promise<unknown>,
+  opts: SettleOptions = {},
+): Promise<number> {
+  const clock = opts.clock ?? systemClock;
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const wait = Math.max(0, message.settleAt - clock.now());
+  if (wait > 0) await sleep(wait);
+  await drain(message.queue);
+  return wait;
 }

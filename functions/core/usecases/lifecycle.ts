@@ -1,6 +1,6 @@
 import { type QueueConfig, tenantLimits } from "../../config/schema.ts";
 import { ConflictError, PermanentLaunchError } from "../errors.ts";
-import type { JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
+import type { ClaimPass, JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
   type AttemptOutcome,
@@ -42,6 +42,8 @@ const DISPATCH_BATCH = 1000;
 export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Promise<number> {
   const queue = queueOrThrow(deps.queues, queueName);
   let started = 0;
+  // One pass: its claims may share what the first one read (ports.ts claimNext).
+  const pass: ClaimPass = {};
   for (let i = 0; i < DISPATCH_BATCH; i++) {
     const claim = await deps.store.claimNext(
       queue.name,
@@ -50,6 +52,7 @@ export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Pro
         maxRunningOf: (tenant) => tenantLimits(queue, tenant).maxRunning,
       },
       deps.clock.now(),
+      pass,
     );
     // "held": the waiting tenants all run their share; a finish of theirs wakes the queue.
     if (claim.kind === "full" || claim.kind === "empty" || claim.kind === "held") break;
