@@ -4,8 +4,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launcherPids } from "../../chaos/procs.ts";
+import { FsLayout } from "../../functions/adapters/embedded/fs-storage.ts";
+import { GpuPool } from "../../functions/adapters/embedded/gpu-pool.ts";
+import { JobLauncher } from "../../functions/adapters/embedded/launcher.ts";
+import { LocalProcessCompute } from "../../functions/adapters/embedded/local-process-compute.ts";
 import { SqliteRequestStore } from "../../functions/adapters/embedded/sqlite-store.ts";
+import type { QueueConfig } from "../../functions/config/schema.ts";
+import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
+import { decodeJobRef } from "../../jobs/runner/index.ts";
 import { TestServer } from "../helpers/server.ts";
 import { waitFor } from "../runner/helpers.ts";
 
@@ -19,6 +26,35 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** A STARTING request record of attempt 1. */
+function record(id: string): RequestRecord {
+  return {
+    id: `${id}${Date.now()}`,
+    tenant: "t",
+    queue: "q",
+    status: "STARTING",
+    priority: 0,
+    input: {},
+    metadata: {},
+    webhook: null,
+    idempotencyKey: null,
+    createdAt: 0,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: 0,
+    attempt: 1,
+    maxAttempts: 3,
+    platformRetries: 0,
+    cancelRequested: false,
+    timeoutSeconds: 60,
+    queueTtlSeconds: 60,
+    expiresAt: 60_000,
+    progress: null,
+    error: null,
+    jobRef: null,
+  };
+}
+
 /** Writes an executable /bin/sh job script and returns its command. */
 async function shJob(name: string, body: string): Promise<string[]> {
   const path = join(dir, name);
@@ -26,6 +62,90 @@ async function shJob(name: string, body: string): Promise<string[]> {
   await chmod(path, 0o755);
   return ["/bin/sh", path];
 }
+
+describe("jobs started by the launcher", () => {
+  it("get their environment, cwd, devices and own process group; exits and signals are reported", async () => {
+    // Arrange: a compute on the launcher with a two-GPU pool; a job that describes itself
+    // and exits 3, and one that ignores SIGTERM.
+    const dataDir = await mkdtemp(join(tmpdir(), "longrun-launcher-lpc-"));
+    const events: JobEvent[] = [];
+    const launcher = new JobLauncher();
+    const compute = new LocalProcessCompute({
+      dataDir,
+      launcher,
+      gpus: new GpuPool(["0", "1"], null),
+      onEvent: async (e) => {
+        events.push(e);
+      },
+    });
+    const describeSelf = await shJob(
+      "describe.sh",
+      `echo "cwd=$(pwd) cuda=$CUDA_VISIBLE_DEVICES queue=$FROM_QUEUE pgid=$(ps -o pgid= -p $$ | tr -d ' ') pid=$$"
+echo "the last words" >&2
+exit 3
+`,
+    );
+    const stubborn = await shJob(
+      "stubborn.sh",
+      `trap 'echo got TERM' TERM
+echo started
+while :; do sleep 0.05; done
+`,
+    );
+    const queue = (command: string[], gpus: number): QueueConfig => ({
+      name: "q",
+      command,
+      maxQueued: 10,
+      maxRunning: 2,
+      defaultPriority: 0,
+      timeoutSeconds: 60,
+      maxAttempts: 3,
+      queueTtlSeconds: 60,
+      cancelGraceSeconds: 0.3,
+      retentionDays: 1,
+      resources: { gpus, vcpus: 1, memoryMiB: 512 },
+      env: { FROM_QUEUE: "yes" },
+    });
+    const exitedOf = (id: string) =>
+      events.find((e) => e.requestId === id && e.type === "exited") as
+        | Extract<JobEvent, { type: "exited" }>
+        | undefined;
+    try {
+      // Act 1: the describing job.
+      const a = record("req_launchera");
+      const { jobRef } = await compute.start(a, queue(describeSelf, 2));
+      await waitFor(() => exitedOf(a.id) !== undefined, 20_000, "the job's exit");
+
+      // Assert 1
+      const workDir = new FsLayout(dataDir).workDir(a.id, 1);
+      const pid = decodeJobRef(jobRef)?.pid;
+      const log = await readFile(new FsLayout(dataDir).logFile(a.id), "utf8");
+      expect(log).toContain(`cwd=${workDir} cuda=0,1 queue=yes pgid=${pid} pid=${pid}`);
+      expect(exitedOf(a.id)).toMatchObject({ outcome: "failed" });
+      expect(exitedOf(a.id)?.message).toBe("job exited with code 3: the last words");
+
+      // Act 2: the job that ignores SIGTERM, cancelled.
+      const b = record("req_launcherb");
+      await compute.start(b, queue(stubborn, 0));
+      const logB = new FsLayout(dataDir).logFile(b.id);
+      await waitFor(
+        async () => (await readFile(logB, "utf8").catch(() => "")).includes("started"),
+        20_000,
+        "the stubborn job to start",
+      );
+      await compute.stop(b, "cancel");
+      await waitFor(() => exitedOf(b.id) !== undefined, 20_000, "the stubborn job's end");
+
+      // Assert 2: SIGTERM first (the job saw it), SIGKILL after the grace.
+      expect(await readFile(logB, "utf8")).toContain("got TERM");
+      expect(exitedOf(b.id)?.message).toBe("stopped (cancel); job killed by signal SIGKILL");
+    } finally {
+      await compute.shutdown(0);
+      await launcher.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
 
 describe("job output after a SIGKILL of the server", () => {
   it("still reaches the request's log: the job writes into the log file itself", async () => {

@@ -6,6 +6,7 @@ import {
   FsLogStore,
   FsResultStore,
 } from "../../functions/adapters/embedded/fs-storage.ts";
+import { JobLauncher } from "../../functions/adapters/embedded/launcher.ts";
 import { LocalProcessCompute } from "../../functions/adapters/embedded/local-process-compute.ts";
 import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
@@ -69,10 +70,20 @@ const exists = (path: string) =>
   );
 const typesOf = (id: string) => events.filter((e) => e.requestId === id).map((e) => e.type);
 
-beforeEach(async () => {
+let launcher: JobLauncher | undefined;
+
+/**
+ * Every test runs twice: jobs spawned by this process, and jobs spawned by the embedded
+ * server's job launcher (launcher.ts), which must keep every property the tests check.
+ */
+const modes = [{ withLauncher: false }, { withLauncher: true }] as const;
+
+async function setUp(withLauncher: boolean): Promise<void> {
   dataDir = await tempDir("lpc");
   events = [];
+  launcher = withLauncher ? new JobLauncher() : undefined;
   compute = new LocalProcessCompute({
+    ...(launcher ? { launcher } : {}),
     dataDir,
     onEvent: async (e) => {
       events.push(e);
@@ -81,13 +92,17 @@ beforeEach(async () => {
     pollIntervalMs: 25,
     reapGraceMs: 1000,
   });
-});
-afterEach(async () => {
+}
+async function tearDown(): Promise<void> {
   await compute.shutdown(0);
+  await launcher?.close();
   await removeDir(dataDir);
-});
+}
 
-describe("LocalProcessCompute", () => {
+describe.each(modes)("LocalProcessCompute (launcher: $withLauncher)", ({ withLauncher }) => {
+  beforeEach(() => setUp(withLauncher));
+  afterEach(tearDown);
+
   it("reports running, then each progress, then exited, and keeps result and logs", async () => {
     const r = request({ steps: 3, sleepMs: 40, output: 42, artifactBytes: 3 });
 
