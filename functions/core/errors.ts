@@ -109,6 +109,16 @@ export class PermanentLaunchError extends DomainError {
   override name = "PermanentLaunchError";
 }
 
+/**
+ * The launch may or may not have started the job, and nothing is left to tell which (the
+ * embedded launcher died between taking the attempt and reporting its process, and no such
+ * process runs now). Launching the same attempt again could run it twice, so the attempt
+ * ends `lost`: retried as one the platform ended (SPEC §3), never counted against the job.
+ */
+export class LaunchLostError extends DomainError {
+  override name = "LaunchLostError";
+}
+
 /** A concurrent writer changed the item between our read and our conditional write. */
 export class ConcurrentUpdateError extends DomainError {
   override name = "ConcurrentUpdateError";

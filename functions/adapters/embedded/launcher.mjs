@@ -8,9 +8,14 @@
 // and reads answers on stdout:
 //   {"key":K,"pid":N,"startTime":S}       the job runs (S: /proc start time, null without /proc)
 //   {"key":K,"error":"..."}               it could not be started
+//   {"key":K,"taken":true}                another launcher took this key (its record R exists)
 //   {"key":K,"exit":true,"code":C,"signal":G,"lastLine":L}   it has exited
 // A spawn of a key whose job still runs answers that job again (a request resent by the
-// server after it lost track of the answer). The job's stdout and stderr are the log file F
+// server after it lost track of the answer). Every key is taken once for good: the record R
+// is created exclusively before the fork and gets the job's pid right after it, before the
+// answer, so whatever moment a launcher dies at, R tells the server whether the job may have
+// been forked (R exists) and, nearly always, which process it is. The server removes R once
+// it knows the job's end. The job's stdout and stderr are the log file F
 // itself, opened for appending: its output reaches the log whatever happens to this process or
 // to the server. Jobs lead their own process group (detached), so they outlive this process.
 // When stdin ends (the server is gone) the launcher exits and leaves its jobs running.
@@ -22,6 +27,7 @@ import {
   openSync,
   readFileSync,
   readSync,
+  unlinkSync,
   writeSync,
 } from "node:fs";
 import { dirname } from "node:path";
@@ -89,6 +95,17 @@ function finishLog(path) {
   }
 }
 
+/** Gives a key back: nothing was forked for it (the record must not say it may have been). */
+function release(m, record) {
+  if (record !== undefined) closeSync(record);
+  try {
+    unlinkSync(m.pidFile);
+  } catch {
+    // removed with the work root
+  }
+  live.delete(m.key);
+}
+
 function start(m) {
   const known = live.get(m.key);
   if (known?.waiting) {
@@ -102,12 +119,25 @@ function start(m) {
   // Claimed at once: a resent request read before the spawn event must not start it twice.
   const starting = { waiting: 1 };
   live.set(m.key, starting);
+  // Taken for good, across launchers: a launcher that died after this line may have forked.
+  let record;
+  try {
+    record = openSync(m.pidFile, "wx", 0o600);
+  } catch (error) {
+    live.delete(m.key);
+    send(
+      error.code === "EEXIST"
+        ? { key: m.key, taken: true }
+        : { key: m.key, error: `could not record the job: ${error.message}` },
+    );
+    return;
+  }
   let fd;
   try {
     fd = openLog(m.log);
     if (m.header) writeSync(fd, `${m.header}\n`);
   } catch (error) {
-    live.delete(m.key);
+    release(m, record);
     send({ key: m.key, error: `could not open the log: ${error.message}` });
     return;
   }
@@ -122,42 +152,37 @@ function start(m) {
     });
   } catch (error) {
     closeSync(fd);
-    live.delete(m.key);
+    release(m, record);
     send({ key: m.key, error: error.message });
     return;
   }
   // The child holds its own copy of the descriptor.
   closeSync(fd);
   if (child.pid === undefined) {
+    closeSync(record);
     // Not started (no such program, no permission): node reports why on the next tick.
     child.once("error", (error) => {
-      live.delete(m.key);
+      release(m, undefined);
       send({ key: m.key, error: error.message });
     });
     return;
   }
-  // A pid means the program was executed: answered now, not at the `spawn` event a tick later.
+  // A pid means the program was executed: recorded in R (`<pid> <start time>`), then answered
+  // at once, not at the `spawn` event a tick later. Recorded first, so that a server that
+  // outlives this launcher finds the process even if it never read the answer.
   const job = { pid: child.pid, startTime: startTimeOf(child.pid) };
-  live.set(m.key, job);
-  for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
-  // Also in the pid file R (`<pid> <start time>`), so that a server that outlives this
-  // launcher finds which process it started even if it never read the answer. After the
-  // answer: stdout is a pipe, written synchronously, so a launcher that dies from here on
-  // has answered already. Removed at the job's exit.
   try {
-    writeFileSync(m.pidFile, `${job.pid} ${job.startTime ?? ""}\n`, { mode: 0o600 });
+    writeSync(record, `${job.pid} ${job.startTime ?? ""}\n`);
   } catch {
     // a work root gone meanwhile: the answer says it
   }
+  closeSync(record);
+  live.set(m.key, job);
+  for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
   child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
     if (!live.get(m.key)?.pid) return; // never started: the error said so
     live.delete(m.key);
-    try {
-      unlinkSync(m.pidFile);
-    } catch {
-      // never written, or removed with the work root
-    }
     send({ key: m.key, exit: true, code, signal, lastLine: finishLog(m.log) });
   });
 }

@@ -8,11 +8,12 @@
  * start time: watched until their group is gone. Their exit status died with the launcher
  * (only a parent learns it), so such an attempt ends `lost` and is retried from its checkpoint,
  * as one found by a restarted server is. A spawn sent to the dead launcher and not answered
- * is looked for in /proc first (by LONGRUN_REQUEST_ID) and adopted if it runs, else sent
- * once to the new launcher: done exactly once or retried exactly once.
+ * is settled from its launch record (see `#recover`): adopted if it was forked, sent to the
+ * new launcher if it surely was not, and ended `lost` (retried as a new attempt) when nothing
+ * can tell. No attempt is ever launched twice.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { open, readdir, readFile } from "node:fs/promises";
+import { open, readdir, readFile, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -26,6 +27,7 @@ import {
   type SpawnedJob,
 } from "../../../jobs/runner/index.ts";
 import { JOB_ENV } from "../../config/env.ts";
+import { LaunchLostError } from "../../core/errors.ts";
 
 const LAUNCHER_SCRIPT = join(import.meta.dirname, "launcher.mjs");
 /**
@@ -40,6 +42,7 @@ function pidFileOf(cwd: string): string {
 type Answer =
   | { key: string; pid: number; startTime: string | null; exit?: undefined; error?: undefined }
   | { key: string; error: string; exit?: undefined }
+  | { key: string; taken: true; error?: undefined; exit?: undefined }
   | {
       key: string;
       exit: true;
@@ -79,6 +82,8 @@ interface Live {
   pid: number;
   startTime: string | null;
   logFile: string;
+  /** The launch record (launcher.mjs), removed once the job's end is known. */
+  pidFile: string;
   resolveExit: (exit: SpawnedExit) => void;
   /** The launcher process that is its parent; null once adopted after that one died. */
   parent: ChildProcess | null;
@@ -171,7 +176,7 @@ export class JobLauncher {
     return {
       pid,
       startTime,
-      exited: this.#track(key, pid, startTime, logFile, resolveExit, exited),
+      exited: this.#track(key, pid, startTime, logFile, message.pidFile, resolveExit, exited),
     };
   }
 
@@ -184,12 +189,14 @@ export class JobLauncher {
     pid: number,
     startTime: string | null,
     logFile: string,
+    pidFile: string,
     resolveExit: (exit: SpawnedExit) => void,
     exited: Promise<SpawnedExit>,
   ): Promise<SpawnedExit> {
     const early = this.#early.get(key);
     if (early) {
       this.#early.delete(key);
+      forget(pidFile);
       resolveExit(early);
       return exited;
     }
@@ -197,6 +204,7 @@ export class JobLauncher {
       pid,
       startTime,
       logFile,
+      pidFile,
       resolveExit,
       parent: this.#adopting.has(key) ? null : this.#proc,
     });
@@ -284,12 +292,18 @@ export class JobLauncher {
         return;
       }
       this.#live.delete(answer.key);
+      forget(live.pidFile);
       live.resolveExit(exit);
       this.#holdWhileBusy();
       return;
     }
     const pending = this.#pending.get(answer.key);
     if (!pending) return;
+    if ("taken" in answer) {
+      // A launcher that died had taken this key: what it did is on record (a stray resend).
+      void this.#recover(answer.key, pending);
+      return;
+    }
     this.#pending.delete(answer.key);
     if (answer.error !== undefined) pending.reject(new Error(answer.error));
     else pending.resolve({ pid: answer.pid, startTime: answer.startTime });
@@ -314,30 +328,52 @@ export class JobLauncher {
     for (const key of unanswered) {
       const pending = this.#pending.get(key);
       if (!pending || pending.sentTo !== proc) continue;
-      const ref =
-        (await readPidFile(pending.message.pidFile)) ??
-        (await firstOfAttempt(
-          await findJobsOfRequest(pending.requestId),
-          pending.message.env[JOB_ENV.attempt],
-        ));
-      this.#opts.log?.(
-        ref
-          ? `job ${key}: started by the launcher that died (pid ${ref.pid}); adopted`
-          : `job ${key}: not started by the launcher that died; sent again`,
-      );
-      if (ref) {
-        this.#pending.delete(key);
-        this.#adopting.add(key);
-        pending.resolve(ref);
-      } else if (pending.sends < MAX_SENDS) {
-        this.#send(key);
-      } else {
-        this.#pending.delete(key);
-        pending.reject(
-          new Error(`the job launcher died ${pending.sends} times while starting the job`),
-        );
-      }
+      await this.#recover(key, pending);
     }
+  }
+
+  /**
+   * Settles a spawn whose launcher died unanswered (or that another launcher had taken) from
+   * the launch record, which launcher.mjs creates before it forks and fills right after:
+   * - none: nothing was forked, so it is sent again (to a new launcher, exactly once more);
+   * - a pid: that job is adopted, watched until its process group is gone;
+   * - empty: the launcher died between taking the key and recording the fork. A job of this
+   *   attempt found in /proc is adopted; with none, nothing can tell whether one ran (a quick
+   *   job may have come and gone), so the launch is lost: retried as a new attempt, never the
+   *   same attempt twice.
+   */
+  async #recover(key: string, pending: Pending): Promise<void> {
+    const record = await readLaunchRecord(pending.message.pidFile);
+    const ref =
+      record === "absent"
+        ? null
+        : record === "empty"
+          ? await firstOfAttempt(
+              await findJobsOfRequest(pending.requestId),
+              pending.message.env[JOB_ENV.attempt],
+            )
+          : record;
+    if (this.#pending.get(key) !== pending) return;
+    if (ref) {
+      this.#opts.log?.(`job ${key}: started by a launcher that died (pid ${ref.pid}); adopted`);
+      this.#pending.delete(key);
+      this.#adopting.add(key);
+      pending.resolve(ref);
+    } else if (record === "empty") {
+      this.#opts.log?.(`job ${key}: its launcher died while starting it; the attempt is lost`);
+      this.#pending.delete(key);
+      forget(pending.message.pidFile);
+      pending.reject(new LaunchLostError(`the job launcher died while starting attempt ${key}`));
+    } else if (pending.sends < MAX_SENDS) {
+      this.#opts.log?.(`job ${key}: not started by the launcher that died; sent again`);
+      this.#send(key);
+    } else {
+      this.#pending.delete(key);
+      pending.reject(
+        new Error(`the job launcher died ${pending.sends} times while starting the job`),
+      );
+    }
+    this.#holdWhileBusy();
   }
 
   /** Watches adopted jobs until their process groups are gone. */
@@ -356,6 +392,7 @@ export class JobLauncher {
               leader !== undefined && live.startTime !== null && leader !== live.startTime;
             if (groups.pgids.has(live.pid) && !reused) continue;
             this.#live.delete(key);
+            forget(live.pidFile);
             await terminateLog(live.logFile).catch(() => {});
             live.resolveExit({ code: null, signal: null, lost: LOST });
           }
@@ -385,14 +422,29 @@ export class JobLauncher {
   }
 }
 
-/** The job a launcher recorded in `workDir` right after forking it (launcher.mjs), if any. */
-async function readPidFile(
+/**
+ * A launch record (launcher.mjs): "absent" when no launcher took the key, "empty" when one
+ * took it and may have forked, else the job it forked.
+ */
+async function readLaunchRecord(
   path: string,
-): Promise<{ pid: number; startTime: string | null } | null> {
-  const text = await readFile(path, "utf8").catch(() => null);
-  const m = text === null ? null : /^([0-9]+) ([0-9]*)\n/.exec(text);
-  if (!m?.[1]) return null;
+): Promise<{ pid: number; startTime: string | null } | "absent" | "empty"> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "absent";
+    // Unreadable: it may say a job was forked, so it is taken as one that does not say which.
+    return "empty";
+  }
+  const m = /^([0-9]+) ([0-9]*)\n/.exec(text);
+  if (!m?.[1]) return "empty";
   return { pid: Number(m[1]), startTime: m[2] ? m[2] : null };
+}
+
+/** Removes a launch record once its job's end is known (or it is known never to run). */
+function forget(path: string): void {
+  void unlink(path).catch(() => {});
 }
 
 /** The first of `refs` whose process runs `attempt` (from its environment), if any. */

@@ -13,6 +13,7 @@ import {
   startTimeToEpochMs,
 } from "../../../jobs/runner/index.ts";
 import type { QueueConfig } from "../../config/schema.ts";
+import { LaunchLostError } from "../../core/errors.ts";
 import type { Clock, Compute, JobEvent, Reaped, StopReason } from "../../core/ports.ts";
 import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
@@ -234,9 +235,12 @@ export class LocalProcessCompute implements Compute {
       const { jobRef } = await handle.started;
       return { jobRef };
     } catch (error) {
-      // Nothing ran: the lifecycle records the failed launch from this rejection, not an event.
+      // Nothing ran, or nothing can tell whether it did: the lifecycle records the launch
+      // from this rejection, not an event. The runner wraps the spawner's error; a lost
+      // launch keeps its kind, so the attempt ends `lost` rather than `failed`.
       await entry.finished;
-      throw error;
+      const cause = (error as Error).cause;
+      throw cause instanceof LaunchLostError ? cause : error;
     }
   }
 

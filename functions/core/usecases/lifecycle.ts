@@ -1,5 +1,5 @@
 import { type QueueConfig, tenantLimits } from "../../config/schema.ts";
-import { ConflictError, PermanentLaunchError } from "../errors.ts";
+import { ConflictError, LaunchLostError, PermanentLaunchError } from "../errors.ts";
 import type { ClaimPass, JobEvent, LaunchOptions, TransitionCommand } from "../ports.ts";
 import {
   ACTIVE_STATUSES,
@@ -68,7 +68,9 @@ export async function dispatchQueue(queueName: string, deps: LifecycleDeps): Pro
 
 /**
  * Hands a STARTING request's current attempt to the compute backend and records the job's
- * handle. A launch failure counts as a failed attempt.
+ * handle. A launch failure counts as a failed attempt; a launch that may or may not have
+ * run the job ({@link LaunchLostError}) ends the attempt `lost`, so it is retried once as the
+ * platform's loss and never launched twice.
  */
 export async function launchAttempt(
   request: RequestRecord,
@@ -88,7 +90,9 @@ export async function launchAttempt(
     }
     await finishAttempt(
       request,
-      { outcome: "failed", message: `could not start the job: ${(cause as Error).message}` },
+      cause instanceof LaunchLostError
+        ? { outcome: "lost", message: cause.message }
+        : { outcome: "failed", message: `could not start the job: ${(cause as Error).message}` },
       deps,
     );
     return;
