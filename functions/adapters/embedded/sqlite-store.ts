@@ -634,6 +634,7 @@ export class SqliteRequestStore implements RequestStore {
   readonly #submitBatch: Database.Transaction<(batch: readonly PendingSubmit[]) => Settled[]>;
 
   readonly #checkpointer: WalCheckpointer | undefined;
+  #checkpointerStopped: Promise<void> = Promise.resolve();
 
   /** Opens (creating if needed) the database at `path`, or a private one for ":memory:". */
   constructor(path: string, options: SqliteRequestStoreOptions = {}) {
@@ -1196,7 +1197,15 @@ export class SqliteRequestStore implements RequestStore {
   close(): void {
     // Submits already called are committed (and answered) first, not lost with the handle.
     this.#flushSubmits();
-    void this.#checkpointer?.stop();
+    this.#checkpointerStopped = this.#checkpointer?.stop() ?? Promise.resolve();
     this.#db.close();
+  }
+
+  /**
+   * Resolves once {@link close} is complete: the background checkpointer's connection is
+   * closed too, so the file may be moved or deleted.
+   */
+  async closed(): Promise<void> {
+    await this.#checkpointerStopped;
   }
 }
