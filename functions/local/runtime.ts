@@ -275,5 +275,6 @@ export class EmbeddedRuntime {
     this.hooks.close();
     this.uploads.close();
     this.store.close();
+    await this.store.closed();
   }
 }

@@ -22,6 +22,8 @@ const EXPECTED_INDEX: Record<SqliteQueryName, string> = {
   tenantAfter: "requests_tenant_ready",
   tenantBefore: "requests_tenant_ready",
   tenantFirst: "requests_tenant_ready",
+  listAll: "requests_list",
+  listAllAfter: "requests_list",
   listStatus: "requests_list_status",
   listStatusAfter: "requests_list_status",
   findActive: "requests_active",
@@ -126,21 +128,6 @@ describe("SqliteRequestStore query plans", () => {
     // Assess
     expect(plan.filter((l) => l.startsWith("SEARCH"))).toEqual([
       "SEARCH requests USING COVERING INDEX requests_tenant_ready (queue=? AND tenant=? AND priority=? AND (created_at,id)<(?,?))",
-    ]);
-  });
-
-  it("finds a page's list keys on the covering list index, one status at a time", () => {
-    // Act
-    const plans = [store.explain("listStatus"), store.explain("listStatusAfter")];
-
-    // Assess: the table is read only for the page's own rows (by rowid, afterwards).
-    expect(plans.map((p) => p.filter((l) => l.startsWith("SEARCH")))).toEqual([
-      [
-        "SEARCH requests USING COVERING INDEX requests_list_status (tenant=? AND queue=? AND status=?)",
-      ],
-      [
-        "SEARCH requests USING COVERING INDEX requests_list_status (tenant=? AND queue=? AND status=? AND (created_at,id)<(?,?))",
-      ],
     ]);
   });
 

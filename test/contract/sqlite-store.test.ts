@@ -219,9 +219,9 @@ describe("SqliteRequestStore on a file", () => {
     expect(await upgraded.tenantCounts("q", "idle")).toEqual({ queued: 0, running: 1 });
   });
 
-  it("upgrades a schema 3 file: its keys move into their requests and the spare indexes go", async () => {
+  it("upgrades a schema 3 file: its keys move into their requests and the ready index goes", async () => {
     // Prepare: a file as schema 3 left it: keys in a table of their own (with its index on
-    // request_id), the ready and list indexes, no key columns in requests.
+    // request_id), the ready index, no key columns in requests.
     const old = new SqliteRequestStore(path);
     const limits = { maxQueued: 10, retryAfterSeconds: 1 };
     const keyed = queuedRequest("q", { tenant: "a", createdAt: T0 });
@@ -242,8 +242,7 @@ describe("SqliteRequestStore on a file", () => {
       ALTER TABLE requests DROP COLUMN idem_key;
       ALTER TABLE requests DROP COLUMN idem_hash;
       CREATE INDEX requests_ready
-        ON requests (queue, priority DESC, created_at, id) WHERE status = 'QUEUED';
-      CREATE INDEX requests_list ON requests (tenant, queue, created_at DESC, id DESC);`);
+        ON requests (queue, priority DESC, created_at, id) WHERE status = 'QUEUED';`);
     raw.pragma("user_version = 3");
     raw.close();
 
@@ -274,7 +273,6 @@ describe("SqliteRequestStore on a file", () => {
     ).map((r) => r.name);
     expect(names).toContain("requests_idempotency");
     expect(names).not.toContain("requests_ready");
-    expect(names).not.toContain("requests_list");
     expect(
       check.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'idempotency_keys%'").all(),
     ).toEqual([]);

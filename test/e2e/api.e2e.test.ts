@@ -97,37 +97,6 @@ describe.each(BACKENDS)("HTTP API (%s backend, e2e)", (backend) => {
     expect(again.body.id).toBe(first.body.id);
   });
 
-  it("answers each of a burst of submits on its own: one request per key, replays, conflicts", async () => {
-    // Prepare: sent at once, so the embedded server commits them together.
-    const key = `key-${Date.now()}-burst`;
-    const bodies = [1, 1, 1, 1, 2].map((n) => ({ input: { ...slow, n } }));
-
-    // Act
-    const [keyed, plain] = await Promise.all([
-      Promise.all(bodies.map((b) => server.submit("burst", b, { "idempotency-key": key }))),
-      Promise.all([1, 2, 3].map((n) => server.submit("burst", { input: { ...slow, plain: n } }))),
-    ]);
-
-    // Assess: whichever body came first made the request; the same body replays it, the
-    // other is a conflict.
-    const created = keyed.filter((r) => r.status === 202);
-    expect(created).toHaveLength(1);
-    const winner = bodies[keyed.indexOf(created[0] as (typeof keyed)[number])];
-    keyed.forEach((r, i) => {
-      if (r === created[0]) return;
-      if (bodies[i]?.input.n === winner?.input.n) {
-        expect(r.status).toBe(200);
-        expect(r.headers.get("idempotent-replayed")).toBe("true");
-        expect(r.body.id).toBe(created[0]?.body.id);
-      } else {
-        expect(r.status).toBe(409);
-        expect(r.body.code).toBe("idempotency_conflict");
-      }
-    });
-    expect(plain.map((r) => r.status)).toEqual([202, 202, 202]);
-    expect(new Set(plain.map((r) => r.body.id)).size).toBe(3);
-  });
-
   it("answers 409 idempotency_conflict when a key comes back with another body", async () => {
     const key = `key-${Date.now()}-conflict`;
     const first = await server.submit("work", { input: { n: 1 } }, { "idempotency-key": key });
@@ -260,5 +229,36 @@ describe.each(BACKENDS)("HTTP API (%s backend, e2e)", (backend) => {
     expect(names).toEqual(expect.arrayContaining(["work", "tiny"]));
     const unknown = await server.fetch("/v1/queues/nope");
     expect(unknown.status).toBe(404);
+  });
+
+  it("answers each of a burst of submits on its own: one request per key, replays, conflicts", async () => {
+    // Prepare: sent at once, so the embedded server commits them together.
+    const key = `key-${Date.now()}-burst`;
+    const bodies = [1, 1, 1, 1, 2].map((n) => ({ input: { ...slow, n } }));
+
+    // Act
+    const [keyed, plain] = await Promise.all([
+      Promise.all(bodies.map((b) => server.submit("burst", b, { "idempotency-key": key }))),
+      Promise.all([1, 2, 3].map((n) => server.submit("burst", { input: { ...slow, plain: n } }))),
+    ]);
+
+    // Assess: whichever body came first made the request; the same body replays it, the
+    // other is a conflict.
+    const created = keyed.filter((r) => r.status === 202);
+    expect(created).toHaveLength(1);
+    const winner = bodies[keyed.indexOf(created[0] as (typeof keyed)[number])];
+    keyed.forEach((r, i) => {
+      if (r === created[0]) return;
+      if (bodies[i]?.input.n === winner?.input.n) {
+        expect(r.status).toBe(200);
+        expect(r.headers.get("idempotent-replayed")).toBe("true");
+        expect(r.body.id).toBe(created[0]?.body.id);
+      } else {
+        expect(r.status).toBe(409);
+        expect(r.body.code).toBe("idempotency_conflict");
+      }
+    });
+    expect(plain.map((r) => r.status)).toEqual([202, 202, 202]);
+    expect(new Set(plain.map((r) => r.body.id)).size).toBe(3);
   });
 });

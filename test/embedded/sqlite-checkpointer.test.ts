@@ -92,6 +92,7 @@ describe("SqliteRequestStore background checkpoints", () => {
       expect(await store.queueCounts("q")).toEqual({ queued: 200, running: 0 });
     } finally {
       store.close();
+      await store.closed();
     }
   });
 
@@ -107,6 +108,7 @@ describe("SqliteRequestStore background checkpoints", () => {
 
     // Act
     store.close();
+    await store.closed();
     const plain = new SqliteRequestStore(path);
 
     // Assess
