@@ -160,7 +160,8 @@ type TenantField =
   | `k${number}`
   | `x${number}`;
 
-function tenantAttr(field: TenantField, tenant: string): string {
+/** Name of a per-tenant figure on the counters item (exported for the bench's seeding). */
+export function tenantAttr(field: TenantField, tenant: string): string {
   return `t${field}#${escapeTenant(tenant)}`;
 }
 
