@@ -334,6 +334,34 @@ describe("DynamoRequestStore on DynamoDB", () => {
     client.destroy();
   });
 
+  it("answers a submit's fair position from its own counters read while other tenants wait", async () => {
+    // Prepare: another tenant waits at the same priority, older.
+    const writer = storeOn(admin);
+    const theirs = queued({ priority: 4, createdAt: T0 });
+    await writer.submit(theirs, null, ROOMY);
+    await writer.submit(
+      queued({ queue: theirs.queue, tenant: theirs.tenant, priority: 4, createdAt: T0 + 1 }),
+      null,
+      ROOMY,
+    );
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+    const mine = queued({ queue: theirs.queue, priority: 4, createdAt: T0 + 5 });
+
+    // Act
+    const outcome = await store.submit(mine, null, ROOMY);
+
+    // Assess: b's head and a's request tie at level 0, b's is older; a's starts second.
+    expect(outcome).toMatchObject({ kind: "created", position: 1 });
+    expect(await store.position(mine)).toBe(1);
+    expect(sent.slice(0, 3)).toEqual([
+      "TransactWriteItemsCommand",
+      "GetItemCommand",
+      "BatchGetItemCommand",
+    ]);
+    client.destroy();
+  });
+
   it("counts positions of requests written before sequences on the index, and sequences new ones after them", async () => {
     // Prepare: requests as written before sequences existed (no `seq`, no sequence figures
     // on the counters item), then new submits through a fresh store.

@@ -1545,6 +1545,29 @@ export function describeRequestStoreContract(
         expect(restPositions).toEqual(rest.map((r) => restOrder.indexOf(r.id)));
       });
 
+      it("answers a submit's position, when it does, as position() would with other tenants waiting", async () => {
+        // Prepare: a and b take turns at one priority, b with one running.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        await putAs(b, { priority: 6, createdAt: T0 - 10 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const given: Array<[number, number]> = [];
+
+        // Act
+        for (let i = 0; i < 8; i++) {
+          const outcome = await store.submit(
+            s.request({ tenant: i % 3 === 0 ? b : a, priority: 6, createdAt: T0 + i * 10 }),
+            null,
+            ROOMY,
+          );
+          if (outcome.kind === "created" && outcome.position !== undefined) {
+            given.push([outcome.position, await store.position(outcome.request)]);
+          }
+        }
+
+        // Assess
+        for (const [fromSubmit, fromPosition] of given) expect(fromSubmit).toBe(fromPosition);
+      });
+
       it("gives a list page's QUEUED items the places they start at", async () => {
         // Prepare: two tenants at one priority, a page of the newest 6 of a's 12.
         const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];

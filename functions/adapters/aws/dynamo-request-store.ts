@@ -1349,13 +1349,21 @@ export class DynamoRequestStore implements RequestStore {
     request: RequestRecord,
   ): Promise<{ position: number | undefined; usage: UsageFigures }> {
     const counters = await this.#countersItem(request.queue);
-    this.#learnStream(request, streamOf(counters, request.tenant, request.priority), null);
+    const stream = streamOf(counters, request.tenant, request.priority);
+    this.#learnStream(request, stream, null);
     const usage = usageOf(counters, request.tenant, request.createdAt);
     const split = queuedByPriority(counters);
     if (!split) return { position: undefined, usage };
     for (const [tenant, f] of tenantFigures(counters)) {
       if (tenant !== request.tenant && (f.byPriority[request.priority] ?? 0) > 0) {
-        return { position: undefined, usage };
+        // Other tenants wait at its priority: the fair position from this same counters
+        // item when the sequence ranks it (no second read), else position() counts it.
+        const seq = this.#seqs.get(request.id)?.seq;
+        if (!stream || seq === undefined || rankInStream(stream, seq) === null) {
+          return { position: undefined, usage };
+        }
+        const fair = await this.#fairPositions([request], new Map([[request.queue, counters]]));
+        return { position: fair.get(request.id), usage };
       }
     }
     const atOrAbove = split.slice(request.priority).reduce((a, b) => a + b, 0);
