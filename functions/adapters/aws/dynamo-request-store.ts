@@ -711,8 +711,11 @@ export class DynamoRequestStore implements RequestStore {
       throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
     }
     // At most one pass frees a key whose request retention has already deleted.
+    const sent = { transactions: 0 };
     for (let pass = 0; ; pass++) {
-      const outcome = await this.#retrying(() => this.#trySubmit(request, idempotency, limits));
+      const outcome = await this.#retrying(() =>
+        this.#trySubmit(request, idempotency, limits, sent),
+      );
       if (outcome.kind !== "orphan-key") return outcome;
       if (pass > 0 || !idempotency) {
         throw new ConcurrentUpdateError(
@@ -727,11 +730,12 @@ export class DynamoRequestStore implements RequestStore {
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
     limits: SubmitLimits,
+    sent: { transactions: number },
   ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
     // A second pass only follows a wrong guess of the bucket's state or of the head hint
-    // (#counterUpdate).
+    // (#counterUpdate). Every transaction sent gets a token of its own (see #submitOnce).
     for (let pass = 0; pass < 3; pass++) {
-      const outcome = await this.#submitOnce(request, idempotency, limits, pass);
+      const outcome = await this.#submitOnce(request, idempotency, limits, sent.transactions++);
       if (outcome.kind !== "bucket-missed") return outcome;
     }
     throw new TransientConflict("the token bucket or the head hint kept moving");
@@ -904,8 +908,10 @@ export class DynamoRequestStore implements RequestStore {
     const counters = this.#counterUpdate(request, limits);
     items.push({ Update: { ...counters.update, ReturnValuesOnConditionCheckFailure: "ALL_OLD" } });
     // The request id is new for every submit: AWS then ignores an SDK retry of a transaction
-    // that did commit (its answer lost) instead of failing it on its own Put. A pass after a
-    // wrong bucket guess sends other parameters, so it gets a token of its own.
+    // that did commit (its answer lost) instead of failing it on its own Put. Any later
+    // transaction of the same submit (after a wrong guess, or a conflict retried) may send
+    // other parameters, so it gets a token of its own: a token reused with other parameters
+    // is refused (IdempotentParameterMismatch).
     const token = pass === 0 ? request.id : `${request.id}-${pass}`;
     try {
       await this.#doc.send(
