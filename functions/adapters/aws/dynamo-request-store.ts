@@ -879,8 +879,11 @@ export class DynamoRequestStore implements RequestStore {
     limits: SubmitLimits,
   ): Promise<SubmitOutcome> {
     // At most one pass frees a key whose request retention has already deleted.
+    const sent = { transactions: 0 };
     for (let pass = 0; ; pass++) {
-      const outcome = await this.#retrying(() => this.#trySubmit(request, idempotency, limits));
+      const outcome = await this.#retrying(() =>
+        this.#trySubmit(request, idempotency, limits, sent),
+      );
       if (outcome.kind !== "orphan-key") return outcome;
       if (pass > 0 || !idempotency) {
         throw new ConcurrentUpdateError(
@@ -895,11 +898,13 @@ export class DynamoRequestStore implements RequestStore {
     request: RequestRecord,
     idempotency: IdempotencyClaim | null,
     limits: SubmitLimits,
+    sent: { transactions: number },
   ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
     // A second pass only follows a wrong guess of the bucket's state (#bucketUpdate), of
     // the head hint, or of the tenant's sequence (another instance submitted meanwhile).
+    // Every transaction sent gets a token of its own (see #submitOnce).
     for (let pass = 0; pass < 8; pass++) {
-      const outcome = await this.#submitOnce(request, idempotency, limits, pass);
+      const outcome = await this.#submitOnce(request, idempotency, limits, sent.transactions++);
       if (outcome.kind !== "bucket-missed") return outcome;
     }
     throw new TransientConflict("the token bucket, the head hint or the sequence kept moving");
@@ -1151,8 +1156,10 @@ export class DynamoRequestStore implements RequestStore {
     // Last, so that the cancellation reasons above keep their places.
     items.push({ Put: { TableName: this.#table, Item: seqPointerItem(request, counters.seq) } });
     // The request id is new for every submit: AWS then ignores an SDK retry of a transaction
-    // that did commit (its answer lost) instead of failing it on its own Put. A pass after a
-    // wrong bucket guess sends other parameters, so it gets a token of its own.
+    // that did commit (its answer lost) instead of failing it on its own Put. Any later
+    // transaction of the same submit (after a wrong guess, or a conflict retried) may send
+    // other parameters, so it gets a token of its own: a token reused with other parameters
+    // is refused (IdempotentParameterMismatch).
     const token = pass === 0 ? request.id : `${request.id}-${pass}`;
     try {
       await this.#doc.send(
