@@ -1763,6 +1763,37 @@ export function describeRequestStoreContract(
         expect(refused.every((r) => r.reason instanceof RateLimitedError)).toBe(true);
       });
 
+      it("keeps positions exact when several instances submit for one tenant at once", async () => {
+        // Prepare: another tenant waits; three instances then submit 15 requests of one
+        // tenant at one priority together, each from its own (soon stale) view of the queue.
+        const stores = [store, await fx.another(), await fx.another()];
+        const [mine, theirs] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        for (let i = 0; i < 3; i++) await putAs(theirs, { priority: 4, createdAt: T0 + i * 7 });
+        const wanted = Array.from({ length: 15 }, (_, i) =>
+          s.request({ tenant: mine, priority: 4, createdAt: T0 + 1 + i * 3 }),
+        );
+
+        // Act
+        await Promise.all(
+          wanted.map((r, i) => (stores[i % stores.length] as RequestStore).submit(r, null, ROOMY)),
+        );
+        const waiting = await stillQueued(wanted.map((r) => r.id));
+        const seen = await Promise.all(stores.map((st) => st.positions(waiting)));
+        const half = await claimAll({ maxRunning: 8 });
+        const rest = await stillQueued(wanted.map((r) => r.id));
+        const later = await store.positions(rest);
+        const { started } = await claimAll();
+
+        // Assess: every instance answers the places the claims then keep.
+        const order = [...half.started, ...started].map((r) => r.id);
+        expect(waiting).toHaveLength(15);
+        for (const positions of seen) {
+          for (const r of waiting) expect(positions.get(r.id)).toBe(order.indexOf(r.id));
+        }
+        const restOrder = started.map((r) => r.id);
+        for (const r of rest) expect(later.get(r.id)).toBe(restOrder.indexOf(r.id));
+      });
+
       it("never lets a tenant exceed its limit with parallel dispatchers", async () => {
         // Prepare
         const tenants = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
