@@ -6,7 +6,9 @@
  * transactions that move them (SQLite `queued_by_priority`, DynamoDB `queued_p0`…`queued_p9`
  * on the counters item). A position is the counts of the higher priorities plus a range
  * count of the request's own priority before it; a list page's positions are counted in one
- * walk per priority (store.positions). The data set spreads priorities (half at the default
+ * walk per priority (store.positions); on DynamoDB (issue 15) the rank within a priority
+ * comes from submit sequences on the counters item instead, and the fair ties from one
+ * pointer each, so nothing there reads the ready index. The data set spreads priorities (half at the default
  * 0, half over 1–9) so that the two costs show apart: a request deep in the queue behind
  * other priorities, and one deep within its own priority.
  *
@@ -38,7 +40,12 @@ import { ulid } from "ulidx";
 import { createRng } from "../chaos/prng.ts";
 import { createTable } from "../functions/adapters/aws/bootstrap.ts";
 import { INDEXES, TABLE_KEY, TTL_ATTRIBUTE } from "../functions/adapters/aws/definitions.ts";
-import { DynamoRequestStore, toItem } from "../functions/adapters/aws/dynamo-request-store.ts";
+import {
+  DynamoRequestStore,
+  seqPointerItem,
+  tenantAttr,
+  toItem,
+} from "../functions/adapters/aws/dynamo-request-store.ts";
 import { countersKey, requestKey } from "../functions/adapters/aws/items.ts";
 import {
   EXPLAINABLE_QUERIES,
@@ -46,7 +53,7 @@ import {
   toRow,
 } from "../functions/adapters/embedded/sqlite-store.ts";
 import { type RequestRecord, RequestStatus, readyOrderKey } from "../functions/core/request.ts";
-import { encodeListCursor } from "../functions/core/store-support.ts";
+import { encodeListCursor, pickFairHead } from "../functions/core/store-support.ts";
 import { TestServer } from "../test/helpers/server.ts";
 import { CapacityCalculator, type DynamoInput, itemSize, readUnits } from "./capacity.ts";
 import { PRICES } from "./prices.ts";
@@ -171,9 +178,7 @@ function makeDataset(n: number, seed: number, now: number): Dataset {
       jobRef: null,
     });
   }
-  const startOrder = records
-    .filter((r) => r.status === RequestStatus.QUEUED)
-    .sort((a, b) => (readyOrderKey(a) < readyOrderKey(b) ? -1 : 1));
+  const startOrder = fairStartOrder(records.filter((r) => r.status === RequestStatus.QUEUED));
   const queuedByPriority = PRIORITIES.map(() => 0);
   const withinPriority = new Map<string, number>();
   for (const r of startOrder) {
@@ -181,6 +186,42 @@ function makeDataset(n: number, seed: number, now: number): Dataset {
     queuedByPriority[r.priority] = (queuedByPriority[r.priority] ?? 0) + 1;
   }
   return { records, startOrder, statusCounts, queuedByPriority, withinPriority };
+}
+
+/**
+ * The order QUEUED requests start in under SPEC §3 (nothing running, nothing new, started
+ * ones keep running): each start goes to the tenant whose head has the highest priority,
+ * then the fewest started, then the oldest head (store-support.ts pickFairHead, as the
+ * stores' claims). A request's seeded position is its index here.
+ */
+function fairStartOrder(queued: readonly RequestRecord[]): RequestRecord[] {
+  const lanes = new Map<string, RequestRecord[]>();
+  for (const r of queued) {
+    const lane = lanes.get(r.tenant);
+    if (lane) lane.push(r);
+    else lanes.set(r.tenant, [r]);
+  }
+  const state = [...lanes.entries()].map(([tenant, lane]) => ({
+    tenant,
+    lane: lane.sort((a, b) => (readyOrderKey(a) < readyOrderKey(b) ? -1 : 1)),
+    next: 0,
+    started: 0,
+  }));
+  const order: RequestRecord[] = [];
+  while (order.length < queued.length) {
+    const heads = state.flatMap((t) => {
+      const head = t.lane[t.next];
+      return head
+        ? [{ t, head, priority: head.priority, active: t.started, key: readyOrderKey(head) }]
+        : [];
+    });
+    const pick = pickFairHead(heads);
+    if (!pick) break;
+    order.push(pick.head);
+    pick.t.next++;
+    pick.t.started++;
+  }
+  return order;
 }
 
 /** A QUEUED request picked for a position probe. */
@@ -689,8 +730,8 @@ const CREDENTIALS = { accessKeyId: "bench", secretAccessKey: "bench" };
  * an active request sits in the ACTIVE sweep partition). `rev` counts writes and is left out
  * of the format check.
  */
-function dynamoItem(r: RequestRecord): Record<string, unknown> {
-  const item: Record<string, unknown> = { ...toItem(r, null) };
+function dynamoItem(r: RequestRecord, seq: number): Record<string, unknown> {
+  const item: Record<string, unknown> = { ...toItem(r, null), seq };
   if (r.status === RequestStatus.QUEUED) return item;
   delete item[INDEXES.ready.partitionKey];
   delete item[INDEXES.ready.sortKey];
@@ -707,32 +748,80 @@ function dynamoItem(r: RequestRecord): Record<string, unknown> {
 }
 
 /**
- * The queue's counters item as the store's transactions leave it: `queued` and `running`,
- * and `queued` split by priority (`queued_p<n>`, ADDed next to `queued` by every submit,
- * claim and status change of a QUEUED request). Without the split, or with one that does
- * not add up to `queued`, the store counts positions on the whole ready index.
+ * Each request's place in its tenant's submit sequence at its priority (the order the
+ * submits made them, createdAt here), as the submits would have stamped them.
+ */
+function sequencePlaces(records: readonly RequestRecord[]): Map<string, number> {
+  const next = new Map<string, number>();
+  const out = new Map<string, number>();
+  for (const r of [...records].sort((a, b) => a.createdAt - b.createdAt)) {
+    const key = `${r.tenant}\u0000${r.priority}`;
+    const seq = next.get(key) ?? 0;
+    out.set(r.id, seq);
+    next.set(key, seq + 1);
+  }
+  return out;
+}
+
+/**
+ * The queue's counters item as the store's transactions leave it for `records` (no request
+ * active): `queued` and `running`, `queued` split by priority (`queued_p<n>`), and per
+ * tenant its QUEUED (`tq#`, `tq<p>#`), active (`tr#`) and its submit sequences (`ti<p>#`
+ * places given, `tk<p>#` the newest createdAt, `tc<p>#` places that left QUEUED out of
+ * order above the sequence's head: the requests cancelled while waiting).
  */
 function dynamoCounters(
   queue: string,
-  queuedByPriority: readonly number[],
-  running: number,
+  records: readonly RequestRecord[],
+  places: ReadonlyMap<string, number>,
 ): Record<string, unknown> {
+  const queued = records.filter((r) => r.status === RequestStatus.QUEUED);
   const item: Record<string, unknown> = {
     ...countersKey(queue),
-    queued: queuedByPriority.reduce((a, b) => a + b, 0),
-    running,
+    queued: queued.length,
+    running: 0,
   };
-  for (const p of PRIORITIES) item[`queued_p${p}`] = queuedByPriority[p] ?? 0;
+  for (const p of PRIORITIES) item[`queued_p${p}`] = queued.filter((r) => r.priority === p).length;
+  const add = (name: string, by: number) => {
+    item[name] = ((item[name] as number | undefined) ?? 0) + by;
+  };
+  const heads = new Map<string, number>();
+  for (const r of records) {
+    add(tenantAttr("q", r.tenant), r.status === RequestStatus.QUEUED ? 1 : 0);
+    add(tenantAttr(`q${r.priority}`, r.tenant), r.status === RequestStatus.QUEUED ? 1 : 0);
+    // Created by the first claim of one of the tenant's requests.
+    if (r.startedAt !== null) add(tenantAttr("r", r.tenant), 0);
+    add(tenantAttr(`i${r.priority}`, r.tenant), 1);
+    const last = tenantAttr(`k${r.priority}`, r.tenant);
+    item[last] = Math.max((item[last] as number | undefined) ?? 0, r.createdAt);
+    if (r.status === RequestStatus.QUEUED) {
+      const head = tenantAttr(`c${r.priority}`, r.tenant);
+      heads.set(head, Math.min(heads.get(head) ?? Number.POSITIVE_INFINITY, places.get(r.id) ?? 0));
+    }
+  }
+  for (const r of records) {
+    const name = tenantAttr(`c${r.priority}`, r.tenant);
+    const seq = places.get(r.id) ?? 0;
+    if (r.status === RequestStatus.QUEUED || seq < (heads.get(name) ?? Number.POSITIVE_INFINITY)) {
+      continue;
+    }
+    const set = (item[name] as Set<number> | undefined) ?? new Set<number>();
+    set.add(seq);
+    item[name] = set;
+  }
   return item;
 }
 
 /**
- * A counters item for comparison: the store creates a `queued_p<n>` attribute with the first
- * ADD of that priority and keeps it at 0 after, so an absent one reads as 0.
+ * The attributes of a counters item the seeding writes, for comparison (the store also
+ * keeps run-time sums and, for places below a sequence's head, gaps it drops later).
  */
 function countersView(item: Record<string, unknown> | undefined): string {
   if (!item) return "null";
-  const view: Record<string, unknown> = { ...item };
+  const view: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(item)) {
+    if (/^(queued|running)$|^queued_p|^t(q[0-9]?|r|i[0-9]|k[0-9])#/.test(name)) view[name] = value;
+  }
   for (const p of PRIORITIES) view[`queued_p${p}`] = item[`queued_p${p}`] ?? 0;
   return withoutRev(view);
 }
@@ -767,7 +856,7 @@ async function checkDynamoFormat(
     RequestStatus.EXPIRED,
     RequestStatus.SUCCEEDED,
   ];
-  const leftQueued = PRIORITIES.map(() => 0);
+  const ended: RequestRecord[] = [];
   for (const [i, target] of plans.entries()) {
     const base = {
       ...(ds.records[i] as RequestRecord),
@@ -834,16 +923,15 @@ async function checkDynamoFormat(
         ConsistentRead: true,
       }),
     );
-    const mine = withoutRev(dynamoItem(record));
+    // Each request here is the first of its tenant's sequence at its priority.
+    const mine = withoutRev(dynamoItem(record, 0));
     const theirs = withoutRev(raw.Item);
     if (mine !== theirs) {
       throw new Error(
         `the seeded item format differs from the store's for a ${target} request:\n store: ${theirs}\n bench: ${mine}`,
       );
     }
-    if (record.status === RequestStatus.QUEUED) {
-      leftQueued[record.priority] = (leftQueued[record.priority] ?? 0) + 1;
-    }
+    ended.push(record);
   }
   const counters = await doc.send(
     new GetCommand({
@@ -852,7 +940,9 @@ async function checkDynamoFormat(
       ConsistentRead: true,
     }),
   );
-  const mine = countersView(dynamoCounters(FORMAT_CHECK_QUEUE, leftQueued, 0));
+  const mine = countersView(
+    dynamoCounters(FORMAT_CHECK_QUEUE, ended, new Map(ended.map((r) => [r.id, 0]))),
+  );
   const theirs = countersView(counters.Item);
   if (mine !== theirs) {
     throw new Error(
@@ -993,9 +1083,13 @@ async function measureDynamoSize(
 
   const ds = makeDataset(n, 4 + n, Date.now());
   const t0 = performance.now();
-  const items = ds.records.map(dynamoItem);
+  const places = sequencePlaces(ds.records);
+  const items = ds.records.map((r) => dynamoItem(r, places.get(r.id) ?? 0));
+  // The pointers of the places still waiting (the ones a position reads; the store writes
+  // one per submit, which expire after their requests could wait).
+  for (const r of ds.startOrder) items.push(seqPointerItem(r, places.get(r.id) ?? 0));
   // The queue's counters with their per-priority split, as the submits would have left them.
-  items.push(dynamoCounters(QUEUE, ds.queuedByPriority, 0));
+  items.push(dynamoCounters(QUEUE, ds.records, places));
   const seedCalls = await batchWrite(doc, table, items);
   const seedMs = performance.now() - t0;
   ctx.log(`queries: seeded ${n} requests into DynamoDB (moto) in ${ms(seedMs)}`);
@@ -1098,6 +1192,10 @@ async function measureDynamoSize(
   }
   for (const p of PROBES) {
     const { record, position, within } = probeAt(ds, p.target, { priority: p.priority });
+    // A status reads the request (GetItem, which tells the store its sequence place), then
+    // its position: the read happens here, unmetered, so that the row is the position's.
+    await plainStore.get(record.id);
+    await meteredStore.get(record.id);
     const got = await run(
       `position${p.key}`,
       `position, ${p.label}`,
@@ -1106,12 +1204,12 @@ async function measureDynamoSize(
       () => ({ position, within }),
     );
     if (got !== position) throw new Error(`dynamo position of #${position} read ${got}`);
-    // The counters item, then the request's own priority up to and including it. More means
-    // the store did not find a usable per-priority split and counted the whole index ahead.
+    // The counters item, then at most one sequence pointer per other waiting tenant. More
+    // means the store did not find usable sequence figures and read the ready index.
     const read = (measures.at(-1) as DynamoMeasure).usage.itemsRead;
-    if (read !== within + 2) {
+    if (read > TENANTS.length) {
       throw new Error(
-        `position of #${position} (#${within} within priority ${record.priority}) read ${read} items, expected ${within + 2}: is the seeded counters item's split used?`,
+        `position of #${position} (#${within} within priority ${record.priority}) read ${read} items, expected at most ${TENANTS.length}: are the seeded sequence figures used?`,
       );
     }
   }
@@ -1198,6 +1296,8 @@ export const queriesSection: BenchSection = {
     const countersRru = readUnits(al.countersBytes, true);
     const rruPer1000 = positionRru(1000, entryBytes);
     const statusRru = (within: number) => countersRru + positionRru(within + 1, entryBytes);
+    // Now (issue 15): the counters item and at most one pointer per other waiting tenant.
+    const statusNow = countersRru + 0.5 * (TENANTS.length - 1);
     const queryCalls = (entries: number) =>
       Math.max(1, Math.ceil((entries * entryBytes) / 2 ** 20));
     const callsOf = (u: Usage) => Object.values(u.calls).reduce((a, b) => a + b, 0);
@@ -1362,7 +1462,7 @@ export const queriesSection: BenchSection = {
     }
     lines.push("");
     lines.push(
-      `Positions are (#position (#within its priority)). \`store.positions\` read the counters item once and walked ${fmtInt(endpointSmall.walkEntries)} / ${fmtInt(endpointLarge.walkEntries)} ready-index entries (per priority on the page, its head to the page's deepest), one Query per QUEUED item, each continuing from the item before it (its items read also count the counters item and each segment's first entry, read again as the previous segment's end); one count per item of its own priority would read ${fmtInt((dynOf(as, "positionsFirstPage") as DynamoMeasure).perItemEntries ?? 0)} / ${fmtInt((dynOf(al, "positionsFirstPage") as DynamoMeasure).perItemEntries ?? 0)}. The same page before c56269f (one \`Select: COUNT\` Query per QUEUED item over the whole queue ahead, computed from its depths): ${beforeSmall.calls} / ${beforeLarge.calls} calls, ${fmtInt(beforeSmall.entriesRead)} / ${fmtInt(beforeLarge.entriesRead)} entries, ${fmtRru(beforeSmall.rru)} / ${fmtRru(beforeLarge.rru)} RRU.`,
+      `Positions are (#position (#within its priority)). \`store.positions\` reads the counters item once and the pointers its fair ties need in one BatchGetItem: each item's rank within its tenant and priority comes from its submit sequence place and the counters (docs/design.md "Positions in O(1) on DynamoDB"), so no ready-index entry is read. The walk it replaced (one Query per QUEUED item, each continuing from the item before it) read ${fmtInt(endpointSmall.walkEntries)} / ${fmtInt(endpointLarge.walkEntries)} entries for this page; one count per item of its own priority would read ${fmtInt((dynOf(as, "positionsFirstPage") as DynamoMeasure).perItemEntries ?? 0)} / ${fmtInt((dynOf(al, "positionsFirstPage") as DynamoMeasure).perItemEntries ?? 0)}. The same page before c56269f (one \`Select: COUNT\` Query per QUEUED item over the whole queue ahead, computed from its depths): ${beforeSmall.calls} / ${beforeLarge.calls} calls, ${fmtInt(beforeSmall.entriesRead)} / ${fmtInt(beforeLarge.entriesRead)} entries, ${fmtRru(beforeSmall.rru)} / ${fmtRru(beforeLarge.rru)} RRU.`,
     );
     lines.push("");
     lines.push(
@@ -1371,17 +1471,17 @@ export const queriesSection: BenchSection = {
     lines.push("");
     const unitUsd = PRICES.dynamoReadRequestUnit.usd / PRICES.dynamoReadRequestUnit.per;
     lines.push(
-      `Status position on DynamoDB = one consistent GetItem of the counters item (${al.countersBytes} B: ${fmtRru(countersRru)} RRU; the higher priorities' counts) + one Query of the request's own priority on the ready index, from the priority's head up to and including the request (${entryBytes} B per entry, KEYS_ONLY, ≈ ${fmtRru(rruPer1000)} RRU per 1,000). The cost follows the depth within the priority, whatever waits at higher priorities; the metered probes read exactly what that formula says (${formulaCheck.map((f) => `${fmtInt(f.n)} #${fmtInt(f.position)} (#${fmtInt(f.within)}): ${fmtInt(f.itemsRead)} items, ${fmtRru(f.measuredRru)} RRU measured vs ${fmtRru(f.formulaRru)} formula`).join("; ")}).`,
+      `Status position on DynamoDB = one consistent GetItem of the counters item (${al.countersBytes} B: ${fmtRru(countersRru)} RRU; the higher priorities' counts, every waiting tenant's level and its submit sequence figures) + at most one sequence pointer per other waiting tenant (one BatchGetItem, 0.5 RRU each): at most ${fmtRru(statusNow)} RRU here (${TENANTS.length} tenants), whatever the depth. The metered probes: ${formulaCheck.map((f) => `${fmtInt(f.n)} #${fmtInt(f.position)} (#${fmtInt(f.within)}): ${fmtInt(f.itemsRead)} items, ${fmtRru(f.measuredRru)} RRU`).join("; ")}. Before issue 15 a position also read its own priority's range of the ready index up to the request (${entryBytes} B per entry, KEYS_ONLY, ≈ ${fmtRru(rruPer1000)} RRU per 1,000):`,
     );
     lines.push("");
     lines.push(
-      "| position within its priority | RRU per status call | Query calls | USD per million status calls |",
+      "| position within its priority | RRU per status position, index walk (before) | Query calls (before) | RRU now | USD per million status positions, before / now |",
     );
-    lines.push("|---:|---:|---:|---:|");
+    lines.push("|---:|---:|---:|---:|---:|");
     for (const d of [10, 1_000, 10_000, 50_000, 1_000_000]) {
       const rru = statusRru(d);
       lines.push(
-        `| ${fmtInt(d)} | ${fmtRru(rru)} | ${queryCalls(d + 1)} | ${(rru * unitUsd * 1e6).toFixed(2)} |`,
+        `| ${fmtInt(d)} | ${fmtRru(rru)} | ${queryCalls(d + 1)} | ≤ ${fmtRru(statusNow)} | ${(rru * unitUsd * 1e6).toFixed(2)} / ${(statusNow * unitUsd * 1e6).toFixed(2)} |`,
       );
     }
     lines.push("");
@@ -1406,10 +1506,10 @@ export const queriesSection: BenchSection = {
       `- **The list query itself is O(limit) on both backends.** SQLite: \`listAll\`/\`listStatus\` and their cursor forms are index range searches on \`requests_list\` / \`requests_list_status\` (tenant, queue[, status], created_at DESC, id DESC) with no sort step; a status filter runs one range per status and merges. DynamoDB: one Query of the \`list\` or \`listByStatus\` GSI with \`Limit = limit + 1\`. Pages without QUEUED items read ${LIMIT + 1} rows whatever the table holds: over HTTP their p50 ratios are ${listNoQueued("listSucceeded")} and ${listNoQueued("listDeep")}, in-process ${inProc("listSucceeded")} and ${inProc("listDeep")}; what growth there is comes per row, not per table: the list index is not covering, so each of the ${LIMIT + 1} rows is a rowid lookup into the table, and the B-trees are deeper at ${fmtInt(large)} rows (${levelsText}) — O(limit × log n). On DynamoDB the page reads at most ${LIMIT + 1} items: ${fmtRru((dynOf(as, "listFirst") as DynamoMeasure).usage.rru)} vs ${fmtRru(alFirst.usage.rru)} RRU at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored.`,
     );
     lines.push(
-      `- **The list endpoint counts a page's positions in one walk** (functions/http/app.ts \`listRequests\` → \`store.positions\` → \`positionWalk\` in store-support.ts): the page's QUEUED items are grouped by priority and taken in start order; each priority is counted once from its head to the page's deepest item, every item's position being the higher priorities' counts plus the running count. The cost is that of the deepest item of each priority on the page, not the sum over items. A newest-first page of a backlog holds the newest requests of nearly every priority, so it still reads about the whole backlog once — O(QUEUED), no longer O(limit × depth): first page over HTTP ${ms(sFirst.dist.p50)} at ${fmtInt(small)} vs ${ms(lFirst.dist.p50)} at ${fmtInt(large)} stored (ratio ${ratioText(lFirst.dist.p50, sFirst.dist.p50)}); in-process at ${fmtInt(large)} the walk takes ${ms(lPage.walkMs)} over ${fmtInt(lPage.walkEntries)} entries where one position per item takes ${ms(lPage.perItemMs)} over ${fmtInt(lPage.perItemEntries)}. On DynamoDB ${fmtRru(endpointSmall.rru)} vs ${fmtRru(endpointLarge.rru)} RRU per page at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored (${fmtRru(beforeSmall.rru)} vs ${fmtRru(beforeLarge.rru)} before c56269f, computed); it makes one Query per QUEUED item (${endpointLarge.queuedItems} of its ${endpointLarge.calls} calls), each charged at least 0.5 RRU, so a page costs ≥ ${fmtRru(0.5 * endpointLarge.queuedItems + countersRru)} RRU even on a short queue.`,
+      `- **The list endpoint counts a page's positions in one walk** (functions/http/app.ts \`listRequests\` → \`store.positions\` → \`positionWalk\` in store-support.ts): the page's QUEUED items are grouped by priority and taken in start order; each priority is counted once from its head to the page's deepest item, every item's position being the higher priorities' counts plus the running count. The cost is that of the deepest item of each priority on the page, not the sum over items. A newest-first page of a backlog holds the newest requests of nearly every priority, so it still reads about the whole backlog once — O(QUEUED), no longer O(limit × depth): first page over HTTP ${ms(sFirst.dist.p50)} at ${fmtInt(small)} vs ${ms(lFirst.dist.p50)} at ${fmtInt(large)} stored (ratio ${ratioText(lFirst.dist.p50, sFirst.dist.p50)}); in-process at ${fmtInt(large)} the walk takes ${ms(lPage.walkMs)} over ${fmtInt(lPage.walkEntries)} entries where one position per item takes ${ms(lPage.perItemMs)} over ${fmtInt(lPage.perItemEntries)}. On DynamoDB a page's positions read no index at all since issue 15 (one counters read and one BatchGetItem of fair-tie pointers): ${fmtRru(endpointSmall.rru)} vs ${fmtRru(endpointLarge.rru)} RRU per page (list + positions) at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored (${fmtRru(beforeSmall.rru)} vs ${fmtRru(beforeLarge.rru)} before c56269f, computed).`,
     );
     lines.push(
-      `- **A status position is exact: the higher priorities' counts plus a range count of its own priority — O(position within its priority).** SQLite: \`position\` sums at most ten \`queued_by_priority\` rows and range-counts the covering partial index \`requests_ready\` for the same priority before the request (≈ ${usPer1000.toFixed(0)} µs per 1,000 within the priority in-process; B-tree pages carry no subtree counts, so a range is counted by walking it). Over HTTP at ${fmtInt(large)} stored: near the head ${ms(hShallow.dist.p50)}, the head of priority 0 at #${fmtInt(hLowHead.position ?? 0)} ${ms(hLowHead.dist.p50)}, the tail of priority 0 at #${fmtInt(hLowTail.position ?? 0)} (#${fmtInt(hLowTail.within ?? 0)} within) ${ms(hLowTail.dist.p50)}. DynamoDB: one consistent GetItem of the counters item, whose \`queued_p0\`…\`queued_p9\` give the higher priorities, plus a Query of the own priority's range of the ready index: ${fmtRru(dShallow.usage.rru)}, ${fmtRru(dLowHead.usage.rru)} and ${fmtRru(dLowTail.usage.rru)} RRU for the same three at ${fmtInt(awsLarge)} stored (#${fmtInt(dShallow.position ?? 0)}, #${fmtInt(dLowHead.position ?? 0)}, #${fmtInt(dLowTail.position ?? 0)}); the consistent read of the counters item adds ${fmtRru(countersRru)} RRU to every position (a position near the head cost ${fmtRru(positionRru(SHALLOW_TARGET, entryBytes))} RRU as a count alone), and what waits at higher priorities no longer adds anything.`,
+      `- **A status position is exact: the higher priorities' counts plus a range count of its own priority — O(position within its priority).** SQLite: \`position\` sums at most ten \`queued_by_priority\` rows and range-counts the covering partial index \`requests_ready\` for the same priority before the request (≈ ${usPer1000.toFixed(0)} µs per 1,000 within the priority in-process; B-tree pages carry no subtree counts, so a range is counted by walking it). Over HTTP at ${fmtInt(large)} stored: near the head ${ms(hShallow.dist.p50)}, the head of priority 0 at #${fmtInt(hLowHead.position ?? 0)} ${ms(hLowHead.dist.p50)}, the tail of priority 0 at #${fmtInt(hLowTail.position ?? 0)} (#${fmtInt(hLowTail.within ?? 0)} within) ${ms(hLowTail.dist.p50)}. DynamoDB (issue 15): one consistent GetItem of the counters item, whose figures give the higher priorities, every tenant's level and the request's rank within its tenant and priority (its submit sequence place minus the places that left below it), plus at most one pointer per other waiting tenant: ${fmtRru(dShallow.usage.rru)}, ${fmtRru(dLowHead.usage.rru)} and ${fmtRru(dLowTail.usage.rru)} RRU for the same three at ${fmtInt(awsLarge)} stored (#${fmtInt(dShallow.position ?? 0)}, #${fmtInt(dLowHead.position ?? 0)}, #${fmtInt(dLowTail.position ?? 0)}), O(1) in the depth.`,
     );
     lines.push(
       "- **A submit's 202 position comes from the counts, O(1) in the queue's depth** (submit section). SQLite: inside the submit transaction — a new request sorts last in its priority, so its position is the counts at and above its priority; one probe of the ready index confirms it (a clock that stepped back falls back to the range count), so it is exact. DynamoDB: one consistent GetItem of the counters item after the TransactWriteItems, replacing a COUNT Query over the ready index; a request another host commits in between is counted too (a bounded overcount under concurrency).",
@@ -1418,7 +1518,7 @@ export const queriesSection: BenchSection = {
       "- **Why this design.** Positions stay exact on both backends (callers read them as a promise; on DynamoDB the own-priority count reads a GSI, eventually consistent, as the COUNT it replaced did). Neither backend counts a range faster than reading it — SQLite's B-trees keep no subtree counts, and DynamoDB has no count primitive: a `Select: COUNT` Query reads and bills every entry — so whatever is not kept as a count is read. Counts per priority are cheap to keep exact: they move by one in each transaction that moves a QUEUED request (SQLite: one UPSERT of a `queued_by_priority` row next to `queue_counters`; DynamoDB: `ADD queued_p<n>` in the counters Update each such transaction already has — no extra item, call or contention point), where a per-request rank would change for every request behind at each claim or cancel. Within a priority requests start first in, first out, so the remaining range count is the request's place in its own priority; a list page pays it once per priority instead of once per item.",
     );
     lines.push(
-      `- **What still grows.** The depth within one priority: a backlog concentrated at one priority (here half the queue at the default 0) makes the status of its tail and any list page that holds it read that priority's waiting requests once (≈ ${fmtRru(rruPer1000)} RRU per 1,000 on DynamoDB, ≈ ${usPer1000.toFixed(0)} µs per 1,000 on SQLite). A DynamoDB counters item whose split does not add up to \`queued\` (written before the split existed, or edited by hand) makes positions count the whole index ahead, as before, until \`recount --fix\` writes the split; the submit then answers from one position count.`,
+      `- **What still grows.** The depth within one priority: a backlog concentrated at one priority (here half the queue at the default 0) makes the status of its tail and any list page that holds it read that priority's waiting requests once on SQLite (≈ ${usPer1000.toFixed(0)} µs per 1,000); on DynamoDB nothing grows with the depth since issue 15, except while a request dated before one already placed waits in its tenant's sequence (clock skew; that sequence is counted on the index until it starts). A DynamoDB counters item whose split does not add up to \`queued\` (written before the split existed, or edited by hand) makes positions count the whole index ahead, as before, until \`recount --fix\` writes the split; the submit then answers from one position count.`,
     );
 
     const summary: SummaryRow[] = [

@@ -82,17 +82,25 @@ afterAll(async () => {
   admin.destroy();
 });
 
+// Each contract test gets a table of its own, dropped after it. moto copies a whole table
+// (its stream records too) before every transaction it runs, to roll back on failure: on
+// one table for the whole file that copy grows with every test, and the emulator's memory
+// with it (past 12 GB over this file). A fresh table keeps each copy test-sized.
 describeRequestStoreContract("DynamoRequestStore", async () => {
+  const table = `longrun-contract-${ulid().toLowerCase()}`;
+  await createTable(admin, table);
   const clients = [newClient()];
+  const on = (client: DynamoDBClient) => storeOn(client, { tableName: table });
   return {
-    store: storeOn(clients[0] as DynamoDBClient),
+    store: on(clients[0] as DynamoDBClient),
     async another() {
       const client = newClient();
       clients.push(client);
-      return storeOn(client);
+      return on(client);
     },
     async cleanup() {
       for (const c of clients) c.destroy();
+      await admin.send(new DeleteTableCommand({ TableName: table }));
     },
   };
 });
@@ -371,6 +379,147 @@ describe("DynamoRequestStore on DynamoDB", () => {
       queued_p5: 2,
       queued_p9: 1,
     });
+  });
+
+  it("reads a position deep in its priority, and a list page's, without reading the index", async () => {
+    // Prepare: two tenants at one priority, one of them 24 deep, requests cancelled ahead
+    // of and behind the probed one. The positions to expect come from a store that knows no
+    // sequence places (records not read through it), which counts on the index as before.
+    const writer = storeOn(admin);
+    const a = queued({ priority: 2 });
+    const scope = { tenant: a.tenant, queue: a.queue };
+    const other = `${a.tenant}-b`;
+    const mine: RequestRecord[] = [];
+    for (let i = 0; i < 24; i++) {
+      const r = i === 0 ? a : queued({ ...scope, priority: 2, createdAt: T0 + i * 10 });
+      await writer.submit(r, null, ROOMY);
+      mine.push(r);
+      if (i % 2 === 1) {
+        await writer.submit(
+          queued({ ...scope, tenant: other, priority: 2, createdAt: T0 + i * 10 + 1 }),
+          null,
+          ROOMY,
+        );
+      }
+    }
+    for (const i of [3, 20]) {
+      await writer.transition({
+        id: (mine[i] as RequestRecord).id,
+        from: ["QUEUED"],
+        to: "CANCELLED",
+      });
+    }
+    const deep = mine[10] as RequestRecord;
+    const waiting = mine.filter((_, i) => i !== 3 && i !== 20);
+    const expected = await storeOn(admin).positions(waiting);
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+
+    // Act
+    const record = (await store.get(deep.id)) as RequestRecord;
+    const before = sent.length;
+    const position = await store.position(record);
+    const positionCalls = sent.slice(before);
+    const page = await store.list({ ...scope, limit: 10 });
+    const afterList = sent.length;
+    // The list endpoint asks for the positions of the page's QUEUED items.
+    const pageQueued = page.items.filter((r) => r.status === "QUEUED");
+    const pagePositions = await store.positions(pageQueued);
+    const pageCalls = sent.slice(afterList);
+
+    // Assess
+    expect(position).toBe(expected.get(deep.id));
+    expect(position).toBeGreaterThan(15);
+    // The counters item and, for the other tenant, one pointer: no Query of the index.
+    expect(positionCalls).toEqual(["GetItemCommand", "BatchGetItemCommand"]);
+    expect(page.items).toHaveLength(10);
+    expect(pageQueued).toHaveLength(9);
+    for (const r of pageQueued) expect(pagePositions.get(r.id)).toBe(expected.get(r.id));
+    // One counters read, and at most one BatchGetItem of pointers, whatever the depth.
+    expect(pageCalls.filter((name) => name !== "BatchGetItemCommand")).toEqual(["GetItemCommand"]);
+    expect(pageCalls.length).toBeLessThanOrEqual(2);
+    client.destroy();
+  });
+
+  it("answers a submit's fair position from its own counters read while other tenants wait", async () => {
+    // Prepare: another tenant waits at the same priority, older.
+    const writer = storeOn(admin);
+    const theirs = queued({ priority: 4, createdAt: T0 });
+    await writer.submit(theirs, null, ROOMY);
+    await writer.submit(
+      queued({ queue: theirs.queue, tenant: theirs.tenant, priority: 4, createdAt: T0 + 1 }),
+      null,
+      ROOMY,
+    );
+    const { client, sent } = recordingClient();
+    const store = storeOn(client);
+    const mine = queued({ queue: theirs.queue, priority: 4, createdAt: T0 + 5 });
+
+    // Act
+    const outcome = await store.submit(mine, null, ROOMY);
+
+    // Assess: b's head and a's request tie at level 0, b's is older; a's starts second.
+    expect(outcome).toMatchObject({ kind: "created", position: 1 });
+    expect(await store.position(mine)).toBe(1);
+    expect(sent.slice(0, 3)).toEqual([
+      "TransactWriteItemsCommand",
+      "GetItemCommand",
+      "BatchGetItemCommand",
+    ]);
+    client.destroy();
+  });
+
+  it("counts positions of requests written before sequences on the index, and sequences new ones after them", async () => {
+    // Prepare: requests as written before sequences existed (no `seq`, no sequence figures
+    // on the counters item), then new submits through a fresh store.
+    const old = storeOn(admin);
+    const first = queued({ priority: 1, createdAt: T0 });
+    const scope = { tenant: first.tenant, queue: first.queue };
+    const before = [
+      first,
+      ...[1, 2, 3].map((i) => queued({ ...scope, priority: 1, createdAt: T0 + i })),
+    ];
+    for (const r of before) await old.submit(r, null, ROOMY);
+    for (const r of before) {
+      await adminDoc.send(
+        new UpdateCommand({
+          TableName: tableName,
+          Key: requestItemKey(r.id),
+          UpdateExpression: "REMOVE seq",
+        }),
+      );
+    }
+    const counters = (await rawItem(countersItemKey(first.queue))) ?? {};
+    const sequenceFigures = Object.keys(counters).filter((name) => /^t[ikcx][0-9]#/.test(name));
+    expect(sequenceFigures.length).toBeGreaterThan(0);
+    await adminDoc.send(
+      new UpdateCommand({
+        TableName: tableName,
+        Key: countersItemKey(first.queue),
+        UpdateExpression: `REMOVE ${sequenceFigures.map((_, i) => `#f${i}`).join(", ")}`,
+        ExpressionAttributeNames: Object.fromEntries(sequenceFigures.map((n, i) => [`#f${i}`, n])),
+      }),
+    );
+    const store = storeOn(admin);
+    const after = [4, 5, 6].map((i) => queued({ ...scope, priority: 1, createdAt: T0 + i }));
+    for (const r of after) await store.submit(r, null, ROOMY);
+    await store.transition({
+      id: (before[1] as RequestRecord).id,
+      from: ["QUEUED"],
+      to: "CANCELLED",
+    });
+    const waiting = [before[0], before[2], before[3], ...after] as RequestRecord[];
+
+    // Act
+    const positions = await Promise.all(
+      waiting.map(async (r) => store.position((await store.get(r.id)) as RequestRecord)),
+    );
+    const together = await store.positions(waiting);
+
+    // Assess
+    expect(positions).toEqual([0, 1, 2, 3, 4, 5]);
+    for (const [i, r] of waiting.entries()) expect(together.get(r.id)).toBe(i);
+    expect(await rawItem(requestItemKey((after[0] as RequestRecord).id))).toMatchObject({ seq: 4 });
   });
 
   it("keeps the index keys in step with the status through the lifecycle", async () => {

@@ -1523,6 +1523,167 @@ export function describeRequestStoreContract(
         for (const [i, r] of waiting.entries()) expect(together.get(r.id)).toBe(positions[i]);
       });
 
+      /**
+       * Positions of `waiting` now, one by one and as a page, and each one's place in the
+       * order the rest of the queue starts in (claimed to the end): they must agree.
+       */
+      async function expectPositionsFollowStarts(waiting: RequestRecord[]): Promise<void> {
+        const alone = await Promise.all(waiting.map((r) => store.position(r)));
+        const together = await store.positions(waiting);
+        const { started } = await claimAll();
+        const order = started.map((r) => r.id);
+        expect(alone).toEqual(waiting.map((r) => order.indexOf(r.id)));
+        for (const [i, r] of waiting.entries()) expect(together.get(r.id)).toBe(alone[i]);
+      }
+
+      /** The requests of `ids` still QUEUED, as the store reads them. */
+      async function stillQueued(ids: readonly string[]): Promise<RequestRecord[]> {
+        const records = await Promise.all(ids.map((id) => store.get(id)));
+        return records.filter((r): r is RequestRecord => r?.status === RequestStatus.QUEUED);
+      }
+
+      it("keeps deep positions exact with cancellations and expiries ahead of and behind a request", async () => {
+        // Prepare: one tenant, 24 requests at priority 3 and a few at 6, then requests leave
+        // QUEUED out of order: cancelled and expired near the head, in the middle and at the
+        // end, and the head claimed.
+        const mine: RequestRecord[] = [];
+        for (let i = 0; i < 24; i++) {
+          mine.push(await put({ priority: i % 9 === 4 ? 6 : 3, createdAt: T0 + i * 10 }));
+        }
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        for (const i of [2, 3, 11, 15, 23]) {
+          await store.transition({
+            id: (mine[i] as RequestRecord).id,
+            from: ["QUEUED"],
+            to: "CANCELLED",
+          });
+        }
+        await store.transition({
+          id: (mine[19] as RequestRecord).id,
+          from: ["QUEUED"],
+          to: "EXPIRED",
+        });
+        // A submit after the gaps, so that a store pruning what it keeps of them has done so.
+        mine.push(await put({ priority: 3, createdAt: T0 + 1000 }));
+        const waiting = await stillQueued(mine.map((r) => r.id));
+
+        // Act + Assess
+        expect(waiting).toHaveLength(25 - 7);
+        await expectPositionsFollowStarts(waiting);
+      });
+
+      it("keeps positions exact across a claim, with three tenants at one priority", async () => {
+        // Prepare: a, b and c interleaved at priority 2 (a already running one), a few at 5,
+        // some cancelled; positions are checked, a few start, and they are checked again.
+        const [a, b, c] = [`${s.tenant}-a`, `${s.tenant}-b`, `${s.tenant}-c`];
+        await putAs(a, { createdAt: T0 - 100, priority: 9 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const submitted: RequestRecord[] = [];
+        for (let i = 0; i < 24; i++) {
+          const tenant = [a, b, c, a, b, a][i % 6] as string;
+          submitted.push(
+            await putAs(tenant, { priority: i % 11 === 7 ? 5 : 2, createdAt: T0 + i * 10 }),
+          );
+        }
+        for (const i of [1, 4, 13, 22]) {
+          await store.transition({
+            id: (submitted[i] as RequestRecord).id,
+            from: ["QUEUED"],
+            to: "CANCELLED",
+          });
+        }
+        const before = await stillQueued(submitted.map((r) => r.id));
+        const earlier = await store.positions(before);
+        const first = await claimAll({ maxRunning: 6 });
+
+        // Act + Assess: the first positions, by the starts that followed them.
+        const rest = await stillQueued(submitted.map((r) => r.id));
+        const restPositions = await Promise.all(rest.map((r) => store.position(r)));
+        const { started } = await claimAll();
+        const order = [...first.started, ...started].map((r) => r.id);
+        expect(first.started.length).toBeGreaterThan(0);
+        for (const r of before) expect(earlier.get(r.id)).toBe(order.indexOf(r.id));
+        const restOrder = started.map((r) => r.id);
+        expect(restPositions).toEqual(rest.map((r) => restOrder.indexOf(r.id)));
+      });
+
+      it("answers a submit's position, when it does, as position() would with other tenants waiting", async () => {
+        // Prepare: a and b take turns at one priority, b with one running.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        await putAs(b, { priority: 6, createdAt: T0 - 10 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const given: Array<[number, number]> = [];
+
+        // Act
+        for (let i = 0; i < 8; i++) {
+          const outcome = await store.submit(
+            s.request({ tenant: i % 3 === 0 ? b : a, priority: 6, createdAt: T0 + i * 10 }),
+            null,
+            ROOMY,
+          );
+          if (outcome.kind === "created" && outcome.position !== undefined) {
+            given.push([outcome.position, await store.position(outcome.request)]);
+          }
+        }
+
+        // Assess
+        for (const [fromSubmit, fromPosition] of given) expect(fromSubmit).toBe(fromPosition);
+      });
+
+      it("gives a list page's QUEUED items the places they start at", async () => {
+        // Prepare: two tenants at one priority, a page of the newest 6 of a's 12.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        for (let i = 0; i < 18; i++) {
+          await putAs(i % 3 === 2 ? b : a, { priority: 1, createdAt: T0 + i * 10 });
+        }
+        const page = await store.list({ tenant: a, queue: s.queue, limit: 6 });
+
+        // Act
+        const positions = await store.positions(page.items);
+        const { started } = await claimAll();
+
+        // Assess
+        const order = started.map((r) => r.id);
+        expect(page.items).toHaveLength(6);
+        for (const r of page.items) expect(positions.get(r.id)).toBe(order.indexOf(r.id));
+      });
+
+      it("places a request dated before one already waiting (another host's clock) by its age", async () => {
+        // Prepare: submits of one tenant and priority whose dates go back and forth, and two
+        // tenants; then the early-dated ones leave, one claimed and one cancelled.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        const dates = [50, 60, 55, 70, 10, 80, 90, 65, 100];
+        const mine: RequestRecord[] = [];
+        for (const [i, dt] of dates.entries()) {
+          mine.push(await putAs(a, { priority: 4, createdAt: T0 + dt }));
+          if (i % 3 === 0) await putAs(b, { priority: 4, createdAt: T0 + dt + 1 });
+        }
+        const skewed = await stillQueued(mine.map((r) => r.id));
+        const positions = await store.positions(skewed);
+        await store.transition({
+          id: (mine[7] as RequestRecord).id,
+          from: ["QUEUED"],
+          to: "CANCELLED",
+        });
+        const afterCancel = await stillQueued(mine.map((r) => r.id));
+
+        // Act + Assess
+        const positionsAfter = await store.positions(afterCancel);
+        const { started } = await claimAll();
+        const order = started.map((r) => r.id);
+        const startsOf = (r: RequestRecord) => order.indexOf(r.id);
+        // The cancelled one started nowhere: everyone behind it moves up by one.
+        const cancelledAt = [...positions.entries()].find(([id]) => id === mine[7]?.id)?.[1] ?? -1;
+        for (const r of skewed) {
+          if (r.id === mine[7]?.id) continue;
+          const was = positions.get(r.id) ?? -1;
+          expect(was - (was > cancelledAt ? 1 : 0)).toBe(startsOf(r));
+        }
+        for (const r of afterCancel) expect(positionsAfter.get(r.id)).toBe(startsOf(r));
+        // The oldest-dated request, submitted fifth, starts first of its tenant.
+        expect(startsOf(mine[4] as RequestRecord)).toBeLessThan(startsOf(mine[0] as RequestRecord));
+      });
+
       it("keeps a rolling summary of how long finished requests held their slot", async () => {
         // Prepare: two ran (1 s and 3 s), one retried, one cancelled before it started.
         const ran = [await put(), await put(), await put()];
@@ -1600,6 +1761,37 @@ export function describeRequestStoreContract(
         const refused = results.filter((r) => r.status === "rejected");
         expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(3);
         expect(refused.every((r) => r.reason instanceof RateLimitedError)).toBe(true);
+      });
+
+      it("keeps positions exact when several instances submit for one tenant at once", async () => {
+        // Prepare: another tenant waits; three instances then submit 15 requests of one
+        // tenant at one priority together, each from its own (soon stale) view of the queue.
+        const stores = [store, await fx.another(), await fx.another()];
+        const [mine, theirs] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        for (let i = 0; i < 3; i++) await putAs(theirs, { priority: 4, createdAt: T0 + i * 7 });
+        const wanted = Array.from({ length: 15 }, (_, i) =>
+          s.request({ tenant: mine, priority: 4, createdAt: T0 + 1 + i * 3 }),
+        );
+
+        // Act
+        await Promise.all(
+          wanted.map((r, i) => (stores[i % stores.length] as RequestStore).submit(r, null, ROOMY)),
+        );
+        const waiting = await stillQueued(wanted.map((r) => r.id));
+        const seen = await Promise.all(stores.map((st) => st.positions(waiting)));
+        const half = await claimAll({ maxRunning: 8 });
+        const rest = await stillQueued(wanted.map((r) => r.id));
+        const later = await store.positions(rest);
+        const { started } = await claimAll();
+
+        // Assess: every instance answers the places the claims then keep.
+        const order = [...half.started, ...started].map((r) => r.id);
+        expect(waiting).toHaveLength(15);
+        for (const positions of seen) {
+          for (const r of waiting) expect(positions.get(r.id)).toBe(order.indexOf(r.id));
+        }
+        const restOrder = started.map((r) => r.id);
+        for (const r of rest) expect(later.get(r.id)).toBe(restOrder.indexOf(r.id));
       });
 
       it("never lets a tenant exceed its limit with parallel dispatchers", async () => {

@@ -75,6 +75,7 @@ import {
   type RequestItem,
   requestIdOfPk,
   requestKey,
+  seqPointerKey,
   unescapeTenant,
 } from "./items.ts";
 
@@ -161,9 +162,19 @@ function queuedByPriority(counters: Record<string, unknown> | undefined): number
  * `th#<tenant>` the ready key of its head as far as the writers know it (a hint; see
  * docs/design.md "Fair claim on DynamoDB").
  */
-type TenantField = "q" | "r" | "b" | "h" | `q${number}`;
+type TenantField =
+  | "q"
+  | "r"
+  | "b"
+  | "h"
+  | `q${number}`
+  | `i${number}`
+  | `c${number}`
+  | `k${number}`
+  | `x${number}`;
 
-function tenantAttr(field: TenantField, tenant: string): string {
+/** Name of a per-tenant figure on the counters item (exported for the bench's seeding). */
+export function tenantAttr(field: TenantField, tenant: string): string {
   return `t${field}#${escapeTenant(tenant)}`;
 }
 
@@ -202,6 +213,115 @@ function tenantFigures(counters: Record<string, unknown> | undefined): Map<strin
     else f.byPriority[Number((field as string).slice(1))] = value;
   }
   return out;
+}
+
+/**
+ * One tenant's submit sequence at one priority of a queue (docs/design.md "Positions in
+ * O(1)"): `issued` places given out so far (`ti<p>#<tenant>`, the next request's `seq`),
+ * `queued` of them still QUEUED (`tq<p>#<tenant>`), and `removed`, ascending, the places of
+ * requests that left QUEUED other than by a claim of the head (`tc<p>#<tenant>`, a number
+ * set; places below the head may have been pruned from it). Every other place that left is
+ * below every waiting one (claims take the head), so counts give ranks: no index is read.
+ *
+ * Places follow the order in which submits commit; requests start in the order of their
+ * ready keys (age). A submit dated before the newest one already placed (`tk<p>#<tenant>`,
+ * its createdAt; another host's clock, or two submits in one millisecond) is "late": it
+ * gets a place, is counted in `late` (`tx<p>#<tenant>`) until it leaves QUEUED, and while
+ * any is, the stream's positions are counted on the index as before sequences.
+ */
+interface Stream {
+  issued: number;
+  queued: number;
+  removed: number[];
+  late: number;
+  /** createdAt of the newest request placed in order (`tk<p>#<tenant>`). */
+  last: number | null;
+}
+
+/** The stream of `tenant` at `priority` on a counters item; null before its first stamp. */
+function streamOf(
+  counters: Record<string, unknown> | undefined,
+  tenant: string,
+  priority: number,
+): Stream | null {
+  const issued = counters?.[tenantAttr(`i${priority}`, tenant)];
+  if (typeof issued !== "number") return null;
+  const queued = counters?.[tenantAttr(`q${priority}`, tenant)];
+  const removed = counters?.[tenantAttr(`c${priority}`, tenant)];
+  const late = counters?.[tenantAttr(`x${priority}`, tenant)];
+  const last = counters?.[tenantAttr(`k${priority}`, tenant)];
+  return {
+    last: typeof last === "number" ? last : null,
+    issued,
+    queued: typeof queued === "number" ? queued : 0,
+    removed: removed instanceof Set ? [...(removed as Set<number>)].sort((a, b) => a - b) : [],
+    late: typeof late === "number" ? late : 0,
+  };
+}
+
+/** The same, from an item returned with a cancellation (marshalled form). */
+function rawStreamOf(item: Reason["Item"], tenant: string, priority: number): Stream | null {
+  const issued = rawNumber(item, tenantAttr(`i${priority}`, tenant));
+  if (issued === null) return null;
+  const set = (item?.[tenantAttr(`c${priority}`, tenant)] as { NS?: string[] } | undefined)?.NS;
+  return {
+    issued,
+    queued: rawNumber(item, tenantAttr(`q${priority}`, tenant)) ?? 0,
+    removed: (set ?? []).map(Number).sort((a, b) => a - b),
+    late: rawNumber(item, tenantAttr(`x${priority}`, tenant)) ?? 0,
+    last: rawNumber(item, tenantAttr(`k${priority}`, tenant)),
+  };
+}
+
+/** What a submit assumes of its stream (from the last counters item this instance read). */
+interface StreamGuess {
+  issued: number | null;
+  queued: number;
+  last: number | null;
+  /** Places to drop from the stream's `removed` (below its head). */
+  prune: number[];
+}
+
+/** Map key of one tenant's stream at one priority of a queue. */
+function streamKey(queue: string, tenant: string, priority: number): string {
+  return `${queue}\u0000${tenant}\u0000${priority}`;
+}
+
+/** Places that left at the head (or before sequences began): issued − queued − removed. */
+function headLeft(s: Stream): number {
+  return s.issued - s.queued - s.removed.length;
+}
+
+/**
+ * Requests of the stream still QUEUED before the one at place `seq`: its place minus those
+ * that left below it. Null when the figures do not fit (a hand-repaired counters item):
+ * the caller counts on the index instead.
+ */
+function rankInStream(s: Stream, seq: number): number | null {
+  const left = headLeft(s);
+  const rank = seq - left - s.removed.filter((c) => c < seq).length;
+  const fits = s.late <= 0 && left >= 0 && seq < s.issued;
+  return fits && rank >= 0 && rank < s.queued ? rank : null;
+}
+
+/** Place of the stream's `index`-th (0-based) QUEUED request; null when there is none. */
+function placeInStream(s: Stream, index: number): number | null {
+  if (s.late > 0 || headLeft(s) < 0 || index < 0 || index >= s.queued) return null;
+  // The (left + index)-th place not in `removed`.
+  let place = headLeft(s) + index;
+  for (const c of s.removed) {
+    if (c <= place) place++;
+    else break;
+  }
+  return place < s.issued ? place : null;
+}
+
+/** Places in `removed` below the head: no rank needs them any more (a submit drops them). */
+function prunable(s: Stream): number[] {
+  // With a late request waiting the head is not known from the counts: keep them all.
+  if (s.late > 0) return [];
+  const head = placeInStream(s, 0) ?? s.issued;
+  return s.removed.filter((c) => c < head);
 }
 
 const DAY_MS = 86_400_000;
@@ -456,6 +576,20 @@ export function toItem(r: RequestRecord, idem: IdempotencyClaim | null): Request
   };
 }
 
+/**
+ * The pointer a submit writes with its request (items.ts seqPointerKey): which request took
+ * place `seq`, and its ready key (how old it is). Kept a day past the request's expiry,
+ * after which the request cannot be QUEUED; a position that finds no pointer reads the index.
+ */
+export function seqPointerItem(r: RequestRecord, seq: number): Record<string, unknown> {
+  return {
+    ...seqPointerKey(r.queue, r.tenant, r.priority, seq),
+    requestId: r.id,
+    readyKey: readyOrderKey(r),
+    [TTL_ATTRIBUTE]: Math.ceil(r.expiresAt / 1000) + SECONDS_PER_DAY,
+  };
+}
+
 function fromItem(item: Record<string, unknown>): RequestRecord {
   // toItem writes every field; nullable ones are still read defensively (`?? null`) so an
   // item edited by hand without them reads as "not set" rather than undefined.
@@ -679,6 +813,16 @@ export class DynamoRequestStore implements RequestStore {
   readonly #heads = new Map<string, string>();
   /** What each dispatch pass knows (claimNext's `pass`); gone with the pass. */
   readonly #passes = new WeakMap<ClaimPass, Map<string, PassState>>();
+  /**
+   * Last known submit sequence per queue, tenant and priority: the submit stamps the next
+   * place under a condition that the counters item still holds this (see #counterUpdate);
+   * a wrong guess is cancelled with the item as it was and sent again.
+   */
+  readonly #streams = new Map<string, StreamGuess>();
+  /** `seq` of the request items last read or written here (it never changes). */
+  readonly #seqs = new ItemMemo<{ seq: number }>(4096);
+  /** The last submit in flight per stream: the next one waits for it (see submit). */
+  readonly #submitting = new Map<string, Promise<void>>();
 
   constructor(options: DynamoRequestStoreOptions) {
     this.#doc =
@@ -710,6 +854,30 @@ export class DynamoRequestStore implements RequestStore {
     if (limits.maxQueued < 1) {
       throw new QueueFullError(request.queue, limits.maxQueued, limits.retryAfterSeconds);
     }
+    // Submits of one tenant at one priority take places one after the other: this
+    // instance's guess of the next place then holds for all but the first of a burst.
+    const key = streamKey(request.queue, request.tenant, request.priority);
+    const before = this.#submitting.get(key);
+    let done = () => {};
+    const mine = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    const turn = (before ?? Promise.resolve()).then(() => mine);
+    this.#submitting.set(key, turn);
+    try {
+      if (before) await before;
+      return await this.#submitInTurn(request, idempotency, limits);
+    } finally {
+      done();
+      if (this.#submitting.get(key) === turn) this.#submitting.delete(key);
+    }
+  }
+
+  async #submitInTurn(
+    request: RequestRecord,
+    idempotency: IdempotencyClaim | null,
+    limits: SubmitLimits,
+  ): Promise<SubmitOutcome> {
     // At most one pass frees a key whose request retention has already deleted.
     const sent = { transactions: 0 };
     for (let pass = 0; ; pass++) {
@@ -732,13 +900,14 @@ export class DynamoRequestStore implements RequestStore {
     limits: SubmitLimits,
     sent: { transactions: number },
   ): Promise<SubmitOutcome | { kind: "orphan-key"; requestId: string }> {
-    // A second pass only follows a wrong guess of the bucket's state or of the head hint
-    // (#counterUpdate). Every transaction sent gets a token of its own (see #submitOnce).
-    for (let pass = 0; pass < 3; pass++) {
+    // A second pass only follows a wrong guess of the bucket's state (#bucketUpdate), of
+    // the head hint, or of the tenant's sequence (another instance submitted meanwhile).
+    // Every transaction sent gets a token of its own (see #submitOnce).
+    for (let pass = 0; pass < 8; pass++) {
       const outcome = await this.#submitOnce(request, idempotency, limits, sent.transactions++);
       if (outcome.kind !== "bucket-missed") return outcome;
     }
-    throw new TransientConflict("the token bucket or the head hint kept moving");
+    throw new TransientConflict("the token bucket, the head hint or the sequence kept moving");
   }
 
   /**
@@ -755,6 +924,8 @@ export class DynamoRequestStore implements RequestStore {
   ): {
     update: ItemUpdate;
     bucket: { guess: number | null; decision: ReturnType<typeof takeToken> } | null;
+    seq: number;
+    late: boolean;
   } {
     const { queue, tenant, createdAt: now } = request;
     const adds = ["#queued :one", "#qp :one", "#tq :one", "#tqp :one"];
@@ -779,6 +950,7 @@ export class DynamoRequestStore implements RequestStore {
       "#tq": tenantAttr("q", tenant),
       "#tqp": tenantAttr(`q${request.priority}`, tenant),
       "#th": tenantAttr("h", tenant),
+      "#ti": tenantAttr(`i${request.priority}`, tenant),
     };
     const values: Record<string, unknown> = {
       ":one": 1,
@@ -786,6 +958,42 @@ export class DynamoRequestStore implements RequestStore {
       ":head": readyOrderKey(request),
       ":prefix": readyKeyPrefix(request.priority),
     };
+    // The request's place in its tenant's sequence at its priority. A first stamp starts
+    // the sequence after the requests already waiting (written before sequences existed),
+    // so their places are the lowest, as their age is.
+    const stream: StreamGuess = this.#streams.get(streamKey(queue, tenant, request.priority)) ?? {
+      issued: null,
+      queued: 0,
+      last: null,
+      prune: [],
+    };
+    const seq = stream.issued ?? stream.queued;
+    sets.push("#ti = :seqNext");
+    names["#tk"] = tenantAttr(`k${request.priority}`, tenant);
+    values[":seqNext"] = seq + 1;
+    values[":seq"] = seq;
+    values[":createdAt"] = request.createdAt;
+    conditions.push(
+      stream.issued !== null
+        ? "#ti = :seq"
+        : "attribute_not_exists(#ti) AND (attribute_not_exists(#tqp) OR #tqp = :seq)",
+    );
+    // In order: dated after every request placed before it. Late: counted until it leaves.
+    const late = stream.last !== null && request.createdAt <= stream.last;
+    if (late) {
+      conditions.push("#tk >= :createdAt");
+      names["#tx"] = tenantAttr(`x${request.priority}`, tenant);
+      adds.push("#tx :one");
+    } else {
+      conditions.push("(attribute_not_exists(#tk) OR #tk < :createdAt)");
+      sets.push("#tk = :createdAt");
+    }
+    let deletes = "";
+    if (stream.prune.length > 0) {
+      names["#tc"] = tenantAttr(`c${request.priority}`, tenant);
+      values[":prune"] = new Set(stream.prune);
+      deletes = " DELETE #tc :prune";
+    }
     if (limits.maxQueuedPerTenant !== undefined) {
       conditions.push("(attribute_not_exists(#tq) OR #tq < :tmax)");
       values[":tmax"] = limits.maxQueuedPerTenant;
@@ -814,12 +1022,14 @@ export class DynamoRequestStore implements RequestStore {
         TableName: this.#table,
         Key: countersKey(queue),
         // ADD creates the counter item (and the attributes) on a queue's first submit.
-        UpdateExpression: `SET ${sets.join(", ")} ADD ${adds.join(", ")}`,
+        UpdateExpression: `SET ${sets.join(", ")} ADD ${adds.join(", ")}${deletes}`,
         ConditionExpression: conditions.join(" AND "),
         ExpressionAttributeNames: names,
         ExpressionAttributeValues: values,
       },
       bucket,
+      seq,
+      late,
     };
   }
 
@@ -852,6 +1062,21 @@ export class DynamoRequestStore implements RequestStore {
       if (hint === undefined) this.#heads.delete(headKey);
       else this.#heads.set(headKey, hint);
     }
+    const stream = rawStreamOf(old, request.tenant, request.priority);
+    const guess = this.#streams.get(streamKey(request.queue, request.tenant, request.priority));
+    const seqMissed =
+      (stream?.issued ?? null) !== (guess?.issued ?? null) ||
+      (stream?.last ?? null) !== (guess?.last ?? null) ||
+      (stream === null &&
+        (rawNumber(old, tenantAttr(`q${request.priority}`, request.tenant)) ?? 0) !==
+          (guess?.queued ?? 0));
+    if (seqMissed) {
+      this.#learnStream(
+        request,
+        stream,
+        rawNumber(old, tenantAttr(`q${request.priority}`, request.tenant)),
+      );
+    }
     if (limits.rateLimit) {
       const at = rawNumber(old, tenantAttr("b", request.tenant));
       const key = `${request.queue}\u0000${request.tenant}`;
@@ -863,13 +1088,30 @@ export class DynamoRequestStore implements RequestStore {
       }
       return "bucket-missed";
     }
-    return headMissed ? "bucket-missed" : null;
+    return headMissed || seqMissed ? "bucket-missed" : null;
   }
 
   /** Whether `request` comes before `hint`, the tenant's head hint, at its own priority. */
   #newHead(request: RequestRecord, hint: string | undefined): boolean {
     if (hint === undefined) return false;
     return hint.startsWith(readyKeyPrefix(request.priority)) && hint > readyOrderKey(request);
+  }
+
+  /**
+   * What this instance knows of a tenant's sequence at a priority, from a counters item it
+   * read (`queued`: the tenant's QUEUED there, which a first stamp starts from).
+   */
+  #learnStream(
+    request: Pick<RequestRecord, "queue" | "tenant" | "priority">,
+    stream: Stream | null,
+    queued: number | null,
+  ): void {
+    this.#streams.set(streamKey(request.queue, request.tenant, request.priority), {
+      issued: stream?.issued ?? null,
+      queued: stream?.queued ?? queued ?? 0,
+      last: stream?.last ?? null,
+      prune: stream ? prunable(stream) : [],
+    });
   }
 
   async #submitOnce(
@@ -897,16 +1139,22 @@ export class DynamoRequestStore implements RequestStore {
         },
       });
     }
+    const counters = this.#counterUpdate(request, limits);
     items.push({
       Put: {
         TableName: this.#table,
-        Item: toItem(request, idempotency),
+        Item: {
+          ...toItem(request, idempotency),
+          seq: counters.seq,
+          ...(counters.late ? { seqLate: true } : {}),
+        },
         ConditionExpression: "attribute_not_exists(#pk)",
         ExpressionAttributeNames: { "#pk": TABLE_KEY.partitionKey },
       },
     });
-    const counters = this.#counterUpdate(request, limits);
     items.push({ Update: { ...counters.update, ReturnValuesOnConditionCheckFailure: "ALL_OLD" } });
+    // Last, so that the cancellation reasons above keep their places.
+    items.push({ Put: { TableName: this.#table, Item: seqPointerItem(request, counters.seq) } });
     // The request id is new for every submit: AWS then ignores an SDK retry of a transaction
     // that did commit (its answer lost) instead of failing it on its own Put. Any later
     // transaction of the same submit (after a wrong guess, or a conflict retried) may send
@@ -935,6 +1183,7 @@ export class DynamoRequestStore implements RequestStore {
         this.#buckets.set(`${request.queue}\u0000${request.tenant}`, at);
         rateLimit = takeToken(limits.rateLimit, counters.bucket.guess, request.createdAt).state;
       }
+      this.#seqs.set(request.id, { seq: counters.seq });
       const { position, usage } = await this.#positionOfNewest(request);
       return {
         kind: "created",
@@ -1041,6 +1290,7 @@ export class DynamoRequestStore implements RequestStore {
     const item = (out.Item as RequestItem | undefined) ?? null;
     if (item) this.#memo.set(id, item);
     else this.#memo.delete(id);
+    if (typeof item?.seq === "number") this.#seqs.set(id, { seq: item.seq });
     return item;
   }
 
@@ -1089,6 +1339,10 @@ export class DynamoRequestStore implements RequestStore {
         .slice(0, limit + 1);
     }
     const more = items.length > limit;
+    // A page's positions (store.positions) follow from the items' places in their sequences.
+    for (const item of items) {
+      if (typeof item.seq === "number") this.#seqs.set(item.id as string, { seq: item.seq });
+    }
     const page = items.slice(0, limit).map(fromItem);
     const last = page.at(-1);
     return { items: page, nextCursor: more && last ? encodeListCursor(last) : null };
@@ -1152,47 +1406,109 @@ export class DynamoRequestStore implements RequestStore {
   }
 
   /**
-   * The fair position (store-support.ts fairPositionPlan): higher priorities and every
-   * waiting tenant's level from the counters item (one consistent read), the tenant's own
-   * entries before it on its ready partition (a Query of that priority's range), and for
-   * each other tenant at most one probe: the entry that would start at this request's level
-   * (a Query of that tenant's range, Limit up to it). The keys read follow the position.
+   * The fair position (store-support.ts fairPositionPlan), docs/design.md "Positions in
+   * O(1)": higher priorities and every waiting tenant's level from the counters item (one
+   * consistent read); the request's rank among its tenant's requests at its priority from
+   * its `seq` and the counters (the index up to it only for an item without one); for each
+   * other tenant, at most one pointer read: the request that would start at this request's
+   * level, to compare ages. No read follows the depth.
    */
   async position(request: RequestRecord): Promise<number> {
-    return this.#fairPosition(request, await this.#countersItem(request.queue));
+    const counters = new Map([[request.queue, await this.#countersItem(request.queue)]]);
+    return (await this.#fairPositions([request], counters)).get(request.id) ?? 0;
   }
 
-  async #fairPosition(
-    request: RequestRecord,
-    counters: Record<string, unknown> | undefined,
-  ): Promise<number> {
-    const { queue, priority } = request;
-    const split = queuedByPriority(counters);
-    // Without a usable split (a counters item from before it), the tenant's own entries of
-    // every priority before it: exact while one tenant waits, a lower bound otherwise.
-    if (!split) return this.#countReadyBefore(request, null);
-    const own = await this.#countReadyBefore(request, priority);
-    const higher = split.slice(priority + 1).reduce((a, b) => a + b, 0);
-    const tenants: FairTenant[] = [];
-    for (const [tenant, f] of tenantFigures(counters)) {
-      const queued = f.byPriority[priority] ?? 0;
-      if (queued <= 0) continue;
-      const above = f.byPriority.slice(priority + 1).reduce((a, b) => a + b, 0);
-      tenants.push({ tenant, level: f.running + above, queued });
+  /** Positions of several QUEUED requests (a list page): one counters read per queue. */
+  async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
+    const counters = new Map<string, Record<string, unknown> | undefined>();
+    for (const queue of new Set(requests.map((r) => r.queue))) {
+      counters.set(queue, await this.#countersItem(queue));
     }
-    const plan = fairPositionPlan({ tenant: request.tenant, higher, own, tenants });
-    const keys = new Map(
-      await Promise.all(
-        plan.probes.map(
-          async (probe) =>
-            [
-              probe.tenant,
-              await this.#readyNth(queue, probe.tenant, priority, probe.index),
-            ] as const,
-        ),
-      ),
+    return this.#fairPositions(requests, counters);
+  }
+
+  /**
+   * Fair positions of `requests` from their queues' counters items: every probe of every
+   * request is one pointer, all read in one BatchGetItem (100 keys a call), so a list page
+   * costs its counters reads plus at most one pointer per item and other waiting tenant.
+   */
+  async #fairPositions(
+    requests: readonly RequestRecord[],
+    countersOf: ReadonlyMap<string, Record<string, unknown> | undefined>,
+  ): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const planned: { request: RequestRecord; plan: ReturnType<typeof fairPositionPlan> }[] = [];
+    for (const request of requests) {
+      const { queue, priority, tenant } = request;
+      const counters = countersOf.get(queue);
+      const split = queuedByPriority(counters);
+      // Without a usable split (a counters item from before it), the tenant's own entries
+      // of every priority before it: exact while one tenant waits, a lower bound otherwise.
+      if (!split) {
+        out.set(request.id, await this.#countReadyBefore(request, null));
+        continue;
+      }
+      const seq = this.#seqs.get(request.id)?.seq;
+      const stream = seq === undefined ? null : streamOf(counters, tenant, priority);
+      const own =
+        (stream && seq !== undefined ? rankInStream(stream, seq) : null) ??
+        (await this.#countReadyBefore(request, priority));
+      const higher = split.slice(priority + 1).reduce((a, b) => a + b, 0);
+      const tenants: FairTenant[] = [];
+      for (const [name, f] of tenantFigures(counters)) {
+        const queued = f.byPriority[priority] ?? 0;
+        if (queued <= 0) continue;
+        const above = f.byPriority.slice(priority + 1).reduce((a, b) => a + b, 0);
+        tenants.push({ tenant: name, level: f.running + above, queued });
+      }
+      planned.push({ request, plan: fairPositionPlan({ tenant, higher, own, tenants }) });
+    }
+    // Each probe names a tenant's index-th request at the priority; its place in that
+    // tenant's sequence follows from the counters, and the place's pointer gives its age.
+    const probeKey = (r: RequestRecord, tenant: string, index: number) =>
+      `${streamKey(r.queue, tenant, r.priority)}\u0000${index}`;
+    const places = new Map<string, Record<string, string> | null>();
+    for (const { request, plan } of planned) {
+      for (const probe of plan.probes) {
+        const key = probeKey(request, probe.tenant, probe.index);
+        if (places.has(key)) continue;
+        const stream = streamOf(countersOf.get(request.queue), probe.tenant, request.priority);
+        const place = stream ? placeInStream(stream, probe.index) : null;
+        places.set(
+          key,
+          place === null
+            ? null
+            : seqPointerKey(request.queue, probe.tenant, request.priority, place),
+        );
+      }
+    }
+    const pointerKeys = [...places.values()].filter((k): k is Record<string, string> => !!k);
+    const found = new Map(
+      (await this.#batchGet(pointerKeys, ["readyKey"], false)).map((item) => [
+        item[TABLE_KEY.partitionKey] as string,
+        item.readyKey as string,
+      ]),
     );
-    return fairPositionFinish(request, plan, keys);
+    const keys = new Map<string, string | null>();
+    for (const { request, plan } of planned) {
+      const probeKeys = new Map<string, string | null>();
+      for (const probe of plan.probes) {
+        const key = probeKey(request, probe.tenant, probe.index);
+        let ready = keys.get(key);
+        if (ready === undefined) {
+          const pointer = places.get(key);
+          // No place (a sequence from before sequences existed) or no pointer (not yet
+          // visible, or expired): read the tenant's index up to that request.
+          ready =
+            (pointer ? found.get(pointer[TABLE_KEY.partitionKey] as string) : undefined) ??
+            (await this.#readyNth(request.queue, probe.tenant, request.priority, probe.index));
+          keys.set(key, ready);
+        }
+        probeKeys.set(probe.tenant, ready);
+      }
+      out.set(request.id, fairPositionFinish(request, plan, probeKeys));
+    }
+    return out;
   }
 
   /**
@@ -1205,12 +1521,21 @@ export class DynamoRequestStore implements RequestStore {
     request: RequestRecord,
   ): Promise<{ position: number | undefined; usage: UsageFigures }> {
     const counters = await this.#countersItem(request.queue);
+    const stream = streamOf(counters, request.tenant, request.priority);
+    this.#learnStream(request, stream, null);
     const usage = usageOf(counters, request.tenant, request.createdAt);
     const split = queuedByPriority(counters);
     if (!split) return { position: undefined, usage };
     for (const [tenant, f] of tenantFigures(counters)) {
       if (tenant !== request.tenant && (f.byPriority[request.priority] ?? 0) > 0) {
-        return { position: undefined, usage };
+        // Other tenants wait at its priority: the fair position from this same counters
+        // item when the sequence ranks it (no second read), else position() counts it.
+        const seq = this.#seqs.get(request.id)?.seq;
+        if (!stream || seq === undefined || rankInStream(stream, seq) === null) {
+          return { position: undefined, usage };
+        }
+        const fair = await this.#fairPositions([request], new Map([[request.queue, counters]]));
+        return { position: fair.get(request.id), usage };
       }
     }
     const atOrAbove = split.slice(request.priority).reduce((a, b) => a + b, 0);
@@ -1287,17 +1612,6 @@ export class DynamoRequestStore implements RequestStore {
       for (const entry of items) keys.push(entry[INDEXES.ready.sortKey] as string);
     }
     return keys;
-  }
-
-  /** Positions of several QUEUED requests (a list page), one counters read per queue. */
-  async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
-    const counters = new Map<string, Record<string, unknown> | undefined>();
-    for (const queue of new Set(requests.map((r) => r.queue))) {
-      counters.set(queue, await this.#countersItem(queue));
-    }
-    const out = new Map<string, number>();
-    for (const r of requests) out.set(r.id, await this.#fairPosition(r, counters.get(r.queue)));
-    return out;
   }
 
   /** Queue and tenant counts and the run summary from one read of the counters item. */
@@ -1379,6 +1693,7 @@ export class DynamoRequestStore implements RequestStore {
   async #batchGet(
     keys: Record<string, string>[],
     projection?: readonly string[],
+    consistent = true,
   ): Promise<Record<string, unknown>[]> {
     const byPk = new Map<string, Record<string, unknown>>();
     for (let i = 0; i < keys.length; i += BATCH_GET_MAX) {
@@ -1394,7 +1709,7 @@ export class DynamoRequestStore implements RequestStore {
             RequestItems: {
               [this.#table]: {
                 Keys: pending,
-                ConsistentRead: true,
+                ConsistentRead: consistent,
                 ...(projectionExpression
                   ? { ProjectionExpression: projectionExpression, ...expr.params() }
                   : {}),
@@ -1736,6 +2051,9 @@ export class DynamoRequestStore implements RequestStore {
       hintClause = " REMOVE #th";
       hintCondition = " AND #tq = :one";
     }
+    // A request placed late in its tenant's sequence (see Stream) leaves out of place order:
+    // its place is recorded and the stream's late count drops, as when it is cancelled.
+    const lateClaim = item.seqLate === true && typeof item.seq === "number";
     try {
       await this.#doc.send(
         new TransactWriteCommand({
@@ -1753,7 +2071,7 @@ export class DynamoRequestStore implements RequestStore {
               Update: {
                 TableName: this.#table,
                 Key: countersKey(queue),
-                UpdateExpression: `ADD #queued :minus, #running :one, #qp :minus, #tq :minus, #tqp :minus, #tr :one${hintClause}`,
+                UpdateExpression: `ADD #queued :minus, #running :one, #qp :minus, #tq :minus, #tqp :minus, #tr :one${lateClaim ? ", #tc :gap, #tx :minus" : ""}${hintClause}`,
                 ConditionExpression: `(attribute_not_exists(#running) OR #running < :max) AND (attribute_not_exists(#tr) OR #tr < :tmax)${hintCondition}`,
                 ExpressionAttributeNames: {
                   "#queued": "queued",
@@ -1763,6 +2081,12 @@ export class DynamoRequestStore implements RequestStore {
                   "#tqp": tenantAttr(`q${item.priority}`, item.tenant),
                   "#tr": tenantAttr("r", item.tenant),
                   ...(hintClause ? { "#th": tenantAttr("h", item.tenant) } : {}),
+                  ...(lateClaim
+                    ? {
+                        "#tc": tenantAttr(`c${item.priority}`, item.tenant),
+                        "#tx": tenantAttr(`x${item.priority}`, item.tenant),
+                      }
+                    : {}),
                 },
                 ExpressionAttributeValues: {
                   ":minus": -1,
@@ -1770,6 +2094,7 @@ export class DynamoRequestStore implements RequestStore {
                   ":max": maxRunning,
                   ":tmax": tenantMaxRunning,
                   ...hintValues,
+                  ...(lateClaim ? { ":gap": new Set([item.seq]) } : {}),
                 },
                 // Says which condition stopped the claim: the queue's limit (full), the
                 // tenant's, or the hint's.
@@ -2005,7 +2330,7 @@ export class DynamoRequestStore implements RequestStore {
     const withKey = ttl !== null && typeof item.idemPk === "string";
     const build = (includeKey: boolean): TransactWriteCommandInput => {
       const counterParts: string[] = [];
-      const values: Record<string, number> = {};
+      const values: Record<string, unknown> = {};
       if (delta.queued !== 0) {
         counterParts.push("#queued :dq", "#qp :dq", "#tq :dq", "#tqp :dq");
         values[":dq"] = delta.queued;
@@ -2017,6 +2342,19 @@ export class DynamoRequestStore implements RequestStore {
       // The run-time summary: this day's sum and count; days that left the window go.
       const runNames: Record<string, string> = {};
       const removes: string[] = [];
+      // A request leaving QUEUED here (not by a claim of its tenant's head) may leave a gap
+      // in its sequence: its place is recorded, so the ranks behind it stay exact.
+      const gap = delta.queued < 0 && typeof item.seq === "number";
+      if (gap) {
+        counterParts.push("#tc :gap");
+        values[":gap"] = new Set([item.seq]);
+        runNames["#tc"] = tenantAttr(`c${item.priority}`, item.tenant);
+        if (item.seqLate === true) {
+          counterParts.push("#tx :lateGone");
+          values[":lateGone"] = -1;
+          runNames["#tx"] = tenantAttr(`x${item.priority}`, item.tenant);
+        }
+      }
       if (run) {
         counterParts.push("#rs :ms", "#rn :rn");
         values[":ms"] = run.ms;

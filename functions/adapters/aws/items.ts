@@ -11,6 +11,9 @@
  *   webhook key  pk = WHSEC#<escaped tenant>  sk = WHSEC      (the tenant's signing secret)
  *   webhook order pk = WHORD#<request id>     sk = WHORD      (order of a request's deliveries)
  *   upload       pk = UPL#<id>                sk = UPL        (`ttl` at expiry)
+ *   seq pointer  pk = SEQ#<queue>#<escaped tenant>#<priority>#<seq>  sk = SEQ
+ *                (`requestId`, `readyKey`; which request holds a place in its tenant's
+ *                submit sequence at a priority, for O(1) positions; `ttl` past its expiry)
  */
 import { ACTIVE_STATUSES, type CapacityWait, type RequestStatus } from "../../core/request.ts";
 import { TABLE_KEY } from "./definitions.ts";
@@ -23,6 +26,7 @@ export const ITEM_KIND = {
   webhookSecret: { pkPrefix: "WHSEC#", sk: "WHSEC" },
   webhookOrder: { pkPrefix: "WHORD#", sk: "WHORD" },
   upload: { pkPrefix: "UPL#", sk: "UPL" },
+  seqPointer: { pkPrefix: "SEQ#", sk: "SEQ" },
 } as const;
 
 /** A table key: `pk` and `sk`. */
@@ -105,6 +109,24 @@ export function uploadKey(id: string): ItemKey {
 }
 
 /**
+ * Key of the pointer from a place in a tenant's submit sequence at one priority of a queue
+ * (the request item's `seq`) to the request that took it. Written once, in the submit's
+ * own transaction, and never changed: a position reads it to learn how old the request at
+ * a given place is without reading the index up to it (docs/design.md, "Positions in O(1)").
+ */
+export function seqPointerKey(
+  queue: string,
+  tenant: string,
+  priority: number,
+  seq: number,
+): ItemKey {
+  return {
+    [TABLE_KEY.partitionKey]: `${ITEM_KIND.seqPointer.pkPrefix}${queue}#${escapeTenant(tenant)}#${priority}#${seq}`,
+    [TABLE_KEY.sortKey]: ITEM_KIND.seqPointer.sk,
+  };
+}
+
+/**
  * The attributes of a request item the writers condition on (the store keeps every field of
  * RequestRecord besides, plus the index keys).
  *
@@ -134,6 +156,19 @@ export interface RequestItem extends Record<string, unknown> {
    * UpdateItem conditioned on status STARTING and the attempt; absent on most items.
    */
   capacityWait?: CapacityWait | null;
+  /**
+   * Its place in the submit sequence of its tenant at its priority in its queue (0-based),
+   * stamped by the submit's transaction from the counters item's `ti<p>#<tenant>`. Absent
+   * on items written before sequences existed: their positions are counted on the index.
+   */
+  seq?: number;
+  /**
+   * Set when the submit was dated no later than a request placed before it in the same
+   * sequence (clock skew, one millisecond): such a request starts out of place order, so it
+   * is counted on the counters item until it leaves QUEUED, and whoever moves it out
+   * records its place there.
+   */
+  seqLate?: boolean;
 }
 
 /** Name of the `rev` attribute, for writers building their own expressions. */
