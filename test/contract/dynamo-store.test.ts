@@ -83,9 +83,9 @@ afterAll(async () => {
 });
 
 // Each contract test gets a table of its own, dropped after it. moto copies a whole table
-// (its stream records too) before every transaction it runs, to roll back on failure: on
-// one table for the whole file that copy grows with every test, and the emulator's memory
-// with it (past 12 GB over this file). A fresh table keeps each copy test-sized.
+// before every transaction it runs, to roll back on failure (test/helpers/moto_server.py):
+// on one table for the whole file that copy grows with every test, and the file's time and
+// the emulator's memory with it. A fresh table keeps each copy test-sized.
 describeRequestStoreContract("DynamoRequestStore", async () => {
   const table = `longrun-contract-${ulid().toLowerCase()}`;
   await createTable(admin, table);
