@@ -4,7 +4,7 @@
 //
 // Protocol: one JSON object per line. The server writes requests to stdin:
 //   {"op":"spawn","key":K,"program":P,"args":[...],"cwd":D,"env":{...},"uid"?,"gid"?,"log":F,
-//    "header":H,"pidFile":R}
+//    "header":H,"pidFile":R,"recordFrom"?:E,"logFrom"?:E2}
 // and reads answers on stdout:
 //   {"key":K,"pid":N,"startTime":S}       the job runs (S: /proc start time, null without /proc)
 //   {"key":K,"error":"..."}               it could not be started
@@ -19,10 +19,14 @@
 // itself, opened for appending: its output reaches the log whatever happens to this process or
 // to the server. Jobs lead their own process group (detached), so they outlive this process.
 // When stdin ends (the server is gone) the launcher exits and leaves its jobs running.
+// E and E2 name empty files the server made ahead (spare-pool.ts): R and a new F are linked
+// from them rather than created, which costs far less on the path to the job's start; link(2)
+// fails on an existing name just as the exclusive create does.
 import { spawn } from "node:child_process";
 import {
   closeSync,
   fstatSync,
+  linkSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -52,7 +56,40 @@ function startTimeOf(pid) {
   }
 }
 
-function openLog(path) {
+/**
+ * Links the spare file `from` (if any) to `path`; false when that did not work (no spare, or
+ * it is gone, or on another filesystem), so `path` is made instead. Throws EEXIST: `path`
+ * exists.
+ */
+function linkSpare(from, path) {
+  if (!from) return false;
+  try {
+    linkSync(from, path);
+  } catch (error) {
+    if (error.code === "EEXIST") throw error;
+    return false;
+  } finally {
+    try {
+      unlinkSync(from);
+    } catch {
+      // gone already
+    }
+  }
+  return true;
+}
+
+/** Takes the key: creates R exclusively (EEXIST: another launcher took it). */
+function takeRecord(m) {
+  if (linkSpare(m.recordFrom, m.pidFile)) return openSync(m.pidFile, "r+");
+  return openSync(m.pidFile, "wx", 0o600);
+}
+
+function openLog(path, from) {
+  try {
+    linkSpare(from, path);
+  } catch (error) {
+    if (error.code !== "EEXIST") throw error; // an earlier attempt's log: appended to
+  }
   try {
     return openSync(path, "a", 0o600);
   } catch (error) {
@@ -122,7 +159,7 @@ function start(m) {
   // Taken for good, across launchers: a launcher that died after this line may have forked.
   let record;
   try {
-    record = openSync(m.pidFile, "wx", 0o600);
+    record = takeRecord(m);
   } catch (error) {
     live.delete(m.key);
     send(
@@ -134,7 +171,7 @@ function start(m) {
   }
   let fd;
   try {
-    fd = openLog(m.log);
+    fd = openLog(m.log, m.logFrom);
     if (m.header) writeSync(fd, `${m.header}\n`);
   } catch (error) {
     release(m, record);
