@@ -4,7 +4,7 @@
 //
 // Protocol: one JSON object per line. The server writes requests to stdin:
 //   {"op":"spawn","key":K,"program":P,"args":[...],"cwd":D,"env":{...},"uid"?,"gid"?,"log":F,
-//    "header":H,"pidFile":R,"recordFrom"?:E,"logFrom"?:E2}
+//    "header":H,"pidFile":R,"spareDir"?:S}
 // and reads answers on stdout:
 //   {"key":K,"pid":N,"startTime":S}       the job runs (S: /proc start time, null without /proc)
 //   {"key":K,"error":"..."}               it could not be started
@@ -19,15 +19,17 @@
 // itself, opened for appending: its output reaches the log whatever happens to this process or
 // to the server. Jobs lead their own process group (detached), so they outlive this process.
 // When stdin ends (the server is gone) the launcher exits and leaves its jobs running.
-// E and E2 name empty files the server made ahead (spare-pool.ts): R and a new F are linked
-// from them rather than created, which costs far less on the path to the job's start; link(2)
-// fails on an existing name just as the exclusive create does.
+// With S, R and a new F are linked from empty files the launcher made in S after its last
+// answer, not created on the path to the job's start, where a create costs several times a
+// link (spare-pool.ts); link(2) fails on an existing name just as the exclusive create does.
 import { spawn } from "node:child_process";
 import {
+  close,
   closeSync,
   fstatSync,
   linkSync,
   mkdirSync,
+  open,
   openSync,
   readFileSync,
   readSync,
@@ -78,9 +80,42 @@ function linkSpare(from, path) {
   return true;
 }
 
+/** Empty files made ahead in the server's spare folder, for the next Rs and Fs. */
+const spares = [];
+/** Spares kept ready: two a spawn, for a few spawns sent back to back. */
+const SPARES = 8;
+let sparesMaking = 0;
+let spareCount = 0;
+/** A spare folder that could not be written to: not tried again. */
+let sparesFailed = null;
+
+/**
+ * Tops the spares up in node's thread pool, beside the forks this thread makes; a failure
+ * (no spare folder yet) just leaves R and F to be created as before.
+ */
+function makeSpares(dir) {
+  while (dir !== sparesFailed && spares.length + sparesMaking < SPARES) {
+    const path = `${dir}/f${process.pid}-${spareCount++}`;
+    sparesMaking++;
+    open(path, "wx", 0o600, (error, fd) => {
+      if (error) {
+        sparesMaking--;
+        sparesFailed = dir;
+        return;
+      }
+      close(fd, () => {
+        sparesMaking--;
+        spares.push(path);
+      });
+    });
+  }
+}
+
 /** Takes the key: creates R exclusively (EEXIST: another launcher took it). */
 function takeRecord(m) {
-  if (linkSpare(m.recordFrom, m.pidFile)) return openSync(m.pidFile, "r+");
+  if (linkSpare(m.spareDir ? spares.pop() : undefined, m.pidFile)) {
+    return openSync(m.pidFile, "r+");
+  }
   return openSync(m.pidFile, "wx", 0o600);
 }
 
@@ -171,7 +206,7 @@ function start(m) {
   }
   let fd;
   try {
-    fd = openLog(m.log, m.logFrom);
+    fd = openLog(m.log, m.spareDir ? spares.pop() : undefined);
     if (m.header) writeSync(fd, `${m.header}\n`);
   } catch (error) {
     release(m, record);
@@ -216,6 +251,7 @@ function start(m) {
   closeSync(record);
   live.set(m.key, job);
   for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
+  if (m.spareDir) makeSpares(m.spareDir);
   child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
     if (!live.get(m.key)?.pid) return; // never started: the error said so

@@ -64,9 +64,8 @@ interface SpawnMessage {
   gid?: number;
   log: string;
   header: string;
-  /** Spare empty files (spare-pool.ts) the launcher links as the record and a new log. */
-  recordFrom?: string;
-  logFrom?: string;
+  /** Where the launcher keeps the empty files it makes ahead (launcher.mjs, spare-pool.ts). */
+  spareDir?: string;
 }
 
 /** A spawn sent and not answered yet. */
@@ -141,7 +140,7 @@ export class JobLauncher {
   /**
    * A {@link JobSpawner} for one attempt: its log file becomes the job's stdout and stderr,
    * `header` is written to it first. With `spares`, the launcher links the launch record and
-   * a new log from empty files made ahead instead of creating them.
+   * a new log from empty files it made ahead in the pool's folder instead of creating them.
    */
   spawnerFor(
     requestId: string,
@@ -177,10 +176,7 @@ export class JobLauncher {
       log: logFile,
       header,
     };
-    const recordFrom = spares?.takeFile();
-    if (recordFrom !== undefined) message.recordFrom = recordFrom;
-    const logFrom = spares?.takeFile();
-    if (logFrom !== undefined) message.logFrom = logFrom;
+    if (spares) message.spareDir = spares.folder;
     const started = new Promise<{ pid: number; startTime: string | null }>((resolve, reject) => {
       this.#pending.set(key, { message, requestId, sends: 0, sentTo: null, resolve, reject });
     });
