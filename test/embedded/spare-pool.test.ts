@@ -119,6 +119,27 @@ describe("the spare pool's work dirs", () => {
     expect(await readdir(leftover)).toEqual(["left.txt"]);
     await pool.close();
   });
+
+  it("go into the existing work root of a later attempt, beside what is there", async () => {
+    // Arrange: one skeleton ready; a work root holding the first attempt's launch record.
+    const pool = new SparePool(work, { dirsLow: 0 });
+    await pool.ready();
+    await usedWorkDir(join(work, "req_w", "1"));
+    await pool.recycleDir(join(work, "req_w", "1"));
+    const root = join(work, "req_r");
+    await mkdir(root, { recursive: true });
+    await writeFile(join(root, ".pid-1"), "123 456\n");
+
+    // Act
+    const taken = pool.takeDir(join(root, "2"));
+
+    // Assert
+    expect(taken).toBe(true);
+    expect((await readdir(root)).sort()).toEqual([".pid-1", "2"]);
+    expect((await readdir(join(root, "2"))).sort()).toEqual(["checkpoint", "input", "output"]);
+    expect(await readFile(join(root, ".pid-1"), "utf8")).toBe("123 456\n");
+    await pool.close();
+  });
 });
 
 /** A STARTING request record of attempt 1. */

@@ -1,7 +1,11 @@
 /**
  * Work dirs made before they are needed, so that a job's start renames one into place instead
- * of creating four folders (issue 15): on the machines the bench runs on, creating a folder
+ * of creating five folders (issue 15): on the machines the bench runs on, creating a folder
  * or a file costs 0.1–0.7 ms of CPU, a rename about 0.02 ms, and a start waits for them.
+ *
+ * A spare is shaped as a request's work root holding one work dir, `<spare>/1/`: a first
+ * attempt (the work root not there yet) renames the whole spare into place as its work root;
+ * any other start renames only the inner folder into the existing work root.
  *
  * An attempt's work dir, once its job has ended, is renamed into the pool and scrubbed back to
  * its skeleton: empty `checkpoint/`, `input/` and `output/` folders and nothing else (not even
@@ -20,10 +24,12 @@
  */
 import { mkdirSync, renameSync } from "node:fs";
 import { chmod, lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 
 /** The folders of a work dir's skeleton (jobs/runner attemptPaths). */
 const SKELETON_DIRS = ["checkpoint", "input", "output"] as const;
+/** The work dir's name inside a spare: a first attempt's (FsLayout.workDir). */
+const INNER = "1";
 
 export interface SparePoolOptions {
   /** Skeletons kept ready (made in the background below this; default 2). */
@@ -88,17 +94,39 @@ export class SparePool {
   }
 
   /**
-   * Renames a skeleton into `workDir` (its parent is made if needed); false when none is
-   * ready or it cannot go there (`workDir` exists and is not empty): the caller makes one.
-   * Synchronous, so a launch awaits nothing for it.
+   * Renames a skeleton into `workDir`; false when none is ready or it cannot go there
+   * (`workDir` exists and is not empty): the caller makes one. Synchronous, so a launch
+   * awaits nothing for it.
    */
   takeDir(workDir: string): boolean {
     const spare = this.#dirs.pop();
     this.#topUp();
     if (spare === undefined) return false;
+    const inner = join(spare, INNER);
+    const root = dirname(workDir);
     try {
-      mkdirSync(dirname(workDir), { recursive: true });
-      renameSync(spare, workDir);
+      if (basename(workDir) === INNER) {
+        try {
+          // A new work root: the spare is one (rename(2) fails on a root with entries, and
+          // replaces only an empty one).
+          renameSync(spare, root);
+          return true;
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code !== "ENOTEMPTY" && code !== "EEXIST" && code !== "ENOENT") throw error;
+          if (code === "ENOENT") mkdirSync(dirname(root), { recursive: true });
+          else {
+            renameSync(inner, workDir);
+            this.#discard(spare);
+            return true;
+          }
+          renameSync(spare, root);
+          return true;
+        }
+      }
+      mkdirSync(root, { recursive: true });
+      renameSync(inner, workDir);
+      this.#discard(spare);
       return true;
     } catch {
       this.#discard(spare);
@@ -122,14 +150,17 @@ export class SparePool {
     const spare = this.#name();
     try {
       try {
-        await rename(workDir, spare);
+        // The spare's own folder is made here, off the path to any start.
+        await mkdir(spare);
+        await rename(workDir, join(spare, INNER));
       } catch (error) {
+        this.#discard(spare);
         if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
           await rm(workDir, { recursive: true, force: true }).catch(() => {});
         }
         return;
       }
-      const clean = await this.#scrub(spare).catch(() => false);
+      const clean = await this.#scrub(join(spare, INNER)).catch(() => false);
       if (clean && !this.#closed) this.#dirs.push(spare);
       else this.#discard(spare);
     } finally {
@@ -188,8 +219,8 @@ export class SparePool {
     if (!(await this.#ready)) return;
     const dir = this.#name();
     try {
-      await mkdir(dir);
-      await Promise.all(SKELETON_DIRS.map((name) => mkdir(join(dir, name))));
+      await mkdir(join(dir, INNER), { recursive: true });
+      await Promise.all(SKELETON_DIRS.map((name) => mkdir(join(dir, INNER, name))));
       if (!this.#closed) {
         this.#dirs.push(dir);
         return;
