@@ -102,7 +102,8 @@ export interface AttemptOptions {
    * Puts a ready work dir in place instead of the runner making one (the embedded server's
    * pool of recycled ones, which renames one in: creating folders and files is the dear part
    * of a start). True when `workDir` now holds exactly empty `checkpoint/`, `input/` and
-   * `output/` folders and nothing else; false: the runner makes it.
+   * `output/` folders and nothing else but maybe an `input.json` file (written over here);
+   * false: the runner makes it.
    */
   takeWorkDir?: (workDir: string) => boolean;
 }

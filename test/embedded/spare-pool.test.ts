@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import {
   chmod,
+  link,
   mkdir,
   mkdtemp,
   readdir,
@@ -58,11 +59,13 @@ describe("the spare pool's work dirs", () => {
     const next = join(work, "req_b", "1");
     const taken = pool.takeDir(next);
 
-    // Assert: the old place is free, the new one holds exactly three empty folders, the
-    // checkpoint folder is the same inode (reused, not made) with a fresh folder's mode.
+    // Assert: the old place is free, the new one holds exactly three empty folders and an
+    // empty input.json, the checkpoint folder is the same inode (reused, not made) with a
+    // fresh folder's mode.
     expect(existsSync(used)).toBe(false);
     expect(taken).toBe(true);
-    expect((await readdir(next)).sort()).toEqual(["checkpoint", "input", "output"]);
+    expect((await readdir(next)).sort()).toEqual(["checkpoint", "input", "input.json", "output"]);
+    expect(await readFile(join(next, "input.json"), "utf8")).toBe("");
     for (const name of ["checkpoint", "input", "output"]) {
       expect(await readdir(join(next, name))).toEqual([]);
     }
@@ -74,7 +77,7 @@ describe("the spare pool's work dirs", () => {
     expect(existsSync(pool.folder)).toBe(false);
   });
 
-  it("are removed instead when they hold a link or a file where a folder belongs; a link's target is untouched", async () => {
+  it("are removed instead when they hold a link, a file where a folder belongs or a hard-linked input.json; what they point at is untouched", async () => {
     // Arrange
     const pool = new SparePool(work, { dirsLow: 0 });
     await pool.ready();
@@ -87,16 +90,23 @@ describe("the spare pool's work dirs", () => {
     const filed = join(work, "req_file", "1");
     await mkdir(join(filed, "checkpoint"), { recursive: true });
     await writeFile(join(filed, "input"), "not a folder");
+    const hardLinked = join(work, "req_hard", "1");
+    await mkdir(join(hardLinked, "checkpoint"), { recursive: true });
+    await writeFile(join(outside, "other.json"), "other");
+    await link(join(outside, "other.json"), join(hardLinked, "input.json"));
 
     // Act
     await pool.recycleDir(linked);
     await pool.recycleDir(filed);
+    await pool.recycleDir(hardLinked);
 
     // Assert: nothing was pooled, both places are free, the link's target kept its file.
     expect(pool.size).toBe(0);
     expect(existsSync(linked)).toBe(false);
     expect(existsSync(filed)).toBe(false);
+    expect(existsSync(hardLinked)).toBe(false);
     expect(await readFile(join(outside, "keep.txt"), "utf8")).toBe("keep");
+    expect(await readFile(join(outside, "other.json"), "utf8")).toBe("other");
     await pool.close();
   });
 
@@ -136,7 +146,12 @@ describe("the spare pool's work dirs", () => {
     // Assert
     expect(taken).toBe(true);
     expect((await readdir(root)).sort()).toEqual([".pid-1", "2"]);
-    expect((await readdir(join(root, "2"))).sort()).toEqual(["checkpoint", "input", "output"]);
+    expect((await readdir(join(root, "2"))).sort()).toEqual([
+      "checkpoint",
+      "input",
+      "input.json",
+      "output",
+    ]);
     expect(await readFile(join(root, ".pid-1"), "utf8")).toBe("123 456\n");
     await pool.close();
   });

@@ -8,10 +8,10 @@
  * any other start renames only the inner folder into the existing work root.
  *
  * An attempt's work dir, once its job has ended, is renamed into the pool and scrubbed back to
- * its skeleton: empty `checkpoint/`, `input/` and `output/` folders and nothing else (not even
- * `input.json`: writing a new file costs less than truncating an old one), each a plain folder
- * of this process's user, with the mode a fresh one gets. Anything unexpected on the way (a
- * link, another owner, an entry that will not go) and it is removed instead. The pool keeps a
+ * its skeleton: empty `checkpoint/`, `input/` and `output/` folders and an empty `input.json`
+ * (writing into a file costs a tenth of creating one), nothing else, each a plain folder or
+ * file (one link) of this process's user, with the mode a fresh one gets. Anything unexpected
+ * on the way (a link, another owner, an entry that will not go) and it is removed instead. The pool keeps a
  * few (`dirsMax`); beyond that a work dir is removed as before, so a deep queue draining pays
  * no more than it did. A couple are made in the background when it runs low, so the first
  * starts find one too.
@@ -23,13 +23,24 @@
  * records, logs) there too (launcher.mjs).
  */
 import { mkdirSync, renameSync } from "node:fs";
-import { chmod, lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import {
+  chmod,
+  lstat,
+  mkdir,
+  readdir,
+  rename,
+  rm,
+  stat,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 /** The folders of a work dir's skeleton (jobs/runner attemptPaths). */
 const SKELETON_DIRS = ["checkpoint", "input", "output"] as const;
 /** The work dir's name inside a spare: a first attempt's (FsLayout.workDir). */
 const INNER = "1";
+const INPUT_FILE = "input.json";
 
 export interface SparePoolOptions {
   /** Skeletons kept ready (made in the background below this; default 2). */
@@ -49,8 +60,9 @@ export class SparePool {
   #next = 0;
   /** Skeletons being made or scrubbed: they count against `dirsMax` and `dirsLow`. */
   #coming = 0;
-  /** Mode of a fresh folder under this process's umask, read from one it made. */
+  /** Modes of a fresh folder and file under this process's umask, read from ones it made. */
   #dirMode: number | null = null;
+  #fileMode: number | null = null;
   readonly #uid = process.getuid?.() ?? -1;
   readonly #ready: Promise<boolean>;
   #closed = false;
@@ -76,6 +88,10 @@ export class SparePool {
       await rm(join(parent, name), { recursive: true, force: true });
     }
     this.#dirMode = (await stat(this.folder)).mode & 0o7777;
+    const probe = join(this.folder, "probe");
+    await writeFile(probe, "");
+    this.#fileMode = (await stat(probe)).mode & 0o7777;
+    await rm(probe, { force: true });
     return true;
   }
 
@@ -173,8 +189,8 @@ export class SparePool {
    * not reuse (the caller then removes it).
    */
   async #scrub(dir: string): Promise<boolean> {
-    if (!(await this.#plainOwnDir(dir))) return false;
-    const keep = new Set<string>(SKELETON_DIRS);
+    if (!(await this.#plainOwn(dir, "dir"))) return false;
+    const keep = new Set<string>([...SKELETON_DIRS, INPUT_FILE]);
     const extra = (await readdir(dir)).filter((name) => !keep.has(name));
     await Promise.all(extra.map((name) => rm(join(dir, name), { recursive: true, force: true })));
     for (const name of SKELETON_DIRS) {
@@ -184,7 +200,7 @@ export class SparePool {
         await mkdir(path);
         continue;
       }
-      if (!(await this.#plainOwnDir(path))) return false;
+      if (!(await this.#plainOwn(path, "dir"))) return false;
       const inside = await readdir(path);
       if (inside.length === 0) continue;
       await Promise.all(
@@ -192,15 +208,23 @@ export class SparePool {
       );
       if ((await readdir(path)).length > 0) return false;
     }
+    const input = join(dir, INPUT_FILE);
+    if ((await lstat(input).catch(() => null)) === null) await writeFile(input, "");
+    else if (!(await this.#plainOwn(input, "file"))) return false;
+    else await truncate(input, 0);
     // Nothing came back meanwhile (a process of the job that outlived it, say).
     return (await readdir(dir)).length === keep.size;
   }
 
-  /** Whether `path` is a folder (not a link) of this user; its mode set back to a fresh one's. */
-  async #plainOwnDir(path: string): Promise<boolean> {
+  /**
+   * Whether `path` is a folder, or a file with one link, of this user (never a link); its
+   * mode set back to a fresh one's.
+   */
+  async #plainOwn(path: string, kind: "dir" | "file"): Promise<boolean> {
     const info = await lstat(path);
-    const mode = this.#dirMode;
-    if (mode === null || !info.isDirectory()) return false;
+    const mode = kind === "dir" ? this.#dirMode : this.#fileMode;
+    if (mode === null) return false;
+    if (kind === "dir" ? !info.isDirectory() : !info.isFile() || info.nlink !== 1) return false;
     if (this.#uid >= 0 && info.uid !== this.#uid) return false;
     if ((info.mode & 0o7777) !== mode) await chmod(path, mode);
     return true;
@@ -221,6 +245,7 @@ export class SparePool {
     try {
       await mkdir(join(dir, INNER), { recursive: true });
       await Promise.all(SKELETON_DIRS.map((name) => mkdir(join(dir, INNER, name))));
+      await writeFile(join(dir, INNER, INPUT_FILE), "");
       if (!this.#closed) {
         this.#dirs.push(dir);
         return;
