@@ -230,6 +230,13 @@ export class FsAttemptStorage implements AttemptStorage {
    */
   async saveOutputs(dir: string): Promise<void> {
     const target = this.#layout.outputDir(this.#requestId);
+    // No outputs: nothing is moved (a missing folder reads as none), so the work dir keeps its
+    // `output/` for the next job (spare-pool.ts: no folder to make again), and outputs an
+    // earlier attempt left cannot read as this one's.
+    if (isEmptyFolder(dir)) {
+      await rm(target, { recursive: true, force: true });
+      return;
+    }
     let error = await moveAside(dir, target);
     if (error?.code === "ENOENT") {
       // The outputs folder does not exist yet (a new data directory), or `dir` is gone.
@@ -273,6 +280,15 @@ export async function linkInputs(from: string, to: string): Promise<void> {
       await copyFile(join(from, name), join(to, name));
       await chmod(join(to, name), 0o444);
     }
+  }
+}
+
+/** Whether `path` is a folder with nothing in it (synchronous: one small read on a job's exit). */
+function isEmptyFolder(path: string): boolean {
+  try {
+    return readdirSync(path).length === 0;
+  } catch {
+    return false;
   }
 }
 
