@@ -7,6 +7,7 @@
  * <dataDir>/outputs/<id>/                          outputs of the successful attempt (result.json + artifacts)
  * <dataDir>/logs/<id>.log                          stdout/stderr of every attempt, appended
  * <dataDir>/work/<id>/<attempt>/                   an attempt's work dir while it runs
+ * <dataDir>/work/.spare/<server>/                  work dirs and empty files made ahead (spare-pool.ts)
  * <dataDir>/uploads/<upload id>                    an upload's bytes, read-only (fs-files.ts)
  * <dataDir>/inputs/<id>/<name>                     the request's own input files (hard links)
  * ```
