@@ -13,7 +13,7 @@
  * ```
  */
 import { randomBytes } from "node:crypto";
-import { constants, readdirSync, readlinkSync } from "node:fs";
+import { constants, existsSync, readdirSync, readlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import {
   appendFile,
@@ -235,7 +235,8 @@ export class FsAttemptStorage implements AttemptStorage {
     // `output/` for the next job (spare-pool.ts: no folder to make again), and outputs an
     // earlier attempt left cannot read as this one's.
     if (isEmptyFolder(dir)) {
-      await rm(target, { recursive: true, force: true });
+      // Looked for synchronously: there is none nearly always, and a job's exit waits here.
+      if (existsSync(target)) await rm(target, { recursive: true, force: true });
       return;
     }
     let error = await moveAside(dir, target);
