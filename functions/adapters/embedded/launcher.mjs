@@ -90,11 +90,14 @@ let spareCount = 0;
 let sparesFailed = null;
 
 /**
- * Tops the spares up in node's thread pool, beside the forks this thread makes; a failure
- * (no spare folder yet) just leaves R and F to be created as before.
+ * Tops the spares up to `upTo` in node's thread pool, beside the forks this thread makes; a
+ * failure (no spare folder yet) just leaves R and F to be created as before. Called with all
+ * of them after a job's exit was answered (the server then records it and claims the next
+ * one: a quiet moment here), and after a spawn only when the next one would find none (a
+ * new job starting then wants the CPU).
  */
-function makeSpares(dir) {
-  while (dir !== sparesFailed && spares.length + sparesMaking < SPARES) {
+function makeSpares(dir, upTo) {
+  while (dir !== sparesFailed && spares.length + sparesMaking < upTo) {
     const path = `${dir}/f${process.pid}-${spareCount++}`;
     sparesMaking++;
     open(path, "wx", 0o600, (error, fd) => {
@@ -251,12 +254,13 @@ function start(m) {
   closeSync(record);
   live.set(m.key, job);
   for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
-  if (m.spareDir) makeSpares(m.spareDir);
+  if (m.spareDir) makeSpares(m.spareDir, 2);
   child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
     if (!live.get(m.key)?.pid) return; // never started: the error said so
     live.delete(m.key);
     send({ key: m.key, exit: true, code, signal, lastLine: finishLog(m.log) });
+    if (m.spareDir) makeSpares(m.spareDir, SPARES);
   });
 }
 
