@@ -494,7 +494,7 @@ export const startSection: BenchSection = {
         part(
           "start: createdAt → startedAt",
           createdToStarted,
-          "wake, claim transaction, work dir (folders and a small input.json made synchronously, checkpoint looked up), spawn request to the job launcher (its fork, /proc read, answer over the pipe)",
+          "wake, claim transaction, work dir (a recycled one renamed into place, input.json written, checkpoint looked up), spawn request to the job launcher (record and log linked from spares, its fork, /proc read, answer over the pipe)",
         ),
         part(
           "start: startedAt → job's start mark",

@@ -7,6 +7,7 @@ import { GpuPool } from "../adapters/embedded/gpu-pool.ts";
 import { InProcessTrigger } from "../adapters/embedded/in-process-trigger.ts";
 import { JobLauncher } from "../adapters/embedded/launcher.ts";
 import { LocalProcessCompute } from "../adapters/embedded/local-process-compute.ts";
+import { SparePool } from "../adapters/embedded/spare-pool.ts";
 import { SqliteRequestStore } from "../adapters/embedded/sqlite-store.ts";
 import { SqliteUploadStore } from "../adapters/embedded/sqlite-uploads.ts";
 import { SqliteWebhookOutbox } from "../adapters/embedded/sqlite-webhooks.ts";
@@ -92,6 +93,7 @@ export class EmbeddedRuntime {
   readonly #webhooks: WebhookWorker;
   readonly #notifier: WebhookNotifier;
   readonly #layout: FsLayout;
+  readonly #spares: SparePool | undefined;
   #sweep: NodeJS.Timeout | undefined;
   #sweeps = 0;
   #sweeping = false;
@@ -155,9 +157,16 @@ export class EmbeddedRuntime {
       gpus = new GpuPool(options.gpus, join(dataDir, "gpus.json"));
     }
     this.launcher = new JobLauncher({ log: options.log });
+    // Made ahead and recycled, so that a start creates (almost) no files (spare-pool.ts).
+    this.#spares = jobUser
+      ? undefined
+      : new SparePool(join(dataDir, "work"), {
+          onError: (error, context) => options.log(`${context}: ${String(error)}`),
+        });
     this.compute = new LocalProcessCompute({
       dataDir,
       launcher: this.launcher,
+      ...(this.#spares ? { spares: this.#spares } : {}),
       onEvent: (event) => this.#onJobEvent(event),
       ...(jobUser ? { jobUser } : {}),
       ...(gpus ? { gpus } : {}),
@@ -270,6 +279,7 @@ export class EmbeddedRuntime {
     await this.trigger.stop();
     await this.compute.shutdown(graceMs);
     await this.launcher.close();
+    await this.#spares?.close();
     await this.#notifier.idle();
     await this.#webhooks.stop();
     this.hooks.close();

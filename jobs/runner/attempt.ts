@@ -98,6 +98,14 @@ export interface AttemptOptions {
    * runner spawns the job itself with piped stdio and hands the lines to `logSink`.
    */
   spawn?: JobSpawner;
+  /**
+   * Puts a ready work dir in place instead of the runner making one (the embedded server's
+   * pool of recycled ones, which renames one in: creating folders and files is the dear part
+   * of a start). True when `workDir` now holds exactly empty `checkpoint/`, `input/` and
+   * `output/` folders and nothing else but maybe an `input.json` file (written over here);
+   * false: the runner makes it.
+   */
+  takeWorkDir?: (workDir: string) => boolean;
 }
 
 /** What {@link JobSpawner} is asked to start: the job, exactly as the runner would spawn it. */
@@ -479,10 +487,12 @@ export function startAttempt(attemptOptions: AttemptOptions): AttemptHandle {
     // syscalls cost the event loop less than as many trips through the thread pool, and
     // every launch waits for them (issue 15).
     try {
-      await freshDir(options.workDir);
-      mkdirSync(paths.checkpointDir);
-      mkdirSync(paths.inputDir);
-      mkdirSync(paths.outputDir);
+      if (options.takeWorkDir?.(options.workDir) !== true) {
+        await freshDir(options.workDir);
+        mkdirSync(paths.checkpointDir);
+        mkdirSync(paths.inputDir);
+        mkdirSync(paths.outputDir);
+      }
       const inputText = JSON.stringify(options.input ?? null);
       const input =
         inputText.length <= SYNC_INPUT_CHARS

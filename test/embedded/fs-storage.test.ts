@@ -173,6 +173,25 @@ describe("FsAttemptStorage outputs", () => {
     expect(await readdir(join(dataDir, "outputs"))).toEqual([id]);
   });
 
+  it("leaves an empty output folder in place and removes outputs an earlier attempt left", async () => {
+    // Arrange: outputs saved by an attempt whose request did not end SUCCEEDED.
+    const id = newId();
+    const storage = new FsAttemptStorage(layout, id);
+    await storage.saveOutputs(await folderWith({ "result.json": "1" }));
+    const empty = await folderWith({});
+
+    // Act: an attempt with no outputs succeeds.
+    await storage.saveOutputs(empty);
+
+    // Assert: its folder stays for reuse, and no result reads as this attempt's.
+    expect(await exists(empty)).toBe(true);
+    expect(await exists(layout.outputDir(id))).toBe(false);
+    expect(await new FsResultStore(dataDir, () => "").getResult(id)).toEqual({
+      output: null,
+      artifacts: [],
+    });
+  });
+
   it("fails when the output folder is missing, leaving earlier outputs alone", async () => {
     const id = newId();
     const storage = new FsAttemptStorage(layout, id);

@@ -7,12 +7,13 @@
  * <dataDir>/outputs/<id>/                          outputs of the successful attempt (result.json + artifacts)
  * <dataDir>/logs/<id>.log                          stdout/stderr of every attempt, appended
  * <dataDir>/work/<id>/<attempt>/                   an attempt's work dir while it runs
+ * <dataDir>/work/.spare/<server>/                  work dirs and empty files made ahead (spare-pool.ts)
  * <dataDir>/uploads/<upload id>                    an upload's bytes, read-only (fs-files.ts)
  * <dataDir>/inputs/<id>/<name>                     the request's own input files (hard links)
  * ```
  */
 import { randomBytes } from "node:crypto";
-import { constants, readdirSync, readlinkSync } from "node:fs";
+import { constants, existsSync, readdirSync, readlinkSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import {
   appendFile,
@@ -230,6 +231,14 @@ export class FsAttemptStorage implements AttemptStorage {
    */
   async saveOutputs(dir: string): Promise<void> {
     const target = this.#layout.outputDir(this.#requestId);
+    // No outputs: nothing is moved (a missing folder reads as none), so the work dir keeps its
+    // `output/` for the next job (spare-pool.ts: no folder to make again), and outputs an
+    // earlier attempt left cannot read as this one's.
+    if (isEmptyFolder(dir)) {
+      // Looked for synchronously: there is none nearly always, and a job's exit waits here.
+      if (existsSync(target)) await rm(target, { recursive: true, force: true });
+      return;
+    }
     let error = await moveAside(dir, target);
     if (error?.code === "ENOENT") {
       // The outputs folder does not exist yet (a new data directory), or `dir` is gone.
@@ -273,6 +282,15 @@ export async function linkInputs(from: string, to: string): Promise<void> {
       await copyFile(join(from, name), join(to, name));
       await chmod(join(to, name), 0o444);
     }
+  }
+}
+
+/** Whether `path` is a folder with nothing in it (synchronous: one small read on a job's exit). */
+function isEmptyFolder(path: string): boolean {
+  try {
+    return readdirSync(path).length === 0;
+  } catch {
+    return false;
   }
 }
 

@@ -4,7 +4,7 @@
 //
 // Protocol: one JSON object per line. The server writes requests to stdin:
 //   {"op":"spawn","key":K,"program":P,"args":[...],"cwd":D,"env":{...},"uid"?,"gid"?,"log":F,
-//    "header":H,"pidFile":R}
+//    "header":H,"pidFile":R,"spareDir"?:S}
 // and reads answers on stdout:
 //   {"key":K,"pid":N,"startTime":S}       the job runs (S: /proc start time, null without /proc)
 //   {"key":K,"error":"..."}               it could not be started
@@ -19,11 +19,17 @@
 // itself, opened for appending: its output reaches the log whatever happens to this process or
 // to the server. Jobs lead their own process group (detached), so they outlive this process.
 // When stdin ends (the server is gone) the launcher exits and leaves its jobs running.
+// With S, R and a new F are linked from empty files the launcher made in S after its last
+// answer, not created on the path to the job's start, where a create costs several times a
+// link (spare-pool.ts); link(2) fails on an existing name just as the exclusive create does.
 import { spawn } from "node:child_process";
 import {
+  close,
   closeSync,
   fstatSync,
+  linkSync,
   mkdirSync,
+  open,
   openSync,
   readFileSync,
   readSync,
@@ -52,7 +58,76 @@ function startTimeOf(pid) {
   }
 }
 
-function openLog(path) {
+/**
+ * Links the spare file `from` (if any) to `path`; false when that did not work (no spare, or
+ * it is gone, or on another filesystem), so `path` is made instead. Throws EEXIST: `path`
+ * exists.
+ */
+function linkSpare(from, path) {
+  if (!from) return false;
+  try {
+    linkSync(from, path);
+  } catch (error) {
+    if (error.code === "EEXIST") throw error;
+    return false;
+  } finally {
+    try {
+      unlinkSync(from);
+    } catch {
+      // gone already
+    }
+  }
+  return true;
+}
+
+/** Empty files made ahead in the server's spare folder, for the next Rs and Fs. */
+const spares = [];
+/** Spares kept ready: two a spawn, for a few spawns sent back to back. */
+const SPARES = 8;
+let sparesMaking = 0;
+let spareCount = 0;
+/** A spare folder that could not be written to: not tried again. */
+let sparesFailed = null;
+
+/**
+ * Tops the spares up to `upTo` in node's thread pool, beside the forks this thread makes; a
+ * failure (no spare folder yet) just leaves R and F to be created as before. Called with all
+ * of them after a job's exit was answered (the server then records it and claims the next
+ * one: a quiet moment here), and after a spawn only when the next one would find none (a
+ * new job starting then wants the CPU).
+ */
+function makeSpares(dir, upTo) {
+  while (dir !== sparesFailed && spares.length + sparesMaking < upTo) {
+    const path = `${dir}/f${process.pid}-${spareCount++}`;
+    sparesMaking++;
+    open(path, "wx", 0o600, (error, fd) => {
+      if (error) {
+        sparesMaking--;
+        sparesFailed = dir;
+        return;
+      }
+      close(fd, () => {
+        sparesMaking--;
+        spares.push(path);
+      });
+    });
+  }
+}
+
+/** Takes the key: creates R exclusively (EEXIST: another launcher took it). */
+function takeRecord(m) {
+  if (linkSpare(m.spareDir ? spares.pop() : undefined, m.pidFile)) {
+    return openSync(m.pidFile, "r+");
+  }
+  return openSync(m.pidFile, "wx", 0o600);
+}
+
+function openLog(path, from) {
+  try {
+    linkSpare(from, path);
+  } catch (error) {
+    if (error.code !== "EEXIST") throw error; // an earlier attempt's log: appended to
+  }
   try {
     return openSync(path, "a", 0o600);
   } catch (error) {
@@ -122,7 +197,7 @@ function start(m) {
   // Taken for good, across launchers: a launcher that died after this line may have forked.
   let record;
   try {
-    record = openSync(m.pidFile, "wx", 0o600);
+    record = takeRecord(m);
   } catch (error) {
     live.delete(m.key);
     send(
@@ -134,7 +209,7 @@ function start(m) {
   }
   let fd;
   try {
-    fd = openLog(m.log);
+    fd = openLog(m.log, m.spareDir ? spares.pop() : undefined);
     if (m.header) writeSync(fd, `${m.header}\n`);
   } catch (error) {
     release(m, record);
@@ -179,11 +254,13 @@ function start(m) {
   closeSync(record);
   live.set(m.key, job);
   for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
+  if (m.spareDir) makeSpares(m.spareDir, 2);
   child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
     if (!live.get(m.key)?.pid) return; // never started: the error said so
     live.delete(m.key);
     send({ key: m.key, exit: true, code, signal, lastLine: finishLog(m.log) });
+    if (m.spareDir) makeSpares(m.spareDir, SPARES);
   });
 }
 

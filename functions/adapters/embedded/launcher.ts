@@ -28,6 +28,7 @@ import {
 } from "../../../jobs/runner/index.ts";
 import { JOB_ENV } from "../../config/env.ts";
 import { LaunchLostError } from "../../core/errors.ts";
+import type { SparePool } from "./spare-pool.ts";
 
 const LAUNCHER_SCRIPT = join(import.meta.dirname, "launcher.mjs");
 /**
@@ -63,6 +64,8 @@ interface SpawnMessage {
   gid?: number;
   log: string;
   header: string;
+  /** Where the launcher keeps the empty files it makes ahead (launcher.mjs, spare-pool.ts). */
+  spareDir?: string;
 }
 
 /** A spawn sent and not answered yet. */
@@ -136,10 +139,18 @@ export class JobLauncher {
 
   /**
    * A {@link JobSpawner} for one attempt: its log file becomes the job's stdout and stderr,
-   * `header` is written to it first.
+   * `header` is written to it first. With `spares`, the launcher links the launch record and
+   * a new log from empty files it made ahead in the pool's folder instead of creating them.
    */
-  spawnerFor(requestId: string, attempt: number, logFile: string, header: string): JobSpawner {
-    return (spec) => this.spawn(`${requestId}/${attempt}`, requestId, spec, logFile, header);
+  spawnerFor(
+    requestId: string,
+    attempt: number,
+    logFile: string,
+    header: string,
+    spares?: SparePool,
+  ): JobSpawner {
+    return (spec) =>
+      this.spawn(`${requestId}/${attempt}`, requestId, spec, logFile, header, spares);
   }
 
   /** Starts a job under `key`; rejects when it could not be started. */
@@ -149,6 +160,7 @@ export class JobLauncher {
     spec: JobSpawnSpec,
     logFile: string,
     header: string,
+    spares?: SparePool,
   ): Promise<SpawnedJob> {
     if (this.#closed) throw new Error("the job launcher is closed");
     if (this.#pending.has(key) || this.#live.has(key)) throw new Error(`job ${key} is started`);
@@ -164,6 +176,7 @@ export class JobLauncher {
       log: logFile,
       header,
     };
+    if (spares) message.spareDir = spares.folder;
     const started = new Promise<{ pid: number; startTime: string | null }>((resolve, reject) => {
       this.#pending.set(key, { message, requestId, sends: 0, sentTo: null, resolve, reject });
     });

@@ -19,6 +19,7 @@ import type { RequestRecord } from "../../core/request.ts";
 import { FsAttemptStorage, FsLayout, FsLogStore } from "./fs-storage.ts";
 import { type GpuPool, gpuEnv } from "./gpu-pool.ts";
 import type { JobLauncher } from "./launcher.ts";
+import type { SparePool } from "./spare-pool.ts";
 
 /**
  * Where job log lines are written: {@link FsLogStore} by default, S3LogStore when the
@@ -67,6 +68,12 @@ export interface LocalProcessComputeOptions {
    * into the log file of {@link FsLayout}, so use it only with the file log store.
    */
   launcher?: JobLauncher;
+  /**
+   * Work dirs and empty files made ahead (spare-pool.ts): a start renames a recycled work dir
+   * into place and the launcher links its launch record and a new log from spare files.
+   * Not used with {@link jobUser}.
+   */
+  spares?: SparePool;
 }
 
 interface Running {
@@ -111,7 +118,10 @@ export class LocalProcessCompute implements Compute {
       ((request) =>
         new FsAttemptStorage(this.#layout, request.id, jobUid !== undefined ? { jobUid } : {}));
     this.#clock = options.clock ?? { now: () => Date.now() };
+    this.#spares = options.jobUser ? undefined : options.spares;
   }
+
+  readonly #spares: SparePool | undefined;
 
   /** How many attempts this process is running. */
   runningCount(): number {
@@ -146,6 +156,7 @@ export class LocalProcessCompute implements Compute {
     };
     const header = `--- attempt ${attempt} ---`;
     const launcher = this.#opts.launcher;
+    const spares = this.#spares;
     // The launcher writes the header into the log right before the job's own output.
     if (!launcher) logLine(header);
 
@@ -190,8 +201,11 @@ export class LocalProcessCompute implements Compute {
       ...(this.#opts.pollIntervalMs ? { pollIntervalMs: this.#opts.pollIntervalMs } : {}),
       logSink: (line) => logLine(line),
       ...(launcher
-        ? { spawn: launcher.spawnerFor(id, attempt, this.#layout.logFile(id), header) }
+        ? {
+            spawn: launcher.spawnerFor(id, attempt, this.#layout.logFile(id), header, spares),
+          }
         : {}),
+      ...(spares ? { takeWorkDir: (dir: string) => spares.takeDir(dir) } : {}),
       onStarted: ({ jobRef }) => {
         spawned = true;
         emit({ type: "running", requestId: id, attempt, at: this.#clock.now(), jobRef });
@@ -224,9 +238,13 @@ export class LocalProcessCompute implements Compute {
       if (exited) emit(exited);
       // The work dir goes while the event is delivered, off the path to the next start: no
       // later attempt uses it (each has its own), and `finished` still waits for it.
-      const cleaned = rm(workDir, { recursive: true, force: true })
-        .catch((error: unknown) => this.#report(error, `cleaning ${workDir}`))
-        .finally(() => this.#cleaning.delete(workDir));
+      const cleaned = (
+        spares
+          ? spares.recycleDir(workDir)
+          : rm(workDir, { recursive: true, force: true }).catch((error: unknown) =>
+              this.#report(error, `cleaning ${workDir}`),
+            )
+      ).finally(() => this.#cleaning.delete(workDir));
       this.#cleaning.set(workDir, cleaned);
       await Promise.all([events, cleaned]);
     });
