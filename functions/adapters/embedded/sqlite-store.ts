@@ -1140,7 +1140,7 @@ export class SqliteRequestStore implements RequestStore {
         }) as { n: number }
       ).n;
     const ranks = new Map<string, number>();
-    for (let limit = 64; ; limit *= 4) {
+    for (let limit = 16; ; limit *= 4) {
       const before = count("tenantBefore", first, limit);
       if (before < limit) {
         let n = before;
