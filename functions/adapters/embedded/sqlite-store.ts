@@ -1044,14 +1044,14 @@ export class SqliteRequestStore implements RequestStore {
   }
 
   /**
-   * Fair positions of QUEUED requests (store-support.ts fairPositionPlan), for the price of
-   * the deepest, not the sum: per queue and priority, the higher priorities and every
-   * waiting tenant's level and count come from the counts; each request's rank within its
-   * tenant comes from one walk of that tenant's index range across all its requests; and
-   * each other tenant's requests that a fair tie compares (one per request) are read in one
-   * walk of its range too. Every walk steps in SQLite's C code (counts and OFFSET skips)
-   * and starts from the nearer end of the range, so the entries stepped follow the
-   * requests' distance from the head or the tail, never the queue's depth.
+   * Fair positions of QUEUED requests (store-support.ts fairPositionPlan), read together
+   * so that a page costs about its costliest item, not the sum: per queue and priority, the
+   * higher priorities and every waiting tenant's level and count come from the counts; each
+   * request's rank within its tenant comes from one walk of that tenant's index range
+   * across all its requests; and each other tenant's requests that a fair tie compares (one
+   * per request) are read in one walk of its range too. Every walk steps in SQLite's C code
+   * (counts and OFFSET skips, no rows in JS) and starts from the nearer end of the range,
+   * so the entries stepped follow the requests' distance from the head or the tail.
    */
   #fairPositions(requests: readonly RequestRecord[]): Map<string, number> {
     const out = new Map<string, number>();
