@@ -1118,7 +1118,8 @@ export class SqliteRequestStore implements RequestStore {
    * tenant and priority, in start order; `total` the tenant's QUEUED count there): one
    * anchor, then a count of each gap between neighbours. The anchor is the entries before
    * the first or from the last, whichever ends first, counted in rounds that stop at a
-   * growing limit, so a page of the newest costs as little as one of the oldest.
+   * growing limit (16, 64, 256…), so a page of the newest costs as little as one of the
+   * oldest.
    */
   #ranks(
     at: { queue: string; tenant: string; priority: number },
@@ -1140,17 +1141,8 @@ export class SqliteRequestStore implements RequestStore {
         }) as { n: number }
       ).n;
     const ranks = new Map<string, number>();
+    // From the tail first: a new request (every submit) and a newest-first page sit there.
     for (let limit = 16; ; limit *= 4) {
-      const before = count("tenantBefore", first, limit);
-      if (before < limit) {
-        let n = before;
-        ranks.set(first.id, n);
-        for (let i = 1; i < requests.length; i++) {
-          n += between(requests[i - 1] as RequestRecord, requests[i] as RequestRecord);
-          ranks.set((requests[i] as RequestRecord).id, n);
-        }
-        return ranks;
-      }
       const from = count("tenantFrom", last, limit);
       if (from < limit) {
         // The entries from the last one on are the rest of the total (the counts move with
@@ -1162,6 +1154,16 @@ export class SqliteRequestStore implements RequestStore {
             0,
             n - between(requests[i] as RequestRecord, requests[i + 1] as RequestRecord),
           );
+          ranks.set((requests[i] as RequestRecord).id, n);
+        }
+        return ranks;
+      }
+      const before = count("tenantBefore", first, limit);
+      if (before < limit) {
+        let n = before;
+        ranks.set(first.id, n);
+        for (let i = 1; i < requests.length; i++) {
+          n += between(requests[i - 1] as RequestRecord, requests[i] as RequestRecord);
           ranks.set((requests[i] as RequestRecord).id, n);
         }
         return ranks;
