@@ -322,18 +322,17 @@ const SQL = {
     FROM tenant_counters t
     WHERE t.queue = @queue AND t.queued > 0`,
   // Fair positions walk a tenant's index range at one priority (requests_tenant_ready) with
-  // the statements below, every step in SQLite's C code: the counts stop at @limit entries,
-  // and the Nth statements skip @skip entries by OFFSET instead of handing them to JS.
+  // the statements below, every step in SQLite's C code: the Nth statements skip @skip
+  // entries by OFFSET instead of handing them to JS (and tell whether a count would stop
+  // within @skip entries: a count limited in a subquery costs three times a plain one).
   tenantBefore: `
-    SELECT count(*) AS n FROM (SELECT 1 FROM requests
-      WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
-        AND (created_at, id) < (@created_at, @id)
-      LIMIT @limit)`,
+    SELECT count(*) AS n FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) < (@created_at, @id)`,
   tenantFrom: `
-    SELECT count(*) AS n FROM (SELECT 1 FROM requests
-      WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
-        AND (created_at, id) >= (@created_at, @id)
-      LIMIT @limit)`,
+    SELECT count(*) AS n FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) >= (@created_at, @id)`,
   tenantBetween: `
     SELECT count(*) AS n FROM requests
     WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
@@ -1129,8 +1128,12 @@ export class SqliteRequestStore implements RequestStore {
     const first = requests[0] as RequestRecord;
     const last = requests.at(-1) as RequestRecord;
     const keyOf = (r: RequestRecord) => ({ created_at: r.createdAt, id: r.id });
-    const count = (name: "tenantBefore" | "tenantFrom", r: RequestRecord, limit: number) =>
-      (this.#stmt(name).get({ ...at, ...keyOf(r), limit }) as { n: number }).n;
+    const count = (name: "tenantBefore" | "tenantFrom", r: RequestRecord) =>
+      (this.#stmt(name).get({ ...at, ...keyOf(r) }) as { n: number }).n;
+    // Whether at least `limit` entries lie beyond `r` (after or before it, by the statement):
+    // then a count from `r` that way would step at least that many.
+    const beyond = (name: "tenantNthAfter" | "tenantNthBefore", r: RequestRecord, limit: number) =>
+      this.#stmt(name).get({ ...at, ...keyOf(r), skip: limit - 1 }) !== undefined;
     const between = (from: RequestRecord, to: RequestRecord) =>
       (
         this.#stmt("tenantBetween").get({
@@ -1143,8 +1146,8 @@ export class SqliteRequestStore implements RequestStore {
     const ranks = new Map<string, number>();
     // From the tail first: a new request (every submit) and a newest-first page sit there.
     for (let limit = 16; ; limit *= 4) {
-      const from = count("tenantFrom", last, limit);
-      if (from < limit) {
+      if (!beyond("tenantNthAfter", last, limit)) {
+        const from = count("tenantFrom", last);
         // The entries from the last one on are the rest of the total (the counts move with
         // the rows, in the same transactions).
         let n = Math.max(0, total - from);
@@ -1158,9 +1161,8 @@ export class SqliteRequestStore implements RequestStore {
         }
         return ranks;
       }
-      const before = count("tenantBefore", first, limit);
-      if (before < limit) {
-        let n = before;
+      if (!beyond("tenantNthBefore", first, limit)) {
+        let n = count("tenantBefore", first);
         ranks.set(first.id, n);
         for (let i = 1; i < requests.length; i++) {
           n += between(requests[i - 1] as RequestRecord, requests[i] as RequestRecord);
