@@ -1426,7 +1426,7 @@ export const queriesSection: BenchSection = {
     const peakText = `${(peak.p50Us / 1000).toFixed(3)} ms at #${fmtInt(peak.within)} within priority 0, against ${(deepest.p50Us / 1000).toFixed(3)} ms at its tail (#${fmtInt(deepest.within)})`;
     lines.push("");
     lines.push(
-      `The cost follows a request's distance from the nearer end of each waiting tenant's range at its priority, not its depth: ${peakText}; each walk steps the covering index \`requests_tenant_ready\` entry by entry (limited counts, OFFSET skips), in SQLite's C code. The head of priority 0 at position ${fmtInt(lowHead.position)} costs ${(lowHead.p50Us / 1000).toFixed(3)} ms, as the head of the queue (${(queueHead.p50Us / 1000).toFixed(3)} ms): the ${fmtInt(lowHead.position)} requests of priorities 1–9 ahead of it are summed from \`queued_by_priority\`.`,
+      `The cost follows a request's distance from the nearer end of each waiting tenant's range at its priority, not its depth: ${peakText}; each walk steps the covering index \`requests_tenant_ready\` entry by entry (counts and OFFSET skips), in SQLite's C code. The head of priority 0 at position ${fmtInt(lowHead.position)} costs ${(lowHead.p50Us / 1000).toFixed(3)} ms, as the head of the queue (${(queueHead.p50Us / 1000).toFixed(3)} ms): the ${fmtInt(lowHead.position)} requests of priorities 1–9 ahead of it are summed from \`queued_by_priority\`.`,
     );
     lines.push("");
     lines.push("Query plans (`EXPLAIN QUERY PLAN` via `SqliteRequestStore.explain`):");
