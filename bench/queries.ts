@@ -4,9 +4,10 @@
  * Positions are exact on both backends (docs/design.md "Reads that do not grow with the
  * table"): the QUEUED requests of each queue are also counted per priority, in the same
  * transactions that move them (SQLite `queued_by_priority`, DynamoDB `queued_p0`…`queued_p9`
- * on the counters item). A position is the counts of the higher priorities plus a range
- * count of the request's own priority before it; a list page's positions are counted in one
- * walk per priority (store.positions); on DynamoDB (issue 15) the rank within a priority
+ * on the counters item). On SQLite a position is the counts of the higher priorities and of
+ * each waiting tenant plus walks of the tenants' index ranges at its own priority, each from
+ * the nearer end and stepped in SQLite's C code; a list page's positions share those walks
+ * (store.positions); on DynamoDB (issue 15) the rank within a priority
  * comes from submit sequences on the counters item instead, and the fair ties from one
  * pointer each, so nothing there reads the ready index. The data set spreads priorities (half at the default
  * 0, half over 1–9) so that the two costs show apart: a request deep in the queue behind
@@ -1392,11 +1393,11 @@ export const queriesSection: BenchSection = {
     );
     lines.push("");
     lines.push(
-      "The first page's positions in-process: `store.positions` (one walk per priority, what the list endpoint calls) against one `store.position` per QUEUED item (what it called before), p50, with the index entries each reads:",
+      "The first page's positions in-process: `store.positions` (what the list endpoint calls: per priority the counts once, and each tenant's index range walked once from its nearer end) against one `store.position` per QUEUED item, p50. The entries columns are what walks from the heads would read for this page (one per priority up to the page's deepest item, and one count per item: the store's two earlier designs); the walks from the nearer end read far fewer on a newest-first page:",
     );
     lines.push("");
     lines.push(
-      "| stored | QUEUED items on the page | store.positions | entries walked | one store.position per item | entries counted |",
+      "| stored | QUEUED items on the page | store.positions | entries from the heads, one walk per priority | one store.position per item | entries from the heads, one count per item |",
     );
     lines.push("|---:|---:|---:|---:|---:|---:|");
     for (const e of embedded) {
@@ -1419,11 +1420,13 @@ export const queriesSection: BenchSection = {
     const deepest = lowest.at(-1) as PositionTiming;
     const lowHead = lowest[0] as PositionTiming;
     const queueHead = el.positionCurve[0] as PositionTiming;
-    const usPer1000 =
-      deepest.within > 0 ? ((deepest.p50Us - lowHead.p50Us) / deepest.within) * 1000 : 0;
+    // The walks start at the nearer end of each tenant's range, so the costliest request is
+    // one in the middle of its priority, not the deepest.
+    const peak = lowest.reduce((a, b) => (b.p50Us > a.p50Us ? b : a), lowHead);
+    const peakText = `${(peak.p50Us / 1000).toFixed(3)} ms at #${fmtInt(peak.within)} within priority 0, against ${(deepest.p50Us / 1000).toFixed(3)} ms at its tail (#${fmtInt(deepest.within)})`;
     lines.push("");
     lines.push(
-      `≈ ${usPer1000.toFixed(0)} µs per 1,000 positions within the priority: the range count walks the covering index entry by entry, but only the request's own priority. The head of priority 0 at position ${fmtInt(lowHead.position)} costs ${(lowHead.p50Us / 1000).toFixed(3)} ms, as the head of the queue (${(queueHead.p50Us / 1000).toFixed(3)} ms): the ${fmtInt(lowHead.position)} requests of priorities 1–9 ahead of it are summed from \`queued_by_priority\`.`,
+      `The cost follows a request's distance from the nearer end of each waiting tenant's range at its priority, not its depth: ${peakText}; each walk steps the covering index \`requests_tenant_ready\` entry by entry (counts and OFFSET skips), in SQLite's C code. The head of priority 0 at position ${fmtInt(lowHead.position)} costs ${(lowHead.p50Us / 1000).toFixed(3)} ms, as the head of the queue (${(queueHead.p50Us / 1000).toFixed(3)} ms): the ${fmtInt(lowHead.position)} requests of priorities 1–9 ahead of it are summed from \`queued_by_priority\`.`,
     );
     lines.push("");
     lines.push("Query plans (`EXPLAIN QUERY PLAN` via `SqliteRequestStore.explain`):");
@@ -1506,19 +1509,19 @@ export const queriesSection: BenchSection = {
       `- **The list query itself is O(limit) on both backends.** SQLite: \`listAll\`/\`listStatus\` and their cursor forms are index range searches on \`requests_list\` / \`requests_list_status\` (tenant, queue[, status], created_at DESC, id DESC) with no sort step; a status filter runs one range per status and merges. DynamoDB: one Query of the \`list\` or \`listByStatus\` GSI with \`Limit = limit + 1\`. Pages without QUEUED items read ${LIMIT + 1} rows whatever the table holds: over HTTP their p50 ratios are ${listNoQueued("listSucceeded")} and ${listNoQueued("listDeep")}, in-process ${inProc("listSucceeded")} and ${inProc("listDeep")}; what growth there is comes per row, not per table: the list index is not covering, so each of the ${LIMIT + 1} rows is a rowid lookup into the table, and the B-trees are deeper at ${fmtInt(large)} rows (${levelsText}) — O(limit × log n). On DynamoDB the page reads at most ${LIMIT + 1} items: ${fmtRru((dynOf(as, "listFirst") as DynamoMeasure).usage.rru)} vs ${fmtRru(alFirst.usage.rru)} RRU at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored.`,
     );
     lines.push(
-      `- **The list endpoint counts a page's positions in one walk** (functions/http/app.ts \`listRequests\` → \`store.positions\` → \`positionWalk\` in store-support.ts): the page's QUEUED items are grouped by priority and taken in start order; each priority is counted once from its head to the page's deepest item, every item's position being the higher priorities' counts plus the running count. The cost is that of the deepest item of each priority on the page, not the sum over items. A newest-first page of a backlog holds the newest requests of nearly every priority, so it still reads about the whole backlog once — O(QUEUED), no longer O(limit × depth): first page over HTTP ${ms(sFirst.dist.p50)} at ${fmtInt(small)} vs ${ms(lFirst.dist.p50)} at ${fmtInt(large)} stored (ratio ${ratioText(lFirst.dist.p50, sFirst.dist.p50)}); in-process at ${fmtInt(large)} the walk takes ${ms(lPage.walkMs)} over ${fmtInt(lPage.walkEntries)} entries where one position per item takes ${ms(lPage.perItemMs)} over ${fmtInt(lPage.perItemEntries)}. On DynamoDB a page's positions read no index at all since issue 15 (one counters read and one BatchGetItem of fair-tie pointers): ${fmtRru(endpointSmall.rru)} vs ${fmtRru(endpointLarge.rru)} RRU per page (list + positions) at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored (${fmtRru(beforeSmall.rru)} vs ${fmtRru(beforeLarge.rru)} before c56269f, computed).`,
+      `- **The list endpoint counts a page's positions together** (functions/http/app.ts \`listRequests\` → \`store.positions\`; on SQLite \`#fairPositions\`): the page's QUEUED items are grouped by priority (\`positionWalk\` in store-support.ts); per priority the higher priorities and every waiting tenant's level and count come from the counts once, the page's own tenant's ranks from one anchor (entries before its first item or from its last, whichever end is nearer) and a count of each gap between neighbours, and each other tenant's fair-tie requests from one walk of its range from the nearer end, skipping by OFFSET. The cost is about that of the item on the page farthest from both ends, not the sum over items, and a newest-first page sits at the tails: first page over HTTP ${ms(sFirst.dist.p50)} at ${fmtInt(small)} vs ${ms(lFirst.dist.p50)} at ${fmtInt(large)} stored (ratio ${ratioText(lFirst.dist.p50, sFirst.dist.p50)}); in-process at ${fmtInt(large)} \`store.positions\` takes ${ms(lPage.walkMs)} where one position per item takes ${ms(lPage.perItemMs)} (walks from the heads would read ${fmtInt(lPage.walkEntries)} and ${fmtInt(lPage.perItemEntries)} entries). On DynamoDB a page's positions read no index at all since issue 15 (one counters read and one BatchGetItem of fair-tie pointers): ${fmtRru(endpointSmall.rru)} vs ${fmtRru(endpointLarge.rru)} RRU per page (list + positions) at ${fmtInt(awsSmall)} vs ${fmtInt(awsLarge)} stored (${fmtRru(beforeSmall.rru)} vs ${fmtRru(beforeLarge.rru)} before c56269f, computed).`,
     );
     lines.push(
-      `- **A status position is exact: the higher priorities' counts plus a range count of its own priority — O(position within its priority).** SQLite: \`position\` sums at most ten \`queued_by_priority\` rows and range-counts the covering partial index \`requests_ready\` for the same priority before the request (≈ ${usPer1000.toFixed(0)} µs per 1,000 within the priority in-process; B-tree pages carry no subtree counts, so a range is counted by walking it). Over HTTP at ${fmtInt(large)} stored: near the head ${ms(hShallow.dist.p50)}, the head of priority 0 at #${fmtInt(hLowHead.position ?? 0)} ${ms(hLowHead.dist.p50)}, the tail of priority 0 at #${fmtInt(hLowTail.position ?? 0)} (#${fmtInt(hLowTail.within ?? 0)} within) ${ms(hLowTail.dist.p50)}. DynamoDB (issue 15): one consistent GetItem of the counters item, whose figures give the higher priorities, every tenant's level and the request's rank within its tenant and priority (its submit sequence place minus the places that left below it), plus at most one pointer per other waiting tenant: ${fmtRru(dShallow.usage.rru)}, ${fmtRru(dLowHead.usage.rru)} and ${fmtRru(dLowTail.usage.rru)} RRU for the same three at ${fmtInt(awsLarge)} stored (#${fmtInt(dShallow.position ?? 0)}, #${fmtInt(dLowHead.position ?? 0)}, #${fmtInt(dLowTail.position ?? 0)}), O(1) in the depth.`,
+      `- **A status position is exact: the higher priorities' counts plus walks within its own priority — O(distance from the nearer end of each tenant's range).** SQLite: \`position\` sums at most ten \`queued_by_priority\` rows, reads each waiting tenant's level and count from \`tenant_counters\` / \`tenant_queued_by_priority\`, and walks the covering partial index \`requests_tenant_ready\` of its own tenant (its rank) and of each other tenant (one fair-tie request each) from whichever end is nearer (in-process ${peakText}; B-tree pages carry no subtree counts, so a range is counted by walking it). Over HTTP at ${fmtInt(large)} stored: near the head ${ms(hShallow.dist.p50)}, the head of priority 0 at #${fmtInt(hLowHead.position ?? 0)} ${ms(hLowHead.dist.p50)}, the tail of priority 0 at #${fmtInt(hLowTail.position ?? 0)} (#${fmtInt(hLowTail.within ?? 0)} within) ${ms(hLowTail.dist.p50)}. DynamoDB (issue 15): one consistent GetItem of the counters item, whose figures give the higher priorities, every tenant's level and the request's rank within its tenant and priority (its submit sequence place minus the places that left below it), plus at most one pointer per other waiting tenant: ${fmtRru(dShallow.usage.rru)}, ${fmtRru(dLowHead.usage.rru)} and ${fmtRru(dLowTail.usage.rru)} RRU for the same three at ${fmtInt(awsLarge)} stored (#${fmtInt(dShallow.position ?? 0)}, #${fmtInt(dLowHead.position ?? 0)}, #${fmtInt(dLowTail.position ?? 0)}), O(1) in the depth.`,
     );
     lines.push(
-      "- **A submit's 202 position comes from the counts, O(1) in the queue's depth** (submit section). SQLite: inside the submit transaction — a new request sorts last in its priority, so its position is the counts at and above its priority; one probe of the ready index confirms it (a clock that stepped back falls back to the range count), so it is exact. DynamoDB: one consistent GetItem of the counters item after the TransactWriteItems, replacing a COUNT Query over the ready index; a request another host commits in between is counted too (a bounded overcount under concurrency).",
+      "- **A submit's 202 position comes from the counts, O(1) in the queue's depth** (submit section). SQLite: inside the submit transaction — a new request sorts last in its priority, so its rank within its tenant is counted from the tail of the tenant's range (a few entries; a clock that stepped back counts the few behind it), so it is exact. DynamoDB: one consistent GetItem of the counters item after the TransactWriteItems, replacing a COUNT Query over the ready index; a request another host commits in between is counted too (a bounded overcount under concurrency).",
     );
     lines.push(
-      "- **Why this design.** Positions stay exact on both backends (callers read them as a promise; on DynamoDB the own-priority count reads a GSI, eventually consistent, as the COUNT it replaced did). Neither backend counts a range faster than reading it — SQLite's B-trees keep no subtree counts, and DynamoDB has no count primitive: a `Select: COUNT` Query reads and bills every entry — so whatever is not kept as a count is read. Counts per priority are cheap to keep exact: they move by one in each transaction that moves a QUEUED request (SQLite: one UPSERT of a `queued_by_priority` row next to `queue_counters`; DynamoDB: `ADD queued_p<n>` in the counters Update each such transaction already has — no extra item, call or contention point), where a per-request rank would change for every request behind at each claim or cancel. Within a priority requests start first in, first out, so the remaining range count is the request's place in its own priority; a list page pays it once per priority instead of once per item.",
+      "- **Why this design.** Positions stay exact on both backends (callers read them as a promise; on DynamoDB the own-priority count reads a GSI, eventually consistent, as the COUNT it replaced did). Neither backend counts a range faster than reading it — SQLite's B-trees keep no subtree counts, and DynamoDB has no count primitive: a `Select: COUNT` Query reads and bills every entry — so whatever is not kept as a count is read. Counts per priority are cheap to keep exact: they move by one in each transaction that moves a QUEUED request (SQLite: one UPSERT of a `queued_by_priority` row next to `queue_counters`; DynamoDB: `ADD queued_p<n>` in the counters Update each such transaction already has — no extra item, call or contention point), where a per-request rank would change for every request behind at each claim or cancel. Within a priority each tenant's requests start first in, first out, so what is not counted is a walk of a tenant's range, and SQLite starts it at the nearer end; a list page pays it once per tenant and priority instead of once per item.",
     );
     lines.push(
-      `- **What still grows.** The depth within one priority: a backlog concentrated at one priority (here half the queue at the default 0) makes the status of its tail and any list page that holds it read that priority's waiting requests once on SQLite (≈ ${usPer1000.toFixed(0)} µs per 1,000); on DynamoDB nothing grows with the depth since issue 15, except while a request dated before one already placed waits in its tenant's sequence (clock skew; that sequence is counted on the index until it starts). A DynamoDB counters item whose split does not add up to \`queued\` (written before the split existed, or edited by hand) makes positions count the whole index ahead, as before, until \`recount --fix\` writes the split; the submit then answers from one position count.`,
+      `- **What still grows.** The depth within one priority: a backlog concentrated at one priority (here half the queue at the default 0) makes a status in the middle of a tenant's long range at that priority, or a page deep in it, walk up to half the range on SQLite (${peakText}); on DynamoDB nothing grows with the depth since issue 15, except while a request dated before one already placed waits in its tenant's sequence (clock skew; that sequence is counted on the index until it starts). A DynamoDB counters item whose split does not add up to \`queued\` (written before the split existed, or edited by hand) makes positions count the whole index ahead, as before, until \`recount --fix\` writes the split; the submit then answers from one position count.`,
     );
 
     const summary: SummaryRow[] = [
@@ -1529,7 +1532,7 @@ export const queriesSection: BenchSection = {
         ratio: listNoQueued("listSucceeded"),
       },
       {
-        measure: `SQLite list(limit=100) p50, first page (QUEUED items' positions in one walk), ${fmtInt(large)} vs ${fmtInt(small)} stored`,
+        measure: `SQLite list(limit=100) p50, first page (QUEUED items' positions), ${fmtInt(large)} vs ${fmtInt(small)} stored`,
         value: ms(lFirst.dist.p50),
         floor: ms(sFirst.dist.p50),
         ratio: ratioText(lFirst.dist.p50, sFirst.dist.p50),
@@ -1581,7 +1584,7 @@ export const queriesSection: BenchSection = {
           http: e.http.map(({ dist, ...rest }) => ({ ...rest, ms: dist })),
         })),
         sqlitePlans: plans,
-        sqliteUsPer1000PositionsWithinPriority: usPer1000,
+        sqlitePositionPeak: { within: peak.within, p50Us: peak.p50Us },
         aws: aws.map((a) => ({
           ...a,
           measures: a.measures.map(({ motoMs, ...rest }) => ({ ...rest, motoMs })),

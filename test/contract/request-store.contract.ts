@@ -1648,6 +1648,51 @@ export function describeRequestStoreContract(
         for (const r of page.items) expect(positions.get(r.id)).toBe(order.indexOf(r.id));
       });
 
+      it("gives pages deep in long tenant queues the places they start at", async () => {
+        // Prepare: a (with requests above) and b (one running) take turns at priority 2,
+        // long enough that a store may place a page from either end of a tenant's queue;
+        // some of both leave near the heads and the tails.
+        const [a, b] = [`${s.tenant}-a`, `${s.tenant}-b`];
+        await putAs(b, { priority: 9, createdAt: T0 - 10 });
+        await store.claimNext(s.queue, MANY_SLOTS, T0);
+        const submitted: RequestRecord[] = [];
+        for (let i = 0; i < 72; i++) {
+          const [tenant, priority] = i % 2 === 0 ? [b, 2] : i % 9 === 1 ? [a, 5] : [a, 2];
+          submitted.push(await putAs(tenant as string, { priority, createdAt: T0 + i * 10 }));
+        }
+        for (const i of [0, 3, 8, 58, 64, 67, 69, 71]) {
+          await store.transition({
+            id: (submitted[i] as RequestRecord).id,
+            from: ["QUEUED"],
+            to: "CANCELLED",
+          });
+        }
+        const first = await store.list({ tenant: a, queue: s.queue, limit: 8 });
+        const second = await store.list({
+          tenant: a,
+          queue: s.queue,
+          limit: 8,
+          cursor: first.nextCursor ?? undefined,
+        });
+        const middle = await stillQueued(submitted.slice(30, 40).map((r) => r.id));
+
+        // Act
+        const waiting = (page: RequestRecord[]) =>
+          page.filter((r) => r.status === RequestStatus.QUEUED);
+        const pages = [waiting(first.items), waiting(second.items), middle];
+        const together = await Promise.all(pages.map((p) => store.positions(p)));
+        const alone = await Promise.all(middle.map((r) => store.position(r)));
+        const { started } = await claimAll();
+
+        // Assess
+        const order = started.map((r) => r.id);
+        expect(pages.map((p) => p.length)).toEqual([5, 8, 10]);
+        for (const [i, page] of pages.entries()) {
+          for (const r of page) expect(together[i]?.get(r.id), r.id).toBe(order.indexOf(r.id));
+        }
+        expect(alone).toEqual(middle.map((r) => order.indexOf(r.id)));
+      });
+
       it("places a request dated before one already waiting (another host's clock) by its age", async () => {
         // Prepare: submits of one tenant and priority whose dates go back and forth, and two
         // tenants; then the early-dated ones leave, one claimed and one cancelled.

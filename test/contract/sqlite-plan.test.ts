@@ -19,9 +19,11 @@ import { RequestStatus } from "../../functions/core/request.ts";
 const EXPECTED_INDEX: Record<SqliteQueryName, string> = {
   getKey: "requests_idempotency",
   tenantHeads: "requests_tenant_ready",
-  tenantAfter: "requests_tenant_ready",
   tenantBefore: "requests_tenant_ready",
-  tenantFirst: "requests_tenant_ready",
+  tenantFrom: "requests_tenant_ready",
+  tenantBetween: "requests_tenant_ready",
+  tenantNthAfter: "requests_tenant_ready",
+  tenantNthBefore: "requests_tenant_ready",
   listAll: "requests_list",
   listAllAfter: "requests_list",
   listStatus: "requests_list_status",

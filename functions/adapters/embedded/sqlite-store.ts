@@ -37,6 +37,7 @@ import {
   fairPositionFinish,
   fairPositionPlan,
   pickFairHead,
+  positionWalk,
 } from "../../core/store-support.ts";
 import { WalCheckpointer } from "./sqlite-checkpointer.ts";
 import { openSqlite, statementCache } from "./sqlite-open.ts";
@@ -297,16 +298,6 @@ const SQL = {
     INSERT INTO tenant_queued_by_priority (queue, tenant, priority, queued)
     VALUES (@queue, @tenant, @priority, @dq)
     ON CONFLICT (queue, tenant, priority) DO UPDATE SET queued = queued + excluded.queued`,
-  tenantQueuedAt: `
-    SELECT queued FROM tenant_queued_by_priority
-    WHERE queue = @queue AND tenant = @tenant AND priority = @priority`,
-  // Whether a request is the last of its tenant and priority in start order (a new one is):
-  // then its place among them is known from the counts. One probe of requests_tenant_ready.
-  tenantAfter: `
-    SELECT 1 FROM requests
-    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
-      AND (created_at, id) > (@created_at, @id)
-    LIMIT 1`,
   setBucket: `
     INSERT INTO tenant_counters (queue, tenant, bucket_at) VALUES (@queue, @tenant, @at)
     ON CONFLICT (queue, tenant) DO UPDATE SET bucket_at = excluded.bucket_at`,
@@ -320,23 +311,44 @@ const SQL = {
       ORDER BY h.priority DESC, h.created_at ASC, h.id ASC
       LIMIT 1)
     WHERE t.queue = @queue AND t.queued > 0`,
-  // For fair positions: each waiting tenant's active count and its QUEUED requests above
-  // the priority (an index range of requests_tenant_ready; they all start first anyway).
+  // For fair positions: each waiting tenant's active count, its QUEUED requests above the
+  // priority (they all start first anyway) and at it, from the counts, not from rows.
   fairLevels: `
     SELECT t.tenant, t.running,
       (SELECT coalesce(sum(p.queued), 0) FROM tenant_queued_by_priority p
-         WHERE p.queue = t.queue AND p.tenant = t.tenant AND p.priority > @priority) AS above
+         WHERE p.queue = t.queue AND p.tenant = t.tenant AND p.priority > @priority) AS above,
+      (SELECT coalesce(sum(p.queued), 0) FROM tenant_queued_by_priority p
+         WHERE p.queue = t.queue AND p.tenant = t.tenant AND p.priority = @priority) AS queued
     FROM tenant_counters t
     WHERE t.queue = @queue AND t.queued > 0`,
+  // Fair positions walk a tenant's index range at one priority (requests_tenant_ready) with
+  // the statements below, every step in SQLite's C code: the Nth statements skip @skip
+  // entries by OFFSET instead of handing them to JS (and tell whether a count would stop
+  // within @skip entries: a count limited in a subquery costs three times a plain one).
   tenantBefore: `
     SELECT count(*) AS n FROM requests
     WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
       AND (created_at, id) < (@created_at, @id)`,
-  tenantFirst: `
+  tenantFrom: `
+    SELECT count(*) AS n FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) >= (@created_at, @id)`,
+  tenantBetween: `
+    SELECT count(*) AS n FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) >= (@from_created_at, @from_id) AND (created_at, id) < (@created_at, @id)`,
+  tenantNthAfter: `
     SELECT created_at, id FROM requests
     WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) > (@created_at, @id)
     ORDER BY created_at, id
-    LIMIT @limit`,
+    LIMIT 1 OFFSET @skip`,
+  tenantNthBefore: `
+    SELECT created_at, id FROM requests
+    WHERE queue = @queue AND tenant = @tenant AND status = 'QUEUED' AND priority = @priority
+      AND (created_at, id) < (@created_at, @id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT 1 OFFSET @skip`,
   bumpPriority: `
     INSERT INTO queued_by_priority (queue, priority, queued) VALUES (@queue, @priority, @dq)
     ON CONFLICT (queue, priority) DO UPDATE SET queued = queued + excluded.queued`,
@@ -420,9 +432,11 @@ type StatementName = keyof typeof SQL;
 export const EXPLAINABLE_QUERIES = [
   "getKey",
   "tenantHeads",
-  "tenantAfter",
   "tenantBefore",
-  "tenantFirst",
+  "tenantFrom",
+  "tenantBetween",
+  "tenantNthAfter",
+  "tenantNthBefore",
   "listAll",
   "listAllAfter",
   "listStatus",
@@ -443,6 +457,9 @@ const EXPLAIN_PARAMS: Record<string, unknown> = {
   status: "QUEUED",
   priority: 0,
   created_at: 0,
+  from_id: "req_a",
+  from_created_at: 0,
+  skip: 0,
   limit: 10,
   now: 0,
   cutoff: 0,
@@ -875,7 +892,7 @@ export class SqliteRequestStore implements RequestStore {
     }
     this.#stmt("insertRequest").run(row);
     this.#bump(request.queue, request.tenant, request.priority, 1, 0);
-    const ahead = this.#fairPosition(request);
+    const ahead = this.#fairPositions([request]).get(request.id) as number;
     // The wait view's figures as this transaction leaves them, so the answer needs no reads
     // of its own after the commit (the counts the checks read, moved by this request).
     const usage: UsageFigures = {
@@ -1026,72 +1043,183 @@ export class SqliteRequestStore implements RequestStore {
   }
 
   /**
-   * The fair position of a QUEUED request (store-support.ts fairPositionPlan): higher
-   * priorities from their counts, the tenant's own requests before it on its index range,
-   * and for every other waiting tenant its first requests up to the one that would start at
-   * this request's level. The rows read follow the position, not the queue's depth.
+   * Fair positions of QUEUED requests (store-support.ts fairPositionPlan), read together
+   * so that a page costs about its costliest item, not the sum: per queue and priority, the
+   * higher priorities and every waiting tenant's level and count come from the counts; each
+   * request's rank within its tenant comes from one walk of that tenant's index range
+   * across all its requests; and each other tenant's requests that a fair tie compares (one
+   * per request) are read in one walk of its range too. Every walk steps in SQLite's C code
+   * (counts and OFFSET skips, no rows in JS) and starts from the nearer end of the range,
+   * so the entries stepped follow the requests' distance from the head or the tail.
    */
-  #fairPosition(request: RequestRecord): number {
-    const params = {
-      queue: request.queue,
-      tenant: request.tenant,
-      priority: request.priority,
-      created_at: request.createdAt,
-      id: request.id,
-    };
-    const higher = (this.#stmt("higherPriorities").get(params) as { n: number }).n;
-    // The newest of its tenant and priority (every new request) is placed by the counts;
-    // any other by a range count of its tenant's requests before it.
-    const last = this.#stmt("tenantAfter").get(params) === undefined;
-    const counted = last
-      ? (this.#stmt("tenantQueuedAt").get(params) as { queued: number } | undefined)?.queued
-      : undefined;
-    const own =
-      counted !== undefined
-        ? Math.max(0, counted - 1)
-        : (this.#stmt("tenantBefore").get(params) as { n: number }).n;
-    const levels = this.#stmt("fairLevels").all(params) as {
-      tenant: string;
-      running: number;
-      above: number;
-    }[];
-    const mine = levels.find((t) => t.tenant === request.tenant);
-    const level = (mine ? mine.running + mine.above : 0) + own;
-    // The request's own tenant is in the plan for its level only.
-    const tenants: FairTenant[] = [{ tenant: request.tenant, level: level - own, queued: 0 }];
-    const keys = new Map<string, string | null>();
-    for (const t of levels) {
-      if (t.tenant === request.tenant) continue;
-      // Only requests up to (and including) the one at this request's level can matter.
-      const cap = level - (t.running + t.above) + 1;
-      if (cap <= 0) continue;
-      const rows = this.#stmt("tenantFirst").all({ ...params, tenant: t.tenant, limit: cap }) as {
-        created_at: number;
-        id: string;
+  #fairPositions(requests: readonly RequestRecord[]): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const { queue, priority, ordered } of positionWalk(requests)) {
+      const at = { queue, priority };
+      const higher = (this.#stmt("higherPriorities").get(at) as { n: number }).n;
+      const levels = this.#stmt("fairLevels").all(at) as {
+        tenant: string;
+        running: number;
+        above: number;
+        queued: number;
       }[];
-      tenants.push({ tenant: t.tenant, level: t.running + t.above, queued: rows.length });
-      const last = rows.at(-1);
-      if (rows.length === cap && last) {
-        keys.set(
-          t.tenant,
-          readyOrderKey({ priority: request.priority, createdAt: last.created_at, id: last.id }),
-        );
+      const byTenant = new Map(levels.map((t) => [t.tenant, t]));
+      const mine = new Map<string, RequestRecord[]>();
+      for (const r of ordered) {
+        const list = mine.get(r.tenant);
+        if (list) list.push(r);
+        else mine.set(r.tenant, [r]);
+      }
+      const rank = new Map<string, number>();
+      for (const [tenant, own] of mine) {
+        const total = byTenant.get(tenant)?.queued ?? 0;
+        for (const [id, n] of this.#ranks({ ...at, tenant }, total, own)) rank.set(id, n);
+      }
+      // The place, in each other tenant's start order, of the one request that could tie
+      // with each of ours (fairPositionPlan's probes); read together per tenant below.
+      const levelOf = (t: { running: number; above: number } | undefined) =>
+        t ? t.running + t.above : 0;
+      const wanted = new Map<string, Set<number>>();
+      for (const r of ordered) {
+        const level = levelOf(byTenant.get(r.tenant)) + (rank.get(r.id) ?? 0);
+        for (const t of levels) {
+          const index = level - levelOf(t);
+          if (t.tenant === r.tenant || index < 0 || index >= t.queued) continue;
+          const set = wanted.get(t.tenant);
+          if (set) set.add(index);
+          else wanted.set(t.tenant, new Set([index]));
+        }
+      }
+      const keysAt = new Map<string, Map<number, string>>();
+      for (const [tenant, indexes] of wanted) {
+        const total = byTenant.get(tenant)?.queued ?? 0;
+        keysAt.set(tenant, this.#keysAt({ ...at, tenant }, total, indexes));
+      }
+      for (const r of ordered) {
+        const own = rank.get(r.id) ?? 0;
+        const level = levelOf(byTenant.get(r.tenant));
+        const tenants: FairTenant[] = [{ tenant: r.tenant, level, queued: 0 }];
+        const keys = new Map<string, string | null>();
+        for (const t of levels) {
+          if (t.tenant === r.tenant) continue;
+          tenants.push({ tenant: t.tenant, level: levelOf(t), queued: t.queued });
+          keys.set(t.tenant, keysAt.get(t.tenant)?.get(level + own - levelOf(t)) ?? null);
+        }
+        const plan = fairPositionPlan({ tenant: r.tenant, higher, own, tenants });
+        out.set(r.id, fairPositionFinish(r, plan, keys));
       }
     }
-    const plan = fairPositionPlan({ tenant: request.tenant, higher, own, tenants });
-    return fairPositionFinish(request, plan, keys);
+    return out;
+  }
+
+  /**
+   * Each request's rank in its tenant's start order at its priority (`requests`, all of one
+   * tenant and priority, in start order; `total` the tenant's QUEUED count there): one
+   * anchor, then a count of each gap between neighbours. The anchor is the entries before
+   * the first or from the last, whichever ends first, counted in rounds that stop at a
+   * growing limit (16, 64, 256…), so a page of the newest costs as little as one of the
+   * oldest.
+   */
+  #ranks(
+    at: { queue: string; tenant: string; priority: number },
+    total: number,
+    requests: readonly RequestRecord[],
+  ): Map<string, number> {
+    const first = requests[0] as RequestRecord;
+    const last = requests.at(-1) as RequestRecord;
+    const keyOf = (r: RequestRecord) => ({ created_at: r.createdAt, id: r.id });
+    const count = (name: "tenantBefore" | "tenantFrom", r: RequestRecord) =>
+      (this.#stmt(name).get({ ...at, ...keyOf(r) }) as { n: number }).n;
+    // Whether at least `limit` entries lie beyond `r` (after or before it, by the statement):
+    // then a count from `r` that way would step at least that many.
+    const beyond = (name: "tenantNthAfter" | "tenantNthBefore", r: RequestRecord, limit: number) =>
+      this.#stmt(name).get({ ...at, ...keyOf(r), skip: limit - 1 }) !== undefined;
+    const between = (from: RequestRecord, to: RequestRecord) =>
+      (
+        this.#stmt("tenantBetween").get({
+          ...at,
+          from_created_at: from.createdAt,
+          from_id: from.id,
+          ...keyOf(to),
+        }) as { n: number }
+      ).n;
+    const ranks = new Map<string, number>();
+    // From the tail first: a new request (every submit) and a newest-first page sit there.
+    for (let limit = 16; ; limit *= 4) {
+      if (!beyond("tenantNthAfter", last, limit)) {
+        const from = count("tenantFrom", last);
+        // The entries from the last one on are the rest of the total (the counts move with
+        // the rows, in the same transactions).
+        let n = Math.max(0, total - from);
+        ranks.set(last.id, n);
+        for (let i = requests.length - 2; i >= 0; i--) {
+          n = Math.max(
+            0,
+            n - between(requests[i] as RequestRecord, requests[i + 1] as RequestRecord),
+          );
+          ranks.set((requests[i] as RequestRecord).id, n);
+        }
+        return ranks;
+      }
+      if (!beyond("tenantNthBefore", first, limit)) {
+        let n = count("tenantBefore", first);
+        ranks.set(first.id, n);
+        for (let i = 1; i < requests.length; i++) {
+          n += between(requests[i - 1] as RequestRecord, requests[i] as RequestRecord);
+          ranks.set((requests[i] as RequestRecord).id, n);
+        }
+        return ranks;
+      }
+    }
+  }
+
+  /**
+   * The {@link readyOrderKey} of a tenant's requests at the given ranks of its start order
+   * at the priority (`total` its QUEUED count there): one walk from the nearer end, each
+   * step an OFFSET skip past the entries between two wanted ranks.
+   */
+  #keysAt(
+    at: { queue: string; tenant: string; priority: number },
+    total: number,
+    indexes: ReadonlySet<number>,
+  ): Map<number, string> {
+    const sorted = [...indexes].sort((a, b) => a - b);
+    const lowest = sorted[0] ?? 0;
+    const highest = sorted.at(-1) ?? 0;
+    const fromHead = highest <= total - 1 - lowest;
+    // Ranks as distances from the end the walk starts at, nearest first.
+    const steps = fromHead ? sorted : sorted.map((i) => total - 1 - i).reverse();
+    const stmt = this.#stmt(fromHead ? "tenantNthAfter" : "tenantNthBefore");
+    // Before every key (created_at is never negative), or after every key.
+    let cursor = fromHead
+      ? { created_at: -1, id: "" }
+      : { created_at: Number.MAX_SAFE_INTEGER, id: "" };
+    let done = -1;
+    const keys = new Map<number, string>();
+    for (const step of steps) {
+      const row = stmt.get({ ...at, ...cursor, skip: step - done - 1 }) as
+        | { created_at: number; id: string }
+        | undefined;
+      if (!row) break;
+      keys.set(
+        fromHead ? step : total - 1 - step,
+        readyOrderKey({ priority: at.priority, createdAt: row.created_at, id: row.id }),
+      );
+      cursor = row;
+      done = step;
+    }
+    return keys;
   }
 
   async position(request: RequestRecord): Promise<number> {
-    return this.#db.transaction(() => this.#fairPosition(request)).deferred();
+    return this.#db
+      .transaction(() => this.#fairPositions([request]).get(request.id) as number)
+      .deferred();
   }
 
   /** Positions of several QUEUED requests (a list page), read in one snapshot. */
   async positions(requests: readonly RequestRecord[]): Promise<Map<string, number>> {
-    const txn = this.#db.transaction(
-      (): Map<string, number> => new Map(requests.map((r) => [r.id, this.#fairPosition(r)])),
-    );
-    return txn.deferred();
+    return this.#db.transaction(() => this.#fairPositions(requests)).deferred();
   }
 
   /** Adds a request that left its slot for good to the queue's run-time summary. */
