@@ -161,7 +161,9 @@ export class TestServer {
         // ended meanwhile
       }
     }
-    rmSync(this.dataDir, { recursive: true, force: true });
+    // The job launcher outlives a SIGKILLed server for a moment (it leaves when its pipe
+    // closes) and may still be making a spare file in the data dir: retry a busy folder.
+    rmSync(this.dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
     rmSync(this.configPath, { force: true });
   }
 
