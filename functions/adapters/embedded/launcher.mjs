@@ -22,12 +22,10 @@
 // With S, R and a new F are linked from empty files the launcher made in S after its last
 // answer, not created on the path to the job's start, where a create costs several times a
 // link (spare-pool.ts); link(2) fails on an existing name just as the exclusive create does.
-// Spares are kept open, so a linked name needs no open of its own, and their spare names
-// are removed only after the fork and the answer.
 import { spawn } from "node:child_process";
 import {
+  close,
   closeSync,
-  constants as fsConstants,
   fstatSync,
   linkSync,
   mkdirSync,
@@ -61,35 +59,25 @@ function startTimeOf(pid) {
 }
 
 /**
- * Links the spare `from` (if any) to `path` and returns its descriptor, open already; null
- * when that did not work (no spare, or it is gone, or on another filesystem), so `path` is
- * made instead. Throws EEXIST: `path` exists. The spare's own name is removed after the
- * fork (see {@link dropSpareNames}): an unlink is not needed before the job starts.
+ * Links the spare file `from` (if any) to `path`; false when that did not work (no spare, or
+ * it is gone, or on another filesystem), so `path` is made instead. Throws EEXIST: `path`
+ * exists.
  */
 function linkSpare(from, path) {
-  if (!from) return null;
-  spentSpares.push(from.path);
+  if (!from) return false;
   try {
-    linkSync(from.path, path);
+    linkSync(from, path);
   } catch (error) {
-    closeSync(from.fd);
     if (error.code === "EEXIST") throw error;
-    return null;
-  }
-  return from.fd;
-}
-
-/** Names of spares used since the last fork, removed once the job runs. */
-const spentSpares = [];
-
-function dropSpareNames() {
-  for (const path of spentSpares.splice(0)) {
+    return false;
+  } finally {
     try {
-      unlinkSync(path);
+      unlinkSync(from);
     } catch {
       // gone already
     }
   }
+  return true;
 }
 
 /** Empty files made ahead in the server's spare folder, for the next Rs and Fs. */
@@ -112,33 +100,31 @@ function makeSpares(dir, upTo) {
   while (dir !== sparesFailed && spares.length + sparesMaking < upTo) {
     const path = `${dir}/f${process.pid}-${spareCount++}`;
     sparesMaking++;
-    // Kept open, for appending (what a log and a record are written with) and reading (the
-    // log's tail at the job's exit): linked into place, a spare needs no open of its own.
-    open(path, SPARE_FLAGS, 0o600, (error, fd) => {
-      sparesMaking--;
+    open(path, "wx", 0o600, (error, fd) => {
       if (error) {
+        sparesMaking--;
         sparesFailed = dir;
         return;
       }
-      spares.push({ path, fd });
+      close(fd, () => {
+        sparesMaking--;
+        spares.push(path);
+      });
     });
   }
 }
 
-const SPARE_FLAGS =
-  fsConstants.O_RDWR | fsConstants.O_APPEND | fsConstants.O_CREAT | fsConstants.O_EXCL;
-
 /** Takes the key: creates R exclusively (EEXIST: another launcher took it). */
 function takeRecord(m) {
-  return (
-    linkSpare(m.spareDir ? spares.pop() : undefined, m.pidFile) ?? openSync(m.pidFile, "wx", 0o600)
-  );
+  if (linkSpare(m.spareDir ? spares.pop() : undefined, m.pidFile)) {
+    return openSync(m.pidFile, "r+");
+  }
+  return openSync(m.pidFile, "wx", 0o600);
 }
 
 function openLog(path, from) {
   try {
-    const fd = linkSpare(from, path);
-    if (fd !== null) return fd;
+    linkSpare(from, path);
   } catch (error) {
     if (error.code !== "EEXIST") throw error; // an earlier attempt's log: appended to
   }
@@ -219,7 +205,6 @@ function start(m) {
         ? { key: m.key, taken: true }
         : { key: m.key, error: `could not record the job: ${error.message}` },
     );
-    dropSpareNames();
     return;
   }
   let fd;
@@ -229,7 +214,6 @@ function start(m) {
   } catch (error) {
     release(m, record);
     send({ key: m.key, error: `could not open the log: ${error.message}` });
-    dropSpareNames();
     return;
   }
   let child;
@@ -245,14 +229,12 @@ function start(m) {
     closeSync(fd);
     release(m, record);
     send({ key: m.key, error: error.message });
-    dropSpareNames();
     return;
   }
   // The child holds its own copy of the descriptor.
   closeSync(fd);
   if (child.pid === undefined) {
     closeSync(record);
-    dropSpareNames();
     // Not started (no such program, no permission): node reports why on the next tick.
     child.once("error", (error) => {
       release(m, undefined);
@@ -272,7 +254,6 @@ function start(m) {
   closeSync(record);
   live.set(m.key, job);
   for (let i = 0; i < starting.waiting; i++) send({ key: m.key, ...job });
-  dropSpareNames();
   if (m.spareDir) makeSpares(m.spareDir, 2);
   child.on("error", () => {}); // a later error (a failed kill) must not end the launcher
   child.once("exit", (code, signal) => {
