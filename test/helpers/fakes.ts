@@ -153,8 +153,12 @@ export class FakeCompute implements Compute {
    */
   readonly orphansSince = new Map<string, number>();
 
+  /** Runs inside every {@link reap} (a test moves its clock: a reap waiting out a grace). */
+  onReap: () => void = () => {};
+
   async reap(request: RequestRecord): Promise<Reaped> {
     this.calls.push({ op: "reap", id: request.id, attempt: request.attempt });
+    this.onReap();
     this.live.get(request.id)?.clear();
     const since = this.orphansSince.get(request.id);
     this.orphansSince.delete(request.id);

@@ -440,15 +440,19 @@ export async function expireQueued(
  * retried as a new attempt from its last checkpoint. The server's stop or death ended it,
  * not the job, so the retry does not count against `maxAttempts` (SPEC §3, §5; FAILED
  * `lost` once {@link MAX_PLATFORM_RETRIES} are spent). A job that outlived its server and
- * had run past its `timeoutSeconds` when it was stopped ends FAILED `timeout` instead: no
+ * had run past its `timeoutSeconds` when recovery found it ends FAILED `timeout` instead: no
  * one enforced its limit meanwhile. A pending cancel ends the request CANCELLED. Then every
  * queue is woken.
  * @returns how many requests it recovered.
  */
 export async function recoverInFlight(deps: LifecycleDeps): Promise<number> {
   const active = await deps.store.findActive(100_000);
-  const reaped = await Promise.all(active.map((r) => deps.compute.reap(r)));
+  // Race: reaping an orphan can take its whole grace period (a job that ignores SIGTERM),
+  // and the reaps run side by side. A job's run time is judged at the moment recovery
+  // found it, not once every reap is done: else a job well within its timeout when found
+  // would end `timeout` for the time another job took to die.
   const now = deps.clock.now();
+  const reaped = await Promise.all(active.map((r) => deps.compute.reap(r)));
   for (const [i, r] of active.entries()) {
     const since = reaped[i]?.runningSince ?? null;
     const ranMs = since === null ? 0 : now - since;
@@ -456,7 +460,7 @@ export async function recoverInFlight(deps: LifecycleDeps): Promise<number> {
       since !== null && ranMs > r.timeoutSeconds * 1000
         ? {
             outcome: "timeout",
-            message: `attempt ${r.attempt} outlived its server and had run ${Math.round(ranMs / 1000)}s, longer than its timeout of ${r.timeoutSeconds}s, when it was stopped`,
+            message: `attempt ${r.attempt} outlived its server and had run ${Math.round(ranMs / 1000)}s, longer than its timeout of ${r.timeoutSeconds}s, when the restarted server found it`,
           }
         : { outcome: "lost", message: `attempt ${r.attempt} was lost when the server stopped` };
     await finishAttempt(r, end, deps);

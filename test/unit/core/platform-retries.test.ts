@@ -133,6 +133,29 @@ describe("restarts (embedded)", () => {
     expect(h.compute.callsOf("start").filter((c) => c.id === overran.id)).toHaveLength(1);
   });
 
+  it("judges an orphan's run time when recovery found it, not after every reap's grace", async () => {
+    // Prepare: 30 s into a 60 s timeout when the server comes back; the reaps then take
+    // 45 s (another orphan ignoring SIGTERM waits out its grace).
+    h = makeDeps({ gpu: { maxRunning: 2, maxAttempts: 3, timeoutSeconds: 60 } });
+    const r = await submitVia(h, { tenant: uid("tenant") });
+    await dispatchQueue("gpu", h.deps);
+    await h.compute.running(r.id, 1);
+    const now = h.clock.advanceSeconds(30);
+    h.compute.orphansSince.set(r.id, now - 30_000);
+    h.compute.onReap = () => h.clock.advanceSeconds(45);
+
+    // Act
+    await recoverInFlight(h.deps);
+
+    // Assess: lost with its server and retried, not ended `timeout`.
+    expect(await stored(r.id)).toMatchObject({
+      status: "STARTING",
+      attempt: 2,
+      platformRetries: 1,
+      error: null,
+    });
+  });
+
   it("retries an attempt whose job ended with its server, however long ago it started", async () => {
     // Prepare
     h = makeDeps({ gpu: { maxAttempts: 1, timeoutSeconds: 60 } });
