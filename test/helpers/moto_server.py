@@ -14,12 +14,20 @@ file drove the server past 12 GB). A stream record never changes once written, s
 copy now shares the records (same 300 transactions: 4 s); a rollback still restores the
 record list as it was, without the failed transaction's records.
 
+A rollback also put the copy in the table's place, with a stream shard of its own: a shard
+iterator a reader already held (the local webhook poller's, a test's) went on reading the
+discarded shard, which no write reaches again, so a stream went silent after any cancelled
+transaction. Real DynamoDB has no such break: a cancelled transaction writes nothing and the
+stream goes on. After a rollback the table gets its shard back, cut to where it was before
+the transaction (what the copy held).
+
 usage: python3 moto_server.py <host> <port>
 """
 
 import sys
 import threading
 
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import StreamRecord
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
@@ -33,6 +41,32 @@ def _share_record(record: StreamRecord, _memo: dict) -> StreamRecord:
 
 
 StreamRecord.__deepcopy__ = _share_record  # type: ignore[attr-defined]
+
+_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _transact_keeping_streams(self, transact_items):
+    # Each written table's shard, and how many records it held before the transaction.
+    before = {}
+    for entry in transact_items:
+        _, op = next(iter(entry.items()))
+        name = op.get("TableName")
+        table = self.tables.get(name) if name else None
+        if table is not None and table.stream_shard is not None:
+            before[name] = (table.stream_shard, len(table.stream_shard.items))
+    try:
+        return _transact_write_items(self, transact_items)
+    except Exception:
+        for name, (shard, length) in before.items():
+            table = self.tables.get(name)
+            if table is not None and table.stream_shard is not shard:
+                del shard.items[length:]
+                shard.table = table
+                table.stream_shard = shard
+        raise
+
+
+DynamoDBBackend.transact_write_items = _transact_keeping_streams
 
 
 class SerialDynamoDB:
