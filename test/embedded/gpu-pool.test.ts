@@ -18,38 +18,20 @@ import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { EmbeddedRuntime } from "../../functions/local/runtime.ts";
+import { startingRecord } from "../helpers/records.ts";
 import { removeDir, tempDir, waitFor } from "../runner/helpers.ts";
 
 let dir: string;
 let n = 0;
 
 function request(patch: Partial<RequestRecord> = {}): RequestRecord {
-  return {
-    id: `req_gpu${++n}x${Date.now()}`,
-    tenant: "t",
-    queue: "q",
-    status: "STARTING",
-    priority: 0,
-    input: {},
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
+  n++;
+  return startingRecord({
+    id: `req_gpu${n}x${Date.now()}`,
     createdAt: n,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: 0,
-    attempt: 1,
-    maxAttempts: 3,
-    platformRetries: 0,
-    cancelRequested: false,
     timeoutSeconds: 30,
-    queueTtlSeconds: 60,
-    expiresAt: 60_000,
-    progress: null,
-    error: null,
-    jobRef: null,
     ...patch,
-  };
+  });
 }
 
 beforeEach(async () => {

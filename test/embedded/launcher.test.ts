@@ -13,6 +13,7 @@ import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { decodeJobRef } from "../../jobs/runner/index.ts";
+import { startingRecord } from "../helpers/records.ts";
 import { TestServer } from "../helpers/server.ts";
 import { waitFor } from "../runner/helpers.ts";
 
@@ -28,31 +29,7 @@ afterAll(async () => {
 
 /** A STARTING request record of attempt 1. */
 function record(id: string): RequestRecord {
-  return {
-    id: `${id}${Date.now()}`,
-    tenant: "t",
-    queue: "q",
-    status: "STARTING",
-    priority: 0,
-    input: {},
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
-    createdAt: 0,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: 0,
-    attempt: 1,
-    maxAttempts: 3,
-    platformRetries: 0,
-    cancelRequested: false,
-    timeoutSeconds: 60,
-    queueTtlSeconds: 60,
-    expiresAt: 60_000,
-    progress: null,
-    error: null,
-    jobRef: null,
-  };
+  return startingRecord({ id: `${id}${Date.now()}` });
 }
 
 /** Writes an executable /bin/sh job script and returns its command. */

@@ -12,6 +12,7 @@ import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { decodeJobRef } from "../../jobs/runner/index.ts";
+import { startingRecord } from "../helpers/records.ts";
 import { alive, DEMO, removeDir, tempDir, waitFor } from "../runner/helpers.ts";
 
 let dataDir: string;
@@ -20,32 +21,13 @@ let compute: LocalProcessCompute;
 let n = 0;
 
 function request(input: unknown, patch: Partial<RequestRecord> = {}): RequestRecord {
-  return {
+  return startingRecord({
     id: `req_lpc${++n}${Date.now()}`,
-    tenant: "t",
     queue: "demo",
-    status: "STARTING",
-    priority: 0,
     input,
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
-    createdAt: 0,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: 0,
-    attempt: 1,
-    maxAttempts: 3,
-    platformRetries: 0,
-    cancelRequested: false,
     timeoutSeconds: 30,
-    queueTtlSeconds: 60,
-    expiresAt: 60_000,
-    progress: null,
-    error: null,
-    jobRef: null,
     ...patch,
-  };
+  });
 }
 
 const queue: QueueConfig = {

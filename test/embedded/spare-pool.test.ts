@@ -21,6 +21,7 @@ import { SparePool } from "../../functions/adapters/embedded/spare-pool.ts";
 import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
+import { startingRecord } from "../helpers/records.ts";
 import { waitFor } from "../runner/helpers.ts";
 
 let dataDir: string;
@@ -159,31 +160,7 @@ describe("the spare pool's work dirs", () => {
 
 /** A STARTING request record of attempt 1. */
 function record(id: string): RequestRecord {
-  return {
-    id: `${id}${Date.now()}`,
-    tenant: "t",
-    queue: "q",
-    status: "STARTING",
-    priority: 0,
-    input: { hello: "world" },
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
-    createdAt: 0,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: 0,
-    attempt: 1,
-    maxAttempts: 3,
-    platformRetries: 0,
-    cancelRequested: false,
-    timeoutSeconds: 60,
-    queueTtlSeconds: 60,
-    expiresAt: 60_000,
-    progress: null,
-    error: null,
-    jobRef: null,
-  };
+  return startingRecord({ id: `${id}${Date.now()}`, input: { hello: "world" } });
 }
 
 describe("starts with spares", () => {

@@ -18,6 +18,7 @@ import { parseConfig } from "../../functions/config/load.ts";
 import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { T0 } from "../helpers/fakes.ts";
+import { startingRecord } from "../helpers/records.ts";
 import { awsClientConfig, createBatchQueue, uniqueName } from "./aws.ts";
 
 let prefix: string;
@@ -71,32 +72,16 @@ function newRequestId(): string {
 }
 
 function request(over: Partial<RequestRecord> = {}): RequestRecord {
-  return {
+  return startingRecord({
     id: newRequestId(),
     tenant: "acme corp/ü",
     queue: "finetune",
-    status: "STARTING",
-    priority: 0,
-    input: {},
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
     createdAt: T0,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: 0,
-    attempt: 1,
-    maxAttempts: 3,
-    platformRetries: 0,
-    cancelRequested: false,
     timeoutSeconds: 3600,
     queueTtlSeconds: 86_400,
     expiresAt: T0 + 86_400_000,
-    progress: null,
-    error: null,
-    jobRef: null,
     ...over,
-  };
+  });
 }
 
 function compute(client: BatchClient): BatchCompute {

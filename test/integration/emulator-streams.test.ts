@@ -47,7 +47,11 @@ describe("the emulator's table stream", () => {
     const { StreamDescription } = await streams.send(new DescribeStreamCommand({ StreamArn: arn }));
     const shardId = StreamDescription?.Shards?.[0]?.ShardId;
     const { ShardIterator } = await streams.send(
-      new GetShardIteratorCommand({ StreamArn: arn, ShardId: shardId, ShardIteratorType: "LATEST" }),
+      new GetShardIteratorCommand({
+        StreamArn: arn,
+        ShardId: shardId,
+        ShardIteratorType: "LATEST",
+      }),
     );
     await dynamo.send(new PutItemCommand({ TableName: table, Item: item("before") }));
 
