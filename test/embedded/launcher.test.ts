@@ -13,7 +13,7 @@ import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 import { decodeJobRef } from "../../jobs/runner/index.ts";
-import { startingRecord } from "../helpers/records.ts";
+import { launchQueue, startingRecord } from "../helpers/records.ts";
 import { TestServer } from "../helpers/server.ts";
 import { waitFor } from "../runner/helpers.ts";
 
@@ -69,20 +69,13 @@ echo started
 while :; do sleep 0.05; done
 `,
     );
-    const queue = (command: string[], gpus: number): QueueConfig => ({
-      name: "q",
-      command,
-      maxQueued: 10,
-      maxRunning: 2,
-      defaultPriority: 0,
-      timeoutSeconds: 60,
-      maxAttempts: 3,
-      queueTtlSeconds: 60,
-      cancelGraceSeconds: 0.3,
-      retentionDays: 1,
-      resources: { gpus, vcpus: 1, memoryMiB: 512 },
-      env: { FROM_QUEUE: "yes" },
-    });
+    const queue = (command: string[], gpus: number): QueueConfig =>
+      launchQueue({
+        command,
+        maxRunning: 2,
+        resources: { gpus, vcpus: 1, memoryMiB: 512 },
+        env: { FROM_QUEUE: "yes" },
+      });
     const exitedOf = (id: string) =>
       events.find((e) => e.requestId === id && e.type === "exited") as
         | Extract<JobEvent, { type: "exited" }>

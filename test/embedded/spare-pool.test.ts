@@ -18,10 +18,9 @@ import { FsLayout } from "../../functions/adapters/embedded/fs-storage.ts";
 import { JobLauncher } from "../../functions/adapters/embedded/launcher.ts";
 import { LocalProcessCompute } from "../../functions/adapters/embedded/local-process-compute.ts";
 import { SparePool } from "../../functions/adapters/embedded/spare-pool.ts";
-import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { JobEvent } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
-import { startingRecord } from "../helpers/records.ts";
+import { launchQueue, startingRecord } from "../helpers/records.ts";
 import { waitFor } from "../runner/helpers.ts";
 
 let dataDir: string;
@@ -178,20 +177,7 @@ while [ -e "${hold}" ]; do sleep 0.02; done
 `,
     );
     await chmod(script, 0o755);
-    const queue: QueueConfig = {
-      name: "q",
-      command: ["/bin/sh", script],
-      maxQueued: 10,
-      maxRunning: 1,
-      defaultPriority: 0,
-      timeoutSeconds: 60,
-      maxAttempts: 3,
-      queueTtlSeconds: 60,
-      cancelGraceSeconds: 0.3,
-      retentionDays: 1,
-      resources: { gpus: 0, vcpus: 1, memoryMiB: 512 },
-      env: {},
-    };
+    const queue = launchQueue({ command: ["/bin/sh", script] });
     const events: JobEvent[] = [];
     const launcher = new JobLauncher();
     const spares = new SparePool(work, { dirsLow: 0 });

@@ -3,6 +3,7 @@
  * every other field at a plain default. Tests of compute adapters (launcher, work dirs,
  * GPUs, Batch) build their records here and set only what they look at.
  */
+import type { QueueConfig } from "../../functions/config/schema.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
 
 /** A STARTING request of attempt 1 with `patch` applied. */
@@ -32,6 +33,26 @@ export function startingRecord(
     progress: null,
     error: null,
     jobRef: null,
+    ...patch,
+  };
+}
+
+/** A queue for one-machine launches of `command`: one CPU, no GPU, short limits. */
+export function launchQueue(
+  patch: Partial<QueueConfig> & Pick<QueueConfig, "command">,
+): QueueConfig {
+  return {
+    name: "q",
+    maxQueued: 10,
+    maxRunning: 1,
+    defaultPriority: 0,
+    timeoutSeconds: 60,
+    maxAttempts: 3,
+    queueTtlSeconds: 60,
+    cancelGraceSeconds: 0.3,
+    retentionDays: 1,
+    resources: { gpus: 0, vcpus: 1, memoryMiB: 512 },
+    env: {},
     ...patch,
   };
 }
