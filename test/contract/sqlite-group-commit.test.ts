@@ -18,37 +18,18 @@ import {
 } from "../../functions/core/errors.ts";
 import type { SubmitLimits, SubmitOutcome } from "../../functions/core/ports.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
+import { queuedRecord } from "../helpers/records.ts";
 
 const T0 = Date.UTC(2030, 0, 1);
 const LIMITS: SubmitLimits = { maxQueued: 100, retryAfterSeconds: 1 };
 
 function queued(overrides: Partial<RequestRecord> = {}): RequestRecord {
-  return {
+  return queuedRecord({
     id: `req_${ulid()}`,
-    tenant: "t1",
-    queue: "q",
-    status: "QUEUED",
-    priority: 0,
-    input: {},
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
     createdAt: T0,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: T0,
-    attempt: 0,
-    maxAttempts: 1,
-    platformRetries: 0,
-    cancelRequested: false,
-    timeoutSeconds: 60,
-    queueTtlSeconds: 3600,
     expiresAt: T0 + 3_600_000,
-    progress: null,
-    error: null,
-    jobRef: null,
     ...overrides,
-  };
+  });
 }
 
 /** Each promise's outcome, without letting one rejection hide the others. */

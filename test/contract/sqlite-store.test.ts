@@ -13,6 +13,7 @@ import {
 } from "../../functions/adapters/embedded/sqlite-store.ts";
 import { IdempotencyConflictError } from "../../functions/core/errors.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
+import { queuedRecord } from "../helpers/records.ts";
 import { describeRequestStoreContract } from "./request-store.contract.ts";
 import type { RaceReport, RaceTask } from "./sqlite-race-worker.ts";
 
@@ -43,32 +44,14 @@ describeRequestStoreContract("SqliteRequestStore", async () => {
 });
 
 function queuedRequest(queue: string, overrides: Partial<RequestRecord> = {}): RequestRecord {
-  return {
+  return queuedRecord({
     id: `req_${ulid()}`,
-    tenant: "t1",
     queue,
-    status: "QUEUED",
-    priority: 0,
-    input: {},
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
     createdAt: T0,
-    startedAt: null,
-    finishedAt: null,
     updatedAt: 0,
-    attempt: 0,
-    maxAttempts: 1,
-    platformRetries: 0,
-    cancelRequested: false,
-    timeoutSeconds: 60,
-    queueTtlSeconds: 3600,
     expiresAt: T0 + 3_600_000,
-    progress: null,
-    error: null,
-    jobRef: null,
     ...overrides,
-  };
+  });
 }
 
 describe("SqliteRequestStore on a file", () => {

@@ -9,35 +9,19 @@ import { ulid } from "ulidx";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SqliteRequestStore } from "../../functions/adapters/embedded/sqlite-store.ts";
 import type { RequestRecord } from "../../functions/core/request.ts";
+import { queuedRecord } from "../helpers/records.ts";
 
 const T0 = Date.UTC(2030, 0, 1);
 
 function queued(i: number): RequestRecord {
-  return {
+  return queuedRecord({
     id: `req_${ulid()}`,
     tenant: `t${i % 3}`,
-    queue: "q",
-    status: "QUEUED",
     priority: i % 10,
     input: { i, text: "x".repeat(200) },
-    metadata: {},
-    webhook: null,
-    idempotencyKey: null,
     createdAt: T0 + i,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: T0 + i,
-    attempt: 0,
-    maxAttempts: 1,
-    platformRetries: 0,
-    cancelRequested: false,
-    timeoutSeconds: 60,
-    queueTtlSeconds: 3600,
     expiresAt: T0 + 3_600_000,
-    progress: null,
-    error: null,
-    jobRef: null,
-  };
+  });
 }
 
 /** Resolves once `check` holds; fails after `timeoutMs`. */

@@ -56,3 +56,36 @@ export function launchQueue(
     ...patch,
   };
 }
+
+/**
+ * A QUEUED request that has not started (attempt 0 of 1), waiting an hour from `createdAt`,
+ * with `patch` applied: what a store test submits.
+ */
+export function queuedRecord(
+  patch: Partial<RequestRecord> & Pick<RequestRecord, "id" | "createdAt">,
+): RequestRecord {
+  return {
+    tenant: "t1",
+    queue: "q",
+    status: "QUEUED",
+    priority: 0,
+    input: {},
+    metadata: {},
+    webhook: null,
+    idempotencyKey: null,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: patch.createdAt,
+    attempt: 0,
+    maxAttempts: 1,
+    platformRetries: 0,
+    cancelRequested: false,
+    timeoutSeconds: 60,
+    queueTtlSeconds: 3600,
+    expiresAt: patch.createdAt + 3_600_000,
+    progress: null,
+    error: null,
+    jobRef: null,
+    ...patch,
+  };
+}
