@@ -12,17 +12,7 @@ import {
   type DescribeJobsCommandInput,
   type JobDetail,
 } from "@aws-sdk/client-batch";
-import {
-  CreateEventBusCommand,
-  EventBridgeClient,
-  PutEventsCommand,
-  PutRuleCommand,
-  PutTargetsCommand,
-} from "@aws-sdk/client-eventbridge";
-import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
-import { App, Stack } from "aws-cdk-lib";
-import { Template } from "aws-cdk-lib/assertions";
-import * as sqs from "aws-cdk-lib/aws-sqs";
+import { PutEventsCommand } from "@aws-sdk/client-eventbridge";
 import { mockClient } from "aws-sdk-client-mock";
 import { beforeAll, describe, expect, it } from "vitest";
 import { BatchCompute } from "../../../functions/adapters/aws/batch-compute.ts";
@@ -31,7 +21,6 @@ import { describeRequest } from "../../../functions/cli/format.ts";
 import type { QueueConfigInput } from "../../../functions/config/schema.ts";
 import { NO_CAPACITY_AFTER_MS } from "../../../functions/core/request.ts";
 import { createSweepHandler, LOST_JOB_AFTER_MS } from "../../../functions/handlers/sweep.ts";
-import { JobEvents } from "../../../infra/constructs/job-events.ts";
 import { awsClientConfig } from "../aws.ts";
 import {
   type BatchEventOptions,
@@ -40,6 +29,7 @@ import {
   type Harness,
   recordCommands,
 } from "./harness.ts";
+import { jobEventsBus } from "./job-events-bus.ts";
 
 const REASON =
   "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity requested for instance type [g5.xlarge]";
@@ -216,36 +206,7 @@ describe("Batch events of a job waiting for an instance", () => {
 describe("the EventBridge rule the stack deploys", () => {
   it("sends Batch's job queue blocked events to the events handler", async () => {
     // Prepare: the rule's pattern as CDK synthesizes it, on a bus of our own
-    const stack = new Stack(new App(), "Events");
-    new JobEvents(stack, "JobEvents", {
-      jobQueueArns: [h.jobQueueArn],
-      queue: new sqs.Queue(stack, "Queue"),
-      deadLetterQueue: new sqs.Queue(stack, "Dlq"),
-    });
-    const [rule] = Object.values(Template.fromStack(stack).findResources("AWS::Events::Rule"));
-    const eb = new EventBridgeClient(awsClientConfig());
-    const bus = `${h.prefix}-capbus`;
-    await eb.send(new CreateEventBusCommand({ Name: bus }));
-    await eb.send(
-      new PutRuleCommand({
-        Name: `${h.prefix}-cap`,
-        EventBusName: bus,
-        EventPattern: JSON.stringify(rule?.Properties.EventPattern),
-      }),
-    );
-    const attrs = await h.clients.sqs.send(
-      new GetQueueAttributesCommand({
-        QueueUrl: h.queues.eventsQueueUrl,
-        AttributeNames: ["QueueArn"],
-      }),
-    );
-    await eb.send(
-      new PutTargetsCommand({
-        Rule: `${h.prefix}-cap`,
-        EventBusName: bus,
-        Targets: [{ Id: "events-queue", Arn: attrs.Attributes?.QueueArn }],
-      }),
-    );
+    const { eb, bus } = await jobEventsBus(h, "capbus");
     const { id } = await started();
     const e = await blocked(id);
 

@@ -1,19 +1,8 @@
-import {
-  CreateEventBusCommand,
-  EventBridgeClient,
-  PutEventsCommand,
-  PutRuleCommand,
-  PutTargetsCommand,
-} from "@aws-sdk/client-eventbridge";
-import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
-import { App, Stack } from "aws-cdk-lib";
-import { Template } from "aws-cdk-lib/assertions";
-import * as sqs from "aws-cdk-lib/aws-sqs";
+import { PutEventsCommand } from "@aws-sdk/client-eventbridge";
 import { beforeAll, describe, expect, it } from "vitest";
 import { STOP_REASONS } from "../../../functions/adapters/aws/batch-compute.ts";
-import { JobEvents } from "../../../infra/constructs/job-events.ts";
-import { awsClientConfig } from "../aws.ts";
 import { createHarness, type Harness } from "./harness.ts";
+import { jobEventsBus } from "./job-events-bus.ts";
 
 let h: Harness;
 
@@ -187,38 +176,8 @@ describe("late, duplicate and out-of-order Batch events", () => {
 describe("the EventBridge rule the stack deploys", () => {
   it("routes this job queue's Batch state changes to the events handler and no others", async () => {
     // Prepare: the rule's pattern exactly as CDK synthesizes it, on a bus of our own
-    const stack = new Stack(new App(), "Events");
-    new JobEvents(stack, "JobEvents", {
-      jobQueueArns: [h.jobQueueArn],
-      queue: new sqs.Queue(stack, "Queue"),
-      deadLetterQueue: new sqs.Queue(stack, "Dlq"),
-    });
-    const rules = Object.values(Template.fromStack(stack).findResources("AWS::Events::Rule"));
+    const { eb, bus, rules } = await jobEventsBus(h, "bus");
     expect(rules).toHaveLength(1);
-    const pattern = rules[0]?.Properties.EventPattern;
-    const eb = new EventBridgeClient(awsClientConfig());
-    const bus = `${h.prefix}-bus`;
-    await eb.send(new CreateEventBusCommand({ Name: bus }));
-    await eb.send(
-      new PutRuleCommand({
-        Name: `${h.prefix}-batch`,
-        EventBusName: bus,
-        EventPattern: JSON.stringify(pattern),
-      }),
-    );
-    const attrs = await h.clients.sqs.send(
-      new GetQueueAttributesCommand({
-        QueueUrl: h.queues.eventsQueueUrl,
-        AttributeNames: ["QueueArn"],
-      }),
-    );
-    await eb.send(
-      new PutTargetsCommand({
-        Rule: `${h.prefix}-batch`,
-        EventBusName: bus,
-        Targets: [{ Id: "events-queue", Arn: attrs.Attributes?.QueueArn }],
-      }),
-    );
     const id = await started();
     const ours = await h.batchEvent(id, "RUNNING");
     const foreign = await h.batchEvent(id, "SUCCEEDED", { jobQueue: `${h.jobQueueArn}-other` });
